@@ -1,0 +1,260 @@
+//! One error type and the one exit-code policy of upstep.
+//!
+//! Every failure a user can meet is a variant here, and `Error::code` is the only place that
+//! decides which exit code a failure gets. The table is documented in README.md and in
+//! `upstep --help`; codes are a contract for pipelines, so never renumber one.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The documented exit codes. Stable: pipelines branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything asked for was done (or there was nothing to do).
+    Success = 0,
+    /// A bug in upstep: please report it.
+    Internal = 1,
+    /// The command line or a value given on it is wrong (unknown flag, bad version, downgrade).
+    Usage = 2,
+    /// The release map could not be read or failed validation.
+    Map = 3,
+    /// The git repository could not be opened, cloned, read or checked out.
+    Repository = 4,
+    /// `doctor` (or the checks `upgrade` runs first) found a blocker.
+    Preflight = 5,
+    /// MongoDB or Redis could not be reached or refused the credentials.
+    Connection = 6,
+    /// Another upstep run holds the run lock.
+    Locked = 7,
+    /// A migration step failed (or ran but did not migrate).
+    StepFailed = 8,
+    /// The journal shows a failed or interrupted step: choose --retry or `upstep mark`.
+    NeedsDecision = 9,
+    /// `status --check`: migrations are still pending.
+    Pending = 10,
+    /// The SSH tunnel could not be opened or was lost.
+    Tunnel = 11,
+    /// A confirmation was needed but there is no terminal and no --yes.
+    NoTerminal = 12,
+    /// A configuration file or profile is wrong.
+    Config = 13,
+    /// Stopped by SIGINT (Ctrl-C).
+    Interrupted = 130,
+    /// Stopped by SIGTERM.
+    Terminated = 143,
+}
+
+impl ExitCode {
+    /// The table printed in `upstep --help` and README.md (kept in one place).
+    pub const TABLE: &'static [(i32, &'static str)] = &[
+        (0, "success, or nothing to do"),
+        (1, "internal error (a bug: please report it)"),
+        (2, "usage: a bad flag or value (version, downgrade, ...)"),
+        (3, "release map unreadable or invalid"),
+        (4, "git repository error"),
+        (5, "preflight found a blocker"),
+        (6, "MongoDB/Redis unreachable or credentials refused"),
+        (7, "another run holds the lock"),
+        (8, "a migration step failed"),
+        (9, "journal shows a failed/interrupted step: --retry or `upstep mark`"),
+        (10, "status --check: migrations pending"),
+        (11, "SSH tunnel failed"),
+        (12, "a confirmation is needed but there is no terminal (use --yes)"),
+        (13, "configuration file or profile error"),
+        (130, "interrupted (SIGINT)"),
+        (143, "terminated (SIGTERM)"),
+    ];
+
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+/// A position in a text file, for messages that point at the line to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One problem found in a release map, with where it is and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapProblem {
+    pub location: Option<Location>,
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for MapProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(loc) => write!(f, "{loc}: {}", self.message)?,
+            None => write!(f, "{}", self.message)?,
+        }
+        if !self.hint.is_empty() {
+            write!(f, "\n  hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad value on the command line. `fix` says what to do instead.
+    #[error("{problem}\n  fix: {fix}")]
+    Usage { problem: String, fix: String },
+
+    #[error("cannot read release map {path}: {source}\n  fix: check the path given to --map")]
+    MapRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("release map {} has {} problem(s):\n{}", .name, .problems.len(), format_problems(.problems))]
+    MapInvalid {
+        name: String,
+        problems: Vec<MapProblem>,
+    },
+
+    #[error("{message}\n  fix: {fix}")]
+    Repository { message: String, fix: String },
+
+    #[error("{0}")]
+    Preflight(String),
+
+    #[error("{message}\n  fix: {fix}")]
+    Connection { message: String, fix: String },
+
+    #[error("{0}")]
+    Locked(String),
+
+    #[error("{0}")]
+    StepFailed(String),
+
+    #[error("{0}")]
+    NeedsDecision(String),
+
+    #[error("{0}")]
+    Pending(String),
+
+    #[error("{message}\n  fix: {fix}")]
+    Tunnel { message: String, fix: String },
+
+    #[error("{0}\n  fix: run it at a terminal, or pass --yes to accept every confirmation")]
+    NoTerminal(String),
+
+    #[error("{message}\n  fix: {fix}")]
+    Config { message: String, fix: String },
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("terminated")]
+    Terminated,
+
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+
+    #[error("internal error: {0} (this is a bug in upstep: please report it)")]
+    Internal(String),
+}
+
+fn format_problems(problems: &[MapProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("- {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    pub fn usage(problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Usage {
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn repository(message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Repository {
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn connection(message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Connection {
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn config(message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// The single exit-code policy.
+    pub fn code(&self) -> ExitCode {
+        match self {
+            Error::Usage { .. } => ExitCode::Usage,
+            Error::MapRead { .. } | Error::MapInvalid { .. } => ExitCode::Map,
+            Error::Repository { .. } => ExitCode::Repository,
+            Error::Preflight(_) => ExitCode::Preflight,
+            Error::Connection { .. } => ExitCode::Connection,
+            Error::Locked(_) => ExitCode::Locked,
+            Error::StepFailed(_) => ExitCode::StepFailed,
+            Error::NeedsDecision(_) => ExitCode::NeedsDecision,
+            Error::Pending(_) => ExitCode::Pending,
+            Error::Tunnel { .. } => ExitCode::Tunnel,
+            Error::NoTerminal(_) => ExitCode::NoTerminal,
+            Error::Config { .. } => ExitCode::Config,
+            Error::Interrupted => ExitCode::Interrupted,
+            Error::Terminated => ExitCode::Terminated,
+            // A closed stdout (e.g. `upstep plan | head`) is not a bug; report it as usage-free failure.
+            Error::Output(_) | Error::Internal(_) => ExitCode::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_enum() {
+        let from_enum = [
+            ExitCode::Success,
+            ExitCode::Internal,
+            ExitCode::Usage,
+            ExitCode::Map,
+            ExitCode::Repository,
+            ExitCode::Preflight,
+            ExitCode::Connection,
+            ExitCode::Locked,
+            ExitCode::StepFailed,
+            ExitCode::NeedsDecision,
+            ExitCode::Pending,
+            ExitCode::Tunnel,
+            ExitCode::NoTerminal,
+            ExitCode::Config,
+            ExitCode::Interrupted,
+            ExitCode::Terminated,
+        ];
+        let codes: Vec<i32> = from_enum.iter().map(|c| c.as_i32()).collect();
+        let table: Vec<i32> = ExitCode::TABLE.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, table);
+    }
+}

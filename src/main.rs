@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(upstep::run(std::env::args_os()));
+}

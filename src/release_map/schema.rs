@@ -1,0 +1,260 @@
+//! The release-map file format (schema 1), as serde types.
+//!
+//! These types mirror the TOML one to one and reject unknown fields, so a typo in a map is an
+//! error, not a silently ignored line. Fields that validation may need to point at carry their
+//! source span (`Spanned`). `docs/release-map.md` documents every field; keep the two in step.
+//! The validated, resolved view that the rest of upstep uses lives in `model.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The schema version this build of upstep reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMap {
+    pub schema: Spanned<i64>,
+    pub project: RawProject,
+    #[serde(default)]
+    pub eras: BTreeMap<String, RawEra>,
+    #[serde(default)]
+    pub releases: Vec<RawRelease>,
+    #[serde(default)]
+    pub migrations: Vec<RawMigration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub name: String,
+    /// Where the project's code lives (informational; `--repo` says where to read it).
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Folder holding the migration scripts (for `map generate` / `map check`).
+    pub migrations_dir: String,
+    /// File endings that count as migration scripts in `migrations_dir`.
+    #[serde(default = "default_script_suffixes")]
+    pub script_suffixes: Vec<String>,
+    /// File endings in `migrations_dir` that are never scripts (tests).
+    #[serde(default = "default_exclude_suffixes")]
+    pub exclude_suffixes: Vec<String>,
+    /// Tags that look like releases but must never be used (Novu's stray `v1.0.1`).
+    #[serde(default)]
+    pub ignore_tags: Vec<String>,
+    /// Branches whose history counts as the mainline (tags off it are flagged).
+    #[serde(default)]
+    pub mainline: Vec<String>,
+    /// Default quiet window (seconds) after which a finished script that never exits is ended.
+    #[serde(default)]
+    pub quiet_secs: Option<u64>,
+}
+
+fn default_script_suffixes() -> Vec<String> {
+    vec![".ts".into(), ".js".into()]
+}
+
+fn default_exclude_suffixes() -> Vec<String> {
+    vec![".spec.ts".into(), ".spec.js".into(), ".test.ts".into(), ".test.js".into(), ".d.ts".into()]
+}
+
+/// How scripts run for a range of releases: command, working directory, environment, setup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEra {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Working directory of every script run, relative to the repository root.
+    pub cwd: String,
+    /// argv that runs one script file; `{script}` is the script path relative to `cwd`.
+    pub run: Vec<String>,
+    /// Environment for every run. Values may use placeholders, see `docs/release-map.md`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// An env file the application loads at start-up (relative to the repository root).
+    #[serde(default)]
+    pub env_file: Option<String>,
+    /// Whether the application fails to start without `env_file`.
+    #[serde(default)]
+    pub env_file_required: bool,
+    /// Commands that prepare a checkout (install, build, create the env file), run in order
+    /// from the repository root.
+    #[serde(default)]
+    pub setup: Vec<Vec<String>>,
+    /// Extra environment for the setup commands only.
+    #[serde(default)]
+    pub setup_env: BTreeMap<String, String>,
+    /// Output lines that mean "the script has finished" for scripts that never exit.
+    #[serde(default)]
+    pub done_lines: Vec<String>,
+    /// Shims that run an exported function: name -> template.
+    #[serde(default)]
+    pub shims: BTreeMap<String, RawShim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShim {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Source of the shim file, written into the era's `cwd` and run with the era's `run`
+    /// command. `{module}` is the script path relative to `cwd` without its file ending,
+    /// `{export}` the exported function's name.
+    pub template: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    pub version: Spanned<String>,
+    /// The git tag; defaults to `v<version>`.
+    #[serde(default)]
+    pub tag: Option<String>,
+    #[serde(default)]
+    pub date: Option<String>,
+    pub era: Spanned<String>,
+    /// Exact node version (`.nvmrc`).
+    pub node: Spanned<String>,
+    /// `engines.node` from package.json, npm range syntax.
+    #[serde(default)]
+    pub node_engines: Option<Spanned<String>>,
+    /// Exact pnpm version, if the project uses pnpm.
+    #[serde(default)]
+    pub pnpm: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    pub verified: bool,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// The script is a runnable file.
+    File,
+    /// The script only exports a function, called through one of the era's shims.
+    Export,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exits {
+    /// Exits by itself when done.
+    Yes,
+    /// Closes its resources but may keep the process alive (e.g. only `app.close()`).
+    MayHang,
+    /// Never exits: must be recognised as finished and ended.
+    Never,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Idempotency {
+    /// Re-running changes nothing.
+    Yes,
+    /// Skips documents already migrated: a re-run only touches what is left.
+    Guarded,
+    /// A re-run changes data again: never repeat it by surprise.
+    No,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Need {
+    Redis,
+    EncryptionKey,
+    ReplicaSet,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigration {
+    pub id: Spanned<String>,
+    pub title: String,
+    /// The release whose tree first contains the script. Exclusive with `unreleased_ref`.
+    #[serde(default)]
+    pub introduced_in: Option<Spanned<String>>,
+    /// For a script no release ships yet: the git ref (branch or commit) it runs at.
+    #[serde(default)]
+    pub unreleased_ref: Option<Spanned<String>>,
+    /// Run at this release instead of `introduced_in` (when the plan reaches it).
+    #[serde(default)]
+    pub run_at: Option<Spanned<String>>,
+    /// Path of the script from the repository root.
+    pub script: String,
+    pub run: RunKind,
+    #[serde(default)]
+    pub export: Option<String>,
+    #[serde(default)]
+    pub shim: Option<Spanned<String>>,
+    pub exits: Exits,
+    #[serde(default)]
+    pub done_line: Option<String>,
+    #[serde(default)]
+    pub quiet_secs: Option<u64>,
+    /// Later releases where the script runs differently.
+    #[serde(default)]
+    pub modes: Vec<RawMode>,
+    pub idempotent: Idempotency,
+    #[serde(default)]
+    pub destructive: bool,
+    #[serde(default)]
+    pub lossy: bool,
+    #[serde(default)]
+    pub needs: Vec<Need>,
+    /// Migrations that must run before this one.
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
+    /// Shown to the user before the step runs.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Checks that find documents still needing the migration; all empty = applied.
+    #[serde(default)]
+    pub pending: Vec<RawCheck>,
+    /// Why no reliable check exists (exclusive with `pending`).
+    #[serde(default)]
+    pub no_fingerprint: Option<String>,
+    #[serde(default = "yes")]
+    pub verified: bool,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMode {
+    pub from: Spanned<String>,
+    pub run: RunKind,
+    #[serde(default)]
+    pub export: Option<String>,
+    #[serde(default)]
+    pub shim: Option<Spanned<String>>,
+    pub exits: Exits,
+    #[serde(default)]
+    pub done_line: Option<String>,
+    #[serde(default)]
+    pub quiet_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub collection: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A find filter: documents matching it still need the migration.
+    #[serde(default)]
+    pub filter: Option<Spanned<toml::Value>>,
+    /// An aggregation pipeline: any output document means pending.
+    #[serde(default)]
+    pub pipeline: Option<Spanned<Vec<toml::Value>>>,
+    /// `absent = true`: the collection's existence means pending.
+    #[serde(default)]
+    pub absent: Option<bool>,
+}
