@@ -1,12 +1,43 @@
 //! upstep: runs a self-hosted deployment's legacy data migrations, each at the code version it
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
+pub mod cli;
+mod commands;
 pub mod error;
+mod logging;
+pub mod plan;
 pub mod release_map;
+pub mod ui;
+pub mod version;
 
 use std::ffi::OsString;
 
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::error::ExitCode;
+
 /// Parse `args`, run the command, and return the process exit code.
-pub fn run<I: IntoIterator<Item = OsString>>(_args: I) -> i32 {
-    0
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are not errors.
+            let code = if err.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Success
+            };
+            let _ = err.print();
+            return code.as_i32();
+        }
+    };
+    logging::init(&cli.global);
+    match commands::dispatch(cli.command) {
+        Ok(code) => code.as_i32(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.code().as_i32()
+        }
+    }
 }

@@ -1,3 +1,9 @@
 //! The release map: which scripts exist, which release introduced each, and how each runs.
+//! `schema` is the file format, `load` parses and validates it, `model` is the checked view.
 
+pub mod load;
+pub mod model;
 pub mod schema;
+
+pub use load::{load, parse_map, EMBEDDED_MAP, EMBEDDED_NAME};
+pub use model::*;

@@ -1,0 +1,845 @@
+//! Reading a release map: the embedded default or a file, parsed, validated, resolved.
+//!
+//! Validation collects every problem it finds (not just the first), each with the file, line
+//! and column it comes from and a hint at the fix, so a map author fixes them in one pass.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+
+use semver::Version;
+use toml::Spanned;
+
+use super::model::*;
+use super::schema::{self, RawCheck, RawMap, RawMigration, RawMode, SCHEMA_VERSION};
+use crate::error::{Error, Location, MapProblem, Result};
+
+/// The default map (Novu), compiled into the binary so upstep needs no files beside it.
+pub const EMBEDDED_MAP: &str = include_str!("../../release-map.toml");
+pub const EMBEDDED_NAME: &str = "release-map.toml (embedded)";
+
+/// Placeholders an era's `env` values may use; a variable whose placeholder has no value for
+/// a run is left unset.
+pub const ENV_PLACEHOLDERS: &[&str] = &[
+    "mongo_uri",
+    "redis_host",
+    "redis_port",
+    "redis_password",
+    "redis_db",
+    "redis_tls",
+    "encryption_key",
+];
+
+/// Load `--map FILE`, or the embedded default when `path` is None.
+pub fn load(path: Option<&Path>) -> Result<ReleaseMap> {
+    match path {
+        None => parse_map(EMBEDDED_MAP, EMBEDDED_NAME),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::MapRead {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            parse_map(&text, &path.display().to_string())
+        }
+    }
+}
+
+/// Parse and validate a map's text. `name` is used in messages.
+pub fn parse_map(text: &str, name: &str) -> Result<ReleaseMap> {
+    let mut sink = Problems::new(text, name);
+    let raw: RawMap = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let message = err.message().to_string();
+            let hint = if message.contains("unknown field") {
+                "remove or rename the field; docs/release-map.md lists every field"
+            } else if message.contains("missing field") {
+                "add the field; docs/release-map.md says what it means"
+            } else {
+                "fix the TOML syntax at this position"
+            };
+            sink.push(err.span(), message, hint);
+            return Err(sink.into_error());
+        }
+    };
+    let map = build(raw, &mut sink);
+    match map {
+        Some(map) if sink.problems.is_empty() => Ok(map),
+        _ => Err(sink.into_error()),
+    }
+}
+
+struct Problems<'a> {
+    text: &'a str,
+    name: &'a str,
+    problems: Vec<MapProblem>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(text: &'a str, name: &'a str) -> Self {
+        Problems {
+            text,
+            name,
+            problems: Vec::new(),
+        }
+    }
+
+    fn location(&self, offset: usize) -> Location {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
+        Location {
+            file: self.name.to_string(),
+            line,
+            column,
+        }
+    }
+
+    fn push(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: &str) {
+        let location = span.map(|s| self.location(s.start));
+        self.problems.push(MapProblem {
+            location,
+            message: message.into(),
+            hint: hint.to_string(),
+        });
+    }
+
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>, hint: &str) {
+        self.push(Some(spanned.span()), message, hint);
+    }
+
+    fn into_error(self) -> Error {
+        Error::MapInvalid {
+            name: self.name.to_string(),
+            problems: self.problems,
+        }
+    }
+}
+
+/// A version as written in a map: full semver, no `v`.
+fn map_version(sink: &mut Problems, spanned: &Spanned<String>, what: &str) -> Option<Version> {
+    let text = spanned.get_ref();
+    match Version::parse(text) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            let hint = if text.starts_with('v') {
+                "write versions without the `v` (the tag keeps it): e.g. \"0.18.0\""
+            } else {
+                "write a full semantic version: MAJOR.MINOR.PATCH, e.g. \"0.18.0\""
+            };
+            sink.at(spanned, format!("malformed {what} {text:?}: {err}"), hint);
+            None
+        }
+    }
+}
+
+fn build(raw: RawMap, sink: &mut Problems) -> Option<ReleaseMap> {
+    if *raw.schema.get_ref() != SCHEMA_VERSION {
+        sink.at(
+            &raw.schema,
+            format!(
+                "schema {} is not supported (this upstep reads schema {SCHEMA_VERSION})",
+                raw.schema.get_ref()
+            ),
+            "write the map for schema 1, or use the upstep version made for this schema",
+        );
+        return None;
+    }
+
+    let eras = build_eras(&raw, sink);
+    let releases = build_releases(&raw, &eras, sink);
+    let migrations = build_migrations(&raw, &eras, &releases, sink);
+
+    let project = RawProjectView(&raw.project).into_project();
+    let map = ReleaseMap {
+        source: sink.name.to_string(),
+        project,
+        eras,
+        releases,
+        migrations,
+    };
+    if sink.problems.is_empty() {
+        check_ordering(&map, &raw.migrations, sink);
+    }
+    Some(map)
+}
+
+struct RawProjectView<'a>(&'a schema::RawProject);
+
+impl RawProjectView<'_> {
+    fn into_project(self) -> Project {
+        let p = self.0;
+        Project {
+            name: p.name.clone(),
+            repository: p.repository.clone(),
+            migrations_dir: p.migrations_dir.trim_end_matches('/').to_string(),
+            script_suffixes: p.script_suffixes.clone(),
+            exclude_suffixes: p.exclude_suffixes.clone(),
+            ignore_tags: p.ignore_tags.clone(),
+            mainline: p.mainline.clone(),
+            quiet_secs: p.quiet_secs.unwrap_or(10),
+        }
+    }
+}
+
+fn unknown_placeholders(value: &str, allowed: &[&str]) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        if !allowed.contains(&name) {
+            unknown.push(name.to_string());
+        }
+        rest = &after[close + 1..];
+    }
+    unknown
+}
+
+fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
+    let mut eras = BTreeMap::new();
+    for (name, era) in &raw.eras {
+        // Eras are tables keyed by name, which carry no span: name them in the message.
+        let here = format!("era {name:?}");
+        if era.run.is_empty() || !era.run.iter().any(|a| a.contains("{script}")) {
+            sink.push(
+                None,
+                format!("{here}: `run` must be a non-empty argv containing {{script}}"),
+                "e.g. run = [\"node\", \"{script}\"]",
+            );
+        }
+        for (var, value) in &era.env {
+            let unknown = unknown_placeholders(value, ENV_PLACEHOLDERS);
+            if !unknown.is_empty() {
+                sink.push(
+                    None,
+                    format!("{here}: env {var} uses unknown placeholder(s) {unknown:?}"),
+                    "allowed: {mongo_uri} {redis_host} {redis_port} {redis_password} {redis_db} {redis_tls} {encryption_key}",
+                );
+            }
+        }
+        if era.setup.iter().any(|cmd| cmd.is_empty()) {
+            sink.push(
+                None,
+                format!("{here}: a setup command is an empty argv"),
+                "each setup entry is a list like [\"pnpm\", \"install\"]",
+            );
+        }
+        for (shim_name, shim) in &era.shims {
+            for needed in ["{module}", "{export}"] {
+                if !shim.template.contains(needed) {
+                    sink.push(
+                        None,
+                        format!("{here}: shim {shim_name:?} template lacks {needed}"),
+                        "a shim template must import {module} and call {export}",
+                    );
+                }
+            }
+        }
+        eras.insert(
+            name.clone(),
+            Era {
+                name: name.clone(),
+                description: era.description.clone(),
+                cwd: era.cwd.clone(),
+                run: era.run.clone(),
+                env: era.env.clone(),
+                env_file: era.env_file.clone(),
+                env_file_required: era.env_file_required,
+                setup: era.setup.clone(),
+                setup_env: era.setup_env.clone(),
+                done_lines: era.done_lines.clone(),
+                shims: era
+                    .shims
+                    .iter()
+                    .map(|(k, s)| {
+                        (
+                            k.clone(),
+                            Shim {
+                                description: s.description.clone(),
+                                template: s.template.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        );
+    }
+    eras
+}
+
+fn build_releases(raw: &RawMap, eras: &BTreeMap<String, Era>, sink: &mut Problems) -> Vec<Release> {
+    let mut releases: Vec<Release> = Vec::new();
+    let mut seen: HashMap<Version, ()> = HashMap::new();
+    for r in &raw.releases {
+        let Some(version) = map_version(sink, &r.version, "release version") else {
+            continue;
+        };
+        if seen.insert(version.clone(), ()).is_some() {
+            sink.at(
+                &r.version,
+                format!("duplicate release {version}"),
+                "list each release once",
+            );
+            continue;
+        }
+        if !eras.contains_key(r.era.get_ref()) {
+            sink.at(
+                &r.era,
+                format!("release {version} names unknown era {:?}", r.era.get_ref()),
+                "define it under [eras.<name>] or fix the name",
+            );
+        }
+        if let Err(err) = Version::parse(r.node.get_ref()) {
+            sink.at(
+                &r.node,
+                format!("node version {:?} is not exact: {err}", r.node.get_ref()),
+                "write the exact version from .nvmrc, e.g. \"16.15.1\"; ranges go in node_engines",
+            );
+        }
+        if let Some(pnpm) = &r.pnpm {
+            if let Err(err) = Version::parse(pnpm.get_ref()) {
+                sink.at(
+                    pnpm,
+                    format!("pnpm version {:?} is not exact: {err}", pnpm.get_ref()),
+                    "write the exact version, e.g. \"8.9.0\"",
+                );
+            }
+        }
+        releases.push(Release {
+            tag: r.tag.clone().unwrap_or_else(|| format!("v{version}")),
+            version,
+            date: r.date.clone(),
+            era: r.era.get_ref().clone(),
+            node: r.node.get_ref().clone(),
+            node_engines: r.node_engines.as_ref().map(|s| s.get_ref().clone()),
+            pnpm: r.pnpm.as_ref().map(|s| s.get_ref().clone()),
+            verified: r.verified,
+            notes: r.notes.clone(),
+        });
+    }
+    releases.sort_by(|a, b| a.version.cmp(&b.version));
+    releases
+}
+
+/// Resolve a reference to a release, reporting an unknown or malformed one.
+fn release_ref(
+    sink: &mut Problems,
+    releases: &[Release],
+    spanned: &Spanned<String>,
+    what: &str,
+) -> Option<Version> {
+    let version = map_version(sink, spanned, what)?;
+    if releases.iter().any(|r| r.version == version) {
+        Some(version)
+    } else {
+        sink.at(
+            spanned,
+            format!("{what} {version} is not a release of this map"),
+            "add a [[releases]] entry for it, or name a listed release",
+        );
+        None
+    }
+}
+
+fn era_for<'a>(
+    eras: &'a BTreeMap<String, Era>,
+    releases: &[Release],
+    version: Option<&Version>,
+) -> Option<&'a Era> {
+    let release = match version {
+        Some(v) => releases.iter().find(|r| &r.version == v)?,
+        None => releases.last()?,
+    };
+    eras.get(&release.era)
+}
+
+struct ModeFields<'a> {
+    run: schema::RunKind,
+    export: &'a Option<String>,
+    shim: &'a Option<Spanned<String>>,
+    exits: schema::Exits,
+    done_line: &'a Option<String>,
+    quiet_secs: Option<u64>,
+}
+
+impl<'a> From<&'a RawMigration> for ModeFields<'a> {
+    fn from(m: &'a RawMigration) -> Self {
+        ModeFields {
+            run: m.run,
+            export: &m.export,
+            shim: &m.shim,
+            exits: m.exits,
+            done_line: &m.done_line,
+            quiet_secs: m.quiet_secs,
+        }
+    }
+}
+
+impl<'a> From<&'a RawMode> for ModeFields<'a> {
+    fn from(m: &'a RawMode) -> Self {
+        ModeFields {
+            run: m.run,
+            export: &m.export,
+            shim: &m.shim,
+            exits: m.exits,
+            done_line: &m.done_line,
+            quiet_secs: m.quiet_secs,
+        }
+    }
+}
+
+/// Check one mode's fields and the shim it needs at each release it may run at.
+fn build_mode(
+    sink: &mut Problems,
+    id: &Spanned<String>,
+    fields: ModeFields,
+    eras_at: &[Option<&Era>],
+) -> Mode {
+    let here = format!("migration {:?}", id.get_ref());
+    match fields.run {
+        RunKind::Export => {
+            if fields.export.is_none() {
+                sink.at(
+                    id,
+                    format!("{here}: run = \"export\" needs `export` (the function to call)"),
+                    "add export = \"functionName\"",
+                );
+            }
+            match fields.shim {
+                None => sink.at(
+                    id,
+                    format!("{here}: run = \"export\" needs `shim` (how to call it)"),
+                    "add shim = \"<name of a shim of the release's era>\"",
+                ),
+                Some(shim) => {
+                    for era in eras_at.iter().flatten() {
+                        if !era.shims.contains_key(shim.get_ref()) {
+                            sink.at(
+                                shim,
+                                format!(
+                                    "{here}: shim {:?} is not declared in era {:?}",
+                                    shim.get_ref(),
+                                    era.name
+                                ),
+                                "declare it under [eras.<era>.shims.<name>] or fix the name",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        RunKind::File => {
+            if fields.export.is_some() || fields.shim.is_some() {
+                sink.at(
+                    id,
+                    format!("{here}: `export`/`shim` only apply to run = \"export\""),
+                    "remove them, or set run = \"export\"",
+                );
+            }
+        }
+    }
+    Mode {
+        run: fields.run,
+        export: fields.export.clone(),
+        shim: fields.shim.as_ref().map(|s| s.get_ref().clone()),
+        exits: fields.exits,
+        done_line: fields.done_line.clone(),
+        quiet_secs: fields.quiet_secs,
+    }
+}
+
+fn build_migrations(
+    raw: &RawMap,
+    eras: &BTreeMap<String, Era>,
+    releases: &[Release],
+    sink: &mut Problems,
+) -> Vec<Migration> {
+    let mut migrations = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
+    for m in &raw.migrations {
+        let id = m.id.get_ref().clone();
+        let here = format!("migration {id:?}");
+        if id.is_empty() || id.contains(char::is_whitespace) {
+            sink.at(
+                &m.id,
+                format!("{here}: an id must be a non-empty word"),
+                "use kebab-case, e.g. \"expire-at\"",
+            );
+        }
+        if !ids.insert(id.clone()) {
+            sink.at(
+                &m.id,
+                format!("duplicate migration id {id:?}"),
+                "give each migration a unique id",
+            );
+        }
+
+        let introduced = match (&m.introduced_in, &m.unreleased_ref) {
+            (Some(v), None) => {
+                release_ref(sink, releases, v, "introduced_in").map(Introduced::Release)
+            }
+            (None, Some(r)) if !r.get_ref().trim().is_empty() => Some(Introduced::Unreleased {
+                git_ref: r.get_ref().clone(),
+            }),
+            (None, Some(r)) => {
+                sink.at(
+                    r,
+                    format!("{here}: unreleased_ref is empty"),
+                    "name the branch or commit it runs at",
+                );
+                None
+            }
+            (Some(v), Some(_)) => {
+                sink.at(
+                    v,
+                    format!("{here}: both introduced_in and unreleased_ref are set"),
+                    "keep introduced_in once a release ships the script",
+                );
+                None
+            }
+            (None, None) => {
+                sink.at(
+                    &m.id,
+                    format!("{here}: no release introduces this script"),
+                    "add introduced_in = \"<version>\", or unreleased_ref = \"<branch>\" for a script no release ships yet",
+                );
+                None
+            }
+        };
+        let introduced_version = match &introduced {
+            Some(Introduced::Release(v)) => Some(v.clone()),
+            _ => None,
+        };
+
+        let run_at = m.run_at.as_ref().and_then(|r| {
+            let v = release_ref(sink, releases, r, "run_at")?;
+            if introduced_version.as_ref().is_some_and(|i| &v <= i) {
+                sink.at(
+                    r,
+                    format!("{here}: run_at {v} must be newer than introduced_in"),
+                    "remove run_at, or name a later release",
+                );
+            }
+            Some(v)
+        });
+
+        // Later modes, validated for order and range.
+        let mut modes: Vec<(Version, Mode)> = Vec::new();
+        let mut mode_starts: Vec<Option<Version>> = Vec::new();
+        for mode in &m.modes {
+            let Some(from) = release_ref(sink, releases, &mode.from, "modes.from") else {
+                continue;
+            };
+            if introduced_version.as_ref().is_some_and(|i| &from <= i) {
+                sink.at(
+                    &mode.from,
+                    format!("{here}: a mode must start after introduced_in"),
+                    "the base fields describe the first release; modes describe later ones",
+                );
+            }
+            if modes.last().is_some_and(|(prev, _)| prev >= &from) {
+                sink.at(
+                    &mode.from,
+                    format!("{here}: modes must be in ascending order of `from`"),
+                    "sort the [[migrations.modes]] entries",
+                );
+            }
+            mode_starts.push(Some(from.clone()));
+            let run_versions: Vec<Option<&Era>> = vec![era_for(eras, releases, Some(&from))];
+            let built = build_mode(sink, &m.id, ModeFields::from(mode), &run_versions);
+            modes.push((from, built));
+        }
+
+        // The base mode may run at the introducing release, or at run_at when no mode covers it.
+        let mut base_eras = vec![era_for(eras, releases, introduced_version.as_ref())];
+        if let Some(at) = &run_at {
+            if !modes.iter().any(|(from, _)| from <= at) {
+                base_eras.push(era_for(eras, releases, Some(at)));
+            }
+        }
+        let base_mode = build_mode(sink, &m.id, ModeFields::from(m), &base_eras);
+
+        let fingerprint = build_fingerprint(sink, m);
+
+        migrations.push(Migration {
+            id,
+            title: m.title.clone(),
+            introduced: introduced.unwrap_or(Introduced::Unreleased {
+                git_ref: String::new(),
+            }),
+            run_at,
+            script: m.script.clone(),
+            base_mode,
+            modes,
+            idempotent: m.idempotent,
+            destructive: m.destructive,
+            lossy: m.lossy,
+            needs: m.needs.clone(),
+            after: m.after.iter().map(|a| a.get_ref().clone()).collect(),
+            warnings: m.warnings.clone(),
+            fingerprint,
+            verified: m.verified,
+            notes: m.notes.clone(),
+        });
+    }
+    migrations
+}
+
+fn build_fingerprint(sink: &mut Problems, m: &RawMigration) -> Fingerprint {
+    let here = format!("migration {:?}", m.id.get_ref());
+    match (&m.no_fingerprint, m.pending.is_empty()) {
+        (Some(reason), true) => Fingerprint::Unknown {
+            reason: reason.clone(),
+        },
+        (Some(_), false) => {
+            sink.at(
+                &m.id,
+                format!("{here}: both `pending` checks and `no_fingerprint` are set"),
+                "keep one: the checks, or the reason none is reliable",
+            );
+            Fingerprint::Unknown {
+                reason: String::new(),
+            }
+        }
+        (None, true) => {
+            sink.at(
+                &m.id,
+                format!("{here}: no fingerprint"),
+                "add [[migrations.pending]] checks, or no_fingerprint = \"<why no reliable check exists>\"",
+            );
+            Fingerprint::Unknown {
+                reason: String::new(),
+            }
+        }
+        (None, false) => Fingerprint::Checks(
+            m.pending
+                .iter()
+                .filter_map(|c| build_check(sink, &here, c))
+                .collect(),
+        ),
+    }
+}
+
+/// TOML value -> BSON through MongoDB Extended JSON (`{"$oid" = ...}`, `{"$regex" = ...}`).
+fn to_bson(value: &toml::Value) -> std::result::Result<bson::Bson, String> {
+    if contains_datetime(value) {
+        return Err(
+            "TOML dates are not allowed: write {\"$date\" = \"2024-01-01T00:00:00Z\"}".into(),
+        );
+    }
+    let json = serde_json::to_value(value).map_err(|e| e.to_string())?;
+    bson::Bson::try_from(json).map_err(|e| format!("not valid Extended JSON: {e}"))
+}
+
+fn contains_datetime(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Datetime(_) => true,
+        toml::Value::Array(items) => items.iter().any(contains_datetime),
+        toml::Value::Table(t) => t.values().any(contains_datetime),
+        _ => false,
+    }
+}
+
+fn build_check(sink: &mut Problems, here: &str, c: &RawCheck) -> Option<Check> {
+    let collection = c.collection.get_ref().clone();
+    if collection.is_empty() || collection.starts_with("system.") || collection.contains('$') {
+        sink.at(
+            &c.collection,
+            format!("{here}: invalid collection name {collection:?}"),
+            "name the MongoDB collection, e.g. \"messages\"",
+        );
+    }
+    let kinds = usize::from(c.filter.is_some())
+        + usize::from(c.pipeline.is_some())
+        + usize::from(c.absent.is_some());
+    if kinds != 1 {
+        sink.at(
+            &c.collection,
+            format!("{here}: a check needs exactly one of filter, pipeline, absent"),
+            "write filter = {...}, pipeline = [...], or absent = true",
+        );
+        return None;
+    }
+    let kind = if let Some(filter) = &c.filter {
+        match to_bson(filter.get_ref()) {
+            Ok(bson::Bson::Document(doc)) => CheckKind::Filter(doc),
+            Ok(_) => {
+                sink.at(
+                    filter,
+                    format!("{here}: a filter must be a table"),
+                    "write filter = { field = value }",
+                );
+                return None;
+            }
+            Err(err) => {
+                sink.at(filter, format!("{here}: malformed filter: {err}"), "values follow MongoDB Extended JSON, e.g. { \"$regex\" = \"^a\", \"$options\" = \"i\" }");
+                return None;
+            }
+        }
+    } else if let Some(pipeline) = &c.pipeline {
+        let mut stages = Vec::new();
+        for stage in pipeline.get_ref() {
+            match to_bson(stage) {
+                Ok(bson::Bson::Document(doc))
+                    if doc.len() == 1 && doc.keys().all(|k| k.starts_with('$')) =>
+                {
+                    stages.push(doc)
+                }
+                Ok(_) => {
+                    sink.at(
+                        pipeline,
+                        format!("{here}: each pipeline stage must be a table with one $-operator"),
+                        "e.g. { \"$match\" = { ... } }",
+                    );
+                    return None;
+                }
+                Err(err) => {
+                    sink.at(
+                        pipeline,
+                        format!("{here}: malformed pipeline stage: {err}"),
+                        "values follow MongoDB Extended JSON",
+                    );
+                    return None;
+                }
+            }
+        }
+        if stages.is_empty() {
+            sink.at(
+                pipeline,
+                format!("{here}: empty pipeline"),
+                "an empty pipeline returns every document: add a $match",
+            );
+            return None;
+        }
+        CheckKind::Pipeline(stages)
+    } else if c.absent == Some(true) {
+        CheckKind::Absent
+    } else {
+        sink.at(
+            &c.collection,
+            format!("{here}: absent = false checks nothing"),
+            "write absent = true, or use a filter",
+        );
+        return None;
+    };
+    Some(Check {
+        collection,
+        description: c.description.clone(),
+        kind,
+    })
+}
+
+/// `after` must name known migrations, form no cycle, and never make a step wait for one
+/// that runs at a later release.
+fn check_ordering(map: &ReleaseMap, raw: &[RawMigration], sink: &mut Problems) {
+    let index: HashMap<&str, usize> = map
+        .migrations
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.as_str(), i))
+        .collect();
+    for (m, r) in map.migrations.iter().zip(raw) {
+        for dep in &r.after {
+            if !index.contains_key(dep.get_ref().as_str()) {
+                sink.at(
+                    dep,
+                    format!(
+                        "migration {:?} runs after unknown migration {:?}",
+                        m.id,
+                        dep.get_ref()
+                    ),
+                    "name an existing migration id",
+                );
+            } else if dep.get_ref() == &m.id {
+                sink.at(
+                    dep,
+                    format!("migration {:?} runs after itself", m.id),
+                    "remove it from `after`",
+                );
+            }
+        }
+    }
+    if !sink.problems.is_empty() {
+        return;
+    }
+    if let Some(cycle) = find_cycle(map, &index) {
+        let i = cycle.first().copied().unwrap_or(0);
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|i| map.migrations[*i].id.as_str())
+            .collect();
+        sink.at(
+            &raw[i].id,
+            format!("ordering cycle: {} -> {}", names.join(" -> "), names[0]),
+            "remove one `after` entry of the cycle",
+        );
+        return;
+    }
+    // Every plan the map can produce must honour the constraints.
+    let mut points: Vec<Version> = vec![Version::new(0, 0, 0)];
+    points.extend(map.releases.iter().map(|r| r.version.clone()));
+    for (a, from) in points.iter().enumerate() {
+        for to in &points[a + 1..] {
+            for include_unreleased in [false, true] {
+                let req = crate::plan::PlanRequest {
+                    from: from.clone(),
+                    to: to.clone(),
+                    include_unreleased,
+                };
+                if let Err(v) = crate::plan::order_steps(map, &req) {
+                    let at = index[v.migration.as_str()];
+                    sink.at(
+                        &raw[at].id,
+                        format!("migration {:?} must run after {:?}, but would run at an earlier release", v.migration, v.after),
+                        "move the dependency's introduced_in/run_at earlier, or drop the `after` entry",
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn find_cycle(map: &ReleaseMap, index: &HashMap<&str, usize>) -> Option<Vec<usize>> {
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    fn visit(
+        i: usize,
+        map: &ReleaseMap,
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[i] = 1;
+        stack.push(i);
+        for dep in &map.migrations[i].after {
+            let j = index[dep.as_str()];
+            if state[j] == 1 {
+                let start = stack.iter().position(|&k| k == j).unwrap_or(0);
+                return Some(stack[start..].to_vec());
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, map, index, state, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        None
+    }
+    let mut state = vec![0u8; map.migrations.len()];
+    for i in 0..map.migrations.len() {
+        if state[i] == 0 {
+            let mut stack = Vec::new();
+            if let Some(c) = visit(i, map, index, &mut state, &mut stack) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}

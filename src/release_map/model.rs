@@ -1,0 +1,202 @@
+//! The validated release map: what the planner, runner and detection read.
+//!
+//! Built only by `load::parse_map` after every check in `validate.rs` passed, so code using
+//! it can rely on its invariants: releases sorted by version and unique, every reference
+//! resolved, fingerprints already converted to BSON.
+
+use std::collections::BTreeMap;
+
+use bson::Document;
+use semver::Version;
+
+pub use super::schema::{Exits, Idempotency, Need, RunKind};
+
+#[derive(Debug, Clone)]
+pub struct ReleaseMap {
+    /// Where the map came from, for messages ("embedded default" or a path).
+    pub source: String,
+    pub project: Project,
+    pub eras: BTreeMap<String, Era>,
+    /// Sorted by version, unique.
+    pub releases: Vec<Release>,
+    /// In file order (the order that breaks ties within one release).
+    pub migrations: Vec<Migration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub name: String,
+    pub repository: Option<String>,
+    pub migrations_dir: String,
+    pub script_suffixes: Vec<String>,
+    pub exclude_suffixes: Vec<String>,
+    pub ignore_tags: Vec<String>,
+    pub mainline: Vec<String>,
+    /// Quiet window (seconds) for finished scripts that never exit.
+    pub quiet_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Era {
+    pub name: String,
+    pub description: Option<String>,
+    pub cwd: String,
+    pub run: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub env_file: Option<String>,
+    pub env_file_required: bool,
+    pub setup: Vec<Vec<String>>,
+    pub setup_env: BTreeMap<String, String>,
+    pub done_lines: Vec<String>,
+    pub shims: BTreeMap<String, Shim>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Shim {
+    pub description: Option<String>,
+    pub template: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub version: Version,
+    pub tag: String,
+    pub date: Option<String>,
+    pub era: String,
+    pub node: String,
+    pub node_engines: Option<String>,
+    pub pnpm: Option<String>,
+    pub verified: bool,
+    pub notes: Option<String>,
+}
+
+/// Where a migration's script first appears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Introduced {
+    Release(Version),
+    /// Not in any release yet: runs at this git ref.
+    Unreleased {
+        git_ref: String,
+    },
+}
+
+/// How a script runs at a given release.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Mode {
+    pub run: RunKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shim: Option<String>,
+    pub exits: Exits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_line: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_secs: Option<u64>,
+}
+
+impl Mode {
+    /// "file", or "export fooBar via data-layer shim".
+    pub fn describe(&self) -> String {
+        match self.run {
+            RunKind::File => "file".to_string(),
+            RunKind::Export => format!(
+                "export {} via {} shim",
+                self.export.as_deref().unwrap_or("?"),
+                self.shim.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub id: String,
+    pub title: String,
+    pub introduced: Introduced,
+    pub run_at: Option<Version>,
+    pub script: String,
+    pub base_mode: Mode,
+    /// Later modes, ascending by the release they start at.
+    pub modes: Vec<(Version, Mode)>,
+    pub idempotent: Idempotency,
+    pub destructive: bool,
+    pub lossy: bool,
+    pub needs: Vec<Need>,
+    pub after: Vec<String>,
+    pub warnings: Vec<String>,
+    pub fingerprint: Fingerprint,
+    pub verified: bool,
+    pub notes: Option<String>,
+}
+
+impl Migration {
+    /// The mode in force at `version`: the last `modes` entry starting at or before it.
+    pub fn mode_at(&self, version: Option<&Version>) -> &Mode {
+        let Some(version) = version else {
+            // Unreleased refs are newer than every release.
+            return self.modes.last().map(|(_, m)| m).unwrap_or(&self.base_mode);
+        };
+        self.modes
+            .iter()
+            .rev()
+            .find(|(from, _)| from <= version)
+            .map(|(_, m)| m)
+            .unwrap_or(&self.base_mode)
+    }
+
+    pub fn introduced_version(&self) -> Option<&Version> {
+        match &self.introduced {
+            Introduced::Release(v) => Some(v),
+            Introduced::Unreleased { .. } => None,
+        }
+    }
+
+    pub fn needs(&self, need: Need) -> bool {
+        self.needs.contains(&need)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Fingerprint {
+    /// All must find nothing for the migration to count as applied.
+    Checks(Vec<Check>),
+    /// No reliable check exists; the reason says why.
+    Unknown { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub collection: String,
+    pub description: Option<String>,
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// Documents matching the filter still need the migration.
+    Filter(Document),
+    /// Any document out of the pipeline means pending.
+    Pipeline(Vec<Document>),
+    /// The collection existing means pending.
+    Absent,
+}
+
+impl ReleaseMap {
+    pub fn release(&self, version: &Version) -> Option<&Release> {
+        self.releases.iter().find(|r| &r.version == version)
+    }
+
+    pub fn newest_release(&self) -> Option<&Release> {
+        self.releases.last()
+    }
+
+    pub fn migration(&self, id: &str) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.id == id)
+    }
+
+    pub fn era_of(&self, release: &Release) -> &Era {
+        // Validation guarantees every release names an existing era.
+        &self.eras[&release.era]
+    }
+}

@@ -1,0 +1,146 @@
+//! The human text form of a plan.
+
+use std::fmt::Write;
+
+use super::{pad, Styler};
+use crate::plan::{Plan, PlanStep};
+use crate::release_map::{Exits, Idempotency, Need};
+
+fn exits_text(exits: Exits) -> &'static str {
+    match exits {
+        Exits::Yes => "exits by itself",
+        Exits::MayHang => "may not exit: ended once its work is verified",
+        Exits::Never => "never exits: ended once its work is verified",
+    }
+}
+
+pub fn idempotency_text(i: Idempotency) -> &'static str {
+    match i {
+        Idempotency::Yes => "idempotent",
+        Idempotency::Guarded => "guarded (a re-run only touches what is left)",
+        Idempotency::No => "NOT idempotent (a re-run changes data again)",
+    }
+}
+
+pub fn need_text(n: Need) -> &'static str {
+    match n {
+        Need::Redis => "redis",
+        Need::EncryptionKey => "store encryption key",
+        Need::ReplicaSet => "replica set",
+    }
+}
+
+fn safety(step: &PlanStep, st: &Styler) -> String {
+    let mut parts = vec![idempotency_text(step.idempotent).to_string()];
+    if step.destructive {
+        parts.push("destructive".into());
+    }
+    if step.lossy {
+        parts.push("lossy".into());
+    }
+    let text = parts.join(", ");
+    if step.idempotent == Idempotency::No || step.destructive || step.lossy {
+        st.warn(&text)
+    } else {
+        text
+    }
+}
+
+pub fn render(plan: &Plan, st: &Styler) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} -> {}  {}",
+        st.bold(&format!("Upgrade plan for {}:", plan.project)),
+        plan.from,
+        plan.to,
+        st.dim(&format!("(map: {})", plan.map))
+    );
+    if plan.is_empty() {
+        let _ = writeln!(
+            out,
+            "Nothing to do: no migration script was introduced after {} up to {}.",
+            plan.from, plan.to
+        );
+    } else {
+        let tags = plan.groups.len();
+        let _ = writeln!(
+            out,
+            "{} script{} at {} tag{}, in this order:",
+            plan.steps_total,
+            if plan.steps_total == 1 { "" } else { "s" },
+            tags,
+            if tags == 1 { "" } else { "s" }
+        );
+    }
+    let mut n = 0;
+    for group in &plan.groups {
+        let mut toolchain = format!("node {}", group.node);
+        if let Some(pnpm) = &group.pnpm {
+            let _ = write!(toolchain, ", pnpm {pnpm}");
+        }
+        let mut header = format!("{}  {}", st.bold(&group.git_ref), st.dim(&toolchain));
+        if group.unreleased {
+            header.push_str(&st.warn("  (unreleased ref: toolchain of the newest release)"));
+        } else if !group.verified {
+            header.push_str(&st.warn("  (unverified release)"));
+        }
+        let _ = writeln!(out, "\n{header}");
+        for step in &group.steps {
+            n += 1;
+            let _ = writeln!(
+                out,
+                "  {:>2}. {}  {}",
+                n,
+                st.bold(&step.id),
+                st.dim(&format!("({})", step.title))
+            );
+            let row = |out: &mut String, label: &str, value: &str| {
+                let _ = writeln!(out, "      {} {}", pad(label, 8), value);
+            };
+            row(&mut out, "script", &step.script);
+            row(
+                &mut out,
+                "runs as",
+                &format!("{}; {}", step.runs_as, exits_text(step.mode.exits)),
+            );
+            row(&mut out, "safety", &safety(step, st));
+            if !step.needs.is_empty() {
+                let needs: Vec<&str> = step.needs.iter().map(|n| need_text(*n)).collect();
+                row(&mut out, "needs", &needs.join(", "));
+            }
+            if !step.after.is_empty() {
+                row(&mut out, "after", &step.after.join(", "));
+            }
+            row(&mut out, "why", &step.reason);
+            if !step.has_fingerprint {
+                row(
+                    &mut out,
+                    "check",
+                    &st.warn("no data check: upstep cannot verify this step from the data"),
+                );
+            }
+            if !step.verified {
+                row(
+                    &mut out,
+                    "note",
+                    &st.warn("unverified: newer than the history the map was checked against"),
+                );
+            }
+            for w in &step.warnings {
+                row(&mut out, "warning", &st.warn(w));
+            }
+        }
+    }
+    if !plan.unreleased_left_out.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} {} (no release ships {} yet; add --include-unreleased to run {} at the ref the map names)",
+            st.dim("Left out:"),
+            plan.unreleased_left_out.join(", "),
+            if plan.unreleased_left_out.len() == 1 { "it" } else { "them" },
+            if plan.unreleased_left_out.len() == 1 { "it" } else { "them" },
+        );
+    }
+    out
+}
