@@ -357,3 +357,325 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
         unreleased_left_out,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release_map::parse_map;
+    use std::collections::BTreeSet;
+
+    fn embedded() -> ReleaseMap {
+        crate::release_map::load(None).expect("the embedded map is valid")
+    }
+
+    fn request(from: &Version, to: &Version, include_unreleased: bool) -> PlanRequest {
+        PlanRequest {
+            from: from.clone(),
+            to: to.clone(),
+            include_unreleased,
+        }
+    }
+
+    /// Versions worth planning from/to: before everything, every release, and one patch
+    /// after each release (a version between the map's releases).
+    fn points(map: &ReleaseMap) -> Vec<Version> {
+        let mut points = vec![Version::new(0, 0, 0)];
+        for r in &map.releases {
+            points.push(r.version.clone());
+            let mut between = r.version.clone();
+            between.patch += 1;
+            if map.newest_release().is_some_and(|n| between < n.version) {
+                points.push(between);
+            }
+        }
+        points.sort();
+        points.dedup();
+        points
+    }
+
+    #[test]
+    fn every_pair_plans_exactly_the_scripts_introduced_in_the_range() {
+        let map = embedded();
+        let points = points(&map);
+        let mut pairs = 0;
+        for (i, from) in points.iter().enumerate() {
+            for to in &points[i..] {
+                for include_unreleased in [false, true] {
+                    let plan = plan(&map, &request(from, to, include_unreleased)).unwrap();
+                    let planned: Vec<&str> = plan.steps().map(|(_, s)| s.id.as_str()).collect();
+                    let planned_set: BTreeSet<&str> = planned.iter().copied().collect();
+                    assert_eq!(
+                        planned.len(),
+                        planned_set.len(),
+                        "a step planned twice: {planned:?}"
+                    );
+                    let newest = &map.newest_release().unwrap().version;
+                    let expected: BTreeSet<&str> = map
+                        .migrations
+                        .iter()
+                        .filter(|m| match &m.introduced {
+                            Introduced::Release(v) => from < v && v <= to,
+                            Introduced::Unreleased { .. } => include_unreleased && to >= newest,
+                        })
+                        .map(|m| m.id.as_str())
+                        .collect();
+                    assert_eq!(planned_set, expected, "plan {from} -> {to}");
+                    assert_eq!(plan.steps_total, planned.len());
+
+                    // Each step at its tag: run_at when the target reaches it, else introduced_in.
+                    for (group, step) in plan.steps() {
+                        let m = map.migration(&step.id).unwrap();
+                        match &m.introduced {
+                            Introduced::Release(v) => {
+                                let at = m.run_at.as_ref().filter(|at| *at <= to).unwrap_or(v);
+                                assert_eq!(
+                                    group.git_ref,
+                                    map.release(at).unwrap().tag,
+                                    "{}",
+                                    step.id
+                                );
+                                assert_eq!(&step.mode, m.mode_at(Some(at)), "{}", step.id);
+                            }
+                            Introduced::Unreleased { git_ref } => {
+                                assert_eq!(&group.git_ref, git_ref)
+                            }
+                        }
+                    }
+                    // Groups in release order, unreleased last, and every `after` honoured.
+                    let versions: Vec<Option<Version>> = plan
+                        .groups
+                        .iter()
+                        .map(|g| g.version.as_ref().map(|v| Version::parse(v).unwrap()))
+                        .collect();
+                    let released: Vec<&Version> = versions.iter().flatten().collect();
+                    assert!(released.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+                    if let Some(first_unreleased) = versions.iter().position(Option::is_none) {
+                        assert!(versions[first_unreleased..].iter().all(Option::is_none));
+                    }
+                    for (pos, id) in planned.iter().enumerate() {
+                        for dep in &map.migration(id).unwrap().after {
+                            if let Some(dep_pos) = planned.iter().position(|p| p == dep) {
+                                assert!(dep_pos < pos, "{id} must come after {dep} in {planned:?}");
+                            }
+                        }
+                    }
+                    pairs += 1;
+                }
+            }
+        }
+        assert!(pairs > 300, "only {pairs} pairs checked");
+    }
+
+    #[test]
+    fn v0_17_to_v2_0_lists_the_expected_scripts_in_order() {
+        let map = embedded();
+        let plan = plan(
+            &map,
+            &request(&Version::new(0, 17, 0), &Version::new(2, 0, 0), false),
+        )
+        .unwrap();
+        let by_tag: Vec<(String, Vec<String>)> = plan
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.git_ref.clone(),
+                    g.steps.iter().map(|s| s.id.clone()).collect(),
+                )
+            })
+            .collect();
+        let expected: Vec<(&str, Vec<&str>)> = vec![
+            ("v0.18.0", vec!["add-primary-priority", "novu-integrations"]),
+            (
+                "v0.19.0",
+                vec![
+                    "update-primary-for-disabled-novu-integrations",
+                    "add-layout-identifier",
+                ],
+            ),
+            ("v0.20.0", vec!["subscriber-preferences-level"]),
+            (
+                "v0.24.0",
+                vec![
+                    "normalize-message-cta-action",
+                    "normalize-message-template-cta-action",
+                    "topic-subscriber-normalize",
+                ],
+            ),
+            (
+                "v2.0.0",
+                vec!["encrypt-api-keys", "remove-duplicated-subscribers"],
+            ),
+        ];
+        let expected: Vec<(String, Vec<String>)> = expected
+            .into_iter()
+            .map(|(t, ids)| (t.to_string(), ids.into_iter().map(String::from).collect()))
+            .collect();
+        assert_eq!(by_tag, expected);
+        assert_eq!(
+            plan.unreleased_left_out,
+            vec!["drop-logs-collection".to_string()]
+        );
+    }
+
+    #[test]
+    fn encrypt_api_keys_runs_through_the_shim_when_the_target_stops_before_v2() {
+        let map = embedded();
+        let plan = plan(
+            &map,
+            &request(&Version::new(0, 22, 0), &Version::new(0, 24, 0), false),
+        )
+        .unwrap();
+        let (group, step) = plan
+            .steps()
+            .find(|(_, s)| s.id == "encrypt-api-keys")
+            .unwrap();
+        assert_eq!(group.git_ref, "v0.23.0");
+        assert_eq!(step.mode.run, crate::release_map::RunKind::Export);
+        assert_eq!(step.mode.shim.as_deref(), Some("data-layer"));
+    }
+
+    #[test]
+    fn requests_out_of_range_are_refused_with_a_fix() {
+        let map = embedded();
+        let newest = map.newest_release().unwrap().version.clone();
+        let mut newer = newest.clone();
+        newer.major += 1;
+        for (from, to, needle) in [
+            (newer.clone(), newer.clone(), "map may be out of date"),
+            (
+                Version::new(0, 1, 0),
+                newer.clone(),
+                "map may be out of date",
+            ),
+            (
+                Version::new(2, 0, 0),
+                Version::new(0, 18, 0),
+                "downgrades are not supported",
+            ),
+        ] {
+            let err = plan(&map, &request(&from, &to, false)).unwrap_err();
+            assert_eq!(err.code(), crate::error::ExitCode::Usage);
+            assert!(err.to_string().contains(needle), "{err}");
+            assert!(err.to_string().contains("fix:"), "{err}");
+        }
+        let same = plan(&map, &request(&newest, &newest, false)).unwrap();
+        assert!(same.is_empty());
+        // At the newest release, the only thing left to plan is what no release ships yet.
+        let unreleased = plan(&map, &request(&newest, &newest, true)).unwrap();
+        assert!(unreleased.groups.iter().all(|g| g.unreleased));
+        assert_eq!(unreleased.steps_total, 1);
+    }
+
+    const SYNTHETIC: &str = r#"
+schema = 1
+[project]
+name = "demo"
+migrations_dir = "migrations"
+[eras.plain]
+cwd = "."
+run = ["node", "{script}"]
+[eras.plain.shims.lib]
+template = "require('{module}').{export}()"
+[[releases]]
+version = "1.0.0"
+era = "plain"
+node = "20.8.1"
+[[releases]]
+version = "1.1.0"
+era = "plain"
+node = "20.8.1"
+[[releases]]
+version = "2.0.0"
+era = "plain"
+node = "20.8.1"
+
+[[migrations]]
+id = "c"
+title = "C"
+introduced_in = "1.1.0"
+script = "migrations/c.js"
+run = "file"
+exits = "yes"
+idempotent = "yes"
+after = ["b"]
+no_fingerprint = "demo"
+
+[[migrations]]
+id = "a"
+title = "A"
+introduced_in = "1.1.0"
+script = "migrations/a.js"
+run = "export"
+export = "up"
+shim = "lib"
+exits = "yes"
+idempotent = "guarded"
+run_at = "2.0.0"
+no_fingerprint = "demo"
+[[migrations.modes]]
+from = "2.0.0"
+run = "file"
+exits = "never"
+
+[[migrations]]
+id = "b"
+title = "B"
+introduced_in = "1.1.0"
+script = "migrations/b.js"
+run = "file"
+exits = "yes"
+idempotent = "no"
+no_fingerprint = "demo"
+
+[[migrations]]
+id = "z"
+title = "Z"
+unreleased_ref = "main"
+script = "migrations/z.js"
+run = "file"
+exits = "yes"
+idempotent = "yes"
+after = ["c"]
+no_fingerprint = "demo"
+"#;
+
+    fn ids(plan: &Plan) -> Vec<(String, String)> {
+        plan.steps()
+            .map(|(g, s)| (g.git_ref.clone(), s.id.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn after_constraints_reorder_within_a_tag_and_run_at_moves_a_step() {
+        let map = parse_map(SYNTHETIC, "synthetic").unwrap();
+        let v = |s: &str| Version::parse(s).unwrap();
+        let to_1_1 = plan(&map, &request(&v("1.0.0"), &v("1.1.0"), false)).unwrap();
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        // c waits for b; a stays at 1.1.0 because the target does not reach its run_at.
+        assert_eq!(
+            ids(&to_1_1),
+            pairs(&[("v1.1.0", "a"), ("v1.1.0", "b"), ("v1.1.0", "c")])
+        );
+        let to_2 = plan(&map, &request(&v("1.0.0"), &v("2.0.0"), true)).unwrap();
+        assert_eq!(
+            ids(&to_2),
+            pairs(&[
+                ("v1.1.0", "b"),
+                ("v1.1.0", "c"),
+                ("v2.0.0", "a"),
+                ("main", "z")
+            ])
+        );
+        let a = to_2.steps().find(|(_, s)| s.id == "a").unwrap().1;
+        assert_eq!(a.mode.run, crate::release_map::RunKind::File);
+        assert!(to_2.groups.last().unwrap().unreleased);
+        // Unreleased scripts only join plans that reach the newest release.
+        let partial = plan(&map, &request(&v("1.0.0"), &v("1.1.0"), true)).unwrap();
+        assert!(!ids(&partial).iter().any(|(_, id)| id == "z"));
+    }
+}

@@ -843,3 +843,234 @@ fn find_cycle(map: &ReleaseMap, index: &HashMap<&str, usize>) -> Option<Vec<usiz
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"schema = 1
+[project]
+name = "demo"
+migrations_dir = "migrations"
+[eras.plain]
+cwd = "."
+run = ["node", "{script}"]
+env = { DB = "{mongo_uri}" }
+[eras.plain.shims.lib]
+template = "require('{module}').{export}()"
+[[releases]]
+version = "1.0.0"
+era = "plain"
+node = "20.8.1"
+[[releases]]
+version = "1.1.0"
+era = "plain"
+node = "20.8.1"
+[[migrations]]
+id = "a"
+title = "A"
+introduced_in = "1.1.0"
+script = "migrations/a.js"
+run = "file"
+exits = "yes"
+idempotent = "yes"
+[[migrations.pending]]
+collection = "things"
+filter = { done = { "$exists" = false }, _id = { "$oid" = "507f1f77bcf86cd799439011" } }
+"#;
+
+    /// Problems of `text`, as "line: message" strings.
+    fn problems(text: &str) -> Vec<(Option<usize>, String, String)> {
+        match parse_map(text, "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(Error::MapInvalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| (p.location.map(|l| l.line), p.message, p.hint))
+                .collect(),
+            Err(other) => panic!("unexpected error kind: {other}"),
+        }
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).expect(needle) + 1
+    }
+
+    fn assert_problem(text: &str, needle_line: &str, message_part: &str) {
+        let found = problems(text);
+        let line = line_of(text, needle_line);
+        assert!(
+            found.iter().any(|(l, m, hint)| *l == Some(line)
+                && m.contains(message_part)
+                && !hint.is_empty()),
+            "expected a problem at line {line} containing {message_part:?}, got {found:#?}"
+        );
+    }
+
+    #[test]
+    fn base_map_is_valid_and_converts_extended_json() {
+        let map = parse_map(BASE, "test.toml").unwrap();
+        let Fingerprint::Checks(checks) = &map.migrations[0].fingerprint else {
+            panic!()
+        };
+        let CheckKind::Filter(filter) = &checks[0].kind else {
+            panic!()
+        };
+        assert!(matches!(filter.get("_id"), Some(bson::Bson::ObjectId(_))));
+    }
+
+    #[test]
+    fn the_embedded_map_is_valid() {
+        let map = load(None).unwrap();
+        assert_eq!(map.migrations.len(), 21);
+        assert!(map.releases.windows(2).all(|w| w[0].version < w[1].version));
+    }
+
+    #[test]
+    fn duplicate_ids_are_reported_at_the_second() {
+        let text = format!(
+            "{BASE}{}",
+            BASE.split("[[migrations]]")
+                .nth(1)
+                .map(|m| format!("[[migrations]]{m}"))
+                .unwrap()
+        );
+        let found = problems(&text);
+        let second = text.match_indices("id = \"a\"").nth(1).unwrap().0;
+        let line = text[..second].matches('\n').count() + 1;
+        assert!(
+            found
+                .iter()
+                .any(|(l, m, _)| *l == Some(line) && m.contains("duplicate migration id")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_release_references_are_reported() {
+        let text = BASE.replace("introduced_in = \"1.1.0\"", "introduced_in = \"1.2.0\"");
+        assert_problem(
+            &text,
+            "introduced_in = \"1.2.0\"",
+            "not a release of this map",
+        );
+        let text = BASE.replace(
+            "era = \"plain\"\nnode = \"20.8.1\"\n[[migrations]]",
+            "era = \"fancy\"\nnode = \"20.8.1\"\n[[migrations]]",
+        );
+        assert_problem(&text, "era = \"fancy\"", "unknown era");
+    }
+
+    #[test]
+    fn a_script_no_release_introduces_is_reported() {
+        let text = BASE.replace("introduced_in = \"1.1.0\"\n", "");
+        assert_problem(&text, "id = \"a\"", "no release introduces this script");
+    }
+
+    #[test]
+    fn malformed_versions_are_reported_with_a_hint() {
+        let text = BASE.replace("version = \"1.1.0\"", "version = \"v1.1\"");
+        let found = problems(&text);
+        let line = line_of(&text, "version = \"v1.1\"");
+        assert!(
+            found.iter().any(|(l, m, h)| *l == Some(line)
+                && m.contains("malformed release version")
+                && h.contains("without the `v`")),
+            "{found:?}"
+        );
+        let text = BASE.replace(
+            "node = \"20.8.1\"\n[[migrations]]",
+            "node = \">=20\"\n[[migrations]]",
+        );
+        assert_problem(&text, "node = \">=20\"", "not exact");
+    }
+
+    #[test]
+    fn ordering_cycles_are_reported() {
+        let second = BASE
+            .split("[[migrations]]")
+            .nth(1)
+            .unwrap()
+            .replace("id = \"a\"", "id = \"b\"");
+        let text = format!("{BASE}[[migrations]]{second}").replacen(
+            "idempotent = \"yes\"\n",
+            "idempotent = \"yes\"\nafter = [\"b\"]\n",
+            1,
+        );
+        let text = text.replacen("id = \"b\"\ntitle = \"A\"\nintroduced_in = \"1.1.0\"\nscript = \"migrations/a.js\"\nrun = \"file\"\nexits = \"yes\"\nidempotent = \"yes\"\n", "id = \"b\"\ntitle = \"A\"\nintroduced_in = \"1.1.0\"\nscript = \"migrations/a.js\"\nrun = \"file\"\nexits = \"yes\"\nidempotent = \"yes\"\nafter = [\"a\"]\n", 1);
+        let found = problems(&text);
+        assert!(
+            found
+                .iter()
+                .any(|(l, m, _)| l.is_some() && m.contains("ordering cycle")),
+            "{found:?}"
+        );
+        let text = BASE.replacen(
+            "idempotent = \"yes\"\n",
+            "idempotent = \"yes\"\nafter = [\"nope\"]\n",
+            1,
+        );
+        assert_problem(&text, "after = [\"nope\"]", "unknown migration");
+    }
+
+    #[test]
+    fn an_after_constraint_pointing_at_a_later_release_is_reported() {
+        let second = BASE
+            .split("[[migrations]]")
+            .nth(1)
+            .unwrap()
+            .replace("id = \"a\"", "id = \"early\"")
+            .replace("introduced_in = \"1.1.0\"", "introduced_in = \"1.0.0\"")
+            .replacen(
+                "idempotent = \"yes\"\n",
+                "idempotent = \"yes\"\nafter = [\"a\"]\n",
+                1,
+            );
+        let text = format!("{BASE}[[migrations]]{second}");
+        assert_problem(&text, "id = \"early\"", "would run at an earlier release");
+    }
+
+    #[test]
+    fn malformed_fingerprints_are_reported() {
+        let text = BASE.replace("\"507f1f77bcf86cd799439011\"", "\"not-an-oid\"");
+        assert_problem(&text, "filter = {", "malformed filter");
+        let text = BASE.replace("filter = { done", "absent = true\nfilter = { done");
+        assert_problem(
+            &text,
+            "collection = \"things\"",
+            "exactly one of filter, pipeline, absent",
+        );
+        let text = BASE.replace("filter = { done = { \"$exists\" = false }, _id = { \"$oid\" = \"507f1f77bcf86cd799439011\" } }", "pipeline = [{ \"$match\" = {}, \"$limit\" = 1 }]");
+        assert_problem(&text, "pipeline = [", "one $-operator");
+        let text = BASE.replace("[[migrations.pending]]\ncollection = \"things\"\nfilter = { done = { \"$exists\" = false }, _id = { \"$oid\" = \"507f1f77bcf86cd799439011\" } }\n", "");
+        assert_problem(&text, "id = \"a\"", "no fingerprint");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_toml_point_at_the_line() {
+        let text = BASE.replace("exits = \"yes\"", "exits = \"yes\"\nexit_code = 0");
+        assert_problem(&text, "exit_code = 0", "unknown field");
+        let text = BASE.replace("title = \"A\"", "title = \"A");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, Some(line_of(&text, "title = \"A")));
+        let text = BASE.replace("schema = 1", "schema = 2");
+        assert_problem(&text, "schema = 2", "not supported");
+    }
+
+    #[test]
+    fn eras_and_modes_are_checked() {
+        let text = BASE.replace("run = [\"node\", \"{script}\"]", "run = [\"node\"]");
+        assert!(problems(&text)
+            .iter()
+            .any(|(_, m, _)| m.contains("containing {script}")));
+        let text = BASE.replace("{mongo_uri}", "{mongo_url}");
+        assert!(problems(&text)
+            .iter()
+            .any(|(_, m, _)| m.contains("unknown placeholder")));
+        let text = BASE.replace(
+            "run = \"file\"",
+            "run = \"export\"\nexport = \"up\"\nshim = \"nope\"",
+        );
+        assert_problem(&text, "shim = \"nope\"", "not declared in era");
+    }
+}
