@@ -1,7 +1,6 @@
 //! `upstep plan` / `upgrade --plan` / `map validate|show` as a user runs them.
 
 use assert_cmd::Command;
-use predicates::prelude::*;
 
 fn upstep() -> Command {
     let mut cmd = Command::cargo_bin("upstep").expect("the upstep binary is built");
