@@ -1,0 +1,3 @@
+//! The one integration-test binary; each area of upstep adds its own `mod` line.
+mod services;
+mod support;
