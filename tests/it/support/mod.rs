@@ -1,0 +1,25 @@
+//! Shared test harness: real services on free loopback ports, and where the test tools live.
+//!
+//! - `mongo()` / `redis()`: one shared server each, started lazily on first use and stopped when
+//!   the test process ends (however it ends: a watchdog process outlives it and cleans up).
+//! - `start_mongo_with_auth()` / `start_redis_with_password(pw)`: private servers for credential
+//!   tests, stopped on Drop.
+//! - `fresh_db_name(test)`: a database name no other test uses.
+//! - `node_modules()`, `sshd_binary()`: tools other tests need, failing loudly when missing.
+//!
+//! The binaries come from the `UPSTEP_TEST_*` variables that `scripts/test.sh` exports; without
+//! them the harness falls back to where `scripts/test.sh` installs things, so a plain `cargo test`
+//! works once `scripts/test.sh` has run. A missing service is a test failure, never a skip.
+
+// Each test module uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
+
+mod mongo;
+mod process;
+mod redis;
+mod tools;
+
+pub use mongo::{fresh_db_name, mongo, start_mongo_with_auth, Credentials, MongoServer};
+pub use process::{block_on, free_port, pid_alive};
+pub use redis::{redis, start_redis_with_password, RedisServer};
+pub use tools::{node_modules, sshd_binary, tools_dir};
