@@ -77,6 +77,42 @@ pub struct MapOpts {
     pub map: Option<PathBuf>,
 }
 
+/// Where the project's code is (for tags, files at a tag and worktrees).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RepoOpts {
+    /// The project's git repository: a local clone's path, or a URL to clone into upstep's cache.
+    #[arg(long, value_name = "PATH|URL", env = "UPSTEP_REPO")]
+    pub repo: Option<String>,
+}
+
+/// How to reach the MongoDB that holds the data (and upstep's journal).
+#[derive(Debug, Args, Clone, Default)]
+pub struct MongoOpts {
+    /// MongoDB connection URI, database included (e.g. mongodb://host:27017/novu-db). Also read
+    /// from UPSTEP_MONGO_URI, then MONGO_URL (the variable Novu users already have). Printed
+    /// only with its password redacted.
+    #[arg(long, value_name = "URI", env = "UPSTEP_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<String>,
+}
+
+impl MongoOpts {
+    /// The URI from the flag, UPSTEP_MONGO_URI, or MONGO_URL, in that order.
+    pub fn resolve(&self) -> Option<String> {
+        self.mongo_uri
+            .clone()
+            .or_else(|| std::env::var("MONGO_URL").ok().filter(|v| !v.is_empty()))
+    }
+}
+
+/// The Redis the scripts boot against.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RedisOpts {
+    /// Redis for the scripts: redis://[:password@]host:port[/db], rediss:// for TLS, or `auto`
+    /// for a throwaway local redis-server started for the run.
+    #[arg(long, value_name = "URL|auto", env = "UPSTEP_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+}
+
 /// How to print results.
 #[derive(Debug, Args, Clone)]
 pub struct OutputOpts {
