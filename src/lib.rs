@@ -9,6 +9,7 @@ pub mod npm_range;
 pub mod plan;
 pub mod redact;
 pub mod release_map;
+pub mod store;
 pub mod ui;
 pub mod version;
 

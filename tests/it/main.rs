@@ -3,4 +3,5 @@
 
 mod plan_cli;
 mod services;
+mod store;
 mod support;

@@ -1,0 +1,355 @@
+//! The journal, the run lock and the fingerprint evaluator against the real test server.
+
+use std::time::Duration;
+
+use bson::{doc, Document};
+use upstep::release_map::{Check, CheckKind, Fingerprint};
+use upstep::store::fingerprint::{evaluate, EvalOptions, FpState};
+use upstep::store::journal::{Actor, Journal, StepEnd, StepStart, StepStatus};
+use upstep::store::lock::{Acquire, RunLock};
+use upstep::store::mirror::Mirror;
+use upstep::store::Store;
+
+use crate::support::{fresh_db_name, mongo};
+
+/// Runs a future that borrows from the test on a runtime of its own.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(fut)
+}
+
+async fn store_for(test: &str) -> Store {
+    let uri = mongo().uri_for_db(&fresh_db_name(test));
+    Store::connect(&uri)
+        .await
+        .expect("connect to the test server")
+}
+
+fn actor(name: &str) -> Actor {
+    let mut a = Actor::current();
+    a.user = name.to_string();
+    a
+}
+
+fn journal(store: &Store, actor: Actor) -> (Journal, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::for_database(dir.path(), &store.redacted_uri);
+    (Journal::new(store, actor, mirror), dir)
+}
+
+#[test]
+fn a_uri_without_database_or_server_gives_a_clear_error() {
+    let err = block_on(Store::connect(&mongo().uri))
+        .err()
+        .expect("no database in the URI");
+    assert!(err.to_string().contains("names no database"), "{err}");
+    let port = crate::support::free_port();
+    let uri =
+        format!("mongodb://u:CanaryPw-7f3a9@127.0.0.1:{port}/db?serverSelectionTimeoutMS=500");
+    let err = block_on(Store::connect(&uri))
+        .err()
+        .expect("nothing listens there");
+    let text = err.to_string();
+    assert!(text.contains("cannot reach MongoDB"), "{text}");
+    assert!(!text.contains("CanaryPw-7f3a9"), "{text}");
+    assert_eq!(err.code(), upstep::error::ExitCode::Connection);
+}
+
+#[test]
+fn the_lock_admits_one_holder_and_is_taken_over_after_its_lease() {
+    block_on(async {
+        let store = store_for("lock_basic").await;
+        let lock = RunLock::new(&store);
+        let (alice, bob) = (actor("alice"), actor("bob"));
+        let lease = Duration::from_millis(800);
+        assert!(matches!(
+            lock.try_acquire(&alice, lease).await.unwrap(),
+            Acquire::Acquired { took_over: None }
+        ));
+        match lock.try_acquire(&bob, lease).await.unwrap() {
+            Acquire::Held(doc) => {
+                assert_eq!(doc.holder.run_id, alice.run_id);
+                assert!(doc.describe().contains("alice"));
+            }
+            other => panic!("bob must not get the lock: {other:?}"),
+        }
+        assert!(lock.renew(&alice, lease).await.unwrap());
+        assert!(
+            !lock.renew(&bob, lease).await.unwrap(),
+            "bob holds nothing to renew"
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        match lock.try_acquire(&bob, lease).await.unwrap() {
+            Acquire::Acquired {
+                took_over: Some(old),
+            } => assert_eq!(old.holder.run_id, alice.run_id),
+            other => panic!("bob should take over the expired lease: {other:?}"),
+        }
+        assert!(
+            !lock.renew(&alice, lease).await.unwrap(),
+            "alice lost the lease"
+        );
+        lock.release(&alice).await.unwrap(); // not hers any more: a no-op
+        assert!(lock.current().await.unwrap().is_some());
+        lock.release(&bob).await.unwrap();
+        assert!(lock.current().await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn racing_runs_get_exactly_one_lock() {
+    let winners = block_on(async {
+        let store = store_for("lock_race").await;
+        let attempts = (0..8).map(|i| {
+            let store = store.clone();
+            async move {
+                let lock = RunLock::new(&store);
+                let me = actor(&format!("racer{i}"));
+                matches!(
+                    lock.try_acquire(&me, Duration::from_secs(30)).await,
+                    Ok(Acquire::Acquired { .. })
+                )
+            }
+        });
+        futures_util::future::join_all(attempts).await
+    });
+    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+}
+
+#[test]
+fn a_dead_holder_can_be_taken_over_at_once() {
+    block_on(async {
+        let store = store_for("lock_dead").await;
+        let lock = RunLock::new(&store);
+        let mut dead = actor("ghost");
+        dead.pid = 999_999_999; // no such process on this host
+        let me = actor("me");
+        lock.try_acquire(&dead, Duration::from_secs(600))
+            .await
+            .unwrap();
+        let Acquire::Held(doc) = lock
+            .try_acquire(&me, Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(doc.holder.is_dead_local_process());
+        assert!(
+            !actor("alive").is_dead_local_process(),
+            "this test process is alive"
+        );
+        assert!(lock
+            .take_over(&doc, &me, Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert_eq!(
+            lock.current().await.unwrap().unwrap().holder.run_id,
+            me.run_id
+        );
+    });
+}
+
+#[test]
+fn the_journal_records_steps_marks_and_events() {
+    block_on(async {
+        let store = store_for("journal_basic").await;
+        let (journal, dir) = journal(&store, actor("runner"));
+        let start = StepStart {
+            id: "m1",
+            tag: "v1.0.0",
+            commit: "abc",
+            script: "m/1.js",
+            script_sha256: "00",
+            backup: None,
+        };
+        journal.begin_step(&start).await.unwrap();
+        journal.record_child("m1", 1234, 1234).await.unwrap();
+        let entries = journal.entries().await.unwrap();
+        assert_eq!(entries["m1"].status, StepStatus::Running);
+        assert_eq!(entries["m1"].child_pgid, Some(1234));
+        assert_eq!(entries["m1"].attempts, 1);
+        let end = StepEnd {
+            exit_code: Some(0),
+            ended_by: "exited".into(),
+            reason: "ok".into(),
+            duration_ms: 5,
+            ..StepEnd::default()
+        };
+        journal
+            .settle("m1", StepStatus::Succeeded, &end)
+            .await
+            .unwrap();
+        let entries = journal.entries().await.unwrap();
+        assert_eq!(entries["m1"].status, StepStatus::Succeeded);
+        assert_eq!(entries["m1"].child_pgid, None);
+        assert!(entries["m1"].finished_at.is_some());
+
+        // Another run cannot settle an entry this run owns.
+        let (other, _d) = self::journal(&store, actor("other"));
+        journal
+            .begin_step(&StepStart {
+                id: "m2",
+                ..start.clone()
+            })
+            .await
+            .unwrap();
+        assert!(other.settle("m2", StepStatus::Failed, &end).await.is_err());
+        assert_eq!(
+            journal.entries().await.unwrap()["m2"].status,
+            StepStatus::Running
+        );
+
+        journal
+            .mark("m3", StepStatus::MarkedApplied, "migrated by hand")
+            .await
+            .unwrap();
+        assert_eq!(
+            journal.entries().await.unwrap()["m3"].status,
+            StepStatus::MarkedApplied
+        );
+
+        let kinds: Vec<String> = journal
+            .events()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.get_str("kind").unwrap().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["step-started", "step-finished", "step-started", "marked"]
+        );
+        let mirrored = journal.mirror().read();
+        assert_eq!(mirrored.len(), 4, "the local mirror holds every event");
+        assert!(journal.mirror().path().starts_with(dir.path()));
+    });
+}
+
+fn check(collection: &str, kind: CheckKind) -> Check {
+    Check {
+        collection: collection.into(),
+        description: None,
+        kind,
+    }
+}
+
+#[test]
+fn fingerprints_classify_pending_applied_absent_and_rejected() {
+    block_on(async {
+        let store = store_for("fingerprints").await;
+        let db = store.db.clone();
+        let opts = EvalOptions {
+            time_limit: Duration::from_secs(10),
+            count_limit: Some(100),
+        };
+        let messages = db.collection::<Document>("messages");
+        messages
+            .insert_many(vec![
+                doc! { "n": 1, "seen": true },
+                doc! { "n": 2 },
+                doc! { "n": 3 },
+            ])
+            .await
+            .unwrap();
+        db.create_collection("empty").await.unwrap();
+
+        let missing_seen = Fingerprint::Checks(vec![check(
+            "messages",
+            CheckKind::Filter(doc! { "seen": { "$exists": false } }),
+        )]);
+        let report = evaluate(&db, &missing_seen, opts).await;
+        assert_eq!(report.state, FpState::Pending);
+        assert_eq!(report.checks[0].count, Some(2));
+        assert!(report.checks[0].example_id.is_some());
+
+        messages
+            .update_many(doc! {}, doc! { "$set": { "seen": false } })
+            .await
+            .unwrap();
+        assert_eq!(
+            evaluate(&db, &missing_seen, opts).await.state,
+            FpState::Applied
+        );
+
+        let pipeline = Fingerprint::Checks(vec![check(
+            "messages",
+            CheckKind::Pipeline(vec![
+                doc! { "$group": { "_id": "$seen", "n": { "$sum": 1 } } },
+                doc! { "$match": { "n": { "$gt": 1 } } },
+                doc! { "$limit": 1 },
+            ]),
+        )]);
+        assert_eq!(evaluate(&db, &pipeline, opts).await.state, FpState::Pending);
+        assert_eq!(
+            evaluate(
+                &db,
+                &pipeline,
+                EvalOptions {
+                    count_limit: None,
+                    ..opts
+                }
+            )
+            .await
+            .state,
+            FpState::Pending
+        );
+
+        let absent_coll = Fingerprint::Checks(vec![check("nowhere", CheckKind::Filter(doc! {}))]);
+        assert_eq!(
+            evaluate(&db, &absent_coll, opts).await.state,
+            FpState::NotApplicable
+        );
+        let empty_coll =
+            Fingerprint::Checks(vec![check("empty", CheckKind::Filter(doc! { "x": 1 }))]);
+        assert_eq!(
+            evaluate(&db, &empty_coll, opts).await.state,
+            FpState::NotApplicable
+        );
+
+        let must_be_absent = Fingerprint::Checks(vec![check("messages", CheckKind::Absent)]);
+        assert_eq!(
+            evaluate(&db, &must_be_absent, opts).await.state,
+            FpState::Pending
+        );
+        let gone = Fingerprint::Checks(vec![check("logs", CheckKind::Absent)]);
+        assert_eq!(evaluate(&db, &gone, opts).await.state, FpState::Applied);
+
+        // The test server rejects $or inside $elemMatch (real MongoDB accepts it): the check
+        // must come back unknown with the server's reason, never applied.
+        let rejected = Fingerprint::Checks(vec![check(
+            "messages",
+            CheckKind::Filter(
+                doc! { "tags": { "$elemMatch": { "$or": [{ "a": 1 }, { "b": 2 }] } } },
+            ),
+        )]);
+        let report = evaluate(&db, &rejected, opts).await;
+        if report.state != FpState::Applied {
+            assert_eq!(report.state, FpState::Unknown, "{report:?}");
+            assert!(
+                report.checks[0]
+                    .reason
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("rejected"),
+                "{report:?}"
+            );
+        }
+
+        let mixed = Fingerprint::Checks(vec![
+            check(
+                "messages",
+                CheckKind::Filter(doc! { "seen": { "$exists": false } }),
+            ),
+            check("nowhere", CheckKind::Filter(doc! {})),
+        ]);
+        assert_eq!(evaluate(&db, &mixed, opts).await.state, FpState::Applied);
+        let none = Fingerprint::Unknown {
+            reason: "heuristic only".into(),
+        };
+        assert_eq!(evaluate(&db, &none, opts).await.state, FpState::Unknown);
+    });
+}
