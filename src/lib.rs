@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod npm_range;
+pub mod preflight;
 pub mod redact;
 pub mod release_map;
 
