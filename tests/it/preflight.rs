@@ -14,7 +14,8 @@ use upstep::preflight::{
 };
 
 use crate::support::{
-    free_port, fresh_db_name, mongo, redis, start_mongo_with_auth, start_redis_with_password,
+    free_port, fresh_db_name, mongo, redis, start_mongo_standalone, start_mongo_with_auth,
+    start_redis_with_password,
 };
 
 /// A password that must never show up in any result.
@@ -256,6 +257,22 @@ async fn mongo_read_only_user_is_a_blocker() {
         .await
         .unwrap();
     assert_eq!(left, 0, "the probe left documents behind");
+}
+
+#[tokio::test]
+async fn standalone_server_blocks_only_plans_that_need_a_replica_set() {
+    let server = start_mongo_standalone();
+    let uri = server.uri_for_db("novu-db");
+    let needed = check_mongo(&uri, TIMEOUT, true).await;
+    let topology = find(&needed, "mongo.topology");
+    assert_severity(topology, Severity::Blocker);
+    assert!(
+        topology.fix.as_deref().unwrap().contains("--replSet"),
+        "{topology:#?}"
+    );
+
+    let not_needed = check_mongo(&uri, TIMEOUT, false).await;
+    assert_severity(find(&not_needed, "mongo.topology"), Severity::Ok);
 }
 
 #[tokio::test]
