@@ -21,7 +21,7 @@ note() { printf 'test.sh: %s\n' "$*" >&2; }
 
 # Two test.sh runs at once (two worktrees) must not build SecantusDB twice into one directory.
 exec 9>"$TOOLS/.install.lock"
-flock 9
+if command -v flock >/dev/null 2>&1; then flock 9; fi
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -64,6 +64,11 @@ else
     else
         tail -n 20 "$log" >&2 || true
         note "secantus: cargo build failed; installing the python fallback SecantusDB==$SECANTUS_PY_VERSION"
+        if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+            note "secantus: installing python3-venv for the fallback"
+            as_root apt-get update -qq >&2
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >&2
+        fi
         python3 -m venv "$TOOLS/secantus-py" >&2
         "$TOOLS/secantus-py/bin/pip" install -q "SecantusDB==$SECANTUS_PY_VERSION" >&2
         note "secantus: installed $secantus_py"

@@ -7,6 +7,7 @@ pub mod error;
 mod logging;
 pub mod npm_range;
 pub mod plan;
+pub mod preflight;
 pub mod redact;
 pub mod release_map;
 pub mod store;

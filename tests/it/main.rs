@@ -2,6 +2,7 @@
 //! (`support`); each area of upstep adds its own `mod` line.
 
 mod plan_cli;
+mod preflight;
 mod services;
 mod store;
 mod support;

@@ -2,8 +2,8 @@
 //!
 //! - `mongo()` / `redis()`: one shared server each, started lazily on first use and stopped when
 //!   the test process ends (however it ends: a watchdog process outlives it and cleans up).
-//! - `start_mongo_with_auth()` / `start_redis_with_password(pw)`: private servers for credential
-//!   tests, stopped on Drop.
+//! - `start_mongo_with_auth()` / `start_redis_with_password(pw)` / `start_mongo_standalone()`:
+//!   private servers for credential and topology tests, stopped on Drop.
 //! - `fresh_db_name(test)`: a database name no other test uses.
 //! - `node_modules()`, `sshd_binary()`: tools other tests need, failing loudly when missing.
 //!
@@ -19,7 +19,9 @@ mod process;
 mod redis;
 mod tools;
 
-pub use mongo::{fresh_db_name, mongo, start_mongo_with_auth, Credentials, MongoServer};
+pub use mongo::{
+    fresh_db_name, mongo, start_mongo_standalone, start_mongo_with_auth, Credentials, MongoServer,
+};
 pub use process::{block_on, free_port, pid_alive};
 pub use redis::{redis, start_redis_with_password, RedisServer};
 pub use tools::{node_modules, sshd_binary, tools_dir};

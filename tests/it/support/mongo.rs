@@ -44,7 +44,7 @@ impl std::fmt::Debug for MongoServer {
 pub fn mongo() -> &'static MongoServer {
     // The error is kept too, so after one failed start every test fails at once with the reason.
     static SHARED: OnceLock<Result<MongoServer, String>> = OnceLock::new();
-    match SHARED.get_or_init(|| start(false)) {
+    match SHARED.get_or_init(|| start(Mode::Shared)) {
         Ok(server) => server,
         Err(reason) => panic!("the shared test MongoDB did not start: {reason}"),
     }
@@ -52,7 +52,22 @@ pub fn mongo() -> &'static MongoServer {
 
 /// A private server started with `--auth` and a root user (`server.admin`); stopped on Drop.
 pub fn start_mongo_with_auth() -> MongoServer {
-    start(true).unwrap_or_else(|reason| panic!("the auth test MongoDB did not start: {reason}"))
+    start(Mode::Auth)
+        .unwrap_or_else(|reason| panic!("the auth test MongoDB did not start: {reason}"))
+}
+
+/// A private server that reports a standalone topology (`--standalone`: no replica-set
+/// advertisement in `hello`); stopped on Drop.
+pub fn start_mongo_standalone() -> MongoServer {
+    start(Mode::Standalone)
+        .unwrap_or_else(|reason| panic!("the standalone test MongoDB did not start: {reason}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Shared,
+    Auth,
+    Standalone,
 }
 
 /// A database name that no other test (in this run or an earlier one) uses:
@@ -123,7 +138,8 @@ async fn client_for(uri: &str) -> mongodb::error::Result<Client> {
     Client::with_options(options)
 }
 
-fn start(auth: bool) -> Result<MongoServer, String> {
+fn start(mode: Mode) -> Result<MongoServer, String> {
+    let auth = mode == Mode::Auth;
     let binary = mongod_binary();
     let mut last_error = String::new();
     // A port picked as free can be taken before the server binds it: retry on a new one.
@@ -143,8 +159,15 @@ fn start(auth: bool) -> Result<MongoServer, String> {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("--storage-path")
             .arg(&data);
-        if auth {
-            command.arg("--auth");
+        match mode {
+            Mode::Auth => command.arg("--auth"),
+            Mode::Standalone => command.arg("--standalone"),
+            Mode::Shared => &mut command,
+        };
+        if binary.file_name() == Some(std::ffi::OsStr::new("secantusd-rs")) {
+            // Its defaults preallocate a 128 MB log per server and a 4 GB cache; tests need
+            // neither (the python fallback does not take these flags).
+            command.args(["--log-file-max", "8MB", "--cache-size", "256M"]);
         }
         // The binary itself, not a shell around it: we must hold the server's own pid.
         let child = command
