@@ -64,9 +64,41 @@ pub enum Command {
     Plan(PlanArgs),
     /// Upgrade: with --plan, list what it would run (running lands with the runner).
     Upgrade(UpgradeArgs),
+    /// Check every prerequisite of a plan (toolchain per tag, Redis, MongoDB, keys, disk)
+    /// before anything touches data. Exit 5 when a blocker remains.
+    Doctor(DoctorArgs),
     /// Inspect the release map.
     #[command(subcommand)]
     Map(MapCommand),
+}
+
+/// How the scripts' environment is prepared.
+#[derive(Debug, Args, Clone)]
+pub struct RunEnvOpts {
+    /// Which node a tag runs with: its exact .nvmrc version, or any inside engines.node.
+    #[arg(long, value_enum, default_value_t = crate::doctor::ToolchainPolicy::Exact)]
+    pub toolchain: crate::doctor::ToolchainPolicy,
+
+    /// Name of the environment variable holding the store encryption key (the key itself is
+    /// never accepted on the command line).
+    #[arg(long, value_name = "VAR", default_value = "STORE_ENCRYPTION_KEY")]
+    pub encryption_key_env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub range: RangeOpts,
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub redis: RedisOpts,
+    #[command(flatten)]
+    pub run_env: RunEnvOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 /// Which release map to use.

@@ -4,9 +4,11 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::cli::{Command, MapCommand, MapOpts, OutputOpts, RangeOpts};
+use crate::cli::{Command, DoctorArgs, MapCommand, MapOpts, OutputOpts, RangeOpts};
+use crate::doctor::{self, DoctorInputs};
 use crate::error::{Error, ExitCode, Result};
 use crate::plan::{self, Plan, PlanRequest};
+use crate::preflight::Severity;
 use crate::release_map::{self, Fingerprint, Introduced, ReleaseMap};
 use crate::ui::{self, plan_text, Styler};
 use crate::version::{display, parse_user_version};
@@ -24,6 +26,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
                 ))
             }
         }
+        Command::Doctor(args) => doctor_command(&args),
         Command::Map(MapCommand::Validate { file, map, output }) => {
             map_validate(file.as_deref().or(map.map.as_deref()), &output)
         }
@@ -266,5 +269,59 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
         newest
     );
     ui::print_text(&out)?;
+    Ok(ExitCode::Success)
+}
+
+/// A runtime for the commands that talk to services.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Where worktrees, installs and clones go: `$UPSTEP_CACHE_DIR`, else the XDG cache dir.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("UPSTEP_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("upstep")))
+        .unwrap_or_else(|| std::env::temp_dir().join("upstep-cache"))
+}
+
+fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
+    let map = load_map(&args.map)?;
+    let request = plan_request(&map, &args.range)?;
+    let plan = plan::plan(&map, &request)?;
+    let mongo_uri = args.mongo.resolve();
+    let key = std::env::var(&args.run_env.encryption_key_env).ok();
+    let inputs = DoctorInputs {
+        map: &map,
+        plan: &plan,
+        mongo_uri: mongo_uri.as_deref(),
+        redis_url: args.redis.redis_url.as_deref(),
+        encryption_key_var: &args.run_env.encryption_key_env,
+        encryption_key: key.as_deref(),
+        path_env: std::env::var_os("PATH").unwrap_or_default(),
+        cache_dir: cache_dir(),
+        toolchain: args.run_env.toolchain,
+    };
+    let report = runtime()?.block_on(doctor::run_checks(&inputs));
+    if args.output.json {
+        ui::print_json(&report)?;
+    } else {
+        ui::print_text(&ui::doctor_text::render(
+            &plan,
+            &report,
+            &Styler::for_stdout(),
+        ))?;
+    }
+    if report.worst() == Severity::Blocker {
+        return Err(Error::Preflight(format!(
+            "preflight found {} blocker(s): fix them before upgrading",
+            report.blockers
+        )));
+    }
     Ok(ExitCode::Success)
 }

@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod commands;
+pub mod doctor;
 pub mod error;
 mod logging;
 pub mod npm_range;

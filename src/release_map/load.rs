@@ -181,6 +181,7 @@ impl RawProjectView<'_> {
             ignore_tags: p.ignore_tags.clone(),
             mainline: p.mainline.clone(),
             quiet_secs: p.quiet_secs.unwrap_or(10),
+            disk_per_tag_mb: p.disk_per_tag_mb.unwrap_or(0),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Project {
     pub mainline: Vec<String>,
     /// Quiet window (seconds) for finished scripts that never exit.
     pub quiet_secs: u64,
+    /// Disk one prepared checkout needs (MB), checked by `doctor`.
+    pub disk_per_tag_mb: u64,
 }
 
 #[derive(Debug, Clone)]

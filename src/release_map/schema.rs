@@ -50,6 +50,9 @@ pub struct RawProject {
     /// Default quiet window (seconds) after which a finished script that never exits is ended.
     #[serde(default)]
     pub quiet_secs: Option<u64>,
+    /// Disk space one prepared checkout (worktree + install + build) takes, for `doctor`.
+    #[serde(default)]
+    pub disk_per_tag_mb: Option<u64>,
 }
 
 fn default_script_suffixes() -> Vec<String> {

@@ -1,0 +1,186 @@
+//! The prerequisites of a plan, checked before anything touches data. `upstep doctor` prints
+//! them; `upgrade` runs the same checks and refuses to start on a blocker.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::preflight::{
+    check_disk, check_encryption_key, check_mongo, check_new_relic, check_npx, check_redis,
+    check_tool, worst_severity, CheckResult, Severity, ToolRequirement,
+};
+use crate::release_map::{Need, ReleaseMap};
+
+/// How strictly a tag's node version is matched (`--toolchain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolchainPolicy {
+    /// The exact `.nvmrc` version the release was built with.
+    #[default]
+    Exact,
+    /// Any version inside the release's `engines.node` range.
+    Range,
+}
+
+/// What the checks need to know besides the plan.
+pub struct DoctorInputs<'a> {
+    pub map: &'a ReleaseMap,
+    pub plan: &'a Plan,
+    pub mongo_uri: Option<&'a str>,
+    /// A Redis URL, `auto` (a throwaway local redis-server), or None (= auto).
+    pub redis_url: Option<&'a str>,
+    /// Name of the env var that holds the store encryption key.
+    pub encryption_key_var: &'a str,
+    pub encryption_key: Option<&'a str>,
+    pub path_env: OsString,
+    /// Where worktrees and installs go (checked for free space).
+    pub cache_dir: PathBuf,
+    pub toolchain: ToolchainPolicy,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    pub schema: &'static str,
+    pub checks: Vec<CheckResult>,
+    pub blockers: usize,
+    pub warnings: usize,
+}
+
+impl DoctorReport {
+    pub fn worst(&self) -> Severity {
+        worst_severity(&self.checks)
+    }
+}
+
+fn plan_needs(plan: &Plan, need: Need) -> bool {
+    plan.steps().any(|(_, s)| s.needs.contains(&need))
+}
+
+pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
+    let plan = inputs.plan;
+    let mut checks = Vec::new();
+
+    // Toolchain per tag: node, then pnpm, as the map declares them.
+    let npx = check_npx(&inputs.path_env);
+    let npm_available = npx.severity == Severity::Ok;
+    let mut seen = std::collections::BTreeSet::new();
+    for group in &plan.groups {
+        let node = match inputs.toolchain {
+            ToolchainPolicy::Exact => ToolRequirement {
+                tool: "node".into(),
+                exact: Some(group.node.clone()),
+                range: None,
+                for_tag: group.git_ref.clone(),
+            },
+            ToolchainPolicy::Range => ToolRequirement {
+                tool: "node".into(),
+                exact: group.node_engines.is_none().then(|| group.node.clone()),
+                range: group.node_engines.clone(),
+                for_tag: group.git_ref.clone(),
+            },
+        };
+        if seen.insert(("node", node.exact.clone(), node.range.clone())) {
+            checks.push(check_tool(&node, &inputs.path_env, npm_available));
+        }
+        if let Some(pnpm) = &group.pnpm {
+            let req = ToolRequirement {
+                tool: "pnpm".into(),
+                exact: Some(pnpm.clone()),
+                range: None,
+                for_tag: group.git_ref.clone(),
+            };
+            if seen.insert(("pnpm", req.exact.clone(), None)) {
+                checks.push(check_tool(&req, &inputs.path_env, npm_available));
+            }
+        }
+    }
+    if !plan.is_empty() {
+        checks.push(npx);
+    }
+
+    // Redis: only scripts that boot the application need one.
+    if plan_needs(plan, Need::Redis) {
+        checks.push(match inputs.redis_url {
+            Some(url) if url != "auto" => check_redis(url, Duration::from_secs(5)).await,
+            _ => check_redis_server_installed(&inputs.path_env),
+        });
+    }
+
+    // MongoDB: reachable, new enough, credentials, roles, topology, the right database.
+    match inputs.mongo_uri {
+        Some(uri) => {
+            let needs_rs = plan_needs(plan, Need::ReplicaSet);
+            checks.extend(check_mongo(uri, Duration::from_secs(5), needs_rs).await);
+        }
+        None => checks.push(CheckResult::blocker(
+            "mongo.connect",
+            "MongoDB",
+            "no MongoDB URI given",
+            "pass --mongo-uri mongodb://host:27017/<database>, or set MONGO_URL",
+        )),
+    }
+
+    checks.push(check_encryption_key(
+        inputs.encryption_key,
+        inputs.encryption_key_var,
+        plan_needs(plan, Need::EncryptionKey),
+    ));
+
+    // The env every script gets (New Relic must be off: its agent keeps scripts alive).
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for group in &plan.groups {
+        if let Some(era) = inputs.map.eras.get(&group.era) {
+            env.extend(era.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    if !plan.is_empty() {
+        checks.push(check_new_relic(&env));
+    }
+
+    let per_tag = inputs.map.project.disk_per_tag_mb * 1024 * 1024;
+    if per_tag > 0 && !plan.is_empty() {
+        checks.push(check_disk(
+            &inputs.cache_dir,
+            per_tag * plan.groups.len() as u64,
+        ));
+    }
+
+    let blockers = checks
+        .iter()
+        .filter(|c| c.severity == Severity::Blocker)
+        .count();
+    let warnings = checks
+        .iter()
+        .filter(|c| c.severity == Severity::Warning)
+        .count();
+    DoctorReport {
+        schema: "upstep.doctor/1",
+        checks,
+        blockers,
+        warnings,
+    }
+}
+
+/// With no Redis URL (or `auto`), upstep starts a throwaway local redis-server for the run.
+fn check_redis_server_installed(path_env: &OsString) -> CheckResult {
+    let found = std::env::split_paths(path_env)
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file());
+    match found {
+        Some(path) => CheckResult::ok(
+            "redis",
+            "Redis",
+            format!("a throwaway redis-server ({}) will be started for the scripts", path.display()),
+        ),
+        None => CheckResult::blocker(
+            "redis",
+            "Redis",
+            "the scripts need a Redis, none is configured, and redis-server is not installed",
+            "apt-get install redis-server (or brew install redis), or pass --redis-url redis://host:port",
+        ),
+    }
+}
