@@ -2,6 +2,7 @@
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
 pub mod error;
+pub mod git;
 pub mod release_map;
 
 use std::ffi::OsString;
