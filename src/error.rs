@@ -56,10 +56,16 @@ impl ExitCode {
         (6, "MongoDB/Redis unreachable or credentials refused"),
         (7, "another run holds the lock"),
         (8, "a migration step failed"),
-        (9, "journal shows a failed/interrupted step: --retry or `upstep mark`"),
+        (
+            9,
+            "journal shows a failed/interrupted step: --retry or `upstep mark`",
+        ),
         (10, "status --check: migrations pending"),
         (11, "SSH tunnel failed"),
-        (12, "a confirmation is needed but there is no terminal (use --yes)"),
+        (
+            12,
+            "a confirmation is needed but there is no terminal (use --yes)",
+        ),
         (13, "configuration file or profile error"),
         (130, "interrupted (SIGINT)"),
         (143, "terminated (SIGTERM)"),

@@ -39,7 +39,10 @@ impl GitRepo {
         }
         std::fs::create_dir_all(&repos_dir).map_err(|err| {
             Error::repository(
-                format!("cannot create the cache folder {}: {err}", repos_dir.display()),
+                format!(
+                    "cannot create the cache folder {}: {err}",
+                    repos_dir.display()
+                ),
                 format!(
                     "make it writable, or point {} at another folder",
                     super::CACHE_DIR_ENV
@@ -88,7 +91,10 @@ fn open_cached_clone(spec: &str, destination: &Path, show_progress: bool) -> Res
                 "the cached clone of {shown_url} at {} is not a valid repository",
                 destination.display()
             ),
-            format!("delete {} and run again to clone afresh", destination.display()),
+            format!(
+                "delete {} and run again to clone afresh",
+                destination.display()
+            ),
         )
     })?;
     let fetched = run_git(
@@ -364,13 +370,19 @@ mod tests {
             "ssh://git@github.com/x"
         );
         assert_eq!(redact_url("git@github.com:x/y"), "git@github.com:x/y");
-        assert_eq!(redact_url("https://github.com/a@b"), "https://github.com/a@b");
+        assert_eq!(
+            redact_url("https://github.com/a@b"),
+            "https://github.com/a@b"
+        );
     }
 
     #[test]
     fn redacts_git_output() {
         let url = "https://me:s3cret@host/repo";
-        let text = redact_text("fatal: unable to access 'https://me:s3cret@host/repo/'", url);
+        let text = redact_text(
+            "fatal: unable to access 'https://me:s3cret@host/repo/'",
+            url,
+        );
         assert!(!text.contains("s3cret"), "{text}");
     }
 

@@ -33,8 +33,14 @@ mod tests {
     fn epoch_and_known_dates() {
         assert_eq!(git_time_to_date(git2::Time::new(0, 0)), "1970-01-01");
         // Novu v2.0.0 was tagged 2024-10-24.
-        assert_eq!(git_time_to_date(git2::Time::new(1_729_771_200, 0)), "2024-10-24");
-        assert_eq!(git_time_to_date(git2::Time::new(951_782_400, 0)), "2000-02-29");
+        assert_eq!(
+            git_time_to_date(git2::Time::new(1_729_771_200, 0)),
+            "2024-10-24"
+        );
+        assert_eq!(
+            git_time_to_date(git2::Time::new(951_782_400, 0)),
+            "2000-02-29"
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub mod worktree;
 use std::path::PathBuf;
 
 pub use clone::redact_url;
+pub use mapgen::{
+    check_map, discover_scripts, generate_map_skeleton, Disagreement, DiscoveredScript,
+    ExpectedScript,
+};
 pub use repo::GitRepo;
 pub use tags::{ReleaseTag, TagInfo};
 pub use tree::Toolchain;
@@ -84,7 +88,10 @@ mod tests {
     fn sanitise_keeps_safe_chars_and_collapses_the_rest() {
         assert_eq!(sanitise_for_path("v0.24.0"), "v0.24.0");
         assert_eq!(sanitise_for_path("release/1.0"), "release-1.0");
-        assert_eq!(sanitise_for_path("github.com:novuhq//novu"), "github.com-novuhq-novu");
+        assert_eq!(
+            sanitise_for_path("github.com:novuhq//novu"),
+            "github.com-novuhq-novu"
+        );
         assert_eq!(sanitise_for_path("../.."), "repo");
         assert_eq!(sanitise_for_path(""), "repo");
     }

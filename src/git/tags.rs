@@ -95,7 +95,11 @@ impl GitRepo {
     pub fn release_tags(&self, ignore: &[String], mainline: &[String]) -> Result<Vec<ReleaseTag>> {
         let names = self.repo.tag_names(None).map_err(|err| {
             Error::repository(
-                format!("cannot list the tags of {} ({})", self.path().display(), err.message()),
+                format!(
+                    "cannot list the tags of {} ({})",
+                    self.path().display(),
+                    err.message()
+                ),
                 "run `git fsck` on the repository, or clone it again",
             )
         })?;
@@ -147,7 +151,11 @@ impl GitRepo {
             }
             Err(err) => {
                 return Err(Error::repository(
-                    format!("cannot read HEAD of {} ({})", self.path().display(), err.message()),
+                    format!(
+                        "cannot read HEAD of {} ({})",
+                        self.path().display(),
+                        err.message()
+                    ),
                     "check that the repository is not corrupt (`git status`)",
                 ))
             }
@@ -211,7 +219,10 @@ mod tests {
 
     #[test]
     fn release_tag_names() {
-        assert_eq!(parse_release_tag_name("v0.24.0"), Some(Version::new(0, 24, 0)));
+        assert_eq!(
+            parse_release_tag_name("v0.24.0"),
+            Some(Version::new(0, 24, 0))
+        );
         assert_eq!(parse_release_tag_name("2.0.0"), Some(Version::new(2, 0, 0)));
         assert!(parse_release_tag_name("v2.0.0-rc.1").is_some_and(|v| !v.pre.is_empty()));
         assert_eq!(parse_release_tag_name("v0.24"), None);

@@ -36,7 +36,11 @@ impl GitRepo {
     fn tree_at(&self, commit: &str) -> Result<Tree<'_>> {
         self.find_commit(commit)?.tree().map_err(|err| {
             Error::repository(
-                format!("cannot read the files of commit {} ({})", short_id(commit), err.message()),
+                format!(
+                    "cannot read the files of commit {} ({})",
+                    short_id(commit),
+                    err.message()
+                ),
                 "run `git fsck` on the repository, or clone it again",
             )
         })
@@ -58,7 +62,11 @@ impl GitRepo {
         }
         let blob = self.repo.find_blob(entry.id()).map_err(|err| {
             Error::repository(
-                format!("cannot read {path} at commit {} ({})", short_id(commit), err.message()),
+                format!(
+                    "cannot read {path} at commit {} ({})",
+                    short_id(commit),
+                    err.message()
+                ),
                 "run `git fsck` on the repository, or clone it again",
             )
         })?;
@@ -88,7 +96,11 @@ impl GitRepo {
             }
             self.repo.find_tree(entry.id()).map_err(|err| {
                 Error::repository(
-                    format!("cannot read {dir} at commit {} ({})", short_id(commit), err.message()),
+                    format!(
+                        "cannot read {dir} at commit {} ({})",
+                        short_id(commit),
+                        err.message()
+                    ),
                     "run `git fsck` on the repository, or clone it again",
                 )
             })?
@@ -150,7 +162,9 @@ impl GitRepo {
             )
         })?;
         let text = |value: Option<&serde_json::Value>| {
-            value.and_then(serde_json::Value::as_str).map(str::to_string)
+            value
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
         };
         let engines = manifest.get("engines");
         toolchain.engines_node = text(engines.and_then(|e| e.get("node")));
@@ -192,7 +206,10 @@ mod tests {
 
     #[test]
     fn pnpm_version_from_package_manager() {
-        assert_eq!(pnpm_from_package_manager("pnpm@8.9.0"), Some("8.9.0".into()));
+        assert_eq!(
+            pnpm_from_package_manager("pnpm@8.9.0"),
+            Some("8.9.0".into())
+        );
         assert_eq!(
             pnpm_from_package_manager("pnpm@9.11.0+sha512.abc"),
             Some("9.11.0".into())

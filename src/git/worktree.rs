@@ -40,7 +40,8 @@ const COMPLETE_STAMP: &str = "complete";
 /// Folder (next to the worktrees) holding every worktree's private git dir.
 const META_DIR: &str = ".meta";
 /// Never dirty, kept by repair: upstep's own files and installed dependencies.
-const EXCLUDES: &str = "# written by upstep: its own files and installed dependencies\n.upstep-*\nnode_modules/\n";
+const EXCLUDES: &str =
+    "# written by upstep: its own files and installed dependencies\n.upstep-*\nnode_modules/\n";
 /// How many dirty files a status names.
 const DIRTY_FILES_SHOWN: usize = 10;
 
@@ -311,7 +312,12 @@ fn inspect(layout: &Layout) -> Inspection {
     }
     let wt = match Repository::open(&layout.git_dir) {
         Ok(wt) => wt,
-        Err(err) => return Inspection::Damaged(format!("its git metadata cannot be read ({})", err.message())),
+        Err(err) => {
+            return Inspection::Damaged(format!(
+                "its git metadata cannot be read ({})",
+                err.message()
+            ))
+        }
     };
     let head = match wt.head().and_then(|head| head.peel_to_commit()) {
         Ok(commit) => commit.id(),
@@ -379,7 +385,12 @@ enum CheckoutMode {
 
 /// Checks the tag's commit out into the worktree, detaches HEAD there, and only then writes
 /// the completion stamp.
-fn checkout(wt: &Repository, layout: &Layout, tag: &TagInfo, mode: CheckoutMode) -> Result<Worktree> {
+fn checkout(
+    wt: &Repository,
+    layout: &Layout,
+    tag: &TagInfo,
+    mode: CheckoutMode,
+) -> Result<Worktree> {
     remove_stamp(layout)?;
     let failed = |what: &str, err: git2::Error| {
         Error::repository(
@@ -393,7 +404,9 @@ fn checkout(wt: &Repository, layout: &Layout, tag: &TagInfo, mode: CheckoutMode)
         )
     };
     let oid = super::repo::parse_oid(&tag.commit)?;
-    let commit = wt.find_commit(oid).map_err(|err| failed("find the commit of", err))?;
+    let commit = wt
+        .find_commit(oid)
+        .map_err(|err| failed("find the commit of", err))?;
     let mut builder = CheckoutBuilder::new();
     match mode {
         CheckoutMode::Safe => {

@@ -57,7 +57,13 @@ fn default_script_suffixes() -> Vec<String> {
 }
 
 fn default_exclude_suffixes() -> Vec<String> {
-    vec![".spec.ts".into(), ".spec.js".into(), ".test.ts".into(), ".test.js".into(), ".d.ts".into()]
+    vec![
+        ".spec.ts".into(),
+        ".spec.js".into(),
+        ".test.ts".into(),
+        ".test.js".into(),
+        ".d.ts".into(),
+    ]
 }
 
 /// How scripts run for a range of releases: command, working directory, environment, setup.
