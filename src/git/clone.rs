@@ -178,16 +178,24 @@ fn run_git(
     if status.success() {
         return Ok(());
     }
-    let problems: Vec<&String> = tail
+    // git's `fatal:`/`error:` lines say what went wrong; the rest is advice or progress.
+    let errors: Vec<&str> = tail
         .iter()
-        .filter(|line| parse_progress(line).is_none())
+        .filter_map(|line| {
+            line.strip_prefix("fatal: ")
+                .or_else(|| line.strip_prefix("error: "))
+        })
         .collect();
-    let start = problems.len().saturating_sub(STDERR_TAIL_LINES);
-    let summary = problems[start..]
-        .iter()
-        .map(|line| line.as_str())
-        .collect::<Vec<_>>()
-        .join(" / ");
+    let shown: Vec<&str> = if errors.is_empty() {
+        tail.iter()
+            .map(String::as_str)
+            .filter(|line| parse_progress(line).is_none())
+            .collect()
+    } else {
+        errors
+    };
+    let start = shown.len().saturating_sub(STDERR_TAIL_LINES);
+    let summary = shown[start..].join("; ");
     if summary.is_empty() {
         Err(format!("git exited with {status}"))
     } else {

@@ -63,6 +63,13 @@ pub struct Worktree {
     git_dir: PathBuf,
 }
 
+impl Worktree {
+    /// The worktree's private git dir (holds its HEAD, index and the `complete` stamp).
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+}
+
 /// What [`Worktrees::status`] found for a repository and tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorktreeStatus {
