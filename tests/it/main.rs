@@ -2,6 +2,7 @@
 //! (`support`); each area of upstep adds its own `mod` line.
 
 mod doctor_cli;
+mod git_layer;
 mod plan_cli;
 mod preflight;
 mod services;
