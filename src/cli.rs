@@ -186,6 +186,8 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub map: MapOpts,
     #[command(flatten)]
+    pub repo: RepoOpts,
+    #[command(flatten)]
     pub output: OutputOpts,
 }
 
@@ -198,6 +200,8 @@ pub struct UpgradeArgs {
     pub range: RangeOpts,
     #[command(flatten)]
     pub map: MapOpts,
+    #[command(flatten)]
+    pub repo: RepoOpts,
     #[command(flatten)]
     pub output: OutputOpts,
 }
@@ -215,6 +219,27 @@ pub enum MapCommand {
     },
     /// Print the release map in use: releases, eras and migrations.
     Show {
+        #[command(flatten)]
+        map: MapOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+    },
+    /// Derive a release-map skeleton from a repository's history: each script's release is the
+    /// first stable tag (semver order) whose tree contains it. Prints TOML on stdout.
+    Generate {
+        #[command(flatten)]
+        repo: RepoOpts,
+        /// Folder holding the migration scripts (default: the map's migrations_dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+        #[command(flatten)]
+        map: MapOpts,
+    },
+    /// Report where a release map disagrees with a repository: scripts the map lacks, scripts
+    /// at the wrong release, scripts that no longer exist. Exit 3 on any disagreement.
+    Check {
+        #[command(flatten)]
+        repo: RepoOpts,
         #[command(flatten)]
         map: MapOpts,
         #[command(flatten)]

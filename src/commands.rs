@@ -4,21 +4,25 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::cli::{Command, DoctorArgs, MapCommand, MapOpts, OutputOpts, RangeOpts};
+use std::io::IsTerminal;
+
+use crate::cli::{Command, DoctorArgs, MapCommand, MapOpts, OutputOpts, RangeOpts, RepoOpts};
 use crate::doctor::{self, DoctorInputs};
 use crate::error::{Error, ExitCode, Result};
+use crate::git::{ExpectedScript, GitRepo};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::preflight::Severity;
 use crate::release_map::{self, Fingerprint, Introduced, ReleaseMap};
+use crate::repo_facts;
 use crate::ui::{self, plan_text, Styler};
 use crate::version::{display, parse_user_version};
 
 pub fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Plan(args) => plan_command(&args.range, &args.map, &args.output),
+        Command::Plan(args) => plan_command(&args.range, &args.map, &args.repo, &args.output),
         Command::Upgrade(args) => {
             if args.plan {
-                plan_command(&args.range, &args.map, &args.output)
+                plan_command(&args.range, &args.map, &args.repo, &args.output)
             } else {
                 Err(Error::usage(
                     "running migrations is not available in this build of upstep yet",
@@ -31,6 +35,10 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             map_validate(file.as_deref().or(map.map.as_deref()), &output)
         }
         Command::Map(MapCommand::Show { map, output }) => map_show(&map, &output),
+        Command::Map(MapCommand::Generate { repo, dir, map }) => {
+            map_generate(&repo, dir.as_deref(), &map)
+        }
+        Command::Map(MapCommand::Check { repo, map, output }) => map_check(&repo, &map, &output),
     }
 }
 
@@ -66,10 +74,37 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
     })
 }
 
-fn plan_command(range: &RangeOpts, map_opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
+/// Open `--repo`: a local clone, or a URL cloned (or fetched) into upstep's cache.
+pub fn open_repo(opts: &RepoOpts) -> Result<Option<GitRepo>> {
+    let Some(spec) = &opts.repo else {
+        return Ok(None);
+    };
+    let progress = std::io::stderr().is_terminal();
+    GitRepo::open_or_clone(spec, &crate::git::default_cache_root(), progress).map(Some)
+}
+
+fn require_repo(opts: &RepoOpts) -> Result<GitRepo> {
+    open_repo(opts)?.ok_or_else(|| {
+        Error::usage(
+            "this command reads a git repository",
+            "pass --repo <path or URL of the project's repository>",
+        )
+    })
+}
+
+fn plan_command(
+    range: &RangeOpts,
+    map_opts: &MapOpts,
+    repo_opts: &RepoOpts,
+    output: &OutputOpts,
+) -> Result<ExitCode> {
     let map = load_map(map_opts)?;
     let request = plan_request(&map, range)?;
-    let plan: Plan = plan::plan(&map, &request)?;
+    let mut plan: Plan = plan::plan(&map, &request)?;
+    if let Some(repo) = open_repo(repo_opts)? {
+        let label = repo_opts.repo.as_deref().unwrap_or_default();
+        repo_facts::check_plan_against_repo(&mut plan, &repo, label)?;
+    }
     if output.json {
         ui::print_json(&plan)?;
     } else {
@@ -281,15 +316,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
 }
 
-/// Where worktrees, installs and clones go: `$UPSTEP_CACHE_DIR`, else the XDG cache dir.
-pub fn cache_dir() -> std::path::PathBuf {
-    std::env::var_os("UPSTEP_CACHE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("upstep")))
-        .unwrap_or_else(|| std::env::temp_dir().join("upstep-cache"))
-}
-
 fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
     let map = load_map(&args.map)?;
     let request = plan_request(&map, &args.range)?;
@@ -304,7 +330,7 @@ fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         encryption_key_var: &args.run_env.encryption_key_env,
         encryption_key: key.as_deref(),
         path_env: std::env::var_os("PATH").unwrap_or_default(),
-        cache_dir: cache_dir(),
+        cache_dir: crate::git::default_cache_root(),
         toolchain: args.run_env.toolchain,
     };
     let report = runtime()?.block_on(doctor::run_checks(&inputs));
@@ -324,4 +350,82 @@ fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         )));
     }
     Ok(ExitCode::Success)
+}
+
+fn map_generate(repo_opts: &RepoOpts, dir: Option<&str>, map_opts: &MapOpts) -> Result<ExitCode> {
+    let repo = require_repo(repo_opts)?;
+    // The map in use supplies the defaults (folder, file endings, tags to ignore).
+    let map = load_map(map_opts)?;
+    let p = &map.project;
+    let dir = dir.unwrap_or(&p.migrations_dir);
+    let toml = crate::git::generate_map_skeleton(
+        &repo,
+        dir,
+        &p.script_suffixes,
+        &p.exclude_suffixes,
+        &p.ignore_tags,
+        &p.mainline,
+    )?;
+    ui::print_text(&toml)?;
+    Ok(ExitCode::Success)
+}
+
+#[derive(Serialize)]
+struct MapCheckReport {
+    schema: &'static str,
+    map: String,
+    repository: String,
+    disagreements: Vec<String>,
+}
+
+fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
+    let repo = require_repo(repo_opts)?;
+    let map = load_map(map_opts)?;
+    let p = &map.project;
+    let tags = repo.release_tags(&p.ignore_tags, &p.mainline)?;
+    let expected: Vec<ExpectedScript> = map
+        .migrations
+        .iter()
+        .map(|m| ExpectedScript {
+            id: m.id.clone(),
+            script: m.script.clone(),
+            introduced_in: m.introduced_version().cloned(),
+        })
+        .collect();
+    let found = crate::git::check_map(
+        &repo,
+        &expected,
+        &tags,
+        &p.migrations_dir,
+        &p.script_suffixes,
+        &p.exclude_suffixes,
+    )?;
+    let report = MapCheckReport {
+        schema: "upstep.map-check/1",
+        map: map.source.clone(),
+        repository: crate::git::redact_url(repo_opts.repo.as_deref().unwrap_or_default()),
+        disagreements: found.iter().map(|d| d.to_string()).collect(),
+    };
+    if output.json {
+        ui::print_json(&report)?;
+    } else if found.is_empty() {
+        ui::print_text(&format!(
+            "{} agrees with {}\n",
+            report.map, report.repository
+        ))?;
+    }
+    if found.is_empty() {
+        return Ok(ExitCode::Success);
+    }
+    Err(Error::MapInvalid {
+        name: format!("{} (compared with {})", report.map, report.repository),
+        problems: found
+            .iter()
+            .map(|d| crate::error::MapProblem {
+                location: None,
+                message: d.to_string(),
+                hint: String::new(),
+            })
+            .collect(),
+    })
 }

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod preflight;
 pub mod redact;
 pub mod release_map;
+pub mod repo_facts;
 pub mod store;
 pub mod ui;
 pub mod version;

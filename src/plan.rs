@@ -158,6 +158,9 @@ pub struct Plan {
     pub to: String,
     pub include_unreleased: bool,
     pub steps_total: usize,
+    /// The repository the plan was checked against (with --repo), URL credentials redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     pub groups: Vec<PlanGroup>,
     /// Scripts no release ships yet that this plan leaves out (see --include-unreleased).
     pub unreleased_left_out: Vec<String>,
@@ -177,6 +180,12 @@ pub struct PlanGroup {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pnpm: Option<String>,
     pub verified: bool,
+    /// The commit the ref resolves to (with --repo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// `.nvmrc` at the ref, when it differs from the map's node (with --repo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_node_differs: Option<String>,
     pub steps: Vec<PlanStep>,
 }
 
@@ -200,6 +209,9 @@ pub struct PlanStep {
     pub has_fingerprint: bool,
     /// Why the step is in the plan.
     pub reason: String,
+    /// Whether the script exists at the group's ref (with --repo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_at_ref: Option<bool>,
 }
 
 impl Plan {
@@ -290,6 +302,8 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
                 node_engines: release.node_engines.clone(),
                 pnpm: release.pnpm.clone(),
                 verified: release.verified && version.is_some(),
+                commit: None,
+                repo_node_differs: None,
                 steps: Vec::new(),
             });
         }
@@ -333,6 +347,7 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
             verified: m.verified && version.is_some() && release.verified,
             has_fingerprint: matches!(m.fingerprint, crate::release_map::Fingerprint::Checks(_)),
             reason,
+            script_at_ref: None,
         });
     }
 
@@ -353,6 +368,7 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
         to: display(&req.to),
         include_unreleased: req.include_unreleased,
         steps_total: groups.iter().map(|g| g.steps.len()).sum(),
+        repository: None,
         groups,
         unreleased_left_out,
     })

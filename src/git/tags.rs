@@ -88,6 +88,34 @@ impl GitRepo {
         })
     }
 
+    /// Resolves the git ref a script no release ships yet runs at: a local branch, a branch of
+    /// `origin`, or a full commit id (never a tag of the same name: releases use `tag`).
+    pub fn resolve_ref(&self, name: &str) -> Result<TagInfo> {
+        let candidates = [
+            format!("refs/heads/{name}"),
+            format!("refs/remotes/origin/{name}"),
+        ];
+        let commit = candidates
+            .iter()
+            .find_map(|r| self.repo.find_reference(r).ok()?.peel_to_commit().ok())
+            .or_else(|| {
+                let oid = git2::Oid::from_str(name).ok().filter(|_| name.len() == 40)?;
+                self.repo.find_commit(oid).ok()
+            })
+            .ok_or_else(|| {
+                Error::repository(
+                    format!("ref {name} (a branch or commit) is not in repository {}", self.path().display()),
+                    format!("fetch it (`git -C {} fetch origin {name}`), or check unreleased_ref in the release map", self.path().display()),
+                )
+            })?;
+        Ok(TagInfo {
+            name: name.to_string(),
+            commit: commit.id().to_string(),
+            date: Some(git_time_to_date(commit.time())),
+            annotated: false,
+        })
+    }
+
     /// Every tag whose name parses as a semantic version (optional `v` prefix), except those
     /// named in `ignore`, sorted by version (ties by name). `mainline` lists branch names whose
     /// history counts as the mainline, see [`ReleaseTag::on_mainline`]. Tags that do not point

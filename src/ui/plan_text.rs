@@ -56,6 +56,15 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
         plan.to,
         st.dim(&format!("(map: {})", plan.map))
     );
+    if let Some(repo) = &plan.repository {
+        let _ = writeln!(
+            out,
+            "{}",
+            st.dim(&format!(
+                "Checked against {repo}: every script exists at its tag."
+            ))
+        );
+    }
     if plan.is_empty() {
         let _ = writeln!(
             out,
@@ -79,7 +88,13 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
         if let Some(pnpm) = &group.pnpm {
             let _ = write!(toolchain, ", pnpm {pnpm}");
         }
+        if let Some(commit) = &group.commit {
+            let _ = write!(toolchain, ", commit {}", &commit[..commit.len().min(12)]);
+        }
         let mut header = format!("{}  {}", st.bold(&group.git_ref), st.dim(&toolchain));
+        if let Some(nvmrc) = &group.repo_node_differs {
+            header.push_str(&st.warn(&format!("  (.nvmrc at this tag says {nvmrc})")));
+        }
         if group.unreleased {
             header.push_str(&st.warn("  (unreleased ref: toolchain of the newest release)"));
         } else if !group.verified {
@@ -98,7 +113,11 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
             let row = |out: &mut String, label: &str, value: &str| {
                 let _ = writeln!(out, "      {} {}", pad(label, 8), value);
             };
-            row(&mut out, "script", &step.script);
+            let present = match step.script_at_ref {
+                Some(true) => format!(" {}", st.dim(&format!("(present at {})", group.git_ref))),
+                _ => String::new(),
+            };
+            row(&mut out, "script", &format!("{}{present}", step.script));
             row(
                 &mut out,
                 "runs as",

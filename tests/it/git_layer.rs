@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{Oid, Repository, RepositoryInitOptions, Signature, Time};
+use git2::{Oid, Repository};
 use semver::Version;
-use tempfile::TempDir;
 use upstep::error::Error;
 use upstep::git::{
     check_map, discover_scripts, generate_map_skeleton, Disagreement, ExpectedScript, GitRepo,
@@ -12,13 +11,11 @@ use upstep::git::{
 };
 use upstep::release_map::schema::RawMap;
 
-/// 2023-11-14T22:13:20Z; each fixture step is a day later.
-const BASE_TIME: i64 = 1_700_000_000;
-const DAY: i64 = 86_400;
+use crate::support::{signature, GitFixture as Fixture};
+use tempfile::TempDir;
 
-fn signature(time: i64) -> Signature<'static> {
-    Signature::new("Fixture", "fixture@example.com", &Time::new(time, 0)).unwrap()
-}
+use crate::support::BASE_TIME;
+const DAY: i64 = 86_400;
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -26,81 +23,6 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 fn version(text: &str) -> Version {
     Version::parse(text).unwrap()
-}
-
-/// A repository in a temp dir, written commit by commit.
-struct Fixture {
-    dir: TempDir,
-    repo: Repository,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = TempDir::new().unwrap();
-        let mut options = RepositoryInitOptions::new();
-        options.initial_head("main");
-        let repo = Repository::init_opts(dir.path(), &options).unwrap();
-        Fixture { dir, repo }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes (`Some`) or deletes (`None`) files, stages them and commits on HEAD.
-    fn commit(&self, changes: &[(&str, Option<&str>)], time: i64) -> Oid {
-        let mut index = self.repo.index().unwrap();
-        for (path, content) in changes {
-            let full = self.path().join(path);
-            match content {
-                Some(content) => {
-                    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-                    std::fs::write(&full, content).unwrap();
-                    index.add_path(Path::new(path)).unwrap();
-                }
-                None => {
-                    std::fs::remove_file(&full).unwrap();
-                    index.remove_path(Path::new(path)).unwrap();
-                }
-            }
-        }
-        index.write().unwrap();
-        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let sig = signature(time);
-        self.repo
-            .commit(Some("HEAD"), &sig, &sig, "fixture", &tree, &parents)
-            .unwrap()
-    }
-
-    fn annotated_tag(&self, name: &str, commit: Oid, time: i64) {
-        let object = self.repo.find_object(commit, None).unwrap();
-        self.repo
-            .tag(name, &object, &signature(time), "release", false)
-            .unwrap();
-    }
-
-    fn lightweight_tag(&self, name: &str, commit: Oid) {
-        let object = self.repo.find_object(commit, None).unwrap();
-        self.repo.tag_lightweight(name, &object, false).unwrap();
-    }
-
-    fn branch(&self, name: &str, commit: Oid) {
-        let commit = self.repo.find_commit(commit).unwrap();
-        self.repo.branch(name, &commit, true).unwrap();
-    }
-
-    fn switch_branch(&self, name: &str) {
-        self.repo.set_head(&format!("refs/heads/{name}")).unwrap();
-        let mut checkout = git2::build::CheckoutBuilder::new();
-        checkout.force().remove_untracked(true);
-        self.repo.checkout_head(Some(&mut checkout)).unwrap();
-    }
-
-    fn open(&self) -> GitRepo {
-        GitRepo::open(self.path()).unwrap()
-    }
 }
 
 fn package_json(node: &str, pnpm_engine: Option<&str>, package_manager: &str) -> String {

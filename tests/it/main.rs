@@ -4,6 +4,7 @@
 mod doctor_cli;
 mod git_layer;
 mod plan_cli;
+mod plan_repo;
 mod preflight;
 mod services;
 mod store;

@@ -14,11 +14,15 @@
 // Each test module uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod fixture_project;
+mod git_fixture;
 mod mongo;
 mod process;
 mod redis;
 mod tools;
 
+pub use fixture_project::{machine_node_version, FixtureProject};
+pub use git_fixture::{signature, GitFixture, BASE_TIME};
 pub use mongo::{
     fresh_db_name, mongo, start_mongo_standalone, start_mongo_with_auth, Credentials, MongoServer,
 };
