@@ -7,6 +7,7 @@ pub mod error;
 mod logging;
 pub mod plan;
 pub mod release_map;
+pub mod runner;
 pub mod ui;
 pub mod version;
 
