@@ -2,5 +2,6 @@
 //! (`support`); each area of upstep adds its own `mod` line.
 
 mod plan_cli;
+mod runner_proc;
 mod services;
 mod support;
