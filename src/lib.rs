@@ -13,6 +13,7 @@ pub mod preflight;
 pub mod redact;
 pub mod release_map;
 pub mod repo_facts;
+pub mod runner;
 pub mod store;
 pub mod ui;
 pub mod version;

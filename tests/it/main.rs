@@ -6,6 +6,7 @@ mod git_layer;
 mod plan_cli;
 mod plan_repo;
 mod preflight;
+mod runner_proc;
 mod services;
 mod store;
 mod support;
