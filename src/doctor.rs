@@ -14,17 +14,7 @@ use crate::preflight::{
     check_tool, worst_severity, CheckResult, Severity, ToolRequirement,
 };
 use crate::release_map::{Need, ReleaseMap};
-
-/// How strictly a tag's node version is matched (`--toolchain`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ToolchainPolicy {
-    /// The exact `.nvmrc` version the release was built with.
-    #[default]
-    Exact,
-    /// Any version inside the release's `engines.node` range.
-    Range,
-}
+pub use crate::runner::toolchain::ToolchainPolicy;
 
 /// What the checks need to know besides the plan.
 pub struct DoctorInputs<'a> {

@@ -30,8 +30,6 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 pub const TAIL_LINES: usize = 40;
 /// Appended to a line cut at `MAX_LINE_BYTES`.
 pub const TRUNCATED_MARK: &str = " [... line truncated by upstep]";
-/// What a secret is replaced with.
-pub const REDACTED: &str = "****";
 
 /// The probe is asked at most this often while the child is quiet.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -836,15 +834,7 @@ fn make_line(bytes: &[u8], cut: bool, secrets: &[String]) -> String {
 }
 
 /// Replaces every occurrence of each non-empty secret with `****`.
-pub fn redact(text: String, secrets: &[String]) -> String {
-    let mut text = text;
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), REDACTED);
-        }
-    }
-    text
-}
+pub use crate::redact::replace_secrets as redact;
 
 /// Sends `signal` to process group `pgid`. Refuses pgids that would mean "every process"
 /// (0, 1, negative) or upstep's own group.

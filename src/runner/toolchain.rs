@@ -7,6 +7,7 @@
 //! `node_modules/.bin` from PATH, and a bare symlink to pnpm's entry does not work (novu-facts §5).
 //! Every tool runs with its cwd in the cache, never inside a checkout (npm/pnpm would scan it).
 
+use crate::npm_range::NpmRange;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,11 +24,14 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an `npm install` of node or pnpm may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How strictly a tag's node version is matched (`--toolchain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ToolchainPolicy {
-    /// Only the exact node version will do.
+    /// The exact `.nvmrc` version the release was built with.
+    #[default]
     Exact,
-    /// A node on PATH inside `node_range` (the tag's `engines`) is accepted too.
+    /// Any node inside the release's `engines.node` range.
     Range,
 }
 
@@ -575,192 +579,7 @@ fn find_in_path(path_env: &OsStr, name: &str) -> Option<PathBuf> {
         })
 }
 
-// TODO(merge): use crate::npm_range (being written on another branch) instead of this minimal
-// matcher; it covers what `engines.node` uses: `||`, comparators, x-ranges, ^, ~ and hyphens.
-use npm_range_min::NpmRange;
 
-mod npm_range_min {
-    use semver::Version;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Op {
-        Lt,
-        Le,
-        Gt,
-        Ge,
-        Eq,
-    }
-
-    /// A union (`||`) of intersections of comparators.
-    #[derive(Debug, Clone)]
-    pub struct NpmRange(Vec<Vec<(Op, Version)>>);
-
-    /// A version with wildcards: `1`, `1.2`, `1.x`, `*`.
-    struct Partial {
-        major: Option<u64>,
-        minor: Option<u64>,
-        patch: Option<u64>,
-        full: Option<Version>,
-    }
-
-    impl Partial {
-        fn low(&self) -> Version {
-            self.full.clone().unwrap_or_else(|| {
-                Version::new(
-                    self.major.unwrap_or(0),
-                    self.minor.unwrap_or(0),
-                    self.patch.unwrap_or(0),
-                )
-            })
-        }
-
-        /// The first version above everything this partial covers (for `1.2`: 1.3.0).
-        fn next(&self) -> Option<Version> {
-            match (self.major, self.minor, self.patch) {
-                (Some(m), None, _) => Some(Version::new(m + 1, 0, 0)),
-                (Some(m), Some(n), None) => Some(Version::new(m, n + 1, 0)),
-                (Some(m), Some(n), Some(p)) => Some(Version::new(m, n, p + 1)),
-                (None, _, _) => None,
-            }
-        }
-    }
-
-    fn parse_partial(text: &str) -> Result<Partial, String> {
-        let text = text.trim_start_matches(['v', '=']);
-        if text.is_empty() || text == "*" || text.eq_ignore_ascii_case("x") {
-            return Ok(Partial {
-                major: None,
-                minor: None,
-                patch: None,
-                full: None,
-            });
-        }
-        if let Ok(full) = Version::parse(text) {
-            return Ok(Partial {
-                major: Some(full.major),
-                minor: Some(full.minor),
-                patch: Some(full.patch),
-                full: Some(full),
-            });
-        }
-        let mut parts = [None, None, None];
-        for (i, part) in text.split('.').enumerate() {
-            if i >= 3 {
-                return Err(format!("{text:?} has too many parts"));
-            }
-            if part == "*" || part.eq_ignore_ascii_case("x") {
-                break;
-            }
-            parts[i] = Some(
-                part.parse::<u64>()
-                    .map_err(|_| format!("{text:?} is not a version"))?,
-            );
-        }
-        Ok(Partial {
-            major: parts[0],
-            minor: parts[0].and(parts[1]),
-            patch: parts[0].and(parts[1]).and(parts[2]),
-            full: None,
-        })
-    }
-
-    fn comparator(text: &str) -> Result<Vec<(Op, Version)>, String> {
-        let (op, rest) = ["<=", ">=", "<", ">", "=", "^", "~"]
-            .iter()
-            .find_map(|op| text.strip_prefix(op).map(|rest| (*op, rest)))
-            .unwrap_or(("", text));
-        let rest = rest.strip_prefix('>').unwrap_or(rest); // "~>" means "~"
-        let p = parse_partial(rest.trim())?;
-        if p.major.is_none() {
-            return Ok(match op {
-                "<" | ">" => vec![(Op::Lt, Version::new(0, 0, 0))], // matches nothing
-                _ => vec![],
-            });
-        }
-        let low = p.low();
-        let next = p.next();
-        let exact = p.full.is_some() || p.patch.is_some();
-        Ok(match op {
-            "" | "=" if exact => vec![(Op::Eq, low)],
-            "" | "=" => vec![(Op::Ge, low)]
-                .into_iter()
-                .chain(next.map(|n| (Op::Lt, n)))
-                .collect(),
-            ">" if exact => vec![(Op::Gt, low)],
-            ">" => next.map(|n| vec![(Op::Ge, n)]).unwrap_or_default(),
-            ">=" => vec![(Op::Ge, low)],
-            "<" => vec![(Op::Lt, low)],
-            "<=" if exact => vec![(Op::Le, low)],
-            "<=" => next.map(|n| vec![(Op::Lt, n)]).unwrap_or_default(),
-            "~" => {
-                let upper = match (p.major, p.minor) {
-                    (Some(m), Some(n)) => Version::new(m, n + 1, 0),
-                    (Some(m), None) => Version::new(m + 1, 0, 0),
-                    _ => return Ok(vec![]),
-                };
-                vec![(Op::Ge, low), (Op::Lt, upper)]
-            }
-            "^" => {
-                let (m, n, pa) = (p.major.unwrap_or(0), p.minor, p.patch);
-                let upper = if m > 0 || n.is_none() {
-                    Version::new(m + 1, 0, 0)
-                } else if n.unwrap_or(0) > 0 || pa.is_none() {
-                    Version::new(0, n.unwrap_or(0) + 1, 0)
-                } else {
-                    Version::new(0, 0, pa.unwrap_or(0) + 1)
-                };
-                vec![(Op::Ge, low), (Op::Lt, upper)]
-            }
-            _ => return Err(format!("unknown operator in {text:?}")),
-        })
-    }
-
-    impl NpmRange {
-        pub fn parse(text: &str) -> Result<NpmRange, String> {
-            let mut sets = Vec::new();
-            for alt in text.split("||") {
-                // Glue a lone operator to its version (">= 1.2" is ">=1.2").
-                let mut tokens: Vec<String> = Vec::new();
-                let mut pending = String::new();
-                for tok in alt.split_whitespace() {
-                    if tok.chars().all(|c| "<>=^~".contains(c)) && tok != "-" {
-                        pending.push_str(tok);
-                    } else {
-                        tokens.push(format!("{pending}{tok}"));
-                        pending.clear();
-                    }
-                }
-                if !pending.is_empty() {
-                    return Err(format!("{pending:?} is missing its version"));
-                }
-                let mut set = Vec::new();
-                if tokens.len() == 3 && tokens[1] == "-" {
-                    // Hyphen range: "1.2 - 2.3" is >=1.2.0 <2.4.0.
-                    set.extend(comparator(&format!(">={}", tokens[0]))?);
-                    set.extend(comparator(&format!("<={}", tokens[2]))?);
-                } else {
-                    for tok in &tokens {
-                        set.extend(comparator(tok)?);
-                    }
-                }
-                sets.push(set);
-            }
-            Ok(NpmRange(sets))
-        }
-
-        pub fn matches(&self, v: &Version) -> bool {
-            self.0.iter().any(|set| {
-                set.iter().all(|(op, bound)| match op {
-                    Op::Lt => v < bound,
-                    Op::Le => v <= bound,
-                    Op::Gt => v > bound,
-                    Op::Ge => v >= bound,
-                    Op::Eq => v == bound,
-                })
-            })
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
