@@ -1,0 +1,200 @@
+//! Whether a planned step runs, is skipped, or needs the user's decision: a pure function of
+//! what the journal says, what the data says, and the flags.
+//!
+//! The journal wins over the data; nothing that ran (or was marked) is run again by surprise;
+//! a script that is not idempotent is never repeated unless the data shows its work missing.
+
+use serde::Serialize;
+
+use crate::release_map::Idempotency;
+use crate::store::fingerprint::FpState;
+use crate::store::journal::StepStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Run,
+    Skip,
+    /// Needs --retry, --force or `upstep mark`: the run refuses to go past it.
+    Block,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: String,
+    /// The journal says done but the data shows pending documents again.
+    pub regressed: bool,
+    /// Neither the journal nor a data check can tell whether it is applied.
+    pub unknown: bool,
+}
+
+/// Everything known about one step before the run.
+#[derive(Debug, Clone, Copy)]
+pub struct StepFacts {
+    pub journal: Option<StepStatus>,
+    /// None when the data was not read (no connection in a pure plan).
+    pub data: Option<FpState>,
+    pub idempotent: Idempotency,
+    /// The script was introduced at or before the version the user says the data is at.
+    pub at_or_before_from: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    /// Re-run steps recorded as failed or interrupted (and regressed ones).
+    pub retry: bool,
+    /// Run a step even though its data check says applied (including non-idempotent ones).
+    pub force: bool,
+}
+
+fn decision(action: Action, reason: impl Into<String>) -> Decision {
+    Decision {
+        action,
+        reason: reason.into(),
+        regressed: false,
+        unknown: false,
+    }
+}
+
+pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
+    let data = facts.data.unwrap_or(FpState::Unknown);
+    let not_idempotent = facts.idempotent == Idempotency::No;
+    match facts.journal {
+        Some(status) if status.is_done() => {
+            if data != FpState::Pending {
+                return decision(Action::Skip, format!("journal: {}", status.as_str()));
+            }
+            let mut d = if !flags.retry {
+                decision(Action::Skip, format!("journal: {}, but its data check finds pending documents again (regressed): re-run it with --retry", status.as_str()))
+            } else if not_idempotent && !flags.force {
+                decision(Action::Block, "regressed, and not idempotent: re-running it changes data again; pass --force to run it anyway, or `upstep mark` it")
+            } else {
+                decision(Action::Run, "regressed: its data check finds pending documents again (--retry)")
+            };
+            d.regressed = true;
+            d
+        }
+        Some(status @ (StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)) => {
+            let what = if status == StepStatus::Running { "interrupted (its run is gone)" } else { status.as_str() };
+            if !flags.retry {
+                return decision(Action::Block, format!("journal: {what}; re-run it with --retry, or record it with `upstep mark <id> --applied|--pending`"));
+            }
+            match (not_idempotent, data) {
+                (false, _) => decision(Action::Run, format!("retry after {what} (safe: the script is idempotent or guarded)")),
+                (true, FpState::Pending) => decision(Action::Run, format!("retry after {what}: its data check shows the work missing")),
+                (true, _) if flags.force => decision(Action::Run, format!("retry after {what} (--force)")),
+                (true, _) => decision(Action::Block, format!("{what}, not idempotent, and its data check cannot show the work missing: re-running it may apply it twice; pass --force, or `upstep mark` it")),
+            }
+        }
+        Some(StepStatus::Pending) => decision(Action::Run, "journal: marked pending"),
+        // No journal entry (or skipped earlier): the data decides.
+        _ => match data {
+            FpState::Applied | FpState::NotApplicable if flags.force => decision(Action::Run, "its data check says applied, run anyway (--force)"),
+            FpState::Applied => decision(Action::Skip, "already applied: its data check finds nothing pending"),
+            FpState::NotApplicable => decision(Action::Skip, "not needed: the collections it migrates are absent or empty"),
+            FpState::Pending if facts.at_or_before_from => decision(Action::Run, "pending per its data check, although older than --from"),
+            FpState::Pending => decision(Action::Run, "pending per its data check"),
+            FpState::Unknown if facts.at_or_before_from => decision(Action::Skip, "assumed applied: older than --from and no data check can tell"),
+            FpState::Unknown => Decision {
+                unknown: true,
+                ..decision(Action::Run, "no data check can tell whether it is applied: planned")
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_IDEMPOTENCY: [Idempotency; 3] = [Idempotency::Yes, Idempotency::Guarded, Idempotency::No];
+    const ALL_DATA: [Option<FpState>; 5] = [
+        None,
+        Some(FpState::Applied),
+        Some(FpState::Pending),
+        Some(FpState::NotApplicable),
+        Some(FpState::Unknown),
+    ];
+    const ALL_JOURNAL: [Option<StepStatus>; 8] = [
+        None,
+        Some(StepStatus::Running),
+        Some(StepStatus::Succeeded),
+        Some(StepStatus::Failed),
+        Some(StepStatus::Interrupted),
+        Some(StepStatus::MarkedApplied),
+        Some(StepStatus::Pending),
+        Some(StepStatus::Skipped),
+    ];
+
+    fn every_case() -> Vec<(StepFacts, Flags)> {
+        let mut cases = Vec::new();
+        for journal in ALL_JOURNAL {
+            for data in ALL_DATA {
+                for idempotent in ALL_IDEMPOTENCY {
+                    for at_or_before_from in [false, true] {
+                        for (retry, force) in [(false, false), (true, false), (false, true), (true, true)] {
+                            cases.push((StepFacts { journal, data, idempotent, at_or_before_from }, Flags { retry, force }));
+                        }
+                    }
+                }
+            }
+        }
+        cases
+    }
+
+    #[test]
+    fn a_done_step_never_runs_without_retry_or_evidence() {
+        for (facts, flags) in every_case() {
+            let d = decide(facts, flags);
+            if facts.journal.is_some_and(|s| s.is_done()) && d.action == Action::Run {
+                assert_eq!(facts.data, Some(FpState::Pending), "{facts:?} {flags:?}");
+                assert!(flags.retry, "{facts:?} {flags:?}");
+                assert!(d.regressed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_or_interrupted_step_blocks_without_retry() {
+        for (facts, flags) in every_case() {
+            let d = decide(facts, flags);
+            if matches!(facts.journal, Some(StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)) && !flags.retry {
+                assert_eq!(d.action, Action::Block, "{facts:?} {flags:?}");
+                assert!(d.reason.contains("--retry"), "{}", d.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_idempotent_step_reruns_only_on_evidence_or_force() {
+        for (facts, flags) in every_case() {
+            let d = decide(facts, flags);
+            let ran_before = facts.journal.is_some_and(|s| s != StepStatus::Pending && s != StepStatus::Skipped);
+            if facts.idempotent == Idempotency::No && ran_before && d.action == Action::Run {
+                assert!(facts.data == Some(FpState::Pending) || flags.force, "{facts:?} {flags:?} -> {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn data_decides_when_the_journal_is_silent() {
+        let facts = |data, at_or_before_from| StepFacts { journal: None, data, idempotent: Idempotency::Guarded, at_or_before_from };
+        let no = Flags::default();
+        assert_eq!(decide(facts(Some(FpState::Applied), false), no).action, Action::Skip);
+        assert_eq!(decide(facts(Some(FpState::NotApplicable), false), no).action, Action::Skip);
+        assert_eq!(decide(facts(Some(FpState::Pending), false), no).action, Action::Run);
+        assert_eq!(decide(facts(Some(FpState::Pending), true), no).action, Action::Run, "older than --from but pending");
+        let unknown = decide(facts(Some(FpState::Unknown), false), no);
+        assert_eq!((unknown.action, unknown.unknown), (Action::Run, true));
+        assert_eq!(decide(facts(None, true), no).action, Action::Skip);
+        assert_eq!(decide(facts(Some(FpState::Applied), false), Flags { retry: false, force: true }).action, Action::Run);
+    }
+
+    #[test]
+    fn every_decision_gives_a_reason() {
+        for (facts, flags) in every_case() {
+            assert!(!decide(facts, flags).reason.is_empty());
+        }
+    }
+}

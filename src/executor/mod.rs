@@ -1,0 +1,678 @@
+//! The executor: runs the steps of an upgrade, one run at a time, journalled, verified and
+//! resumable.
+//!
+//! Order of a run: connect -> take the run lock (lease renewed by heartbeat) -> settle what a
+//! dead run left `running` (ending its orphaned process group first) -> read the journal and
+//! the data -> decide every step -> per tag: worktree, toolchain, setup (cached) -> per step:
+//! journal `running` -> spawn -> journal the child's group -> wait (hang detection) -> verify
+//! the data -> journal the outcome -> release the lock.
+
+pub mod command;
+pub mod decide;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::git::{GitRepo, Worktrees};
+use crate::plan::{self, Plan, PlanRequest};
+use crate::release_map::{Exits, Fingerprint, Introduced, ReleaseMap};
+use crate::runner::process::{self, ChildSpec, Ending, FinishProbe, ProbeAnswer, StopRequest, Watch};
+use crate::runner::signals::SignalWatcher;
+use crate::runner::toolchain::{self, ToolchainPolicy, ToolchainRequest};
+use crate::store::fingerprint::{self, EvalOptions, FpState};
+use crate::store::journal::{Actor, Journal, JournalEntry, StepEnd, StepStart, StepStatus};
+use crate::store::lock::{Acquire, LockDoc, RunLock};
+use crate::store::mirror::Mirror;
+use crate::store::Store;
+use crate::ui::events::{PlannedStepView, Reporter, RunEvent};
+use command::Connection;
+use decide::{decide, Action, Decision, Flags, StepFacts};
+
+/// Everything a run needs, resolved by the command layer.
+pub struct UpgradeOptions {
+    pub map: ReleaseMap,
+    /// `--from`; None: the journal and the data decide every step.
+    pub from: Option<semver::Version>,
+    pub to: semver::Version,
+    pub include_unreleased: bool,
+    pub repo: Option<GitRepo>,
+    pub connection: Connection,
+    pub flags: Flags,
+    pub dry_run: bool,
+    pub keep_worktrees: bool,
+    pub toolchain: ToolchainPolicy,
+    pub allow_provision: bool,
+    /// Overrides the map's quiet window for scripts that never exit.
+    pub quiet_secs: Option<u64>,
+    pub step_timeout: Option<Duration>,
+    pub grace: Duration,
+    pub lease: Duration,
+    pub lock_wait: Duration,
+    pub cache_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub check_time_limit: Duration,
+}
+
+/// One step with everything decided about it.
+#[derive(Debug, Clone)]
+pub struct DecidedStep {
+    pub group: usize,
+    pub id: String,
+    pub git_ref: String,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub ran: usize,
+    pub succeeded: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// The data check used to recognise a finished script that never exits.
+struct DataProbe {
+    db: mongodb::Database,
+    fingerprint: Fingerprint,
+    time_limit: Duration,
+}
+
+impl FinishProbe for DataProbe {
+    fn finished(&mut self) -> BoxFuture<'_, ProbeAnswer> {
+        Box::pin(async move {
+            if matches!(self.fingerprint, Fingerprint::Unknown { .. }) {
+                return ProbeAnswer::Unknown;
+            }
+            let opts = EvalOptions { time_limit: self.time_limit, count_limit: None };
+            match fingerprint::evaluate(&self.db, &self.fingerprint, opts).await.state {
+                s if s.nothing_pending() => ProbeAnswer::Finished,
+                FpState::Pending => ProbeAnswer::NotYet,
+                _ => ProbeAnswer::Unknown,
+            }
+        })
+    }
+}
+
+/// The plan of every script up to the target: steps older than `--from` stay in it so the
+/// journal and the data can say whether they are really applied.
+pub fn full_plan(opts: &UpgradeOptions) -> Result<Plan> {
+    let req = PlanRequest {
+        from: semver::Version::new(0, 0, 0),
+        to: opts.to.clone(),
+        include_unreleased: opts.include_unreleased,
+    };
+    if let Some(from) = &opts.from {
+        // Same refusals as `plan` (newer than the map, downgrade).
+        plan::check_request(&opts.map, &PlanRequest { from: from.clone(), ..req.clone() })?;
+    }
+    plan::plan(&opts.map, &req)
+}
+
+fn at_or_before_from(map: &ReleaseMap, id: &str, from: Option<&semver::Version>) -> bool {
+    let (Some(from), Some(m)) = (from, map.migration(id)) else { return false };
+    match &m.introduced {
+        Introduced::Release(v) => v <= from,
+        Introduced::Unreleased { .. } => false,
+    }
+}
+
+/// Read the journal and the data and decide every step.
+pub async fn decide_steps(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    store: &Store,
+    entries: &BTreeMap<String, JournalEntry>,
+) -> Vec<DecidedStep> {
+    let eval = EvalOptions { time_limit: opts.check_time_limit, count_limit: None };
+    let checks = plan.steps().map(|(_, step)| {
+        let fingerprint = opts.map.migration(&step.id).map(|m| m.fingerprint.clone());
+        let db = store.db.clone();
+        async move {
+            match fingerprint {
+                Some(fp) => Some(fingerprint::evaluate(&db, &fp, eval).await.state),
+                None => None,
+            }
+        }
+    });
+    let states = futures_util::future::join_all(checks).await;
+    let mut decided = Vec::new();
+    for (((g, (group, step)), data), _) in plan
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| group.steps.iter().map(move |s| (g, (group, s))))
+        .zip(states)
+        .zip(0..)
+    {
+        let facts = StepFacts {
+            journal: entries.get(&step.id).map(|e| e.status),
+            data,
+            idempotent: step.idempotent,
+            at_or_before_from: at_or_before_from(&opts.map, &step.id, opts.from.as_ref()),
+        };
+        decided.push(DecidedStep {
+            group: g,
+            id: step.id.clone(),
+            git_ref: group.git_ref.clone(),
+            decision: decide(facts, opts.flags),
+        });
+    }
+    decided
+}
+
+fn plan_event(decided: &[DecidedStep]) -> RunEvent {
+    RunEvent::Plan {
+        steps: decided
+            .iter()
+            .map(|d| PlannedStepView {
+                id: d.id.clone(),
+                git_ref: d.git_ref.clone(),
+                action: format!("{:?}", d.decision.action).to_lowercase(),
+                reason: d.decision.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Take the run lock, waiting a bounded time; a dead holder on this host is ended and taken
+/// over at once.
+async fn take_lock(lock: &RunLock, journal: &Journal, opts: &UpgradeOptions, reporter: &mut dyn Reporter) -> Result<()> {
+    let deadline = Instant::now() + opts.lock_wait;
+    let mut announced = false;
+    loop {
+        match lock.try_acquire(journal.actor(), opts.lease).await? {
+            Acquire::Acquired { took_over } => {
+                if let Some(old) = took_over {
+                    journal
+                        .event("lock-taken-over", None, bson::doc! { "previous": old.describe(), "why": "lease expired" })
+                        .await?;
+                }
+                return Ok(());
+            }
+            Acquire::Held(holder) if holder.holder.is_dead_local_process() => {
+                end_dead_run(&holder, journal, opts).await?;
+                if lock.take_over(&holder, journal.actor(), opts.lease).await? {
+                    journal
+                        .event("lock-taken-over", None, bson::doc! { "previous": holder.describe(), "why": "its process is gone" })
+                        .await?;
+                    return Ok(());
+                }
+            }
+            Acquire::Held(holder) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Locked(format!(
+                        "another upstep run holds the lock: {}\n  fix: wait for it to finish (its lease is renewed while it runs); if that run is certainly gone, run `upstep unlock`",
+                        holder.describe()
+                    )));
+                }
+                if !announced {
+                    reporter.report(&RunEvent::Notice { message: format!("waiting for the run lock held by {}", holder.describe()) });
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+/// End the process groups a dead run left behind, so no orphan keeps migrating beside us.
+async fn end_dead_run(holder: &LockDoc, journal: &Journal, opts: &UpgradeOptions) -> Result<()> {
+    for entry in journal.entries().await?.values() {
+        let same_run = entry.actor.as_ref().is_some_and(|a| a.run_id == holder.holder.run_id);
+        if let (true, StepStatus::Running, Some(pgid)) = (same_run, entry.status, entry.child_pgid) {
+            let pgid = pgid as i32;
+            if process::group_alive(pgid) {
+                let grace = opts.grace;
+                tokio::task::spawn_blocking(move || process::kill_group(pgid, grace))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                journal
+                    .event("orphan-ended", Some(&entry.id), bson::doc! { "pgid": pgid as i64, "previous_run": &holder.holder.run_id })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entries left `running` by runs that are gone become interrupted (we hold the lock now).
+async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -> Result<()> {
+    for entry in journal.entries().await?.values() {
+        let theirs = entry.actor.as_ref().is_some_and(|a| a.run_id != journal.actor().run_id);
+        if entry.status == StepStatus::Running && theirs {
+            if let Some(pgid) = entry.child_pgid.map(|p| p as i32) {
+                let local = entry.actor.as_ref().is_some_and(|a| a.is_dead_local_process());
+                if local && process::group_alive(pgid) {
+                    let grace = opts.grace;
+                    let _ = tokio::task::spawn_blocking(move || process::kill_group(pgid, grace)).await;
+                }
+            }
+            journal.settle_abandoned(entry, "the run that started it is gone").await?;
+        }
+    }
+    Ok(())
+}
+
+/// Renews the lease until stopped; on losing it, stops the running step.
+fn spawn_heartbeat(store: &Store, actor: Actor, lease: Duration, watcher: Arc<SignalWatcher>, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let lock = RunLock::new(store);
+    tokio::spawn(async move {
+        let period = (lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(period).await;
+            match lock.renew(&actor, lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("lost the run lock: another run took it over; stopping the running step");
+                    lost.store(true, Ordering::SeqCst);
+                    watcher.set_stop(StopRequest::Now { signal: libc::SIGTERM });
+                    return;
+                }
+                // A blip: the lease has slack (renewed three times per lease).
+                Err(e) => tracing::warn!("could not renew the run lock: {e}"),
+            }
+        }
+    })
+}
+
+/// sha256 of the script at its tag (pinned algorithm: compared across upstep versions).
+fn script_sha256(repo: &GitRepo, commit: &str, script: &str) -> Result<String> {
+    let bytes = repo.read_file_at(commit, script)?.ok_or_else(|| {
+        Error::repository(format!("{script} does not exist at commit {commit}"), "check the release map against the repository: `upstep map check --repo ...`")
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The run: everything after the options are resolved.
+pub async fn run_upgrade(opts: &UpgradeOptions, store: &Store, watcher: Arc<SignalWatcher>, reporter: &mut dyn Reporter) -> Result<Summary> {
+    let started = Instant::now();
+    let plan = full_plan(opts)?;
+    let mirror = Mirror::for_database(&opts.state_dir, &store.redacted_uri);
+    let actor = Actor::current();
+    let journal = Journal::new(store, actor.clone(), mirror);
+
+    if opts.dry_run {
+        // Reads only: no lock, no journal write, no script.
+        let entries = crate::store::journal::read_entries(store).await?;
+        let decided = decide_steps(opts, &plan, store, &entries).await;
+        reporter.report(&plan_event(&decided));
+        let summary = Summary {
+            skipped: decided.iter().filter(|d| d.decision.action == Action::Skip).count(),
+            ..Summary::default()
+        };
+        return Ok(summary);
+    }
+
+    let lock = RunLock::new(store);
+    take_lock(&lock, &journal, opts, reporter).await?;
+    let lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = spawn_heartbeat(store, actor.clone(), opts.lease, watcher.clone(), lost.clone());
+    let result = run_locked(opts, &plan, store, &journal, &watcher, &lost, reporter).await;
+    heartbeat.abort();
+    // Release even after a failure; a lost lock is not ours to release.
+    if !lost.load(Ordering::SeqCst) {
+        if let Err(e) = lock.release(&actor).await {
+            tracing::warn!("could not release the run lock: {e}");
+        }
+    }
+    let summary = match &result {
+        Ok(s) => s.clone(),
+        Err(_) => Summary::default(),
+    };
+    let status = match &result {
+        Ok(_) => "succeeded".to_string(),
+        Err(e) => format!("{:?}", e.code()).to_lowercase(),
+    };
+    reporter.report(&RunEvent::Summary {
+        ran: summary.ran,
+        succeeded: summary.succeeded,
+        skipped: summary.skipped,
+        failed: summary.failed,
+        status,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    result
+}
+
+async fn run_locked(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    store: &Store,
+    journal: &Journal,
+    watcher: &Arc<SignalWatcher>,
+    lost: &Arc<AtomicBool>,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary> {
+    journal.event("run-started", None, bson::doc! { "to": plan.to.clone(), "dry_run": false }).await?;
+    settle_abandoned(journal, opts).await?;
+    let entries = journal.entries().await?;
+    let decided = decide_steps(opts, plan, store, &entries).await;
+    reporter.report(&plan_event(&decided));
+
+    let blocked: Vec<&DecidedStep> = decided.iter().filter(|d| d.decision.action == Action::Block).collect();
+    if !blocked.is_empty() {
+        let list: Vec<String> = blocked.iter().map(|d| format!("{}: {}", d.id, d.decision.reason)).collect();
+        return Err(Error::NeedsDecision(format!(
+            "the journal needs a decision before the upgrade can go on:\n  {}",
+            list.join("\n  ")
+        )));
+    }
+    for d in decided.iter().filter(|d| d.decision.unknown && d.decision.action == Action::Run) {
+        reporter.report(&RunEvent::Notice { message: format!("{}: no data check can tell whether it is applied; running it as planned", d.id) });
+    }
+
+    let mut summary = Summary {
+        skipped: decided.iter().filter(|d| d.decision.action == Action::Skip).count(),
+        ..Summary::default()
+    };
+    let to_run: Vec<&DecidedStep> = decided.iter().filter(|d| d.decision.action == Action::Run).collect();
+    if to_run.is_empty() {
+        reporter.report(&RunEvent::Notice { message: "nothing to run: every step is applied".into() });
+        return Ok(summary);
+    }
+    let repo = opts.repo.as_ref().ok_or_else(|| {
+        Error::usage("running scripts needs the project's code", "pass --repo <path or URL of the project's repository>")
+    })?;
+    let worktrees = Worktrees::new(&opts.cache_root);
+    let total = to_run.len();
+    let mut index = 0;
+    let mut used_tags = Vec::new();
+
+    for (g, group) in plan.groups.iter().enumerate() {
+        let steps: Vec<&&DecidedStep> = to_run.iter().filter(|d| d.group == g).collect();
+        if steps.is_empty() {
+            continue;
+        }
+        let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
+        let worktree = worktrees.ensure(repo, &tag)?;
+        used_tags.push(tag.clone());
+        let release = match &group.version {
+            Some(v) => opts.map.release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
+            None => opts.map.newest_release(),
+        }
+        .ok_or_else(|| Error::Internal(format!("no release for {}", group.git_ref)))?;
+        let era = opts.map.era_of(release);
+        let toolchain = toolchain::resolve(
+            &ToolchainRequest {
+                node: group.node.clone(),
+                node_range: group.node_engines.clone(),
+                pnpm: if era.setup.is_empty() { None } else { group.pnpm.clone() },
+                policy: opts.toolchain,
+            },
+            &opts.cache_root,
+            &std::env::var_os("PATH").unwrap_or_default(),
+            opts.allow_provision,
+        )
+        .await?;
+        reporter.report(&RunEvent::Notice { message: format!("{}: node {} from {}", group.git_ref, toolchain.node_version, toolchain.node_source) });
+        let mut path_prefix = vec![toolchain.node_dir.clone()];
+        path_prefix.extend(toolchain.pnpm_dir.clone());
+        run_setup(opts, era, &worktree.path, &tag.commit, &toolchain.node_version, group.pnpm.as_deref(), &path_prefix, journal, watcher, reporter).await?;
+
+        for step in steps {
+            index += 1;
+            let outcome = run_step(opts, plan, g, &step.id, repo, &tag.commit, &worktree.path, &path_prefix, store, journal, watcher, lost, reporter, index, total).await?;
+            summary.ran += 1;
+            match outcome {
+                StepStatus::Succeeded => summary.succeeded += 1,
+                StepStatus::Interrupted => {
+                    return Err(if lost.load(Ordering::SeqCst) {
+                        Error::Locked("the run lock was lost mid-step (another run took over after the lease expired); the step is recorded as interrupted".into())
+                    } else if watcher.last_signal() == Some(libc::SIGTERM) {
+                        Error::Terminated
+                    } else {
+                        Error::Interrupted
+                    });
+                }
+                _ => {
+                    summary.failed += 1;
+                    return Err(Error::StepFailed(format!(
+                        "step {} failed; later steps were not run. See its log and `upstep status`; fix the cause, then re-run with --retry",
+                        step.id
+                    )));
+                }
+            }
+            if watcher.current() == StopRequest::AfterStep {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+    if !opts.keep_worktrees {
+        for tag in &used_tags {
+            if let Err(e) = worktrees.remove(repo, tag) {
+                tracing::warn!("could not remove the worktree of {}: {e}", tag.name);
+            }
+        }
+    }
+    journal.event("run-finished", None, bson::doc! { "ran": summary.ran as i64, "skipped": summary.skipped as i64 }).await?;
+    Ok(summary)
+}
+
+/// The release's setup commands, skipped when a stamp shows they already ran for this exact
+/// (commit, node, pnpm, commands) combination.
+#[allow(clippy::too_many_arguments)]
+async fn run_setup(
+    opts: &UpgradeOptions,
+    era: &crate::release_map::Era,
+    worktree: &Path,
+    commit: &str,
+    node_version: &str,
+    pnpm: Option<&str>,
+    path_prefix: &[PathBuf],
+    journal: &Journal,
+    watcher: &Arc<SignalWatcher>,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    if era.setup.is_empty() {
+        return Ok(());
+    }
+    let mut key = Sha256::new();
+    for part in [commit, node_version, pnpm.unwrap_or("-")] {
+        key.update(part.as_bytes());
+        key.update([0]);
+    }
+    key.update(serde_json::to_string(&(&era.setup, &era.setup_env)).unwrap_or_default().as_bytes());
+    let stamp_value = hex::encode(key.finalize());
+    let stamp = worktree.join(".upstep-setup.stamp");
+    let git_ref = worktree.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_value) {
+        reporter.report(&RunEvent::Setup { git_ref, status: "cached".into(), detail: "installed and built earlier for this commit and toolchain".into() });
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let log = opts.state_dir.join("logs").join(&journal.actor().run_id).join(format!("setup-{git_ref}.log"));
+    for argv in &era.setup {
+        reporter.report(&RunEvent::Setup { git_ref: git_ref.clone(), status: "running".into(), detail: argv.join(" ") });
+        let spec = ChildSpec {
+            program: PathBuf::from(&argv[0]),
+            args: argv[1..].to_vec(),
+            cwd: worktree.to_path_buf(),
+            env: command::setup_env(era),
+            env_remove: Vec::new(),
+            path_prefix: path_prefix.to_vec(),
+            log_file: log.clone(),
+            secrets: Vec::new(),
+        };
+        let child = process::spawn_child(&spec)?;
+        let outcome = child.wait(Watch { grace: opts.grace, ..Watch::default() }, watcher.stop_receiver(), None, &mut |_| {}).await?;
+        if let Ending::Stopped { .. } = outcome.ending {
+            return Err(Error::Interrupted);
+        }
+        if outcome.exit_code != Some(0) {
+            return Err(Error::StepFailed(format!(
+                "setup command `{}` failed at {git_ref} (exit {:?}); see {}\n  last output: {}",
+                argv.join(" "),
+                outcome.exit_code,
+                log.display(),
+                outcome.tail.last().cloned().unwrap_or_default()
+            )));
+        }
+    }
+    std::fs::write(&stamp, &stamp_value).map_err(|e| Error::repository(format!("cannot write {}: {e}", stamp.display()), "check the disk"))?;
+    reporter.report(&RunEvent::Setup { git_ref, status: "done".into(), detail: String::new() });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    group_index: usize,
+    id: &str,
+    repo: &GitRepo,
+    commit: &str,
+    worktree: &Path,
+    path_prefix: &[PathBuf],
+    store: &Store,
+    journal: &Journal,
+    watcher: &Arc<SignalWatcher>,
+    lost: &Arc<AtomicBool>,
+    reporter: &mut dyn Reporter,
+    index: usize,
+    total: usize,
+) -> Result<StepStatus> {
+    let group = &plan.groups[group_index];
+    let step = group.steps.iter().find(|s| s.id == id).ok_or_else(|| Error::Internal(format!("{id} not in its group")))?;
+    let migration = opts.map.migration(id).ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
+    let release = match &group.version {
+        Some(v) => opts.map.release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
+        None => opts.map.newest_release(),
+    }
+    .ok_or_else(|| Error::Internal("no release".into()))?;
+    let era = opts.map.era_of(release);
+    let sha = script_sha256(repo, commit, &step.script)?;
+
+    journal
+        .begin_step(&StepStart { id, tag: &group.git_ref, commit, script: &step.script, script_sha256: &sha, backup: None })
+        .await?;
+    reporter.report(&RunEvent::StepStarted { index, total, id: id.into(), git_ref: group.git_ref.clone(), runs_as: step.runs_as.clone() });
+
+    let cmd = command::step_command(worktree, era, &step.mode, &step.script, id)?;
+    let log_file = opts.state_dir.join("logs").join(&journal.actor().run_id).join(format!("{index:02}-{id}.log"));
+    let spec = ChildSpec {
+        program: cmd.program.clone(),
+        args: cmd.args.clone(),
+        cwd: cmd.cwd.clone(),
+        env: command::era_env(era, &opts.connection),
+        env_remove: Vec::new(),
+        path_prefix: path_prefix.to_vec(),
+        log_file: log_file.clone(),
+        secrets: opts.connection.secrets(),
+    };
+    let started = Instant::now();
+    let child = match process::spawn_child(&spec) {
+        Ok(child) => child,
+        Err(e) => {
+            let end = StepEnd { ended_by: "spawn-failed".into(), reason: e.to_string(), ..StepEnd::default() };
+            journal.settle(id, StepStatus::Failed, &end).await?;
+            return Err(e);
+        }
+    };
+    journal.record_child(id, child.pid(), child.pgid()).await?;
+
+    let mut done_lines = era.done_lines.clone();
+    done_lines.extend(step.mode.done_line.clone());
+    let quiet = step.mode.quiet_secs.or(opts.quiet_secs).unwrap_or(opts.map.project.quiet_secs);
+    let watch = Watch {
+        finish_detection: step.mode.exits != Exits::Yes,
+        quiet_window: Duration::from_secs(quiet),
+        done_lines,
+        timeout: opts.step_timeout,
+        grace: opts.grace,
+    };
+    let mut probe = DataProbe { db: store.db.clone(), fingerprint: migration.fingerprint.clone(), time_limit: opts.check_time_limit };
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let outcome = child
+        .wait(watch, watcher.stop_receiver(), Some(&mut probe), &mut |line| {
+            let stream = match line.stream {
+                process::Stream::Stdout => "stdout",
+                process::Stream::Stderr => "stderr",
+            };
+            // Bounded: only the latest lines wait here for the reporter.
+            if lines.len() >= 64 {
+                lines.remove(0);
+            }
+            lines.push((stream.to_string(), line.text));
+        })
+        .await;
+    if let Some(shim) = &cmd.shim {
+        let _ = std::fs::remove_file(shim);
+    }
+    for (stream, line) in lines {
+        reporter.report(&RunEvent::Output { id: id.into(), stream, line });
+    }
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let end = StepEnd { ended_by: "error".into(), reason: e.to_string(), duration_ms: started.elapsed().as_millis() as i64, ..StepEnd::default() };
+            journal.settle(id, StepStatus::Failed, &end).await?;
+            return Err(e);
+        }
+    };
+
+    let (status, ended_by, mut reason) = match &outcome.ending {
+        Ending::Stopped { signal } if lost.load(Ordering::SeqCst) => (StepStatus::Interrupted, "lease-lost".to_string(), format!("stopped (signal {signal}): the run lock was lost")),
+        Ending::Stopped { signal } => (StepStatus::Interrupted, "signal".to_string(), format!("stopped by signal {signal}")),
+        Ending::TimedOut => (StepStatus::Failed, "timeout".to_string(), format!("ran longer than {:?}", opts.step_timeout.unwrap_or_default())),
+        Ending::Exited if outcome.exit_code != Some(0) => (
+            StepStatus::Failed,
+            "exited".to_string(),
+            match (outcome.exit_code, outcome.signal) {
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "ended abnormally".to_string(),
+            },
+        ),
+        Ending::Exited => (StepStatus::Succeeded, "exited".to_string(), "exited 0".to_string()),
+        Ending::DoneLine { line } => (StepStatus::Succeeded, "done-line".to_string(), format!("printed {line:?}; ended by upstep")),
+        Ending::QuietAndFinished => (StepStatus::Succeeded, "quiet-window".to_string(), format!("quiet for {quiet}s with nothing pending; ended by upstep")),
+        Ending::QuietUnverified => (StepStatus::Succeeded, "quiet-window".to_string(), format!("quiet for {quiet}s; ended by upstep")),
+    };
+
+    // Verify: a script that "succeeded" but left pending documents did not migrate.
+    let mut status = status;
+    if status == StepStatus::Succeeded {
+        let report = fingerprint::evaluate(&store.db, &migration.fingerprint, EvalOptions { time_limit: opts.check_time_limit, count_limit: Some(1000) }).await;
+        let detail = match report.state {
+            FpState::Pending => {
+                let count = report.checks.iter().filter_map(|c| c.count).sum::<u64>();
+                status = StepStatus::Failed;
+                reason = format!("{reason}, but it did not migrate: its data check still finds {count} pending document(s)");
+                format!("{count} pending")
+            }
+            FpState::Unknown => {
+                reason = format!("{reason}; not verified: {}", report.reason.clone().unwrap_or_else(|| "a check could not run".into()));
+                "unknown".to_string()
+            }
+            _ => {
+                reason = format!("{reason}; verified by its data check");
+                String::new()
+            }
+        };
+        reporter.report(&RunEvent::Verification { id: id.into(), state: format!("{:?}", report.state).to_lowercase(), detail });
+    }
+    let end = StepEnd {
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        ended_by: ended_by.clone(),
+        reason: reason.clone(),
+        duration_ms: outcome.duration.as_millis() as i64,
+        output_tail: outcome.tail.clone(),
+    };
+    journal.settle(id, status, &end).await?;
+    reporter.report(&RunEvent::StepFinished {
+        id: id.into(),
+        status: status.as_str().into(),
+        ended_by,
+        reason: format!("{reason} (log: {})", log_file.display()),
+        duration_ms: outcome.duration.as_millis() as u64,
+    });
+    Ok(status)
+}
