@@ -6,7 +6,9 @@ mod commands;
 pub mod error;
 mod logging;
 pub mod plan;
+pub mod redact;
 pub mod release_map;
+pub mod tunnel;
 pub mod ui;
 pub mod version;
 
