@@ -7,6 +7,7 @@ pub mod error;
 mod logging;
 pub mod plan;
 pub mod redact;
+pub mod redis_auto;
 pub mod release_map;
 pub mod tunnel;
 pub mod ui;
