@@ -28,6 +28,9 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             map_validate(file.as_deref().or(map.map.as_deref()), &output)
         }
         Command::Map(MapCommand::Show { map, output }) => map_show(&map, &output),
+        Command::Config(_) | Command::Completions { .. } | Command::Man => {
+            crate::ops::dispatch(command)
+        }
     }
 }
 
