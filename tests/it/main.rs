@@ -1,6 +1,9 @@
 //! The one integration-test binary: every file here is a module sharing one harness
 //! (`support`); each area of upstep adds its own `mod` line.
 
+mod ops_redis;
+mod ops_settings;
+mod ops_tunnel;
 mod plan_cli;
 mod services;
 mod support;

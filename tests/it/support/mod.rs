@@ -17,9 +17,11 @@
 mod mongo;
 mod process;
 mod redis;
+mod sshd;
 mod tools;
 
 pub use mongo::{fresh_db_name, mongo, start_mongo_with_auth, Credentials, MongoServer};
 pub use process::{block_on, free_port, pid_alive};
 pub use redis::{redis, start_redis_with_password, RedisServer};
+pub use sshd::{start_sshd, SshServer};
 pub use tools::{node_modules, sshd_binary, tools_dir};
