@@ -94,7 +94,19 @@ struct ConfigView {
     encryption_key_env: Item,
     /// "set (N chars)" or "not set": the key itself is never read out.
     encryption_key: String,
+    /// An object in JSON (field -> item), in the order of the text output.
+    #[serde(serialize_with = "as_map")]
     ssh: Option<Vec<(String, Item)>>,
+}
+
+fn as_map<S: serde::Serializer>(
+    items: &Option<Vec<(String, Item)>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match items {
+        Some(items) => s.collect_map(items.iter().map(|(k, v)| (k, v))),
+        None => s.serialize_none(),
+    }
 }
 
 impl ConfigView {
@@ -146,7 +158,7 @@ impl ConfigView {
             mongo_uri: Item::of(s.mongo_uri.as_ref(), |u| redact_uri(u)),
             redis_url: Item::of(Some(&s.redis_url), |u| {
                 if s.redis_is_auto() {
-                    "auto (a throwaway local redis-server for each run)".into()
+                    "auto".into()
                 } else {
                     redact_uri(u)
                 }
@@ -193,7 +205,10 @@ impl ConfigView {
         }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (name, item) in rows {
-            let value = item.value.as_deref().unwrap_or("(not set)");
+            let mut value = item.value.clone().unwrap_or_else(|| "(not set)".into());
+            if name == "redis_url" && value == "auto" {
+                value.push_str(" (a throwaway local redis-server for each run)");
+            }
             let source = item
                 .source
                 .as_ref()
