@@ -6,6 +6,7 @@ mod commands;
 pub mod error;
 mod logging;
 pub mod ops;
+pub mod orphan_guard;
 pub mod plan;
 pub mod redact;
 pub mod redis_auto;

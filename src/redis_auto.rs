@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::orphan_guard::OrphanGuard;
 
 /// A running throwaway Redis; stopped (and its directory removed) by `stop()` or Drop.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct ThrowawayRedis {
     /// Its working directory (log, nothing else), removed on stop.
     pub dir: PathBuf,
     child: Option<Child>,
+    /// Stops it even if upstep is SIGKILLed.
+    guard: Option<OrphanGuard>,
 }
 
 /// `redis-server` in the directories of `path_var` (a `PATH` value); a missing one is an error
@@ -124,6 +127,7 @@ fn start_blocking(binary: &Path, state_dir: &Path) -> Result<ThrowawayRedis> {
             url: format!("redis://127.0.0.1:{port}"),
             pid: child.id(),
             dir: dir.clone(),
+            guard: Some(OrphanGuard::for_group(child.id(), "throwaway redis-server")),
             child: Some(child),
         };
         match redis.wait_ready(Instant::now() + Duration::from_secs(10)) {
@@ -188,6 +192,9 @@ impl ThrowawayRedis {
     /// SHUTDOWN NOSAVE, then SIGTERM, then SIGKILL to its group; reaps it and removes its
     /// directory. Idempotent.
     pub fn stop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            guard.disarm();
+        }
         if let Some(mut child) = self.child.take() {
             let pid = self.pid;
             let gone = |child: &mut Child, within: Duration| {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::orphan_guard::OrphanGuard;
 use crate::redact::redact_uri;
 
 /// How ssh checks the SSH host's key.
@@ -282,6 +283,8 @@ pub struct Tunnel {
     stderr: StderrLog,
     state: watch::Sender<TunnelState>,
     monitor: Option<JoinHandle<()>>,
+    /// Stops ssh's group even if upstep is SIGKILLed.
+    guard: Option<OrphanGuard>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -314,7 +317,7 @@ pub async fn open(spec: TunnelSpec) -> Result<Tunnel> {
     for _ in 0..3 {
         let ports = free_ports(spec.forwards.len())?;
         match start(&spec, &ports).await {
-            Ok((child, stderr)) => {
+            Ok((child, stderr, guard)) => {
                 let pid = child.id().unwrap_or(0);
                 let (state, _) = watch::channel(TunnelState::Up);
                 let mut tunnel = Tunnel {
@@ -325,6 +328,7 @@ pub async fn open(spec: TunnelSpec) -> Result<Tunnel> {
                     stderr,
                     state,
                     monitor: None,
+                    guard: Some(guard),
                 };
                 tunnel.start_monitor();
                 return Ok(tunnel);
@@ -424,7 +428,7 @@ pub fn ssh_args(spec: &TunnelSpec, local_ports: &[u16]) -> Vec<String> {
 async fn start(
     spec: &TunnelSpec,
     ports: &[u16],
-) -> std::result::Result<(Child, StderrLog), StartError> {
+) -> std::result::Result<(Child, StderrLog, OrphanGuard), StartError> {
     let args = ssh_args(spec, ports);
     tracing::debug!("starting ssh {}", args.join(" "));
     let mut child = Command::new("ssh")
@@ -450,6 +454,7 @@ async fn start(
                 }
             })
         })?;
+    let mut guard = OrphanGuard::for_group(child.id().unwrap_or(0), "SSH tunnel");
     let stderr: StderrLog = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(pipe) = child.stderr.take() {
         let log = stderr.clone();
@@ -467,8 +472,9 @@ async fn start(
         });
     }
     match wait_ready(spec, ports, &mut child, &stderr).await {
-        Ok(()) => Ok((child, stderr)),
+        Ok(()) => Ok((child, stderr, guard)),
         Err(e) => {
+            guard.disarm();
             kill_group(&mut child).await;
             Err(e)
         }
@@ -952,9 +958,10 @@ impl Tunnel {
         let mut attempt = 0;
         loop {
             match start(&self.spec, &self.local_ports).await {
-                Ok((child, stderr)) => {
+                Ok((child, stderr, guard)) => {
                     self.pid = child.id().unwrap_or(0);
                     self.stderr = stderr;
+                    self.guard = Some(guard);
                     if let Ok(mut slot) = self.child.lock() {
                         *slot = Some(child);
                     }
@@ -996,6 +1003,9 @@ impl Tunnel {
         if let Some(old) = self.monitor.take() {
             old.abort();
         }
+        if let Some(mut guard) = self.guard.take() {
+            guard.disarm();
+        }
         let child = self.child.lock().ok().and_then(|mut slot| slot.take());
         if let Some(mut child) = child {
             kill_group(&mut child).await;
@@ -1024,6 +1034,9 @@ impl Drop for Tunnel {
     fn drop(&mut self) {
         if let Some(monitor) = self.monitor.take() {
             monitor.abort();
+        }
+        if let Some(mut guard) = self.guard.take() {
+            guard.disarm();
         }
         let child = self.child.lock().ok().and_then(|mut slot| slot.take());
         if let Some(mut child) = child {

@@ -216,3 +216,32 @@ fn ops_tunnel_srv_needs_an_explicit_host() {
         assert!(!text.contains("pw@"), "{text}");
     }
 }
+
+#[test]
+fn ops_guard_stops_the_group_when_the_parent_dies() {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+    // A helper in its own group, and a short-lived stand-in for upstep.
+    let mut helper = Command::new("sleep")
+        .arg("300")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut parent = Command::new("sleep").arg("0.3").spawn().unwrap();
+    let guard = upstep::orphan_guard::OrphanGuard::for_parent(parent.id(), helper.id(), "test");
+    assert!(guard.pid().is_some());
+    parent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while helper.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the guard did not stop the helper"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The parent-death path must not leave the guard itself behind either.
+    let guard_pid = guard.pid().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(guard);
+    assert!(!pid_alive(guard_pid));
+}
