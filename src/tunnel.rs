@@ -718,6 +718,17 @@ fn host_of(destination: &str) -> &str {
 
 /// ssh is up but the SSH host cannot connect to a forwarded service.
 fn remote_refused(spec: &TunnelSpec, ports: &[u16], ready: &[bool], text: &str) -> Option<Error> {
+    if text.contains("administratively prohibited") {
+        return Some(Error::Tunnel {
+            message: format!(
+                "{} accepted the login but does not allow port forwarding",
+                spec.target()
+            ),
+            fix: "ask its administrator to allow it for this user (AllowTcpForwarding yes, or \
+                  local, in sshd_config), or use an SSH host that allows it"
+                .into(),
+        });
+    }
     if !(text.contains("connect failed") || text.contains("open failed")) {
         return None;
     }

@@ -414,3 +414,52 @@ fn ops_completions_and_man() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn ops_tunnel_spec_from_settings() {
+    use upstep::tunnel::ForwardKind;
+    let fx = Fixture::new(
+        "[profiles.p]\nmongo_uri = \"mongodb://u:pw@mongodb:27018/novu\"\n\
+         [profiles.p.ssh]\nhost = \"deploy@bastion:2222\"\nremote_redis = \"redis:6379\"\n",
+    );
+    let s = fx.resolve(&FlagValues::default(), Some("p")).unwrap();
+    let ssh = s.ssh.clone().unwrap();
+    let spec = ssh
+        .tunnel_spec(s.mongo_uri.as_ref().map(|m| m.value.as_str()), true)
+        .unwrap();
+    assert_eq!(spec.destination, "deploy@bastion");
+    assert_eq!(spec.port, Some(2222));
+    assert!(spec.batch_mode);
+    assert_eq!(spec.known_hosts, KnownHostsPolicy::Strict);
+    assert_eq!(spec.forwards.len(), 2);
+    assert_eq!(
+        (
+            spec.forwards[0].remote_host.as_str(),
+            spec.forwards[0].remote_port
+        ),
+        ("mongodb", 27018)
+    );
+    assert_eq!(spec.forwards[1].kind, ForwardKind::Redis);
+
+    // An SRV URI without remote_mongo: the explanation, exit 11, no password.
+    let err = ssh
+        .tunnel_spec(
+            Some("mongodb+srv://u:pw-secret@cluster0.example.net/novu"),
+            true,
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ExitCode::Tunnel);
+    assert!(!err.to_string().contains("pw-secret"));
+
+    // --ssh-* without a host, and a bad host:port: usage errors.
+    let mut flags = FlagValues::default();
+    flags.ssh.jump_host = Some("jump".into());
+    let dir = tempfile::tempdir().unwrap();
+    let env = |_: &str| None;
+    let err = resolve_in(&flags, &env, None, None, dir.path()).unwrap_err();
+    assert_eq!(err.code(), ExitCode::Usage);
+    flags.ssh.host = Some("bastion".into());
+    flags.ssh.remote_mongo = Some("mongodb".into());
+    let err = resolve_in(&flags, &env, None, None, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("host:port"), "{err}");
+}
