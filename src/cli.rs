@@ -72,7 +72,7 @@ pub enum Command {
     /// Show the settings upstep resolves from flags, environment and upstep.toml.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Print a shell completion script (e.g. `upstep completions bash > /etc/bash_completion.d/upstep`).
+    /// Print a shell completion script, e.g. `upstep completions bash > ~/.bash_completion`.
     Completions {
         /// The shell to generate completions for.
         #[arg(value_enum)]
