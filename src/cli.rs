@@ -58,6 +58,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the migration scripts an upgrade needs, in order, grouped by the tag each runs at.
@@ -70,6 +72,17 @@ pub enum Command {
     /// Inspect the release map.
     #[command(subcommand)]
     Map(MapCommand),
+    /// Show the settings upstep resolves from flags, environment and upstep.toml.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `upstep completions bash > ~/.bash_completion`.
+    Completions {
+        /// The shell to generate completions for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (e.g. `upstep man > upstep.1`).
+    Man,
 }
 
 /// How the scripts' environment is prepared.
@@ -242,6 +255,81 @@ pub enum MapCommand {
         repo: RepoOpts,
         #[command(flatten)]
         map: MapOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+    },
+}
+
+/// Which upstep.toml and which of its profiles to use.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ProfileOpts {
+    /// Settings file (default: ./upstep.toml, else $XDG_CONFIG_HOME/upstep/upstep.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Profile of the settings file to use (default: UPSTEP_PROFILE, else the file's
+    /// `default_profile`).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+/// Host-key checking for the SSH tunnel as a flag can set it (`ignore` only in upstep.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SshKnownHosts {
+    /// Only hosts whose key is already in known_hosts (the default).
+    Strict,
+    /// Trust and record a host seen for the first time; refuse a changed key.
+    AcceptNew,
+}
+
+/// Reach MongoDB (and Redis) through an SSH tunnel opened with the system OpenSSH client.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SshOpts {
+    /// Open an SSH tunnel through this host and reach MongoDB (and Redis) through it.
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    pub ssh: Option<String>,
+
+    /// Private key for the SSH login (only this key is offered).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_identity: Option<PathBuf>,
+
+    /// Jump host to reach the SSH host through (ssh -J).
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    pub ssh_jump: Option<String>,
+
+    /// Host-key checking [default: strict].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub ssh_known_hosts: Option<SshKnownHosts>,
+
+    /// known_hosts file to check the host key against (default: ssh's own, ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_known_hosts_file: Option<PathBuf>,
+
+    /// MongoDB as seen from the SSH host [default: the host:port of the MongoDB URI].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ssh_remote_mongo: Option<String>,
+
+    /// Redis as seen from the SSH host, to forward it too (default: Redis is not forwarded).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ssh_remote_redis: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the resolved settings (secrets redacted) and where each value came from.
+    Show {
+        #[command(flatten)]
+        profile: ProfileOpts,
+        #[command(flatten)]
+        mongo: MongoOpts,
+        #[command(flatten)]
+        redis: RedisOpts,
+        #[command(flatten)]
+        repo: RepoOpts,
+        #[command(flatten)]
+        map: MapOpts,
+        #[command(flatten)]
+        ssh: SshOpts,
         #[command(flatten)]
         output: OutputOpts,
     },

@@ -39,6 +39,9 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             map_generate(&repo, dir.as_deref(), &map)
         }
         Command::Map(MapCommand::Check { repo, map, output }) => map_check(&repo, &map, &output),
+        Command::Config(_) | Command::Completions { .. } | Command::Man => {
+            crate::ops::dispatch(command)
+        }
     }
 }
 

@@ -8,13 +8,18 @@ pub mod error;
 pub mod git;
 mod logging;
 pub mod npm_range;
+pub mod ops;
+pub mod orphan_guard;
 pub mod plan;
 pub mod preflight;
 pub mod redact;
+pub mod redis_auto;
 pub mod release_map;
 pub mod repo_facts;
 pub mod runner;
+pub mod settings;
 pub mod store;
+pub mod tunnel;
 pub mod ui;
 pub mod version;
 

@@ -3,6 +3,9 @@
 
 mod doctor_cli;
 mod git_layer;
+mod ops_redis;
+mod ops_settings;
+mod ops_tunnel;
 mod plan_cli;
 mod plan_repo;
 mod preflight;

@@ -19,6 +19,7 @@ mod git_fixture;
 mod mongo;
 mod process;
 mod redis;
+mod sshd;
 mod tools;
 
 pub use fixture_project::{machine_node_version, FixtureProject};
@@ -28,4 +29,5 @@ pub use mongo::{
 };
 pub use process::{block_on, free_port, pid_alive};
 pub use redis::{redis, start_redis_with_password, RedisServer};
+pub use sshd::{start_sshd, SshServer};
 pub use tools::{node_modules, sshd_binary, tools_dir};
