@@ -66,6 +66,13 @@ pub enum Command {
     Plan(PlanArgs),
     /// Upgrade: with --plan, list what it would run (running lands with the runner).
     Upgrade(UpgradeArgs),
+    /// Show every migration's state from the journal and the data.
+    Status(StatusArgs),
+    /// Record a migration as applied (adopting a database migrated by hand) or pending,
+    /// without running it.
+    Mark(MarkArgs),
+    /// Remove the run lock whoever holds it (only when that run is certainly gone).
+    Unlock(UnlockArgs),
     /// Check every prerequisite of a plan (toolchain per tag, Redis, MongoDB, keys, disk)
     /// before anything touches data. Exit 5 when a blocker remains.
     Doctor(DoctorArgs),
@@ -216,7 +223,77 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub repo: RepoOpts,
     #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub run_env: RunEnvOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
     pub output: OutputOpts,
+}
+
+/// Where the data is and how to reach it: MongoDB, Redis, an SSH tunnel, a profile.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConnectOpts {
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub redis: RedisOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
+}
+
+/// How a run behaves.
+#[derive(Debug, Args, Clone)]
+pub struct RunOpts {
+    /// Re-run steps the journal records as failed or interrupted (a non-idempotent one only
+    /// when its data check shows its work missing), and regressed ones.
+    #[arg(long)]
+    pub retry: bool,
+
+    /// Run steps even though their data check says applied, including non-idempotent ones.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Decide and print every step, touching no data, no journal and no lock.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Keep each tag's prepared worktree after a successful upgrade (they are kept anyway
+    /// after a failure, for the retry).
+    #[arg(long)]
+    pub keep_worktrees: bool,
+
+    /// Answer yes to every confirmation (unattended runs).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// Seconds of silence after which a finished script that never exits is ended (default:
+    /// per migration in the map, else the map's quiet_secs).
+    #[arg(long, value_name = "SECS")]
+    pub quiet_secs: Option<u64>,
+
+    /// End (and fail) a step that runs longer than this.
+    #[arg(long, value_name = "SECS")]
+    pub step_timeout: Option<u64>,
+
+    /// Seconds between SIGTERM and SIGKILL when upstep ends a script's process group.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub grace_secs: u64,
+
+    /// Lease of the run lock; renewed every third of it while the run goes on.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+
+    /// How long to wait for another run's lock before giving up (exit 7).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub lock_wait_secs: u64,
+
+    /// Never install a missing node/pnpm version with npm: fail instead.
+    #[arg(long)]
+    pub no_provision: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,4 +410,58 @@ pub enum ConfigCommand {
         #[command(flatten)]
         output: OutputOpts,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Exit 10 while any migration up to the target is pending (a CI gate).
+    #[arg(long)]
+    pub check: bool,
+    /// The target version (default: the newest release).
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    /// The migration id (see `upstep map show`).
+    pub id: String,
+    /// Record it as applied without running it.
+    #[arg(long, conflicts_with = "pending", required_unless_present = "pending")]
+    pub applied: bool,
+    /// Record it as pending again.
+    #[arg(long)]
+    pub pending: bool,
+    /// Why (kept in the journal).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 mod commands;
 pub mod doctor;
 pub mod error;
+pub mod executor;
 pub mod git;
 mod logging;
 pub mod npm_range;

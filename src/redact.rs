@@ -205,4 +205,3 @@ mod tests {
         assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 }
-

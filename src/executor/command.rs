@@ -106,7 +106,13 @@ pub struct StepCommand {
 }
 
 /// Prepare the argv (and the shim file, for exported functions) of one step.
-pub fn step_command(worktree: &Path, era: &Era, mode: &Mode, script: &str, step_id: &str) -> Result<StepCommand> {
+pub fn step_command(
+    worktree: &Path,
+    era: &Era,
+    mode: &Mode,
+    script: &str,
+    step_id: &str,
+) -> Result<StepCommand> {
     let cwd_rel = Path::new(&era.cwd);
     let cwd = worktree.join(cwd_rel);
     let script_rel = relative_to(Path::new(script), cwd_rel);
@@ -115,19 +121,33 @@ pub fn step_command(worktree: &Path, era: &Era, mode: &Mode, script: &str, step_
         RunKind::Export => {
             let (shim_name, export) = match (&mode.shim, &mode.export) {
                 (Some(s), Some(e)) => (s, e),
-                _ => return Err(Error::Internal(format!("{step_id}: export mode without shim/export"))),
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "{step_id}: export mode without shim/export"
+                    )))
+                }
             };
             let template = &era
                 .shims
                 .get(shim_name)
-                .ok_or_else(|| Error::Internal(format!("{step_id}: shim {shim_name} missing from era {}", era.name)))?
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "{step_id}: shim {shim_name} missing from era {}",
+                        era.name
+                    ))
+                })?
                 .template;
-            let ext = Path::new(script).extension().and_then(|e| e.to_str()).unwrap_or("js");
+            let ext = Path::new(script)
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("js");
             let module = script_rel.with_extension("");
             let module = format!("./{}", module.display());
             // The name starts with `.upstep-`: worktree checks ignore upstep's own files.
             let file_name = format!(".upstep-shim-{step_id}.{ext}");
-            let body = template.replace("{module}", &module).replace("{export}", export);
+            let body = template
+                .replace("{module}", &module)
+                .replace("{export}", export);
             let path = cwd.join(&file_name);
             std::fs::write(&path, body).map_err(|e| {
                 Error::repository(
@@ -140,9 +160,15 @@ pub fn step_command(worktree: &Path, era: &Era, mode: &Mode, script: &str, step_
     };
     let target = target.display().to_string();
     let mut argv = era.run.iter().map(|a| a.replace("{script}", &target));
-    let first = argv.next().ok_or_else(|| Error::Internal(format!("era {} has an empty run command", era.name)))?;
+    let first = argv
+        .next()
+        .ok_or_else(|| Error::Internal(format!("era {} has an empty run command", era.name)))?;
     // A relative program path with a slash is relative to the working directory.
-    let program = if first.contains('/') && !first.starts_with('/') { cwd.join(&first) } else { PathBuf::from(&first) };
+    let program = if first.contains('/') && !first.starts_with('/') {
+        cwd.join(&first)
+    } else {
+        PathBuf::from(&first)
+    };
     Ok(StepCommand {
         program,
         args: argv.collect(),
@@ -153,7 +179,12 @@ pub fn step_command(worktree: &Path, era: &Era, mode: &Mode, script: &str, step_
 
 /// The setup commands' environment: the era's setup_env.
 pub fn setup_env(era: &Era) -> Vec<(String, String)> {
-    era.setup_env.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>().into_iter().collect()
+    era.setup_env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -162,9 +193,18 @@ mod tests {
 
     #[test]
     fn relative_paths_between_repo_folders() {
-        assert_eq!(relative_to(Path::new("apps/api/migrations/a.ts"), Path::new("apps/api")), PathBuf::from("migrations/a.ts"));
-        assert_eq!(relative_to(Path::new("migrations/a.ts"), Path::new(".")), PathBuf::from("migrations/a.ts"));
-        assert_eq!(relative_to(Path::new("migrations/a.ts"), Path::new("apps/api")), PathBuf::from("../../migrations/a.ts"));
+        assert_eq!(
+            relative_to(Path::new("apps/api/migrations/a.ts"), Path::new("apps/api")),
+            PathBuf::from("migrations/a.ts")
+        );
+        assert_eq!(
+            relative_to(Path::new("migrations/a.ts"), Path::new(".")),
+            PathBuf::from("migrations/a.ts")
+        );
+        assert_eq!(
+            relative_to(Path::new("migrations/a.ts"), Path::new("apps/api")),
+            PathBuf::from("../../migrations/a.ts")
+        );
     }
 
     #[test]
@@ -175,7 +215,10 @@ mod tests {
             redis_port: Some(6390),
             ..Connection::default()
         };
-        assert_eq!(render_env_value("{redis_host}:{redis_port}", &conn).as_deref(), Some("127.0.0.1:6390"));
+        assert_eq!(
+            render_env_value("{redis_host}:{redis_port}", &conn).as_deref(),
+            Some("127.0.0.1:6390")
+        );
         assert_eq!(render_env_value("{redis_password}", &conn), None);
         assert_eq!(render_env_value("false", &conn).as_deref(), Some("false"));
         assert!(conn.secrets().contains(&"pw".to_string()));

@@ -70,13 +70,20 @@ pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
             } else if not_idempotent && !flags.force {
                 decision(Action::Block, "regressed, and not idempotent: re-running it changes data again; pass --force to run it anyway, or `upstep mark` it")
             } else {
-                decision(Action::Run, "regressed: its data check finds pending documents again (--retry)")
+                decision(
+                    Action::Run,
+                    "regressed: its data check finds pending documents again (--retry)",
+                )
             };
             d.regressed = true;
             d
         }
         Some(status @ (StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)) => {
-            let what = if status == StepStatus::Running { "interrupted (its run is gone)" } else { status.as_str() };
+            let what = if status == StepStatus::Running {
+                "interrupted (its run is gone)"
+            } else {
+                status.as_str()
+            };
             if !flags.retry {
                 return decision(Action::Block, format!("journal: {what}; re-run it with --retry, or record it with `upstep mark <id> --applied|--pending`"));
             }
@@ -90,15 +97,33 @@ pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
         Some(StepStatus::Pending) => decision(Action::Run, "journal: marked pending"),
         // No journal entry (or skipped earlier): the data decides.
         _ => match data {
-            FpState::Applied | FpState::NotApplicable if flags.force => decision(Action::Run, "its data check says applied, run anyway (--force)"),
-            FpState::Applied => decision(Action::Skip, "already applied: its data check finds nothing pending"),
-            FpState::NotApplicable => decision(Action::Skip, "not needed: the collections it migrates are absent or empty"),
-            FpState::Pending if facts.at_or_before_from => decision(Action::Run, "pending per its data check, although older than --from"),
+            FpState::Applied | FpState::NotApplicable if flags.force => decision(
+                Action::Run,
+                "its data check says applied, run anyway (--force)",
+            ),
+            FpState::Applied => decision(
+                Action::Skip,
+                "already applied: its data check finds nothing pending",
+            ),
+            FpState::NotApplicable => decision(
+                Action::Skip,
+                "not needed: the collections it migrates are absent or empty",
+            ),
+            FpState::Pending if facts.at_or_before_from => decision(
+                Action::Run,
+                "pending per its data check, although older than --from",
+            ),
             FpState::Pending => decision(Action::Run, "pending per its data check"),
-            FpState::Unknown if facts.at_or_before_from => decision(Action::Skip, "assumed applied: older than --from and no data check can tell"),
+            FpState::Unknown if facts.at_or_before_from => decision(
+                Action::Skip,
+                "assumed applied: older than --from and no data check can tell",
+            ),
             FpState::Unknown => Decision {
                 unknown: true,
-                ..decision(Action::Run, "no data check can tell whether it is applied: planned")
+                ..decision(
+                    Action::Run,
+                    "no data check can tell whether it is applied: planned",
+                )
             },
         },
     }
@@ -108,7 +133,8 @@ pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
 mod tests {
     use super::*;
 
-    const ALL_IDEMPOTENCY: [Idempotency; 3] = [Idempotency::Yes, Idempotency::Guarded, Idempotency::No];
+    const ALL_IDEMPOTENCY: [Idempotency; 3] =
+        [Idempotency::Yes, Idempotency::Guarded, Idempotency::No];
     const ALL_DATA: [Option<FpState>; 5] = [
         None,
         Some(FpState::Applied),
@@ -133,8 +159,18 @@ mod tests {
             for data in ALL_DATA {
                 for idempotent in ALL_IDEMPOTENCY {
                     for at_or_before_from in [false, true] {
-                        for (retry, force) in [(false, false), (true, false), (false, true), (true, true)] {
-                            cases.push((StepFacts { journal, data, idempotent, at_or_before_from }, Flags { retry, force }));
+                        for (retry, force) in
+                            [(false, false), (true, false), (false, true), (true, true)]
+                        {
+                            cases.push((
+                                StepFacts {
+                                    journal,
+                                    data,
+                                    idempotent,
+                                    at_or_before_from,
+                                },
+                                Flags { retry, force },
+                            ));
                         }
                     }
                 }
@@ -159,7 +195,11 @@ mod tests {
     fn a_failed_or_interrupted_step_blocks_without_retry() {
         for (facts, flags) in every_case() {
             let d = decide(facts, flags);
-            if matches!(facts.journal, Some(StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)) && !flags.retry {
+            if matches!(
+                facts.journal,
+                Some(StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)
+            ) && !flags.retry
+            {
                 assert_eq!(d.action, Action::Block, "{facts:?} {flags:?}");
                 assert!(d.reason.contains("--retry"), "{}", d.reason);
             }
@@ -170,25 +210,58 @@ mod tests {
     fn a_non_idempotent_step_reruns_only_on_evidence_or_force() {
         for (facts, flags) in every_case() {
             let d = decide(facts, flags);
-            let ran_before = facts.journal.is_some_and(|s| s != StepStatus::Pending && s != StepStatus::Skipped);
+            let ran_before = facts
+                .journal
+                .is_some_and(|s| s != StepStatus::Pending && s != StepStatus::Skipped);
             if facts.idempotent == Idempotency::No && ran_before && d.action == Action::Run {
-                assert!(facts.data == Some(FpState::Pending) || flags.force, "{facts:?} {flags:?} -> {d:?}");
+                assert!(
+                    facts.data == Some(FpState::Pending) || flags.force,
+                    "{facts:?} {flags:?} -> {d:?}"
+                );
             }
         }
     }
 
     #[test]
     fn data_decides_when_the_journal_is_silent() {
-        let facts = |data, at_or_before_from| StepFacts { journal: None, data, idempotent: Idempotency::Guarded, at_or_before_from };
+        let facts = |data, at_or_before_from| StepFacts {
+            journal: None,
+            data,
+            idempotent: Idempotency::Guarded,
+            at_or_before_from,
+        };
         let no = Flags::default();
-        assert_eq!(decide(facts(Some(FpState::Applied), false), no).action, Action::Skip);
-        assert_eq!(decide(facts(Some(FpState::NotApplicable), false), no).action, Action::Skip);
-        assert_eq!(decide(facts(Some(FpState::Pending), false), no).action, Action::Run);
-        assert_eq!(decide(facts(Some(FpState::Pending), true), no).action, Action::Run, "older than --from but pending");
+        assert_eq!(
+            decide(facts(Some(FpState::Applied), false), no).action,
+            Action::Skip
+        );
+        assert_eq!(
+            decide(facts(Some(FpState::NotApplicable), false), no).action,
+            Action::Skip
+        );
+        assert_eq!(
+            decide(facts(Some(FpState::Pending), false), no).action,
+            Action::Run
+        );
+        assert_eq!(
+            decide(facts(Some(FpState::Pending), true), no).action,
+            Action::Run,
+            "older than --from but pending"
+        );
         let unknown = decide(facts(Some(FpState::Unknown), false), no);
         assert_eq!((unknown.action, unknown.unknown), (Action::Run, true));
         assert_eq!(decide(facts(None, true), no).action, Action::Skip);
-        assert_eq!(decide(facts(Some(FpState::Applied), false), Flags { retry: false, force: true }).action, Action::Run);
+        assert_eq!(
+            decide(
+                facts(Some(FpState::Applied), false),
+                Flags {
+                    retry: false,
+                    force: true
+                }
+            )
+            .action,
+            Action::Run
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::git::{GitRepo, Worktrees};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::release_map::{Exits, Fingerprint, Introduced, ReleaseMap};
-use crate::runner::process::{self, ChildSpec, Ending, FinishProbe, ProbeAnswer, StopRequest, Watch};
+use crate::runner::process::{
+    self, ChildSpec, Ending, FinishProbe, ProbeAnswer, StopRequest, Watch,
+};
 use crate::runner::signals::SignalWatcher;
 use crate::runner::toolchain::{self, ToolchainPolicy, ToolchainRequest};
 use crate::store::fingerprint::{self, EvalOptions, FpState};
@@ -90,8 +92,14 @@ impl FinishProbe for DataProbe {
             if matches!(self.fingerprint, Fingerprint::Unknown { .. }) {
                 return ProbeAnswer::Unknown;
             }
-            let opts = EvalOptions { time_limit: self.time_limit, count_limit: None };
-            match fingerprint::evaluate(&self.db, &self.fingerprint, opts).await.state {
+            let opts = EvalOptions {
+                time_limit: self.time_limit,
+                count_limit: None,
+            };
+            match fingerprint::evaluate(&self.db, &self.fingerprint, opts)
+                .await
+                .state
+            {
                 s if s.nothing_pending() => ProbeAnswer::Finished,
                 FpState::Pending => ProbeAnswer::NotYet,
                 _ => ProbeAnswer::Unknown,
@@ -110,13 +118,21 @@ pub fn full_plan(opts: &UpgradeOptions) -> Result<Plan> {
     };
     if let Some(from) = &opts.from {
         // Same refusals as `plan` (newer than the map, downgrade).
-        plan::check_request(&opts.map, &PlanRequest { from: from.clone(), ..req.clone() })?;
+        plan::check_request(
+            &opts.map,
+            &PlanRequest {
+                from: from.clone(),
+                ..req.clone()
+            },
+        )?;
     }
     plan::plan(&opts.map, &req)
 }
 
 fn at_or_before_from(map: &ReleaseMap, id: &str, from: Option<&semver::Version>) -> bool {
-    let (Some(from), Some(m)) = (from, map.migration(id)) else { return false };
+    let (Some(from), Some(m)) = (from, map.migration(id)) else {
+        return false;
+    };
     match &m.introduced {
         Introduced::Release(v) => v <= from,
         Introduced::Unreleased { .. } => false,
@@ -130,7 +146,10 @@ pub async fn decide_steps(
     store: &Store,
     entries: &BTreeMap<String, JournalEntry>,
 ) -> Vec<DecidedStep> {
-    let eval = EvalOptions { time_limit: opts.check_time_limit, count_limit: None };
+    let eval = EvalOptions {
+        time_limit: opts.check_time_limit,
+        count_limit: None,
+    };
     let checks = plan.steps().map(|(_, step)| {
         let fingerprint = opts.map.migration(&step.id).map(|m| m.fingerprint.clone());
         let db = store.db.clone();
@@ -183,7 +202,12 @@ fn plan_event(decided: &[DecidedStep]) -> RunEvent {
 
 /// Take the run lock, waiting a bounded time; a dead holder on this host is ended and taken
 /// over at once.
-async fn take_lock(lock: &RunLock, journal: &Journal, opts: &UpgradeOptions, reporter: &mut dyn Reporter) -> Result<()> {
+async fn take_lock(
+    lock: &RunLock,
+    journal: &Journal,
+    opts: &UpgradeOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
     let deadline = Instant::now() + opts.lock_wait;
     let mut announced = false;
     loop {
@@ -191,7 +215,11 @@ async fn take_lock(lock: &RunLock, journal: &Journal, opts: &UpgradeOptions, rep
             Acquire::Acquired { took_over } => {
                 if let Some(old) = took_over {
                     journal
-                        .event("lock-taken-over", None, bson::doc! { "previous": old.describe(), "why": "lease expired" })
+                        .event(
+                            "lock-taken-over",
+                            None,
+                            bson::doc! { "previous": old.describe(), "why": "lease expired" },
+                        )
                         .await?;
                 }
                 return Ok(());
@@ -213,7 +241,9 @@ async fn take_lock(lock: &RunLock, journal: &Journal, opts: &UpgradeOptions, rep
                     )));
                 }
                 if !announced {
-                    reporter.report(&RunEvent::Notice { message: format!("waiting for the run lock held by {}", holder.describe()) });
+                    reporter.report(&RunEvent::Notice {
+                        message: format!("waiting for the run lock held by {}", holder.describe()),
+                    });
                     announced = true;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -225,8 +255,12 @@ async fn take_lock(lock: &RunLock, journal: &Journal, opts: &UpgradeOptions, rep
 /// End the process groups a dead run left behind, so no orphan keeps migrating beside us.
 async fn end_dead_run(holder: &LockDoc, journal: &Journal, opts: &UpgradeOptions) -> Result<()> {
     for entry in journal.entries().await?.values() {
-        let same_run = entry.actor.as_ref().is_some_and(|a| a.run_id == holder.holder.run_id);
-        if let (true, StepStatus::Running, Some(pgid)) = (same_run, entry.status, entry.child_pgid) {
+        let same_run = entry
+            .actor
+            .as_ref()
+            .is_some_and(|a| a.run_id == holder.holder.run_id);
+        if let (true, StepStatus::Running, Some(pgid)) = (same_run, entry.status, entry.child_pgid)
+        {
             let pgid = pgid as i32;
             if process::group_alive(pgid) {
                 let grace = opts.grace;
@@ -234,7 +268,11 @@ async fn end_dead_run(holder: &LockDoc, journal: &Journal, opts: &UpgradeOptions
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 journal
-                    .event("orphan-ended", Some(&entry.id), bson::doc! { "pgid": pgid as i64, "previous_run": &holder.holder.run_id })
+                    .event(
+                        "orphan-ended",
+                        Some(&entry.id),
+                        bson::doc! { "pgid": pgid as i64, "previous_run": &holder.holder.run_id },
+                    )
                     .await?;
             }
         }
@@ -245,23 +283,38 @@ async fn end_dead_run(holder: &LockDoc, journal: &Journal, opts: &UpgradeOptions
 /// Entries left `running` by runs that are gone become interrupted (we hold the lock now).
 async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -> Result<()> {
     for entry in journal.entries().await?.values() {
-        let theirs = entry.actor.as_ref().is_some_and(|a| a.run_id != journal.actor().run_id);
+        let theirs = entry
+            .actor
+            .as_ref()
+            .is_some_and(|a| a.run_id != journal.actor().run_id);
         if entry.status == StepStatus::Running && theirs {
             if let Some(pgid) = entry.child_pgid.map(|p| p as i32) {
-                let local = entry.actor.as_ref().is_some_and(|a| a.is_dead_local_process());
+                let local = entry
+                    .actor
+                    .as_ref()
+                    .is_some_and(|a| a.is_dead_local_process());
                 if local && process::group_alive(pgid) {
                     let grace = opts.grace;
-                    let _ = tokio::task::spawn_blocking(move || process::kill_group(pgid, grace)).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || process::kill_group(pgid, grace)).await;
                 }
             }
-            journal.settle_abandoned(entry, "the run that started it is gone").await?;
+            journal
+                .settle_abandoned(entry, "the run that started it is gone")
+                .await?;
         }
     }
     Ok(())
 }
 
 /// Renews the lease until stopped; on losing it, stops the running step.
-fn spawn_heartbeat(store: &Store, actor: Actor, lease: Duration, watcher: Arc<SignalWatcher>, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+fn spawn_heartbeat(
+    store: &Store,
+    actor: Actor,
+    lease: Duration,
+    watcher: Arc<SignalWatcher>,
+    lost: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     let lock = RunLock::new(store);
     tokio::spawn(async move {
         let period = (lease / 3).max(Duration::from_millis(100));
@@ -270,9 +323,13 @@ fn spawn_heartbeat(store: &Store, actor: Actor, lease: Duration, watcher: Arc<Si
             match lock.renew(&actor, lease).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::error!("lost the run lock: another run took it over; stopping the running step");
+                    tracing::error!(
+                        "lost the run lock: another run took it over; stopping the running step"
+                    );
                     lost.store(true, Ordering::SeqCst);
-                    watcher.set_stop(StopRequest::Now { signal: libc::SIGTERM });
+                    watcher.set_stop(StopRequest::Now {
+                        signal: libc::SIGTERM,
+                    });
                     return;
                 }
                 // A blip: the lease has slack (renewed three times per lease).
@@ -285,13 +342,21 @@ fn spawn_heartbeat(store: &Store, actor: Actor, lease: Duration, watcher: Arc<Si
 /// sha256 of the script at its tag (pinned algorithm: compared across upstep versions).
 fn script_sha256(repo: &GitRepo, commit: &str, script: &str) -> Result<String> {
     let bytes = repo.read_file_at(commit, script)?.ok_or_else(|| {
-        Error::repository(format!("{script} does not exist at commit {commit}"), "check the release map against the repository: `upstep map check --repo ...`")
+        Error::repository(
+            format!("{script} does not exist at commit {commit}"),
+            "check the release map against the repository: `upstep map check --repo ...`",
+        )
     })?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// The run: everything after the options are resolved.
-pub async fn run_upgrade(opts: &UpgradeOptions, store: &Store, watcher: Arc<SignalWatcher>, reporter: &mut dyn Reporter) -> Result<Summary> {
+pub async fn run_upgrade(
+    opts: &UpgradeOptions,
+    store: &Store,
+    watcher: Arc<SignalWatcher>,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary> {
     let started = Instant::now();
     let plan = full_plan(opts)?;
     let mirror = Mirror::for_database(&opts.state_dir, &store.redacted_uri);
@@ -303,8 +368,16 @@ pub async fn run_upgrade(opts: &UpgradeOptions, store: &Store, watcher: Arc<Sign
         let entries = crate::store::journal::read_entries(store).await?;
         let decided = decide_steps(opts, &plan, store, &entries).await;
         reporter.report(&plan_event(&decided));
+        // In a dry run, `ran` counts the steps that would run.
         let summary = Summary {
-            skipped: decided.iter().filter(|d| d.decision.action == Action::Skip).count(),
+            ran: decided
+                .iter()
+                .filter(|d| d.decision.action == Action::Run)
+                .count(),
+            skipped: decided
+                .iter()
+                .filter(|d| d.decision.action == Action::Skip)
+                .count(),
             ..Summary::default()
         };
         return Ok(summary);
@@ -313,7 +386,13 @@ pub async fn run_upgrade(opts: &UpgradeOptions, store: &Store, watcher: Arc<Sign
     let lock = RunLock::new(store);
     take_lock(&lock, &journal, opts, reporter).await?;
     let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = spawn_heartbeat(store, actor.clone(), opts.lease, watcher.clone(), lost.clone());
+    let heartbeat = spawn_heartbeat(
+        store,
+        actor.clone(),
+        opts.lease,
+        watcher.clone(),
+        lost.clone(),
+    );
     let result = run_locked(opts, &plan, store, &journal, &watcher, &lost, reporter).await;
     heartbeat.abort();
     // Release even after a failure; a lost lock is not ours to release.
@@ -350,35 +429,66 @@ async fn run_locked(
     lost: &Arc<AtomicBool>,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary> {
-    journal.event("run-started", None, bson::doc! { "to": plan.to.clone(), "dry_run": false }).await?;
+    journal
+        .event(
+            "run-started",
+            None,
+            bson::doc! { "to": plan.to.clone(), "dry_run": false },
+        )
+        .await?;
     settle_abandoned(journal, opts).await?;
     let entries = journal.entries().await?;
     let decided = decide_steps(opts, plan, store, &entries).await;
     reporter.report(&plan_event(&decided));
 
-    let blocked: Vec<&DecidedStep> = decided.iter().filter(|d| d.decision.action == Action::Block).collect();
+    let blocked: Vec<&DecidedStep> = decided
+        .iter()
+        .filter(|d| d.decision.action == Action::Block)
+        .collect();
     if !blocked.is_empty() {
-        let list: Vec<String> = blocked.iter().map(|d| format!("{}: {}", d.id, d.decision.reason)).collect();
+        let list: Vec<String> = blocked
+            .iter()
+            .map(|d| format!("{}: {}", d.id, d.decision.reason))
+            .collect();
         return Err(Error::NeedsDecision(format!(
             "the journal needs a decision before the upgrade can go on:\n  {}",
             list.join("\n  ")
         )));
     }
-    for d in decided.iter().filter(|d| d.decision.unknown && d.decision.action == Action::Run) {
-        reporter.report(&RunEvent::Notice { message: format!("{}: no data check can tell whether it is applied; running it as planned", d.id) });
+    for d in decided
+        .iter()
+        .filter(|d| d.decision.unknown && d.decision.action == Action::Run)
+    {
+        reporter.report(&RunEvent::Notice {
+            message: format!(
+                "{}: no data check can tell whether it is applied; running it as planned",
+                d.id
+            ),
+        });
     }
 
     let mut summary = Summary {
-        skipped: decided.iter().filter(|d| d.decision.action == Action::Skip).count(),
+        skipped: decided
+            .iter()
+            .filter(|d| d.decision.action == Action::Skip)
+            .count(),
         ..Summary::default()
     };
-    let to_run: Vec<&DecidedStep> = decided.iter().filter(|d| d.decision.action == Action::Run).collect();
+    let to_run: Vec<&DecidedStep> = decided
+        .iter()
+        .filter(|d| d.decision.action == Action::Run)
+        .collect();
     if to_run.is_empty() {
-        reporter.report(&RunEvent::Notice { message: "nothing to run: every step is applied".into() });
+        reporter.report(&RunEvent::Notice {
+            message: "nothing to run: every step is applied".into(),
+        });
         return Ok(summary);
     }
     let repo = opts.repo.as_ref().ok_or_else(|| {
-        Error::usage("running scripts needs the project's code", "pass --repo <path or URL of the project's repository>")
+        Error::usage(
+            "running scripts needs the project's code",
+            "pass --repo <path or URL of the project's repository>",
+        )
     })?;
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
@@ -394,7 +504,9 @@ async fn run_locked(
         let worktree = worktrees.ensure(repo, &tag)?;
         used_tags.push(tag.clone());
         let release = match &group.version {
-            Some(v) => opts.map.release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
+            Some(v) => opts
+                .map
+                .release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
             None => opts.map.newest_release(),
         }
         .ok_or_else(|| Error::Internal(format!("no release for {}", group.git_ref)))?;
@@ -403,7 +515,11 @@ async fn run_locked(
             &ToolchainRequest {
                 node: group.node.clone(),
                 node_range: group.node_engines.clone(),
-                pnpm: if era.setup.is_empty() { None } else { group.pnpm.clone() },
+                pnpm: if era.setup.is_empty() {
+                    None
+                } else {
+                    group.pnpm.clone()
+                },
                 policy: opts.toolchain,
             },
             &opts.cache_root,
@@ -411,14 +527,48 @@ async fn run_locked(
             opts.allow_provision,
         )
         .await?;
-        reporter.report(&RunEvent::Notice { message: format!("{}: node {} from {}", group.git_ref, toolchain.node_version, toolchain.node_source) });
+        reporter.report(&RunEvent::Notice {
+            message: format!(
+                "{}: node {} from {}",
+                group.git_ref, toolchain.node_version, toolchain.node_source
+            ),
+        });
         let mut path_prefix = vec![toolchain.node_dir.clone()];
         path_prefix.extend(toolchain.pnpm_dir.clone());
-        run_setup(opts, era, &worktree.path, &tag.commit, &toolchain.node_version, group.pnpm.as_deref(), &path_prefix, journal, watcher, reporter).await?;
+        run_setup(
+            opts,
+            era,
+            &worktree.path,
+            &tag.commit,
+            &toolchain.node_version,
+            group.pnpm.as_deref(),
+            &path_prefix,
+            journal,
+            watcher,
+            reporter,
+        )
+        .await?;
 
         for step in steps {
             index += 1;
-            let outcome = run_step(opts, plan, g, &step.id, repo, &tag.commit, &worktree.path, &path_prefix, store, journal, watcher, lost, reporter, index, total).await?;
+            let outcome = run_step(
+                opts,
+                plan,
+                g,
+                &step.id,
+                repo,
+                &tag.commit,
+                &worktree.path,
+                &path_prefix,
+                store,
+                journal,
+                watcher,
+                lost,
+                reporter,
+                index,
+                total,
+            )
+            .await?;
             summary.ran += 1;
             match outcome {
                 StepStatus::Succeeded => summary.succeeded += 1,
@@ -432,7 +582,6 @@ async fn run_locked(
                     });
                 }
                 _ => {
-                    summary.failed += 1;
                     return Err(Error::StepFailed(format!(
                         "step {} failed; later steps were not run. See its log and `upstep status`; fix the cause, then re-run with --retry",
                         step.id
@@ -451,7 +600,13 @@ async fn run_locked(
             }
         }
     }
-    journal.event("run-finished", None, bson::doc! { "ran": summary.ran as i64, "skipped": summary.skipped as i64 }).await?;
+    journal
+        .event(
+            "run-finished",
+            None,
+            bson::doc! { "ran": summary.ran as i64, "skipped": summary.skipped as i64 },
+        )
+        .await?;
     Ok(summary)
 }
 
@@ -478,18 +633,37 @@ async fn run_setup(
         key.update(part.as_bytes());
         key.update([0]);
     }
-    key.update(serde_json::to_string(&(&era.setup, &era.setup_env)).unwrap_or_default().as_bytes());
+    key.update(
+        serde_json::to_string(&(&era.setup, &era.setup_env))
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     let stamp_value = hex::encode(key.finalize());
     let stamp = worktree.join(".upstep-setup.stamp");
-    let git_ref = worktree.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let git_ref = worktree
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_value) {
-        reporter.report(&RunEvent::Setup { git_ref, status: "cached".into(), detail: "installed and built earlier for this commit and toolchain".into() });
+        reporter.report(&RunEvent::Setup {
+            git_ref,
+            status: "cached".into(),
+            detail: "installed and built earlier for this commit and toolchain".into(),
+        });
         return Ok(());
     }
     let _ = std::fs::remove_file(&stamp);
-    let log = opts.state_dir.join("logs").join(&journal.actor().run_id).join(format!("setup-{git_ref}.log"));
+    let log = opts
+        .state_dir
+        .join("logs")
+        .join(&journal.actor().run_id)
+        .join(format!("setup-{git_ref}.log"));
     for argv in &era.setup {
-        reporter.report(&RunEvent::Setup { git_ref: git_ref.clone(), status: "running".into(), detail: argv.join(" ") });
+        reporter.report(&RunEvent::Setup {
+            git_ref: git_ref.clone(),
+            status: "running".into(),
+            detail: argv.join(" "),
+        });
         let spec = ChildSpec {
             program: PathBuf::from(&argv[0]),
             args: argv[1..].to_vec(),
@@ -501,7 +675,17 @@ async fn run_setup(
             secrets: Vec::new(),
         };
         let child = process::spawn_child(&spec)?;
-        let outcome = child.wait(Watch { grace: opts.grace, ..Watch::default() }, watcher.stop_receiver(), None, &mut |_| {}).await?;
+        let outcome = child
+            .wait(
+                Watch {
+                    grace: opts.grace,
+                    ..Watch::default()
+                },
+                watcher.stop_receiver(),
+                None,
+                &mut |_| {},
+            )
+            .await?;
         if let Ending::Stopped { .. } = outcome.ending {
             return Err(Error::Interrupted);
         }
@@ -515,8 +699,17 @@ async fn run_setup(
             )));
         }
     }
-    std::fs::write(&stamp, &stamp_value).map_err(|e| Error::repository(format!("cannot write {}: {e}", stamp.display()), "check the disk"))?;
-    reporter.report(&RunEvent::Setup { git_ref, status: "done".into(), detail: String::new() });
+    std::fs::write(&stamp, &stamp_value).map_err(|e| {
+        Error::repository(
+            format!("cannot write {}: {e}", stamp.display()),
+            "check the disk",
+        )
+    })?;
+    reporter.report(&RunEvent::Setup {
+        git_ref,
+        status: "done".into(),
+        detail: String::new(),
+    });
     Ok(())
 }
 
@@ -539,10 +732,19 @@ async fn run_step(
     total: usize,
 ) -> Result<StepStatus> {
     let group = &plan.groups[group_index];
-    let step = group.steps.iter().find(|s| s.id == id).ok_or_else(|| Error::Internal(format!("{id} not in its group")))?;
-    let migration = opts.map.migration(id).ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
+    let step = group
+        .steps
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| Error::Internal(format!("{id} not in its group")))?;
+    let migration = opts
+        .map
+        .migration(id)
+        .ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
     let release = match &group.version {
-        Some(v) => opts.map.release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
+        Some(v) => opts
+            .map
+            .release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
         None => opts.map.newest_release(),
     }
     .ok_or_else(|| Error::Internal("no release".into()))?;
@@ -550,12 +752,29 @@ async fn run_step(
     let sha = script_sha256(repo, commit, &step.script)?;
 
     journal
-        .begin_step(&StepStart { id, tag: &group.git_ref, commit, script: &step.script, script_sha256: &sha, backup: None })
+        .begin_step(&StepStart {
+            id,
+            tag: &group.git_ref,
+            commit,
+            script: &step.script,
+            script_sha256: &sha,
+            backup: None,
+        })
         .await?;
-    reporter.report(&RunEvent::StepStarted { index, total, id: id.into(), git_ref: group.git_ref.clone(), runs_as: step.runs_as.clone() });
+    reporter.report(&RunEvent::StepStarted {
+        index,
+        total,
+        id: id.into(),
+        git_ref: group.git_ref.clone(),
+        runs_as: step.runs_as.clone(),
+    });
 
     let cmd = command::step_command(worktree, era, &step.mode, &step.script, id)?;
-    let log_file = opts.state_dir.join("logs").join(&journal.actor().run_id).join(format!("{index:02}-{id}.log"));
+    let log_file = opts
+        .state_dir
+        .join("logs")
+        .join(&journal.actor().run_id)
+        .join(format!("{index:02}-{id}.log"));
     let spec = ChildSpec {
         program: cmd.program.clone(),
         args: cmd.args.clone(),
@@ -570,7 +789,11 @@ async fn run_step(
     let child = match process::spawn_child(&spec) {
         Ok(child) => child,
         Err(e) => {
-            let end = StepEnd { ended_by: "spawn-failed".into(), reason: e.to_string(), ..StepEnd::default() };
+            let end = StepEnd {
+                ended_by: "spawn-failed".into(),
+                reason: e.to_string(),
+                ..StepEnd::default()
+            };
             journal.settle(id, StepStatus::Failed, &end).await?;
             return Err(e);
         }
@@ -579,7 +802,11 @@ async fn run_step(
 
     let mut done_lines = era.done_lines.clone();
     done_lines.extend(step.mode.done_line.clone());
-    let quiet = step.mode.quiet_secs.or(opts.quiet_secs).unwrap_or(opts.map.project.quiet_secs);
+    let quiet = step
+        .mode
+        .quiet_secs
+        .or(opts.quiet_secs)
+        .unwrap_or(opts.map.project.quiet_secs);
     let watch = Watch {
         finish_detection: step.mode.exits != Exits::Yes,
         quiet_window: Duration::from_secs(quiet),
@@ -587,40 +814,73 @@ async fn run_step(
         timeout: opts.step_timeout,
         grace: opts.grace,
     };
-    let mut probe = DataProbe { db: store.db.clone(), fingerprint: migration.fingerprint.clone(), time_limit: opts.check_time_limit };
+    let mut probe = DataProbe {
+        db: store.db.clone(),
+        fingerprint: migration.fingerprint.clone(),
+        time_limit: opts.check_time_limit,
+    };
     let mut lines: Vec<(String, String)> = Vec::new();
     let outcome = child
-        .wait(watch, watcher.stop_receiver(), Some(&mut probe), &mut |line| {
-            let stream = match line.stream {
-                process::Stream::Stdout => "stdout",
-                process::Stream::Stderr => "stderr",
-            };
-            // Bounded: only the latest lines wait here for the reporter.
-            if lines.len() >= 64 {
-                lines.remove(0);
-            }
-            lines.push((stream.to_string(), line.text));
-        })
+        .wait(
+            watch,
+            watcher.stop_receiver(),
+            Some(&mut probe),
+            &mut |line| {
+                let stream = match line.stream {
+                    process::Stream::Stdout => "stdout",
+                    process::Stream::Stderr => "stderr",
+                };
+                // Bounded: only the latest lines wait here for the reporter.
+                if lines.len() >= 64 {
+                    lines.remove(0);
+                }
+                lines.push((stream.to_string(), line.text));
+            },
+        )
         .await;
     if let Some(shim) = &cmd.shim {
         let _ = std::fs::remove_file(shim);
     }
     for (stream, line) in lines {
-        reporter.report(&RunEvent::Output { id: id.into(), stream, line });
+        reporter.report(&RunEvent::Output {
+            id: id.into(),
+            stream,
+            line,
+        });
     }
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let end = StepEnd { ended_by: "error".into(), reason: e.to_string(), duration_ms: started.elapsed().as_millis() as i64, ..StepEnd::default() };
+            let end = StepEnd {
+                ended_by: "error".into(),
+                reason: e.to_string(),
+                duration_ms: started.elapsed().as_millis() as i64,
+                ..StepEnd::default()
+            };
             journal.settle(id, StepStatus::Failed, &end).await?;
             return Err(e);
         }
     };
 
     let (status, ended_by, mut reason) = match &outcome.ending {
-        Ending::Stopped { signal } if lost.load(Ordering::SeqCst) => (StepStatus::Interrupted, "lease-lost".to_string(), format!("stopped (signal {signal}): the run lock was lost")),
-        Ending::Stopped { signal } => (StepStatus::Interrupted, "signal".to_string(), format!("stopped by signal {signal}")),
-        Ending::TimedOut => (StepStatus::Failed, "timeout".to_string(), format!("ran longer than {:?}", opts.step_timeout.unwrap_or_default())),
+        Ending::Stopped { signal } if lost.load(Ordering::SeqCst) => (
+            StepStatus::Interrupted,
+            "lease-lost".to_string(),
+            format!("stopped (signal {signal}): the run lock was lost"),
+        ),
+        Ending::Stopped { signal } => (
+            StepStatus::Interrupted,
+            "signal".to_string(),
+            format!("stopped by signal {signal}"),
+        ),
+        Ending::TimedOut => (
+            StepStatus::Failed,
+            "timeout".to_string(),
+            format!(
+                "ran longer than {:?}",
+                opts.step_timeout.unwrap_or_default()
+            ),
+        ),
         Ending::Exited if outcome.exit_code != Some(0) => (
             StepStatus::Failed,
             "exited".to_string(),
@@ -630,16 +890,40 @@ async fn run_step(
                 _ => "ended abnormally".to_string(),
             },
         ),
-        Ending::Exited => (StepStatus::Succeeded, "exited".to_string(), "exited 0".to_string()),
-        Ending::DoneLine { line } => (StepStatus::Succeeded, "done-line".to_string(), format!("printed {line:?}; ended by upstep")),
-        Ending::QuietAndFinished => (StepStatus::Succeeded, "quiet-window".to_string(), format!("quiet for {quiet}s with nothing pending; ended by upstep")),
-        Ending::QuietUnverified => (StepStatus::Succeeded, "quiet-window".to_string(), format!("quiet for {quiet}s; ended by upstep")),
+        Ending::Exited => (
+            StepStatus::Succeeded,
+            "exited".to_string(),
+            "exited 0".to_string(),
+        ),
+        Ending::DoneLine { line } => (
+            StepStatus::Succeeded,
+            "done-line".to_string(),
+            format!("printed {line:?}; ended by upstep"),
+        ),
+        Ending::QuietAndFinished => (
+            StepStatus::Succeeded,
+            "quiet-window".to_string(),
+            format!("quiet for {quiet}s with nothing pending; ended by upstep"),
+        ),
+        Ending::QuietUnverified => (
+            StepStatus::Succeeded,
+            "quiet-window".to_string(),
+            format!("quiet for {quiet}s; ended by upstep"),
+        ),
     };
 
     // Verify: a script that "succeeded" but left pending documents did not migrate.
     let mut status = status;
     if status == StepStatus::Succeeded {
-        let report = fingerprint::evaluate(&store.db, &migration.fingerprint, EvalOptions { time_limit: opts.check_time_limit, count_limit: Some(1000) }).await;
+        let report = fingerprint::evaluate(
+            &store.db,
+            &migration.fingerprint,
+            EvalOptions {
+                time_limit: opts.check_time_limit,
+                count_limit: Some(1000),
+            },
+        )
+        .await;
         let detail = match report.state {
             FpState::Pending => {
                 let count = report.checks.iter().filter_map(|c| c.count).sum::<u64>();
@@ -648,7 +932,13 @@ async fn run_step(
                 format!("{count} pending")
             }
             FpState::Unknown => {
-                reason = format!("{reason}; not verified: {}", report.reason.clone().unwrap_or_else(|| "a check could not run".into()));
+                reason = format!(
+                    "{reason}; not verified: {}",
+                    report
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "a check could not run".into())
+                );
                 "unknown".to_string()
             }
             _ => {
@@ -656,7 +946,11 @@ async fn run_step(
                 String::new()
             }
         };
-        reporter.report(&RunEvent::Verification { id: id.into(), state: format!("{:?}", report.state).to_lowercase(), detail });
+        reporter.report(&RunEvent::Verification {
+            id: id.into(),
+            state: format!("{:?}", report.state).to_lowercase(),
+            detail,
+        });
     }
     let end = StepEnd {
         exit_code: outcome.exit_code,

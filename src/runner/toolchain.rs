@@ -579,8 +579,6 @@ fn find_in_path(path_env: &OsStr, name: &str) -> Option<PathBuf> {
         })
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,14 +13,49 @@ pub const EVENT_SCHEMA: &str = "upstep.event/1";
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum RunEvent {
     /// The decided plan: every step with what will happen to it.
-    Plan { steps: Vec<PlannedStepView> },
-    Notice { message: String },
-    Setup { git_ref: String, status: String, detail: String },
-    StepStarted { index: usize, total: usize, id: String, git_ref: String, runs_as: String },
-    Output { id: String, stream: String, line: String },
-    Verification { id: String, state: String, detail: String },
-    StepFinished { id: String, status: String, ended_by: String, reason: String, duration_ms: u64 },
-    Summary { ran: usize, succeeded: usize, skipped: usize, failed: usize, status: String, duration_ms: u64 },
+    Plan {
+        steps: Vec<PlannedStepView>,
+    },
+    Notice {
+        message: String,
+    },
+    Setup {
+        git_ref: String,
+        status: String,
+        detail: String,
+    },
+    StepStarted {
+        index: usize,
+        total: usize,
+        id: String,
+        git_ref: String,
+        runs_as: String,
+    },
+    Output {
+        id: String,
+        stream: String,
+        line: String,
+    },
+    Verification {
+        id: String,
+        state: String,
+        detail: String,
+    },
+    StepFinished {
+        id: String,
+        status: String,
+        ended_by: String,
+        reason: String,
+        duration_ms: u64,
+    },
+    Summary {
+        ran: usize,
+        succeeded: usize,
+        skipped: usize,
+        failed: usize,
+        status: String,
+        duration_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,25 +99,59 @@ impl Reporter for TextReporter {
             RunEvent::Plan { steps } => {
                 let mut s = String::from("Plan:\n");
                 for step in steps {
-                    s.push_str(&format!("  {:<5} {:<10} {}  {}\n", step.action, step.git_ref, step.id, st.dim(&step.reason)));
+                    s.push_str(&format!(
+                        "  {:<5} {:<10} {}  {}\n",
+                        step.action,
+                        step.git_ref,
+                        step.id,
+                        st.dim(&step.reason)
+                    ));
                 }
                 s.trim_end().to_string()
             }
             RunEvent::Notice { message } => st.warn(message),
-            RunEvent::Setup { git_ref, status, detail } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
-            RunEvent::StepStarted { index, total, id, git_ref, runs_as } => {
-                format!("{} {} at {git_ref} ({runs_as})", st.bold(&format!("[{index}/{total}]")), st.bold(id))
+            RunEvent::Setup {
+                git_ref,
+                status,
+                detail,
+            } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
+            RunEvent::StepStarted {
+                index,
+                total,
+                id,
+                git_ref,
+                runs_as,
+            } => {
+                format!(
+                    "{} {} at {git_ref} ({runs_as})",
+                    st.bold(&format!("[{index}/{total}]")),
+                    st.bold(id)
+                )
             }
-            RunEvent::Output { id, line, .. } if self.echo_output => format!("  {} {line}", st.dim(&format!("{id} |"))),
+            RunEvent::Output { id, line, .. } if self.echo_output => {
+                format!("  {} {line}", st.dim(&format!("{id} |")))
+            }
             RunEvent::Output { .. } => return,
-            RunEvent::Verification { id, state, detail } => format!("  {} {id}: {state} {}", st.dim("check"), st.dim(detail)),
-            RunEvent::StepFinished { id, status, ended_by, reason, duration_ms } => {
+            RunEvent::Verification { id, state, detail } => {
+                format!("  {} {id}: {state} {}", st.dim("check"), st.dim(detail))
+            }
+            RunEvent::StepFinished {
+                id,
+                status,
+                ended_by,
+                reason,
+                duration_ms,
+            } => {
                 let status_text = match status.as_str() {
                     "succeeded" => st.good(status),
                     "interrupted" => st.warn(status),
                     _ => st.bad(status),
                 };
-                format!("  {id}: {status_text} ({ended_by}, {:.1}s) {}", *duration_ms as f64 / 1000.0, st.dim(reason))
+                format!(
+                    "  {id}: {status_text} ({ended_by}, {:.1}s) {}",
+                    *duration_ms as f64 / 1000.0,
+                    st.dim(reason)
+                )
             }
             RunEvent::Summary { .. } => return,
         };

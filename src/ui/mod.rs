@@ -2,6 +2,7 @@
 //! on a terminal and never under NO_COLOR) or JSON. Logs go to stderr through `tracing`.
 
 pub mod doctor_text;
+pub mod events;
 pub mod plan_text;
 
 use std::io::{IsTerminal, Write};
@@ -22,6 +23,14 @@ impl Styler {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Styler {
             enabled: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// The same rule for stderr (progress lines of a run).
+    pub fn for_stderr() -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Styler {
+            enabled: !no_color && std::io::stderr().is_terminal(),
         }
     }
 

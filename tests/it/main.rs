@@ -13,3 +13,4 @@ mod runner_proc;
 mod services;
 mod store;
 mod support;
+mod upgrade;

@@ -20,16 +20,13 @@ use crate::version::{display, parse_user_version};
 pub fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Plan(args) => plan_command(&args.range, &args.map, &args.repo, &args.output),
-        Command::Upgrade(args) => {
-            if args.plan {
-                plan_command(&args.range, &args.map, &args.repo, &args.output)
-            } else {
-                Err(Error::usage(
-                    "running migrations is not available in this build of upstep yet",
-                    "use `upstep upgrade --plan` (or `upstep plan`) to list what an upgrade needs",
-                ))
-            }
+        Command::Upgrade(args) if args.plan => {
+            plan_command(&args.range, &args.map, &args.repo, &args.output)
         }
+        Command::Upgrade(args) => run::upgrade_command(&args),
+        Command::Status(args) => run::status_command(&args),
+        Command::Mark(args) => run::mark_command(&args),
+        Command::Unlock(args) => run::unlock_command(&args),
         Command::Doctor(args) => doctor_command(&args),
         Command::Map(MapCommand::Validate { file, map, output }) => {
             map_validate(file.as_deref().or(map.map.as_deref()), &output)
@@ -45,8 +42,14 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
+mod run;
+
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {
     release_map::load(opts.map.as_deref())
+}
+
+pub(crate) fn load_map_from(path: Option<&std::path::Path>) -> Result<ReleaseMap> {
+    release_map::load(path)
 }
 
 /// Turn --from/--to into a request against the map.
@@ -79,11 +82,12 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
 
 /// Open `--repo`: a local clone, or a URL cloned (or fetched) into upstep's cache.
 pub fn open_repo(opts: &RepoOpts) -> Result<Option<GitRepo>> {
-    let Some(spec) = &opts.repo else {
-        return Ok(None);
-    };
+    opts.repo.as_deref().map(open_repo_spec).transpose()
+}
+
+pub(crate) fn open_repo_spec(spec: &str) -> Result<GitRepo> {
     let progress = std::io::stderr().is_terminal();
-    GitRepo::open_or_clone(spec, &crate::git::default_cache_root(), progress).map(Some)
+    GitRepo::open_or_clone(spec, &crate::git::default_cache_root(), progress)
 }
 
 fn require_repo(opts: &RepoOpts) -> Result<GitRepo> {

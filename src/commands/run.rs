@@ -1,0 +1,664 @@
+//! The commands that touch the target database: `upgrade`, `status`, `mark`, `unlock`.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{load_map_from, open_repo_spec, runtime};
+use crate::cli::{ConnectOpts, MarkArgs, StatusArgs, UnlockArgs, UpgradeArgs};
+use crate::doctor::{self, DoctorInputs};
+use crate::error::{Error, ExitCode, Result};
+use crate::executor::command::Connection;
+use crate::executor::decide::{Action, Flags};
+use crate::executor::{self, UpgradeOptions};
+use crate::preflight::Severity;
+use crate::release_map::{Need, ReleaseMap};
+use crate::runner::signals::{SignalPolicy, SignalWatcher};
+use crate::settings::{self, FlagValues, Settings};
+use crate::store::journal::{Actor, Journal, StepStatus};
+use crate::store::lock::{Acquire, RunLock};
+use crate::store::mirror::{state_dir, Mirror};
+use crate::store::Store;
+use crate::tunnel::Tunnel;
+use crate::ui::events::{JsonReporter, Reporter, RunEvent, TextReporter};
+use crate::ui::{self, Styler};
+use crate::version::parse_user_version;
+
+/// Interactive means a person on both ends: stdin and stdout are terminals and no --yes.
+pub fn is_interactive(yes: bool) -> bool {
+    !yes && std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+fn resolve_settings(
+    connect: &ConnectOpts,
+    repo: &crate::cli::RepoOpts,
+    map: &crate::cli::MapOpts,
+) -> Result<Settings> {
+    let env = |name: &str| std::env::var(name).ok();
+    let flags = FlagValues::from_opts(
+        &connect.mongo,
+        &connect.redis,
+        repo,
+        map,
+        &connect.ssh,
+        &env,
+    );
+    settings::resolve(
+        &flags,
+        &env,
+        connect.profile.config.as_deref(),
+        connect.profile.profile.as_deref(),
+    )
+}
+
+/// A database connection, through an SSH tunnel when the settings ask for one. The tunnel
+/// (if any) must live as long as the connection is used.
+struct Connected {
+    store: Store,
+    /// The URI the scripts use (rewritten to the tunnel's local end).
+    uri: String,
+    tunnel: Option<Tunnel>,
+}
+
+async fn connect(settings: &Settings, batch_mode: bool) -> Result<Connected> {
+    let uri = settings.mongo_uri.as_ref().map(|s| s.value.clone()).ok_or_else(|| {
+        Error::usage(
+            "no MongoDB URI: upstep needs the database to migrate (and keeps its journal there)",
+            "pass --mongo-uri mongodb://host:27017/<database>, set MONGO_URL, or name it in an upstep.toml profile",
+        )
+    })?;
+    let (uri, tunnel) = match &settings.ssh {
+        Some(ssh) => {
+            let spec = ssh.tunnel_spec(Some(&uri), batch_mode)?;
+            let tunnel = crate::tunnel::open(spec).await?;
+            (tunnel.rewrite_mongo_uri(&uri)?, Some(tunnel))
+        }
+        None => (uri, None),
+    };
+    let store = Store::connect(&uri).await?;
+    Ok(Connected { store, uri, tunnel })
+}
+
+/// Redis for the scripts: the configured one, or a throwaway local redis-server.
+fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("redis://") {
+        (false, r)
+    } else {
+        return Err(Error::usage(
+            format!(
+                "--redis-url {} is not a redis:// URL",
+                crate::redact::redact_uri(url)
+            ),
+            "pass redis://[:password@]host:port[/db], rediss:// for TLS, or auto",
+        ));
+    };
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    let (hostport, db) = match hostpart.split_once('/') {
+        Some((hp, db)) => (hp, db.parse::<u32>().ok()),
+        None => (hostpart, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
+        None => (hostport.to_string(), Some(6379)),
+    };
+    conn.redis_host = Some(host);
+    conn.redis_port = Some(port.ok_or_else(|| {
+        Error::usage(
+            format!("--redis-url {}: bad port", crate::redact::redact_uri(url)),
+            "pass redis://host:port",
+        )
+    })?);
+    conn.redis_password = auth
+        .map(|a| a.split_once(':').map_or(a, |(_, pw)| pw).to_string())
+        .filter(|p| !p.is_empty());
+    conn.redis_db = db;
+    conn.redis_tls = tls;
+    Ok(())
+}
+
+pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
+    let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
+    let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
+    let from = args
+        .range
+        .from
+        .as_deref()
+        .map(|f| parse_user_version(f, "--from").map(|v| v.resolve(&map)))
+        .transpose()?;
+    let to = match &args.range.to {
+        Some(t) => parse_user_version(t, "--to")?.resolve(&map),
+        None => map
+            .newest_release()
+            .map(|r| r.version.clone())
+            .ok_or_else(|| {
+                Error::usage(
+                    "the map lists no releases",
+                    "pass --map with a map that lists releases",
+                )
+            })?,
+    };
+    let repo = match settings.repo.as_ref() {
+        Some(spec) => Some(open_repo_spec(&spec.value)?),
+        None => None,
+    };
+    let interactive = is_interactive(args.run.yes);
+    let key_var = settings.encryption_key_env.value.clone();
+    let json = args.output.json;
+    let mut reporter: Box<dyn Reporter> = if json {
+        Box::new(JsonReporter)
+    } else {
+        Box::new(TextReporter {
+            styler: Styler::for_stderr(),
+            echo_output: tracing::enabled!(tracing::Level::DEBUG),
+        })
+    };
+
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let connected = connect(&settings, !interactive).await?;
+        let mut connection = Connection {
+            mongo_uri: connected.uri.clone(),
+            encryption_key: std::env::var(&key_var).ok().filter(|k| !k.is_empty()),
+            ..Connection::default()
+        };
+        let mut opts = UpgradeOptions {
+            map,
+            from,
+            to,
+            include_unreleased: args.range.include_unreleased,
+            repo,
+            connection: Connection::default(),
+            flags: Flags {
+                retry: args.run.retry,
+                force: args.run.force,
+            },
+            dry_run: args.run.dry_run,
+            keep_worktrees: args.run.keep_worktrees,
+            toolchain: args.run_env.toolchain,
+            allow_provision: !args.run.no_provision,
+            quiet_secs: args.run.quiet_secs,
+            step_timeout: args.run.step_timeout.map(Duration::from_secs),
+            grace: Duration::from_secs(args.run.grace_secs),
+            lease: Duration::from_secs(args.run.lease_secs.max(1)),
+            lock_wait: Duration::from_secs(args.run.lock_wait_secs),
+            cache_root: crate::git::default_cache_root(),
+            state_dir: state_dir(),
+            check_time_limit: Duration::from_secs(30),
+        };
+        let plan = executor::full_plan(&opts)?;
+        let needs_redis = plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
+
+        // A throwaway Redis lives for this run only (dropped at the end of this block).
+        let mut _throwaway = None;
+        if needs_redis && !opts.dry_run {
+            if settings.redis_is_auto() {
+                let redis = crate::redis_auto::start_throwaway_redis(&opts.state_dir).await?;
+                redis_connection(&redis.url, &mut connection)?;
+                _throwaway = Some(redis);
+            } else {
+                redis_connection(&settings.redis_url.value, &mut connection)?;
+            }
+        }
+        opts.connection = connection;
+
+        if !opts.dry_run {
+            preflight(&opts, &plan, &settings, &key_var, reporter.as_mut()).await?;
+        }
+        let watcher = Arc::new(SignalWatcher::install(if interactive {
+            SignalPolicy::Interactive
+        } else {
+            SignalPolicy::Unattended
+        })?);
+        confirm_risky_steps(
+            &opts,
+            &plan,
+            &connected.store,
+            interactive,
+            args.run.yes,
+            reporter.as_mut(),
+        )
+        .await?;
+        let summary =
+            executor::run_upgrade(&opts, &connected.store, watcher, reporter.as_mut()).await;
+        drop(connected.tunnel);
+        summary
+    });
+    let summary = result?;
+    if !json {
+        let text = if args.run.dry_run {
+            format!(
+                "Dry run: {} step(s) would run, {} would be skipped; nothing was touched.\n",
+                summary.ran, summary.skipped
+            )
+        } else {
+            format!(
+                "Upgrade done: {} ran ({} succeeded), {} skipped.\n",
+                summary.ran, summary.succeeded, summary.skipped
+            )
+        };
+        ui::print_text(&text)?;
+    }
+    Ok(ExitCode::Success)
+}
+
+/// The same checks as `doctor`, for the steps of this run; a blocker stops it before
+/// anything is touched.
+async fn preflight(
+    opts: &UpgradeOptions,
+    plan: &crate::plan::Plan,
+    settings: &Settings,
+    key_var: &str,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    let redis_url = match (&opts.connection.redis_host, opts.connection.redis_port) {
+        (Some(h), Some(p)) => Some(format!(
+            "redis{}://{}{h}:{p}",
+            if opts.connection.redis_tls { "s" } else { "" },
+            opts.connection
+                .redis_password
+                .as_ref()
+                .map(|pw| format!(":{pw}@"))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    };
+    let inputs = DoctorInputs {
+        map: &opts.map,
+        plan,
+        mongo_uri: Some(&opts.connection.mongo_uri),
+        redis_url: redis_url
+            .as_deref()
+            .or(Some(settings.redis_url.value.as_str())),
+        encryption_key_var: key_var,
+        encryption_key: opts.connection.encryption_key.as_deref(),
+        path_env: std::env::var_os("PATH").unwrap_or_default(),
+        cache_dir: opts.cache_root.clone(),
+        toolchain: opts.toolchain,
+    };
+    let report = doctor::run_checks(&inputs).await;
+    for check in report.checks.iter().filter(|c| c.severity != Severity::Ok) {
+        reporter.report(&RunEvent::Notice {
+            message: format!(
+                "preflight {}: {} {}",
+                check.id,
+                check.reason,
+                check
+                    .fix
+                    .as_deref()
+                    .map(|f| format!("(fix: {f})"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    if report.blockers > 0 {
+        let list: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| c.severity == Severity::Blocker)
+            .map(|c| {
+                format!(
+                    "{}: {}\n    fix: {}",
+                    c.id,
+                    c.reason,
+                    c.fix.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        return Err(Error::Preflight(format!(
+            "preflight found {} blocker(s); nothing was run:\n  {}",
+            report.blockers,
+            list.join("\n  ")
+        )));
+    }
+    Ok(())
+}
+
+/// Steps that are not idempotent, destructive, or unverifiable need a yes: --yes, or a person
+/// at a terminal. Without either, refuse rather than hang on a prompt nobody sees.
+async fn confirm_risky_steps(
+    opts: &UpgradeOptions,
+    plan: &crate::plan::Plan,
+    store: &Store,
+    interactive: bool,
+    yes: bool,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    if opts.dry_run || yes {
+        return Ok(());
+    }
+    let entries = crate::store::journal::read_entries(store).await?;
+    let decided = executor::decide_steps(opts, plan, store, &entries).await;
+    let risky: Vec<String> = plan
+        .steps()
+        .filter(|(_, s)| {
+            decided.iter().any(|d| {
+                d.id == s.id
+                    && d.decision.action == Action::Run
+                    && (d.decision.unknown
+                        || s.idempotent == crate::release_map::Idempotency::No
+                        || s.destructive
+                        || s.lossy)
+            })
+        })
+        .map(|(_, s)| {
+            let mut why = Vec::new();
+            if s.idempotent == crate::release_map::Idempotency::No {
+                why.push("not idempotent".to_string());
+            }
+            if s.destructive {
+                why.push("destructive".into());
+            }
+            if s.lossy {
+                why.push("lossy".into());
+            }
+            let warnings = if s.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("\n      {}", s.warnings.join("\n      "))
+            };
+            format!(
+                "{} ({}){warnings}",
+                s.id,
+                if why.is_empty() {
+                    "cannot be verified from the data".into()
+                } else {
+                    why.join(", ")
+                }
+            )
+        })
+        .collect();
+    if risky.is_empty() {
+        return Ok(());
+    }
+    if !interactive {
+        return Err(Error::NoTerminal(format!(
+            "these steps need a confirmation and there is no terminal to ask at:\n  {}",
+            risky.join("\n  ")
+        )));
+    }
+    reporter.report(&RunEvent::Notice {
+        message: format!(
+            "Steps that need your confirmation:\n  {}",
+            risky.join("\n  ")
+        ),
+    });
+    let answer = tokio::task::spawn_blocking(|| {
+        dialoguer::Confirm::new()
+            .with_prompt("Run them?")
+            .default(false)
+            .interact()
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::usage(
+            "not confirmed: nothing was run",
+            "re-run when ready, or record steps with `upstep mark`",
+        )),
+        Err(_) => Err(Error::Interrupted),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusRow {
+    id: String,
+    release: String,
+    journal: Option<String>,
+    data: Option<String>,
+    state: String,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    schema: &'static str,
+    database: String,
+    to: String,
+    pending: usize,
+    lock: Option<String>,
+    migrations: Vec<StatusRow>,
+}
+
+pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
+    let settings = resolve_settings(&args.connect, &crate::cli::RepoOpts::default(), &args.map)?;
+    let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
+    let to = match &args.to {
+        Some(t) => parse_user_version(t, "--to")?.resolve(&map),
+        None => map
+            .newest_release()
+            .map(|r| r.version.clone())
+            .unwrap_or_else(|| semver::Version::new(0, 0, 0)),
+    };
+    let report = runtime()?.block_on(async {
+        let connected = connect(&settings, !is_interactive(false)).await?;
+        let store = &connected.store;
+        let opts = status_options(map, to);
+        let plan = executor::full_plan(&opts)?;
+        let entries = crate::store::journal::read_entries(store).await?;
+        let decided = executor::decide_steps(&opts, &plan, store, &entries).await;
+        let lock = RunLock::new(store).current().await?.map(|l| l.describe());
+        let mut rows = Vec::new();
+        for (group, step) in plan.steps() {
+            let d = decided.iter().find(|d| d.id == step.id);
+            let entry = entries.get(&step.id);
+            let state = match (entry.map(|e| e.status), d.map(|d| d.decision.action)) {
+                (Some(s), _) if s.is_done() && d.is_some_and(|d| d.decision.regressed) => {
+                    "regressed".to_string()
+                }
+                (Some(s), _) => s.as_str().to_string(),
+                (None, Some(Action::Skip)) => "applied (per data)".to_string(),
+                (None, _) => "pending".to_string(),
+            };
+            rows.push(StatusRow {
+                id: step.id.clone(),
+                release: group.git_ref.clone(),
+                journal: entry.map(|e| e.status.as_str().to_string()),
+                data: None,
+                detail: entry
+                    .and_then(|e| e.reason.clone())
+                    .or_else(|| d.map(|d| d.decision.reason.clone()))
+                    .unwrap_or_default(),
+                state,
+            });
+        }
+        Ok::<_, Error>(StatusReport {
+            schema: "upstep.status/1",
+            database: store.redacted_uri.clone(),
+            to: crate::version::display(&opts.to),
+            pending: rows
+                .iter()
+                .filter(|r| {
+                    !(r.state.starts_with("succeeded")
+                        || r.state.starts_with("marked-applied")
+                        || r.state.starts_with("applied"))
+                })
+                .count(),
+            lock,
+            migrations: rows,
+        })
+    })?;
+    if args.output.json {
+        ui::print_json(&report)?;
+    } else {
+        let st = Styler::for_stdout();
+        let width = report
+            .migrations
+            .iter()
+            .map(|r| r.id.len())
+            .max()
+            .unwrap_or(0);
+        let mut out = format!(
+            "{} {} (up to {})\n",
+            st.bold("Migrations in"),
+            report.database,
+            report.to
+        );
+        for r in &report.migrations {
+            let state = match r.state.as_str() {
+                s if s.starts_with("succeeded")
+                    || s.starts_with("marked")
+                    || s.starts_with("applied") =>
+                {
+                    st.good(s)
+                }
+                s @ ("failed" | "interrupted" | "regressed" | "running") => st.bad(s),
+                s => st.warn(s),
+            };
+            out.push_str(&format!(
+                "  {}  {:<8}  {:<18}  {}\n",
+                ui::pad(&r.id, width),
+                r.release,
+                state,
+                st.dim(&r.detail)
+            ));
+        }
+        if let Some(lock) = &report.lock {
+            out.push_str(&format!("Run lock: {lock}\n"));
+        }
+        out.push_str(&format!(
+            "{} of {} pending\n",
+            report.pending,
+            report.migrations.len()
+        ));
+        ui::print_text(&out)?;
+    }
+    if args.check && report.pending > 0 {
+        return Err(Error::Pending(format!(
+            "{} migration(s) are not applied (status --check)",
+            report.pending
+        )));
+    }
+    Ok(ExitCode::Success)
+}
+
+fn status_options(map: ReleaseMap, to: semver::Version) -> UpgradeOptions {
+    UpgradeOptions {
+        map,
+        from: None,
+        to,
+        include_unreleased: false,
+        repo: None,
+        connection: Connection::default(),
+        flags: Flags::default(),
+        dry_run: true,
+        keep_worktrees: true,
+        toolchain: Default::default(),
+        allow_provision: false,
+        quiet_secs: None,
+        step_timeout: None,
+        grace: Duration::from_secs(10),
+        lease: Duration::from_secs(60),
+        lock_wait: Duration::from_secs(0),
+        cache_root: crate::git::default_cache_root(),
+        state_dir: state_dir(),
+        check_time_limit: Duration::from_secs(30),
+    }
+}
+
+pub fn mark_command(args: &MarkArgs) -> Result<ExitCode> {
+    let settings = resolve_settings(&args.connect, &crate::cli::RepoOpts::default(), &args.map)?;
+    let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
+    if map.migration(&args.id).is_none() {
+        return Err(Error::usage(
+            format!("no migration {:?} in {}", args.id, map.source),
+            "use an id from `upstep map show`",
+        ));
+    }
+    let status = if args.applied {
+        StepStatus::MarkedApplied
+    } else {
+        StepStatus::Pending
+    };
+    let reason = args.reason.clone().unwrap_or_else(|| {
+        format!(
+            "marked {} by hand",
+            if args.applied { "applied" } else { "pending" }
+        )
+    });
+    runtime()?.block_on(async {
+        let connected = connect(&settings, true).await?;
+        let store = &connected.store;
+        let actor = Actor::current();
+        // Hold the lock for the write, so a mark never lands in the middle of a run.
+        let lock = RunLock::new(store);
+        match lock.try_acquire(&actor, Duration::from_secs(30)).await? {
+            Acquire::Acquired { .. } => {}
+            Acquire::Held(holder) => {
+                return Err(Error::Locked(format!(
+                    "an upgrade is running ({}); mark after it ends",
+                    holder.describe()
+                )));
+            }
+        }
+        let journal = Journal::new(
+            store,
+            actor.clone(),
+            Mirror::for_database(&state_dir(), &store.redacted_uri),
+        );
+        let result = journal.mark(&args.id, status, &reason).await;
+        lock.release(&actor).await?;
+        result
+    })?;
+    if !args.output.json {
+        ui::print_text(&format!("{}: recorded as {}\n", args.id, status.as_str()))?;
+    } else {
+        ui::print_json(
+            &serde_json::json!({ "schema": "upstep.mark/1", "id": args.id, "status": status.as_str() }),
+        )?;
+    }
+    Ok(ExitCode::Success)
+}
+
+pub fn unlock_command(args: &UnlockArgs) -> Result<ExitCode> {
+    let settings = resolve_settings(
+        &args.connect,
+        &crate::cli::RepoOpts::default(),
+        &crate::cli::MapOpts { map: None },
+    )?;
+    let removed = runtime()?.block_on(async {
+        let connected = connect(&settings, true).await?;
+        let store = &connected.store;
+        let removed = RunLock::new(store).force_unlock().await?;
+        if let Some(holder) = &removed {
+            let journal = Journal::new(
+                store,
+                Actor::current(),
+                Mirror::for_database(&state_dir(), &store.redacted_uri),
+            );
+            journal
+                .event(
+                    "unlocked",
+                    None,
+                    bson::doc! { "removed": holder.describe() },
+                )
+                .await?;
+        }
+        Ok::<_, Error>(removed)
+    })?;
+    let text = match &removed {
+        Some(holder)
+            if !holder.holder.is_dead_local_process()
+                && holder.holder.host == crate::store::journal::hostname() =>
+        {
+            format!("removed the run lock of {}\nwarning: that process still runs on this host; it will stop when it fails to renew its lease\n", holder.describe())
+        }
+        Some(holder) => format!("removed the run lock of {}\n", holder.describe()),
+        None => "no run lock was held\n".to_string(),
+    };
+    if args.output.json {
+        ui::print_json(
+            &serde_json::json!({ "schema": "upstep.unlock/1", "removed": removed.map(|h| h.describe()) }),
+        )?;
+    } else {
+        ui::print_text(&text)?;
+    }
+    Ok(ExitCode::Success)
+}
