@@ -89,10 +89,14 @@ impl Env {
     }
 
     pub fn upgrade_args(&self) -> Vec<String> {
+        self.upgrade_args_with(&self.project.map_path)
+    }
+
+    pub fn upgrade_args_with(&self, map: &Path) -> Vec<String> {
         vec![
             "upgrade".into(),
             "--map".into(),
-            self.project.map_path.display().to_string(),
+            map.display().to_string(),
             "--repo".into(),
             self.project.repo_path().display().to_string(),
             "--mongo-uri".into(),
@@ -107,7 +111,11 @@ impl Env {
     }
 
     pub fn upgrade(&self, extra: &[&str]) -> Output {
-        let mut args = self.upgrade_args();
+        self.upgrade_with(&self.project.map_path, extra)
+    }
+
+    pub fn upgrade_with(&self, map: &Path, extra: &[&str]) -> Output {
+        let mut args = self.upgrade_args_with(map);
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.command(&args)
@@ -151,12 +159,382 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+pub fn pid_gone(pid: u32) -> bool {
+    // A zombie has finished; only a live process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn journal_field(env: &Env, id: &str, field: &str) -> String {
+    env.journal()
+        .iter()
+        .find(|d| d.get_str("_id") == Ok(id))
+        .and_then(|d| d.get(field).map(|v| v.to_string()))
+        .unwrap_or_default()
+}
+
 #[test]
-fn smoke_upgrade_to_v1_1() {
-    let env = Env::new("smoke");
+fn runs_in_order_at_each_tag_journals_and_a_rerun_runs_nothing() {
+    let env = Env::new("in_order");
     let out = env.upgrade(&["--to", "1.1.0"]);
-    println!("{}", text(&out));
-    println!("executed: {:?}", env.project.executed());
-    println!("journal: {:#?}", env.journal());
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
+    for item in env.items() {
+        for field in ["done", "tagged", "exported"] {
+            assert!(item.contains_key(field), "{field} missing in {item}");
+        }
+    }
+    for id in ["exits", "hangs", "export-only"] {
+        assert_eq!(env.status_of(id), "succeeded", "{id}");
+    }
+    assert!(journal_field(&env, "hangs", "ended_by").contains("done-line"));
+    assert!(journal_field(&env, "hangs", "tag").contains("v1.1.0"));
+    assert_eq!(
+        journal_field(&env, "exits", "script_sha256")
+            .trim_matches('"')
+            .len(),
+        64
+    );
+    // The hung script's process is gone.
+    for pid in env.project.executed_pids() {
+        assert!(pid_gone(pid), "pid {pid} is still running");
+    }
+
+    let again = env.upgrade(&["--to", "1.1.0"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(env.project.executed().len(), 3, "a rerun must run nothing");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 ran"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn an_export_only_script_run_as_a_file_does_nothing_and_is_recorded_as_failed() {
+    let env = Env::new("export_as_file");
+    // What run-migrations.sh does: run the file. It exits 0 having migrated nothing.
+    let map = env.project.map_variant("as-file", |m| {
+        m.replace(
+            "run = \"export\"\nexport = \"migrateExports\"\nshim = \"data-layer\"",
+            "run = \"file\"",
+        )
+    });
+    let out = env.upgrade_with(&map, &["--to", "1.1.0"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(env.status_of("export-only"), "failed");
+    let reason = journal_field(&env, "export-only", "reason");
+    assert!(reason.contains("did not migrate"), "{reason}");
+    assert!(reason.contains("2 pending"), "{reason}");
+}
+
+#[test]
+fn a_failure_stops_the_run_and_needs_retry_mark_or_confirmation() {
+    let env = Env::new("failure_flow");
+    crate::support::block_on({
+        let (uri, db) = (env.uri.clone(), env.db.clone());
+        async move {
+            let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+            client
+                .database(&db)
+                .collection::<Document>("control")
+                .insert_one(doc! { "_id": "fail" })
+                .await
+                .unwrap();
+        }
+    });
+    let out = env.upgrade(&["--yes"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(env.status_of("fails"), "failed");
+    assert_eq!(env.status_of("noop"), "-", "nothing after the failure ran");
+    assert!(journal_field(&env, "fails", "output_tail").contains("refusing: control says fail"));
+
+    // Without --retry the run refuses to go past the failure.
+    let out = env.upgrade(&["--yes"]);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--retry"));
+
+    crate::support::block_on({
+        let (uri, db) = (env.uri.clone(), env.db.clone());
+        async move {
+            let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+            client
+                .database(&db)
+                .collection::<Document>("control")
+                .delete_many(doc! {})
+                .await
+                .unwrap();
+        }
+    });
+    // The retry fixes `fails`; `noop` then exits 0 without migrating: failed, not success.
+    let out = env.upgrade(&["--retry", "--yes"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(env.status_of("fails"), "succeeded");
+    assert_eq!(env.status_of("noop"), "failed");
+
+    // Adopt noop by hand; the non-idempotent counter then needs a confirmation.
+    let mark = env
+        .command(&[
+            "mark",
+            "noop",
+            "--applied",
+            "--reason",
+            "checked by hand",
+            "--map",
+            env.project.map_path.to_str().unwrap(),
+            "--mongo-uri",
+            &env.uri,
+        ])
+        .output()
+        .unwrap();
+    assert!(mark.status.success(), "{}", text(&mark));
+    assert_eq!(env.status_of("noop"), "marked-applied");
+    let out = env.upgrade(&[]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("counter (not idempotent)"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.project.executed().contains(&"counter".to_string()));
+
+    let out = env.upgrade(&["--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = env.upgrade(&["--yes"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let runs = env.find("counters", doc! { "_id": "runs" });
+    assert_eq!(
+        runs[0].get_i32("n").unwrap(),
+        1,
+        "the non-idempotent script ran once"
+    );
+}
+
+#[test]
+fn a_script_that_never_exits_is_ended_after_the_quiet_window_with_its_group() {
+    let env = Env::new("quiet_window");
+    let map = env.project.map_variant("no-done-line", |m| {
+        m.replace("done_lines = [\"end migration\"]", "done_lines = []")
+    });
+    let out = env.upgrade_with(&map, &["--to", "1.1.0", "--quiet-secs", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(journal_field(&env, "hangs", "ended_by").contains("quiet-window"));
+    for pid in env.project.executed_pids() {
+        assert!(pid_gone(pid), "pid {pid} is still running");
+    }
+}
+
+#[test]
+fn sigint_records_the_step_as_interrupted_and_exits_130() {
+    let env = Env::new("sigint");
+    let map = env.project.map_variant("slow", |m| {
+        m.replace("done_lines = [\"end migration\"]", "done_lines = []")
+    });
+    let mut args = env.upgrade_args_with(&map);
+    args.extend(["--to", "1.1.0", "--quiet-secs", "120"].map(String::from));
+    let bin = assert_cmd::cargo::cargo_bin("upstep");
+    let mut child = std::process::Command::new(bin)
+        .args(&args)
+        .env("UPSTEP_STATE_DIR", env.state.path())
+        .env("UPSTEP_CACHE_DIR", env.cache.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.project.executed().contains(&"hangs".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "hangs never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(env.status_of("hangs"), "interrupted");
+    assert!(
+        journal_field(&env, "hangs", "signal").contains('2'),
+        "{}",
+        journal_field(&env, "hangs", "signal")
+    );
+    for pid in env.project.executed_pids() {
+        assert!(pid_gone(pid), "pid {pid} is still running");
+    }
+    // The lock was released: a retry goes on at once.
+    let out = env.upgrade_with(
+        &map,
+        &[
+            "--to",
+            "1.1.0",
+            "--quiet-secs",
+            "1",
+            "--retry",
+            "--lock-wait-secs",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn dry_run_touches_no_data_no_journal_and_no_lock() {
+    let env = Env::new("dry_run");
+    let before = env.items();
+    let out = env.upgrade(&["--dry-run", "--to", "1.1.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 step(s) would run"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.items(), before);
+    assert!(env.journal().is_empty());
+    assert!(env.find("upstep_lock", doc! {}).is_empty());
+    assert!(env.project.executed().is_empty());
+}
+
+#[test]
+fn status_check_gates_on_pending_migrations() {
+    let env = Env::new("status");
+    let status = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--map",
+            env.project.map_path.to_str().unwrap(),
+            "--mongo-uri",
+            &env.uri,
+            "--to",
+            "1.1.0",
+        ];
+        args.extend(extra);
+        env.command(&args).output().unwrap()
+    };
+    let out = status(&["--check"]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    assert!(env.upgrade(&["--to", "1.1.0"]).status.success());
+    let out = status(&["--check", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["schema"], "upstep.status/1");
+    assert_eq!(json["pending"], 0);
+}
+
+#[test]
+fn a_held_lock_makes_a_second_run_wait_then_exit_7_and_unlock_frees_it() {
+    let env = Env::new("held_lock");
+    let (uri, db) = (env.uri.clone(), env.db.clone());
+    crate::support::block_on(async move {
+        let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+        let holder = doc! { "run_id": "someone-else", "host": "elsewhere", "user": "ops", "boot_id": "x", "pid": 1_i64, "pid_start": 1_i64, "upstep_version": "0.1.0" };
+        client
+            .database(&db)
+            .collection::<Document>("upstep_lock")
+            .insert_one(doc! { "_id": "run", "schema": 1, "holder": holder, "acquired_at": bson::DateTime::now(), "lease_until": bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() + 3_600_000) })
+            .await
+            .unwrap();
+    });
+    let out = env.upgrade(&["--to", "1.1.0", "--lock-wait-secs", "1"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("by ops on elsewhere"),
+        "{}",
+        text(&out)
+    );
+    assert!(env.project.executed().is_empty());
+    let unlock = env
+        .command(&["unlock", "--mongo-uri", &env.uri])
+        .output()
+        .unwrap();
+    assert!(unlock.status.success(), "{}", text(&unlock));
+    assert!(env.upgrade(&["--to", "1.1.0"]).status.success());
+}
+
+#[test]
+fn two_runs_started_at_once_run_each_script_exactly_once() {
+    let env = Env::new("two_runs");
+    let mut args = env.upgrade_args();
+    args.extend(["--to", "1.1.0", "--lock-wait-secs", "120"].map(String::from));
+    let bin = assert_cmd::cargo::cargo_bin("upstep");
+    let spawn = || {
+        std::process::Command::new(&bin)
+            .args(&args)
+            .env("UPSTEP_STATE_DIR", env.state.path())
+            .env("UPSTEP_CACHE_DIR", env.cache.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let mut executed = env.project.executed();
+    executed.sort();
+    assert_eq!(executed, ["exits", "export-only", "hangs"]);
+}
+
+#[test]
+fn the_canary_password_appears_nowhere() {
+    const CANARY: &str = "CanaryPw-7f3a9";
+    let server = crate::support::start_mongo_with_auth();
+    let db = fresh_db_name("canary");
+    let (admin, db2) = (server.admin_uri("admin"), db.clone());
+    crate::support::block_on(async move {
+        let client = mongodb::Client::with_uri_str(&admin).await.unwrap();
+        client
+            .database("admin")
+            .run_command(doc! { "createUser": "migrator", "pwd": CANARY, "roles": [{ "role": "readWrite", "db": &db2 }, { "role": "read", "db": "admin" }] })
+            .await
+            .unwrap();
+        client
+            .database(&db2)
+            .collection::<Document>("items")
+            .insert_one(doc! { "_id": 1 })
+            .await
+            .unwrap();
+    });
+    let uri = server.uri_with_credentials("migrator", CANARY, &db);
+    let env = Env {
+        project: FixtureProject::new(),
+        db: db.clone(),
+        uri: uri.clone(),
+        state: tempfile::tempdir().unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let out = env.upgrade(&["--to", "1.1.0", "-v"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        text(&out).replace(CANARY, "<CANARY>")
+    );
+    let everything = text(&out);
+    assert!(
+        !everything.contains(CANARY),
+        "stdout/stderr leak the password"
+    );
+    assert!(
+        log_dir_contains(env.state.path(), CANARY).is_empty(),
+        "logs or the journal mirror leak it: {:?}",
+        log_dir_contains(env.state.path(), CANARY)
+    );
+    let journal = format!(
+        "{:?}{:?}",
+        env.journal(),
+        env.find("upstep_events", doc! {})
+    );
+    assert!(!journal.contains(CANARY), "the journal leaks the password");
+    let argv_log = std::fs::read_to_string(&env.project.log_path).unwrap();
+    assert_eq!(argv_log.lines().count(), 3);
+    assert!(
+        !argv_log.contains(CANARY),
+        "a child's argv holds the password: {argv_log}"
+    );
+    assert!(
+        !argv_log.contains("mongodb://"),
+        "a child's argv holds the URI: {argv_log}"
+    );
 }

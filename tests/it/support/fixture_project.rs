@@ -26,7 +26,7 @@ module.exports = {
 "#;
 
 fn log_line(id: &str) -> String {
-    format!("require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + '\\n');")
+    format!("require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + ' ' + JSON.stringify(process.argv) + '\\n');")
 }
 
 /// A script that connects with the driver, runs `body` (with `db` in scope), then `tail`.
@@ -171,6 +171,23 @@ impl FixtureProject {
 
     pub fn repo_path(&self) -> &Path {
         self.repo.path()
+    }
+
+    /// The pids the scripts logged, in execution order.
+    pub fn executed_pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect()
+    }
+
+    /// Write a variant of the map (`edit` gets the text) and return its path.
+    pub fn map_variant(&self, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(&self.map_path).expect("the fixture map");
+        let path = self.work.path().join(format!("{name}.toml"));
+        std::fs::write(&path, edit(&text)).expect("write a map variant");
+        path
     }
 
     /// The ids the scripts logged, in execution order.
