@@ -44,7 +44,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// Read buffer per pipe; also bounds the size of one batch of lines.
 const READ_BUFFER: usize = 64 * 1024;
-/// Batches in flight per run: with `READ_BUFFER` this bounds buffered output to a few MB.
+/// A batch of lines is sent when it holds this many lines...
+const BATCH_LINES: usize = 1024;
+/// ...or this many bytes of text (plus at most one capped line).
+const BATCH_BYTES: usize = 64 * 1024;
+/// Batches in flight per run: with the batch bounds, buffered output stays around 1 MB.
 const CHANNEL_BATCHES: usize = 4;
 
 /// What to run and how.
@@ -776,6 +780,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
             }
             return;
         }
+        let mut batch_bytes = 0usize;
         let mut rest = buf;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
             let piece = &rest[..nl];
@@ -788,8 +793,16 @@ async fn read_lines<R: AsyncRead + Unpin>(
                 cut = false;
                 text
             };
+            batch_bytes += text.len();
             batch.push(OutputLine { stream, text });
             rest = &rest[nl + 1..];
+            // Many tiny lines cost far more memory than their bytes: bound both.
+            if batch.len() >= BATCH_LINES || batch_bytes >= BATCH_BYTES {
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return;
+                }
+                batch_bytes = 0;
+            }
         }
         append_capped(&mut partial, rest, keep, &mut cut);
         let used = buf.len();

@@ -80,7 +80,16 @@ impl Shared {
                 });
             }
             Reaction::Ask => {
-                let _ = self.ask_tx.send(AskStop);
+                // With no one left to ask (the receiver was dropped), stop now.
+                if self.ask_tx.send(AskStop).is_err() {
+                    self.stop_tx.send_if_modified(|current| {
+                        let changed = !matches!(current, StopRequest::Now { .. });
+                        if changed {
+                            *current = StopRequest::Now { signal };
+                        }
+                        changed
+                    });
+                }
             }
             Reaction::Ignore => {}
         }
@@ -295,6 +304,15 @@ mod tests {
         settle(&w, 1).await;
         assert_eq!(w.current(), NOW_TERM);
         assert!(asks.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn interactive_without_a_prompt_stops_now() {
+        let (w, tx) = feed(SignalPolicy::Interactive).await;
+        drop(w.take_ask_receiver());
+        tx.send(libc::SIGINT).unwrap();
+        settle(&w, 1).await;
+        assert_eq!(w.current(), NOW_INT);
     }
 
     /// The only test sending real signals to the test process: both handlers are installed

@@ -194,6 +194,8 @@ async fn find_node(
     if find_in_path(ctx.path_env, "npm").is_none() {
         return Err(missing("provisioning needs npm on PATH, and there is none"));
     }
+    // A broken cache entry would block the rename of the new one.
+    remove_stale(&prefix)?;
     let check = prefix.clone();
     let wanted_check = wanted.clone();
     provision(
@@ -288,6 +290,7 @@ async fn resolve_pnpm(
                 prefix.display()
             )));
         }
+        remove_stale(&prefix)?;
         provision(
             ctx,
             &format!("pnpm@{wanted}"),
@@ -334,6 +337,23 @@ async fn resolve_pnpm(
         )));
     }
     Ok((bin, source))
+}
+
+/// Removes a cache entry that failed its check, so a fresh one can take its place.
+fn remove_stale(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "removing the broken toolchain cache entry {}",
+        dir.display()
+    );
+    std::fs::remove_dir_all(dir).map_err(|e| {
+        Error::Preflight(format!(
+            "cannot remove the broken cache entry {}: {e}\n  fix: remove it by hand",
+            dir.display()
+        ))
+    })
 }
 
 /// pnpm's entry script, from its package.json `bin` (bin/pnpm.cjs in 6.x-9.x, .js earlier).

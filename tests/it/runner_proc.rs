@@ -621,6 +621,10 @@ async fn toolchain_provisions_an_old_node_and_pnpm_with_npm() {
         pnpm: Some("8.9.0".into()),
         policy: ToolchainPolicy::Exact,
     };
+    // A broken cache entry (an interrupted copy by hand, say) is replaced, not trusted.
+    let broken = tmp.path().join("toolchains/pnpm-8.9.0");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("leftover"), "x").unwrap();
     let tc = upstep::runner::resolve(&req, tmp.path(), &path_env(), true)
         .await
         .unwrap();
