@@ -1104,3 +1104,48 @@ fn credentials_in_a_url_are_never_shown() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("me:***@127.0.0.1"), "{text}");
 }
+
+#[test]
+fn worktree_paths_are_absolute_even_for_a_relative_cache() {
+    let h = history();
+    let worktrees = Worktrees::new(Path::new("relative-cache"));
+    assert!(worktrees
+        .path_for(&h.fixture.open(), "v0.1.0")
+        .is_absolute());
+}
+
+#[test]
+fn checkout_filters_apply_when_the_tree_has_gitattributes() {
+    let fixture = Fixture::new();
+    let first = fixture.commit(
+        &[
+            (".gitattributes", Some("*.txt ident\n")),
+            ("id.txt", Some("$Id$\n")),
+            ("plain.md", Some("$Id$\n")),
+        ],
+        BASE_TIME,
+    );
+    fixture.lightweight_tag("v1.0.0", first);
+    let second = fixture.commit(&[("id.txt", Some("$Id$ two\n"))], BASE_TIME + DAY);
+    fixture.lightweight_tag("v1.1.0", second);
+    let repo = fixture.open();
+    let cache = TempDir::new().unwrap();
+    let worktrees = Worktrees::new(cache.path());
+    let wt = worktrees
+        .ensure(&repo, &repo.tag("v1.0.0").unwrap())
+        .unwrap();
+    let id = std::fs::read_to_string(wt.path.join("id.txt")).unwrap();
+    assert!(id.starts_with("$Id: "), "{id}");
+    assert_eq!(
+        std::fs::read_to_string(wt.path.join("plain.md")).unwrap(),
+        "$Id$\n"
+    );
+    let tag = repo.tag("v1.1.0").unwrap();
+    let wt = worktrees.switch(&wt, &repo, &tag).unwrap();
+    let id = std::fs::read_to_string(wt.path.join("id.txt")).unwrap();
+    assert!(id.starts_with("$Id: ") && id.ends_with(" two\n"), "{id}");
+    assert!(matches!(
+        worktrees.status(&repo, &tag).unwrap(),
+        WorktreeStatus::Clean { .. }
+    ));
+}
