@@ -23,8 +23,10 @@
 //! valid. Files named `.upstep-*` (shims upstep writes) and `node_modules/` are excluded in the
 //! private git dir, so they never make a worktree dirty and repair keeps them.
 //!
-//! Checkouts use libgit2, which (like `git checkout`) only rewrites files whose content
-//! changes between the current and the target tree.
+//! Moving a worktree to another commit (`switch`, or a tag that moved) rewrites only the
+//! paths that differ between the two commits, in place (see `update.rs` for why not
+//! libgit2's checkout); creating and repairing use libgit2's checkout. When a checkout
+//! filter may apply (`.gitattributes`, `core.autocrlf`), libgit2 is used throughout.
 
 use std::path::{Path, PathBuf};
 
@@ -429,6 +431,17 @@ fn checkout(
     let filters_needed = filters_may_apply(wt, &commit).map_err(|err| failed("inspect", err))?;
     builder.disable_filters(!filters_needed);
     match mode {
+        #[cfg(unix)]
+        CheckoutMode::Update if !filters_needed => {
+            let Ok(head_tree) = wt.head().and_then(|head| head.peel_to_tree()) else {
+                return checkout(wt, layout, tag, CheckoutMode::Force);
+            };
+            let target_tree = commit
+                .tree()
+                .map_err(|err| failed("read the files of", err))?;
+            super::update::apply_tree_change(wt, &layout.dir, &head_tree, &target_tree)?;
+            return finish_checkout(wt, layout, tag, oid, &failed);
+        }
         CheckoutMode::Update => {
             // Only the paths that differ between the two commits: libgit2 then visits just
             // those instead of comparing the whole worktree.
