@@ -17,6 +17,8 @@ pub mod mapgen;
 mod repo;
 mod tags;
 mod tree;
+#[cfg(unix)]
+mod update;
 pub mod worktree;
 
 use std::path::PathBuf;

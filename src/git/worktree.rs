@@ -23,8 +23,10 @@
 //! valid. Files named `.upstep-*` (shims upstep writes) and `node_modules/` are excluded in the
 //! private git dir, so they never make a worktree dirty and repair keeps them.
 //!
-//! Checkouts use libgit2, which (like `git checkout`) only rewrites files whose content
-//! changes between the current and the target tree.
+//! Moving a worktree to another commit (`switch`, or a tag that moved) rewrites only the
+//! paths that differ between the two commits, in place (see `update.rs` for why not
+//! libgit2's checkout); creating and repairing use libgit2's checkout. When a checkout
+//! filter may apply (`.gitattributes`, `core.autocrlf`), libgit2 is used throughout.
 
 use std::path::{Path, PathBuf};
 
@@ -100,8 +102,11 @@ impl Layout {
 }
 
 impl Worktrees {
-    /// Worktrees kept under `<cache_root>/worktrees`.
+    /// Worktrees kept under `<cache_root>/worktrees`. A relative `cache_root` is taken from
+    /// the current directory now, because worktrees record absolute links to their git dirs.
     pub fn new(cache_root: &Path) -> Worktrees {
+        let cache_root =
+            std::path::absolute(cache_root).unwrap_or_else(|_| cache_root.to_path_buf());
         Worktrees {
             root: cache_root.join("worktrees"),
         }
@@ -157,7 +162,7 @@ impl Worktrees {
             WorktreeStatus::Missing => self.create(repo, tag, &layout),
             WorktreeStatus::AtOtherCommit { .. } => {
                 let wt = open_git_dir(&layout)?;
-                checkout(&wt, &layout, tag, CheckoutMode::Safe)
+                checkout(&wt, &layout, tag, CheckoutMode::Update)
             }
             WorktreeStatus::Dirty { files, total } => Err(Error::repository(
                 format!(
@@ -196,13 +201,15 @@ impl Worktrees {
         let usable = Repository::open(&layout.git_dir)
             .ok()
             .filter(|wt| wt.index().is_ok() && wt.workdir().is_some());
-        let wt = match usable {
-            Some(wt) => wt,
-            None => {
-                remove_dir(&layout.git_dir)?;
-                init_git_dir(repo, &layout)?
+        if let Some(wt) = usable {
+            match checkout(&wt, &layout, tag, CheckoutMode::Force) {
+                Ok(worktree) => return Ok(worktree),
+                // E.g. HEAD names a commit whose objects are gone: rebuild the metadata below.
+                Err(err) => tracing::debug!("repair in place failed, rebuilding: {err}"),
             }
-        };
+        }
+        remove_dir(&layout.git_dir)?;
+        let wt = init_git_dir(repo, &layout)?;
         checkout(&wt, &layout, tag, CheckoutMode::Force)
     }
 
@@ -251,7 +258,7 @@ impl Worktrees {
                 "run again with --repair to reset it first",
             ));
         }
-        if to.dir.exists() || to.git_dir.exists() {
+        if to.dir.exists() {
             return Err(Error::repository(
                 format!(
                     "a worktree for tag {} already exists at {}",
@@ -262,6 +269,8 @@ impl Worktrees {
             ));
         }
         drop(wt);
+        // Metadata without files is a leftover of a removed worktree.
+        remove_dir(&to.git_dir)?;
         // From here on the stamp is gone: an interruption leaves `to` Damaged, never valid.
         remove_stamp(&from)?;
         if let Some(parent) = to.git_dir.parent() {
@@ -271,7 +280,7 @@ impl Worktrees {
         rename(&from.dir, &to.dir)?;
         write_links(&to)?;
         let wt = open_git_dir(&to)?;
-        checkout(&wt, &to, tag, CheckoutMode::Safe)
+        checkout(&wt, &to, tag, CheckoutMode::Update)
     }
 
     /// Deletes the worktree of `repo` at `tag` (files, installed dependencies and its git
@@ -384,9 +393,10 @@ fn worktree(layout: &Layout, tag: &TagInfo) -> Worktree {
 
 #[derive(Clone, Copy)]
 enum CheckoutMode {
-    /// Only rewrite files that differ from the current commit; refuse to overwrite changes.
-    Safe,
-    /// Make the files match the tag whatever they are; remove untracked, keep ignored files.
+    /// The worktree was just found clean: rewrite only the paths that differ between its
+    /// commit and the tag's.
+    Update,
+    /// Make every file match the tag whatever it is; remove untracked, keep ignored files.
     Force,
 }
 
@@ -415,9 +425,49 @@ fn checkout(
         .find_commit(oid)
         .map_err(|err| failed("find the commit of", err))?;
     let mut builder = CheckoutBuilder::new();
+    // libgit2 looks up attributes for every file it writes (a realpath and a walk up the
+    // folders each), which made checkouts several times slower than `git checkout`. Skip
+    // that when no filter (eol/CRLF conversion, ident) can apply, which is the common case.
+    let filters_needed = filters_may_apply(wt, &commit).map_err(|err| failed("inspect", err))?;
+    builder.disable_filters(!filters_needed);
     match mode {
-        CheckoutMode::Safe => {
-            builder.safe();
+        #[cfg(unix)]
+        CheckoutMode::Update if !filters_needed => {
+            let Ok(head_tree) = wt.head().and_then(|head| head.peel_to_tree()) else {
+                return checkout(wt, layout, tag, CheckoutMode::Force);
+            };
+            let target_tree = commit
+                .tree()
+                .map_err(|err| failed("read the files of", err))?;
+            super::update::apply_tree_change(wt, &layout.dir, &head_tree, &target_tree)?;
+            return finish_checkout(wt, layout, tag, oid, &failed);
+        }
+        CheckoutMode::Update => {
+            // Only the paths that differ between the two commits: libgit2 then visits just
+            // those instead of comparing the whole worktree.
+            let changed = changed_paths(wt, &commit).map_err(|err| failed("compare", err))?;
+            let Some(changed) = changed else {
+                return checkout(wt, layout, tag, CheckoutMode::Force);
+            };
+            if changed.all.is_empty() {
+                return finish_checkout(wt, layout, tag, oid, &failed);
+            }
+            // libgit2 rewrites a file by truncating it, and on ext4 closing a truncated file
+            // waits for its data to reach the disk; removing it first (as `git checkout`
+            // does) avoids that wait. The caller found the worktree clean, so nothing is lost.
+            let workdir = layout.dir.clone();
+            for path in &changed.rewritten {
+                let file = workdir.join(bytes_to_path(path));
+                match std::fs::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(io_error("replace", &file, err)),
+                }
+            }
+            builder.force().disable_pathspec_match(true);
+            for path in changed.all {
+                builder.path(path);
+            }
         }
         CheckoutMode::Force => {
             builder.force().remove_untracked(true).remove_ignored(false);
@@ -425,10 +475,118 @@ fn checkout(
     }
     wt.checkout_tree(commit.as_object(), Some(&mut builder))
         .map_err(|err| failed("check out", err))?;
+    finish_checkout(wt, layout, tag, oid, &failed)
+}
+
+/// Detaches HEAD at the checked-out commit, then (only then) writes the completion stamp.
+fn finish_checkout(
+    wt: &Repository,
+    layout: &Layout,
+    tag: &TagInfo,
+    oid: Oid,
+    failed: &dyn Fn(&str, git2::Error) -> Error,
+) -> Result<Worktree> {
     wt.set_head_detached(oid)
         .map_err(|err| failed("point HEAD at", err))?;
     write_file_atomically(&layout.stamp(), format!("{oid}\n").as_bytes())?;
     Ok(worktree(layout, tag))
+}
+
+/// Whether checking `target` out could need a filter: `core.autocrlf` is on, a global
+/// attributes file exists, or the tree has a `.gitattributes` anywhere.
+fn filters_may_apply(
+    wt: &Repository,
+    target: &git2::Commit<'_>,
+) -> std::result::Result<bool, git2::Error> {
+    let config = wt.config()?;
+    let autocrlf = config
+        .get_string("core.autocrlf")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if matches!(autocrlf.as_str(), "true" | "input") {
+        return Ok(true);
+    }
+    if config.get_path("core.attributesfile").is_ok() {
+        return Ok(true);
+    }
+    let xdg_attributes = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| dirs::home_dir().map(|home| home.join(".config")))
+        .map(|dir| dir.join("git").join("attributes"));
+    if xdg_attributes.is_some_and(|file| file.exists()) {
+        return Ok(true);
+    }
+    let mut found = false;
+    target
+        .tree()?
+        .walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+            if entry.name_bytes() == b".gitattributes" {
+                found = true;
+                git2::TreeWalkResult::Abort
+            } else {
+                git2::TreeWalkResult::Ok
+            }
+        })
+        .or_else(|err| if found { Ok(()) } else { Err(err) })?;
+    Ok(found)
+}
+
+/// Paths that differ between two commits.
+struct ChangedPaths {
+    /// Every path added, removed or changed.
+    all: Vec<Vec<u8>>,
+    /// Paths present in both commits whose content or type changed.
+    rewritten: Vec<Vec<u8>>,
+}
+
+/// The paths that differ between HEAD's tree and `target`'s, or `None` when HEAD is unborn.
+fn changed_paths(
+    wt: &Repository,
+    target: &git2::Commit<'_>,
+) -> std::result::Result<Option<ChangedPaths>, git2::Error> {
+    let Ok(head) = wt.head().and_then(|head| head.peel_to_tree()) else {
+        return Ok(None);
+    };
+    let diff = wt.diff_tree_to_tree(Some(&head), Some(&target.tree()?), None)?;
+    let mut changed = ChangedPaths {
+        all: Vec::new(),
+        rewritten: Vec::new(),
+    };
+    for delta in diff.deltas() {
+        let old = delta.old_file().path_bytes();
+        let new = delta.new_file().path_bytes();
+        if let (Some(old), Some(new)) = (old, new) {
+            if old == new
+                && matches!(
+                    delta.status(),
+                    git2::Delta::Modified | git2::Delta::Typechange
+                )
+            {
+                changed.rewritten.push(new.to_vec());
+            }
+        }
+        for path in [old, new].into_iter().flatten() {
+            if changed
+                .all
+                .last()
+                .is_none_or(|last| last.as_slice() != path)
+            {
+                changed.all.push(path.to_vec());
+            }
+        }
+    }
+    Ok(Some(changed))
+}
+
+#[cfg(unix)]
+fn bytes_to_path(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[cfg(not(unix))]
+fn bytes_to_path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// Creates a worktree's private git dir, borrowing the user's objects through alternates.

@@ -1026,3 +1026,164 @@ fn credentials_in_a_url_are_never_shown() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("me:***@127.0.0.1"), "{text}");
 }
+
+#[test]
+fn worktree_paths_are_absolute_even_for_a_relative_cache() {
+    let h = history();
+    let worktrees = Worktrees::new(Path::new("relative-cache"));
+    assert!(worktrees
+        .path_for(&h.fixture.open(), "v0.1.0")
+        .is_absolute());
+}
+
+#[test]
+fn checkout_filters_apply_when_the_tree_has_gitattributes() {
+    let fixture = Fixture::new();
+    let first = fixture.commit(
+        &[
+            (".gitattributes", Some("*.txt ident\n")),
+            ("id.txt", Some("$Id$\n")),
+            ("plain.md", Some("$Id$\n")),
+        ],
+        BASE_TIME,
+    );
+    fixture.lightweight_tag("v1.0.0", first);
+    let second = fixture.commit(&[("id.txt", Some("$Id$ two\n"))], BASE_TIME + DAY);
+    fixture.lightweight_tag("v1.1.0", second);
+    let repo = fixture.open();
+    let cache = TempDir::new().unwrap();
+    let worktrees = Worktrees::new(cache.path());
+    let wt = worktrees
+        .ensure(&repo, &repo.tag("v1.0.0").unwrap())
+        .unwrap();
+    let id = std::fs::read_to_string(wt.path.join("id.txt")).unwrap();
+    assert!(id.starts_with("$Id: "), "{id}");
+    assert_eq!(
+        std::fs::read_to_string(wt.path.join("plain.md")).unwrap(),
+        "$Id$\n"
+    );
+    let tag = repo.tag("v1.1.0").unwrap();
+    let wt = worktrees.switch(&wt, &repo, &tag).unwrap();
+    let id = std::fs::read_to_string(wt.path.join("id.txt")).unwrap();
+    assert!(id.starts_with("$Id: ") && id.ends_with(" two\n"), "{id}");
+    assert!(matches!(
+        worktrees.status(&repo, &tag).unwrap(),
+        WorktreeStatus::Clean { .. }
+    ));
+}
+
+/// Every file under `root` (but `.git`) with its content, or link target, and exec bit.
+fn tree_listing(root: &Path) -> Vec<(String, String, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if relative == ".git" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((relative, format!("-> {}", target.display()), false));
+            } else if meta.is_dir() {
+                out.push((relative, "<dir>".into(), false));
+                stack.push(path);
+            } else {
+                let content = std::fs::read_to_string(&path).unwrap();
+                out.push((relative, content, meta.permissions().mode() & 0o100 != 0));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn switch_handles_modes_links_and_files_becoming_folders() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = Fixture::new();
+    let root = fixture.path().to_path_buf();
+    std::fs::create_dir_all(root.join("gone/deep")).unwrap();
+    std::fs::write(root.join("gone/deep/file.txt"), "bye\n").unwrap();
+    std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("run.sh", root.join("link")).unwrap();
+    std::fs::write(root.join("becomes-dir"), "file\n").unwrap();
+    std::fs::write(root.join("long.txt"), "a much longer first version\n").unwrap();
+    let first = fixture.commit(
+        &[
+            ("gone/deep/file.txt", Some("bye\n")),
+            ("run.sh", Some("#!/bin/sh\n")),
+            ("becomes-dir", Some("file\n")),
+            ("long.txt", Some("a much longer first version\n")),
+        ],
+        BASE_TIME,
+    );
+    // The symlink is staged by path (its content is the link target).
+    let mut index = fixture.repo.index().unwrap();
+    index.add_path(Path::new("link")).unwrap();
+    index.write().unwrap();
+    let tree = fixture.repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let parent = fixture.repo.find_commit(first).unwrap();
+    let sig = signature(BASE_TIME);
+    let first = fixture
+        .repo
+        .commit(Some("HEAD"), &sig, &sig, "link", &tree, &[&parent])
+        .unwrap();
+    fixture.lightweight_tag("v1.0.0", first);
+
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut index = fixture.repo.index().unwrap();
+    index.add_path(Path::new("run.sh")).unwrap();
+    index.write().unwrap();
+    let second = fixture.commit(
+        &[
+            ("gone/deep/file.txt", None),
+            ("becomes-dir", None),
+            ("becomes-dir/inner.txt", Some("inside\n")),
+            ("long.txt", Some("short\n")),
+            ("link", None),
+            ("link", Some("now a file\n")),
+        ],
+        BASE_TIME + DAY,
+    );
+    fixture.lightweight_tag("v2.0.0", second);
+
+    let repo = fixture.open();
+    let old = repo.tag("v1.0.0").unwrap();
+    let new = repo.tag("v2.0.0").unwrap();
+    let cache = TempDir::new().unwrap();
+    let worktrees = Worktrees::new(cache.path());
+    let wt = worktrees.ensure(&repo, &old).unwrap();
+    let before_switch = tree_listing(&wt.path);
+    assert!(before_switch.contains(&("link".into(), "-> run.sh".into(), false)));
+    let switched = worktrees.switch(&wt, &repo, &new).unwrap();
+    assert!(matches!(
+        worktrees.status(&repo, &new).unwrap(),
+        WorktreeStatus::Clean { .. }
+    ));
+    let fresh_cache = TempDir::new().unwrap();
+    let fresh = Worktrees::new(fresh_cache.path())
+        .ensure(&repo, &new)
+        .unwrap();
+    assert_eq!(tree_listing(&switched.path), tree_listing(&fresh.path));
+    assert!(
+        !switched.path.join("gone").exists(),
+        "emptied folders are removed"
+    );
+    assert!(tree_listing(&switched.path).contains(&("run.sh".into(), "#!/bin/sh\n".into(), true)));
+
+    // And back again.
+    let back = worktrees.switch(&switched, &repo, &old).unwrap();
+    assert_eq!(tree_listing(&back.path), before_switch);
+    assert!(matches!(
+        worktrees.status(&repo, &old).unwrap(),
+        WorktreeStatus::Clean { .. }
+    ));
+}
