@@ -16,8 +16,8 @@ pub fn signature(time: i64) -> Signature<'static> {
 
 /// A repository in a temp dir, written commit by commit.
 pub struct GitFixture {
-    dir: TempDir,
-    repo: Repository,
+    pub dir: TempDir,
+    pub repo: Repository,
 }
 
 impl GitFixture {
