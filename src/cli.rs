@@ -266,6 +266,11 @@ pub struct RunOpts {
     #[arg(long)]
     pub keep_worktrees: bool,
 
+    /// Reset a tag's worktree that has local changes back to the tag (a worktree left
+    /// incomplete by an interrupted checkout is always rebuilt).
+    #[arg(long)]
+    pub repair: bool,
+
     /// Answer yes to every confirmation (unattended runs).
     #[arg(short = 'y', long)]
     pub yes: bool,

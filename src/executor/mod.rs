@@ -49,6 +49,8 @@ pub struct UpgradeOptions {
     pub flags: Flags,
     pub dry_run: bool,
     pub keep_worktrees: bool,
+    /// Reset worktrees with local changes to their tag.
+    pub repair_worktrees: bool,
     pub toolchain: ToolchainPolicy,
     pub allow_provision: bool,
     /// Overrides the map's quiet window for scripts that never exit.
@@ -501,7 +503,7 @@ async fn run_locked(
             continue;
         }
         let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
-        let worktree = worktrees.ensure(repo, &tag)?;
+        let worktree = prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter)?;
         used_tags.push(tag.clone());
         let release = match &group.version {
             Some(v) => opts
@@ -608,6 +610,33 @@ async fn run_locked(
         )
         .await?;
     Ok(summary)
+}
+
+/// The tag's worktree. One damaged by an interrupted checkout holds nothing but upstep's own
+/// partial work, so it is rebuilt at once; one with local changes may hold someone's
+/// debugging, so it is reset only with --repair.
+fn prepare_worktree(
+    worktrees: &Worktrees,
+    repo: &GitRepo,
+    tag: &crate::git::TagInfo,
+    repair: bool,
+    reporter: &mut dyn Reporter,
+) -> Result<crate::git::Worktree> {
+    match worktrees.status(repo, tag)? {
+        crate::git::WorktreeStatus::Damaged { reason } => {
+            reporter.report(&RunEvent::Notice {
+                message: format!("{}: rebuilding its worktree ({reason})", tag.name),
+            });
+            worktrees.repair(repo, tag)
+        }
+        crate::git::WorktreeStatus::Dirty { .. } if repair => {
+            reporter.report(&RunEvent::Notice {
+                message: format!("{}: resetting its worktree to the tag (--repair)", tag.name),
+            });
+            worktrees.repair(repo, tag)
+        }
+        _ => worktrees.ensure(repo, tag),
+    }
 }
 
 /// The release's setup commands, skipped when a stamp shows they already ran for this exact

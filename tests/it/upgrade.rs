@@ -538,3 +538,99 @@ fn the_canary_password_appears_nowhere() {
         "a child's argv holds the URI: {argv_log}"
     );
 }
+
+/// kill -9 of upstep at a random point, then a rerun: nothing that succeeded runs twice, no
+/// script is left running, and the journal ends consistent. `UPSTEP_KILL_ITERATIONS` sets
+/// the number of rounds (default 20).
+#[test]
+fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
+    let rounds: usize = std::env::var("UPSTEP_KILL_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let bin = assert_cmd::cargo::cargo_bin("upstep");
+    for round in 0..rounds {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = std::time::Duration::from_millis((seed >> 33) % 3000);
+        let env = Env::new(&format!("kill9_{round}"));
+        let mut args = env.upgrade_args();
+        args.extend(["--to", "1.1.0", "--retry", "--yes", "--quiet-secs", "1"].map(String::from));
+        let mut child = std::process::Command::new(&bin)
+            .args(&args)
+            .env("UPSTEP_STATE_DIR", env.state.path())
+            .env("UPSTEP_CACHE_DIR", env.cache.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+
+        let out = env.upgrade(&[
+            "--to",
+            "1.1.0",
+            "--retry",
+            "--yes",
+            "--quiet-secs",
+            "1",
+            "--lock-wait-secs",
+            "10",
+        ]);
+        assert!(
+            out.status.success(),
+            "round {round} (killed after {delay:?}): {}",
+            text(&out)
+        );
+        for id in ["exits", "hangs", "export-only"] {
+            assert_eq!(env.status_of(id), "succeeded", "round {round}: {id}");
+        }
+        assert!(
+            env.find("upstep_lock", doc! {}).is_empty(),
+            "round {round}: the lock was not released"
+        );
+        // Once a step is recorded succeeded, no later run starts it again.
+        let events = env.find("upstep_events", doc! {});
+        for id in ["exits", "hangs", "export-only"] {
+            let mut succeeded = false;
+            for e in events.iter().filter(|e| e.get_str("migration") == Ok(id)) {
+                let kind = e.get_str("kind").unwrap_or("");
+                let status = e
+                    .get_document("details")
+                    .ok()
+                    .and_then(|d| d.get_str("status").ok());
+                assert!(
+                    !(succeeded && kind == "step-started"),
+                    "round {round}: {id} started again after it succeeded"
+                );
+                if kind == "step-finished" && status == Some("succeeded") {
+                    succeeded = true;
+                }
+            }
+        }
+        // A script runs at most once per recorded attempt, and nothing is left running.
+        let executed = env.project.executed();
+        for id in ["exits", "hangs", "export-only"] {
+            let runs = executed.iter().filter(|e| *e == id).count() as i32;
+            let attempts = env
+                .journal()
+                .iter()
+                .find(|d| d.get_str("_id") == Ok(id))
+                .and_then(|d| d.get_i32("attempts").ok())
+                .unwrap_or(0);
+            assert!(
+                runs >= 1 && runs <= attempts,
+                "round {round}: {id} ran {runs} times in {attempts} attempts"
+            );
+        }
+        for pid in env.project.executed_pids() {
+            assert!(pid_gone(pid), "round {round}: pid {pid} is still running");
+        }
+    }
+}
