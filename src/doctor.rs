@@ -54,9 +54,10 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
     let plan = inputs.plan;
     let mut checks = Vec::new();
 
-    // Toolchain per tag: node, then pnpm, as the map declares them.
-    let npx = check_npx(&inputs.path_env);
-    let npm_available = npx.severity == Severity::Ok;
+    // Toolchain per tag: node, then pnpm, as the map declares them. npx matters only when a
+    // version has to be provisioned, and starting npm costs a noticeable fraction of a second,
+    // so it is checked only then.
+    let mut requirements = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for group in &plan.groups {
         let node = match inputs.toolchain {
@@ -74,7 +75,7 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
             },
         };
         if seen.insert(("node", node.exact.clone(), node.range.clone())) {
-            checks.push(check_tool(&node, &inputs.path_env, npm_available));
+            requirements.push(node);
         }
         if let Some(pnpm) = &group.pnpm {
             let req = ToolRequirement {
@@ -84,13 +85,25 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
                 for_tag: group.git_ref.clone(),
             };
             if seen.insert(("pnpm", req.exact.clone(), None)) {
-                checks.push(check_tool(&req, &inputs.path_env, npm_available));
+                requirements.push(req);
             }
         }
     }
-    if !plan.is_empty() {
-        checks.push(npx);
+    let mut tools: Vec<CheckResult> = requirements
+        .iter()
+        .map(|r| check_tool(r, &inputs.path_env, true))
+        .collect();
+    if tools.iter().any(|c| c.severity != Severity::Ok) {
+        let npx = check_npx(&inputs.path_env);
+        if npx.severity != Severity::Ok {
+            tools = requirements
+                .iter()
+                .map(|r| check_tool(r, &inputs.path_env, false))
+                .collect();
+        }
+        tools.push(npx);
     }
+    checks.extend(tools);
 
     // Redis: only scripts that boot the application need one.
     if plan_needs(plan, Need::Redis) {

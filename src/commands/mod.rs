@@ -315,9 +315,10 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
 }
 
 /// A runtime for the commands that talk to services.
+/// One thread: upstep mostly waits on a child and the database, and every extra thread
+/// costs memory (its own malloc arena) for nothing.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
