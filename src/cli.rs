@@ -67,6 +67,10 @@ pub enum Command {
     /// Inspect the release map.
     #[command(subcommand)]
     Map(MapCommand),
+    /// Back up the database (mongodump's directory format, with a checksummed manifest).
+    Backup(crate::backup::args::BackupArgs),
+    /// Restore a backup, verified against its manifest first.
+    Restore(crate::backup::args::RestoreArgs),
 }
 
 /// Which release map to use.
@@ -91,7 +95,12 @@ pub struct MongoOpts {
     /// MongoDB connection URI, database included (e.g. mongodb://host:27017/novu-db). Also read
     /// from UPSTEP_MONGO_URI, then MONGO_URL (the variable Novu users already have). Printed
     /// only with its password redacted.
-    #[arg(long, value_name = "URI", env = "UPSTEP_MONGO_URI", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URI",
+        env = "UPSTEP_MONGO_URI",
+        hide_env_values = true
+    )]
     pub mongo_uri: Option<String>,
 }
 
@@ -109,7 +118,12 @@ impl MongoOpts {
 pub struct RedisOpts {
     /// Redis for the scripts: redis://[:password@]host:port[/db], rediss:// for TLS, or `auto`
     /// for a throwaway local redis-server started for the run.
-    #[arg(long, value_name = "URL|auto", env = "UPSTEP_REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL|auto",
+        env = "UPSTEP_REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<String>,
 }
 

@@ -28,6 +28,8 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             map_validate(file.as_deref().or(map.map.as_deref()), &output)
         }
         Command::Map(MapCommand::Show { map, output }) => map_show(&map, &output),
+        Command::Backup(args) => crate::backup::args::backup_command(&args),
+        Command::Restore(args) => crate::backup::args::restore_command(&args),
     }
 }
 
