@@ -66,7 +66,7 @@ pub(crate) async fn run(
         }
     };
 
-    let mut entries = Vec::with_capacity(infos.len());
+    let mut entries: Vec<CollectionEntry> = Vec::with_capacity(infos.len());
     for info in &infos {
         let files = Files::new(&opts.out_dir, &db_name, &info.name, opts.gzip);
         if let Some(done) = files.already_done() {
@@ -79,14 +79,47 @@ pub(crate) async fn run(
         entries.push(entry);
     }
 
+    // Trust but verify: a server that ignores `atClusterTime` (SecantusDB does) gives each
+    // cursor its own point in time, so the backup is then only consistent per collection.
+    let snapshot_ts = session.as_ref().and_then(|s| s.snapshot_time());
+    let honoured = match (snapshot_ts, infos.first()) {
+        (Some(ts), Some(first)) => snapshot_honoured(&db, &first.name, ts).await,
+        _ => false,
+    };
+    if !honoured {
+        for entry in entries
+            .iter_mut()
+            .filter(|e| e.consistency == "snapshot" && !e.resumed)
+        {
+            entry.consistency = "per-collection".into();
+        }
+        if snapshot_ts.is_some() {
+            tracing::warn!(
+                "the server did not keep the snapshot's cluster time (atClusterTime): each \
+                 collection was read at its own point in time"
+            );
+        }
+    }
+    for e in entries
+        .iter()
+        .filter(|e| e.consistency != "snapshot" && !e.resumed)
+    {
+        if e.count_before != e.count_after || e.count_after != e.documents {
+            tracing::warn!(
+                "{}: {} documents before the read, {} written, {} after: it was written to during \
+                 the backup; stop the application for an exact copy",
+                e.name,
+                e.count_before,
+                e.documents,
+                e.count_after
+            );
+        }
+    }
     let all_snapshot = !entries.is_empty()
         && entries
             .iter()
             .all(|e| e.consistency == "snapshot" && !e.resumed);
-    let snapshot_time = session
-        .as_ref()
-        .and_then(|s| s.snapshot_time())
-        .map(|t| format!("{}.{}", t.time, t.increment));
+    let snapshot_time = snapshot_ts.map(|t| format!("{}.{}", t.time, t.increment));
     let created_at = entries
         .iter()
         .map(|e| e.read_at.clone())
@@ -308,17 +341,6 @@ async fn dump_collection(
         .estimated_document_count()
         .await
         .map_err(|e| conn.error(&format!("count collection {} of", info.name), e))?;
-    if consistency != "snapshot" && (count_before != count_after || count_after != stats.documents)
-    {
-        tracing::warn!(
-            "{}: {} documents before the read, {} written, {} after: it was written to during the \
-             backup; stop the application for an exact copy",
-            info.name,
-            count_before,
-            stats.documents,
-            count_after
-        );
-    }
     Ok(CollectionEntry {
         name: info.name.clone(),
         file: files.data_rel.clone(),
@@ -411,6 +433,38 @@ impl CopyError {
             CopyError::Driver(e) => conn.error(&format!("read collection {collection} of"), e),
             CopyError::Io(e) => io_error("write", path, e),
         }
+    }
+}
+
+/// Whether the server really reads at a given cluster time: it must echo the `atClusterTime`
+/// it was asked for (mongod does; a server that ignores it answers with the current time).
+///
+/// SecantusDB (a wire-compatible server used for tests) accepts `atClusterTime` but reads the
+/// newest data anyway, while echoing the time back; it says who it is in `buildInfo`, so it is
+/// recognised by name.
+async fn snapshot_honoured(db: &Database, collection: &str, ts: bson::Timestamp) -> bool {
+    if let Ok(info) = db.run_command(doc! { "buildInfo": 1 }).await {
+        if info.contains_key("secantusVersion") {
+            return false;
+        }
+    }
+    let reply = db
+        .run_command(doc! {
+            "find": collection,
+            "batchSize": 0,
+            "readConcern": { "level": "snapshot", "atClusterTime": ts },
+        })
+        .await;
+    match reply {
+        Ok(reply) => {
+            let echoed = reply
+                .get_document("cursor")
+                .ok()
+                .and_then(|c| c.get_timestamp("atClusterTime").ok())
+                .or_else(|| reply.get_timestamp("atClusterTime").ok());
+            echoed == Some(ts)
+        }
+        Err(_) => false,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 use flate2::read::MultiGzDecoder;
+use mongodb::error::ErrorKind;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -145,9 +146,14 @@ pub(crate) async fn run(
         if !meta.options.is_empty() {
             let mut create = doc! { "create": &entry.name };
             create.extend(meta.options.clone());
-            db.run_command(create)
-                .await
-                .map_err(|e| conn.error(&format!("create collection {} in", entry.name), e))?;
+            match db.run_command(create).await {
+                Ok(_) => {}
+                // An empty collection already there (no --drop): keep it as it is.
+                Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == 48) => {}
+                Err(e) => {
+                    return Err(conn.error(&format!("create collection {} in", entry.name), e))
+                }
+            }
         }
         progress.start(&entry.name, Some(entry.documents));
         let (documents, bson_bytes) = load_documents(
