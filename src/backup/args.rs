@@ -22,7 +22,7 @@ pub struct BackupArgs {
 
     /// Only these collections (comma-separated or repeated). Default: every collection but
     /// system.* and upstep's own upstep_*.
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',', num_args = 1..)]
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub collections: Option<Vec<String>>,
 
     /// The backup directory (default ./upstep-backup-<db>-<UTC timestamp>). Running again with
@@ -53,7 +53,7 @@ pub struct RestoreArgs {
     pub to_uri: Option<String>,
 
     /// Only these collections of the backup (comma-separated or repeated).
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',', num_args = 1..)]
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub collections: Option<Vec<String>>,
 
     /// Replace target collections that already hold documents (they are dropped first).
@@ -335,6 +335,30 @@ mod tests {
         );
         assert_eq!(database_in("mongodb://u:p@h:1/").as_deref(), None);
         assert_eq!(database_in("mongodb://h:1").as_deref(), None);
+    }
+
+    #[test]
+    fn collections_are_comma_separated_or_repeated() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "upstep",
+            "restore",
+            "--collections",
+            "a,b",
+            "--collections",
+            "c",
+            "dir",
+            "--drop",
+        ])
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Restore(args) => {
+                assert_eq!(args.collections.unwrap(), ["a", "b", "c"]);
+                assert_eq!(args.backup, PathBuf::from("dir"));
+                assert!(args.drop);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]
