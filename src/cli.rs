@@ -79,6 +79,10 @@ pub enum Command {
     /// Inspect the release map.
     #[command(subcommand)]
     Map(MapCommand),
+    /// Back up the database (mongodump's directory format, with a checksummed manifest).
+    Backup(crate::backup::args::BackupArgs),
+    /// Restore a backup, verified against its manifest first.
+    Restore(crate::backup::args::RestoreArgs),
     /// Show the settings upstep resolves from flags, environment and upstep.toml.
     #[command(subcommand)]
     Config(ConfigCommand),

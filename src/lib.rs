@@ -1,6 +1,7 @@
 //! upstep: runs a self-hosted deployment's legacy data migrations, each at the code version it
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
+pub mod backup;
 pub mod cli;
 mod commands;
 pub mod doctor;

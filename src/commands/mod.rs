@@ -39,6 +39,8 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             crate::ops::dispatch(command)
         }
+        Command::Backup(args) => crate::backup::args::backup_command(&args),
+        Command::Restore(args) => crate::backup::args::restore_command(&args),
     }
 }
 

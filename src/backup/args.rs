@@ -1,0 +1,369 @@
+//! `upstep backup` and `upstep restore`: their flags, and the commands that run them and print
+//! a summary (text for people, one JSON document with `--json`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{
+    backup, now_rfc3339, redact_uri, restore, BackupManifest, BackupOptions, BarProgress,
+    NoProgress, Progress, RestoreOptions, RestoreReport,
+};
+use crate::cli::{MongoOpts, OutputOpts};
+use crate::error::{Error, ExitCode, Result};
+use crate::ui;
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+
+    /// Only these collections (comma-separated or repeated). Default: every collection but
+    /// system.* and upstep's own upstep_*.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+
+    /// The backup directory (default ./upstep-backup-<db>-<UTC timestamp>). Running again with
+    /// the same directory resumes: finished collections are kept.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Compress the files (.bson.gz, .metadata.json.gz, like mongodump --gzip).
+    #[arg(long)]
+    pub gzip: bool,
+
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory (the one `upstep backup` wrote, holding upstep-manifest.json).
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+
+    /// Restore into this MongoDB instead (database from its path, else the backup's). Printed
+    /// only with its password redacted.
+    #[arg(long, value_name = "URI", hide_env_values = true)]
+    pub to_uri: Option<String>,
+
+    /// Only these collections of the backup (comma-separated or repeated).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+
+    /// Replace target collections that already hold documents (they are dropped first).
+    #[arg(long)]
+    pub drop: bool,
+
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+fn progress_for(output: &OutputOpts, verb: &'static str) -> Box<dyn Progress> {
+    if output.json {
+        Box::new(NoProgress)
+    } else {
+        Box::new(BarProgress::new(verb))
+    }
+}
+
+fn no_uri() -> Error {
+    Error::usage(
+        "no MongoDB URI",
+        "pass --mongo-uri mongodb://host:27017/<database>, or set UPSTEP_MONGO_URI or MONGO_URL",
+    )
+}
+
+/// The database in a URI's path, without connecting (for the default --out).
+fn database_in(uri: &str) -> Option<String> {
+    let (_, rest) = uri.split_once("://")?;
+    let (_, path) = rest.split_once('/')?;
+    let db = path.split('?').next().unwrap_or_default();
+    (!db.is_empty()).then(|| db.to_string())
+}
+
+pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
+    let uri = args.mongo.resolve().ok_or_else(no_uri)?;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => {
+            let db = database_in(&uri).ok_or_else(|| {
+                Error::usage(
+                    format!("the MongoDB URI {} names no database", redact_uri(&uri)),
+                    "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
+                )
+            })?;
+            let stamp: String = now_rfc3339()
+                .chars()
+                .take(19)
+                .filter(|c| *c != '-' && *c != ':')
+                .collect();
+            PathBuf::from(format!("upstep-backup-{db}-{stamp}Z"))
+        }
+    };
+    let opts = BackupOptions {
+        out_dir: out.clone(),
+        collections: args.collections.clone(),
+        gzip: args.gzip,
+    };
+    let progress = progress_for(&args.output, "backup");
+    let started = Instant::now();
+    let manifest = runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
+    let summary = BackupSummary::new(&out, &manifest, started.elapsed().as_secs_f64());
+    if args.output.json {
+        ui::print_json(&summary)?;
+    } else {
+        ui::print_text(&summary.text())?;
+    }
+    Ok(ExitCode::Success)
+}
+
+pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
+    let uri = args.mongo.resolve();
+    if uri.is_none() && args.to_uri.is_none() {
+        return Err(no_uri());
+    }
+    let opts = RestoreOptions {
+        to_uri: args.to_uri.clone(),
+        collections: args.collections.clone(),
+        drop: args.drop,
+    };
+    let progress = progress_for(&args.output, "restore");
+    let started = Instant::now();
+    let report = runtime()?.block_on(restore(
+        uri.as_deref(),
+        &args.backup,
+        &opts,
+        progress.as_ref(),
+    ))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.output.json {
+        ui::print_json(&report)?;
+    } else {
+        ui::print_text(&restore_text(&report, seconds))?;
+    }
+    Ok(ExitCode::Success)
+}
+
+/// `upstep backup --json`.
+#[derive(Debug, Serialize)]
+struct BackupSummary {
+    schema: &'static str,
+    out: String,
+    database: String,
+    created_at: String,
+    consistency: String,
+    documents: u64,
+    bytes: u64,
+    seconds: f64,
+    collections: Vec<CollectionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct CollectionSummary {
+    name: String,
+    documents: u64,
+    bytes: u64,
+    bson_bytes: u64,
+    seconds: f64,
+    docs_per_second: f64,
+    resumed: bool,
+}
+
+impl BackupSummary {
+    fn new(out: &Path, manifest: &BackupManifest, seconds: f64) -> Self {
+        let collections: Vec<CollectionSummary> = manifest
+            .collections
+            .iter()
+            .map(|c| {
+                let secs = c.duration_ms as f64 / 1000.0;
+                CollectionSummary {
+                    name: c.name.clone(),
+                    documents: c.documents,
+                    bytes: c.bytes,
+                    bson_bytes: c.bson_bytes,
+                    seconds: secs,
+                    docs_per_second: rate(c.documents, secs),
+                    resumed: c.resumed,
+                }
+            })
+            .collect();
+        BackupSummary {
+            schema: "upstep.backup-summary/1",
+            out: out.display().to_string(),
+            database: manifest.database.clone(),
+            created_at: manifest.created_at.clone(),
+            consistency: manifest.consistency.clone(),
+            documents: collections.iter().map(|c| c.documents).sum(),
+            bytes: collections.iter().map(|c| c.bytes).sum(),
+            seconds,
+            collections,
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut s = format!(
+            "Backed up database {} to {} ({} consistency)\n",
+            self.database, self.out, self.consistency
+        );
+        let width = self
+            .collections
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(10);
+        for c in &self.collections {
+            let timing = if c.resumed {
+                "kept from an earlier run".to_string()
+            } else {
+                format!("{:.1}s, {:.0} docs/s", c.seconds, c.docs_per_second)
+            };
+            s.push_str(&format!(
+                "  {} {:>10} docs {:>10}  {timing}\n",
+                ui::pad(&c.name, width),
+                c.documents,
+                human_bytes(c.bytes)
+            ));
+        }
+        s.push_str(&format!(
+            "Total: {} documents, {} in {:.1}s ({:.0} docs/s)\n",
+            self.documents,
+            human_bytes(self.bytes),
+            self.seconds,
+            rate(self.documents, self.seconds)
+        ));
+        s.push_str(&format!(
+            "Restore with: upstep restore {} --drop\n",
+            shell_quote(&self.out)
+        ));
+        s
+    }
+}
+
+fn restore_text(report: &RestoreReport, seconds: f64) -> String {
+    let mut s = format!(
+        "Restored the backup of {} into database {} at {}\n",
+        report.backup_created_at, report.database, report.target
+    );
+    let width = report
+        .collections
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    let mut docs = 0;
+    let mut bytes = 0;
+    for c in &report.collections {
+        let secs = c.duration_ms as f64 / 1000.0;
+        docs += c.documents;
+        bytes += c.bson_bytes;
+        s.push_str(&format!(
+            "  {} {:>10} docs {:>10} {:>3} indexes  {:.1}s, {:.0} docs/s{}\n",
+            ui::pad(&c.name, width),
+            c.documents,
+            human_bytes(c.bson_bytes),
+            c.indexes,
+            secs,
+            rate(c.documents, secs),
+            if c.dropped { "  (replaced)" } else { "" }
+        ));
+    }
+    s.push_str(&format!(
+        "Total: {docs} documents, {} in {seconds:.1}s; counts verified against the manifest\n",
+        human_bytes(bytes)
+    ));
+    s
+}
+
+fn rate(n: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_from_uri_path() {
+        assert_eq!(
+            database_in("mongodb://h:1/novu?x=1").as_deref(),
+            Some("novu")
+        );
+        assert_eq!(database_in("mongodb://u:p@h:1/").as_deref(), None);
+        assert_eq!(database_in("mongodb://h:1").as_deref(), None);
+    }
+
+    #[test]
+    fn collections_are_comma_separated_or_repeated() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "upstep",
+            "restore",
+            "--collections",
+            "a,b",
+            "--collections",
+            "c",
+            "dir",
+            "--drop",
+        ])
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Restore(args) => {
+                assert_eq!(args.collections.unwrap(), ["a", "b", "c"]);
+                assert_eq!(args.backup, PathBuf::from("dir"));
+                assert!(args.drop);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+}

@@ -1,0 +1,136 @@
+//! Backup and restore of the deployment's database, so "back up first" is one keystroke and the
+//! way back is real (legacy migration scripts are not reversible).
+//!
+//! The format is mongodump's directory format, `<out>/<db>/<coll>.bson[.gz]` (raw BSON documents,
+//! concatenated, bytes exactly as the server returned them) and `<coll>.metadata.json[.gz]`
+//! (options and indexes as canonical Extended JSON), plus upstep's `upstep-manifest.json` with
+//! counts and SHA-256 checksums, written last. See docs/backup.md.
+
+pub mod args;
+mod conn;
+mod dump;
+mod load;
+mod manifest;
+mod progress;
+
+use std::path::{Path, PathBuf};
+
+pub use conn::redact_uri;
+pub use load::{RestoreOptions, RestoreReport, RestoredCollection};
+pub use manifest::{
+    BackupManifest, CollectionEntry, SkippedCollection, MANIFEST_FILE, MANIFEST_SCHEMA,
+};
+pub use progress::{BarProgress, NoProgress, Progress};
+
+use crate::error::Result;
+
+/// What to back up, and where.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The backup directory (`<out_dir>/<db>/...` and `<out_dir>/upstep-manifest.json`).
+    pub out_dir: PathBuf,
+    /// Only these collections (each must exist); `None`: all but `system.*` and `upstep_*`.
+    pub collections: Option<Vec<String>>,
+    /// Write `.bson.gz` / `.metadata.json.gz`, like `mongodump --gzip`.
+    pub gzip: bool,
+}
+
+/// Backs up the database named in `uri`'s path into `opts.out_dir`. Resumes an interrupted
+/// backup in the same directory: collections whose files match their `.done` marker are kept.
+pub async fn backup(
+    uri: &str,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupManifest> {
+    dump::run(uri, opts, progress).await
+}
+
+/// Restores the backup in `dir`. The target is `opts.to_uri` if given (database from its path,
+/// else the backup's), else `uri` (whose database, if it names one, must be the backup's).
+/// The backup is verified against its manifest before anything is written.
+pub async fn restore(
+    uri: Option<&str>,
+    dir: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    load::run(uri, dir, opts, progress).await
+}
+
+/// Reads and checks the manifest of a backup (present, schema, complete). For the journal:
+/// `created_at` is when the backup began reading data.
+pub fn read_manifest(dir: &Path) -> Result<BackupManifest> {
+    manifest::read_manifest(dir)
+}
+
+/// Checks every file of a backup against its manifest (sizes and SHA-256), without a server.
+pub fn verify(dir: &Path) -> Result<BackupManifest> {
+    let manifest = manifest::read_manifest(dir)?;
+    for entry in &manifest.collections {
+        load::verify_entry(dir, entry)?;
+    }
+    Ok(manifest)
+}
+
+/// Collections a backup never includes: the server's `system.*` and upstep's own `upstep_*`
+/// (journal, events, lock: a restore must never roll upstep's history back).
+pub fn is_excluded(collection: &str) -> bool {
+    collection.starts_with("system.") || collection.starts_with("upstep_")
+}
+
+/// Now as RFC 3339 UTC with milliseconds (fixed width, so these strings sort by time).
+pub(crate) fn now_rfc3339() -> String {
+    rfc3339_millis(bson::DateTime::now().timestamp_millis())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
+pub(crate) fn rfc3339_millis(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_utc() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339_millis(1_719_835_199_999),
+            "2024-07-01T11:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn excludes_system_and_upstep_collections() {
+        assert!(is_excluded("system.views"));
+        assert!(is_excluded("upstep_journal"));
+        assert!(!is_excluded("subscribers"));
+        assert!(!is_excluded("systemic"));
+    }
+}
