@@ -104,4 +104,14 @@ cargo fmt --all -- --check
 note "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 note "cargo test"
-cargo test
+# Library, binary and integration tests (no doc-tests: the crate has none, and their empty
+# "0 passed" line would be the last one a reader sees). The total closes the output.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --lib --bins --tests 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
