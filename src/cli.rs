@@ -270,6 +270,15 @@ pub struct RunOpts {
     #[arg(long)]
     pub keep_worktrees: bool,
 
+    /// Back up the database into DIR before the first step runs (see `upstep restore`).
+    /// Unattended runs must choose this or --no-backup; at a terminal upstep asks.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_backup")]
+    pub backup: Option<PathBuf>,
+
+    /// Run without taking a backup first.
+    #[arg(long)]
+    pub no_backup: bool,
+
     /// Reset a tag's worktree that has local changes back to the tag (a worktree left
     /// incomplete by an interrupted checkout is always rebuilt).
     #[arg(long)]

@@ -3,7 +3,7 @@
 
 pub mod backup;
 pub mod cli;
-mod commands;
+pub(crate) mod commands;
 pub mod doctor;
 pub mod error;
 pub mod executor;

@@ -64,14 +64,6 @@ pub struct RestoreArgs {
     pub output: OutputOpts,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
-}
-
 fn progress_for(output: &OutputOpts, verb: &'static str) -> Box<dyn Progress> {
     if output.json {
         Box::new(NoProgress)
@@ -121,7 +113,7 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "backup");
     let started = Instant::now();
-    let manifest = runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
+    let manifest = crate::commands::runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
     let summary = BackupSummary::new(&out, &manifest, started.elapsed().as_secs_f64());
     if args.output.json {
         ui::print_json(&summary)?;
@@ -143,19 +135,60 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "restore");
     let started = Instant::now();
-    let report = runtime()?.block_on(restore(
-        uri.as_deref(),
-        &args.backup,
-        &opts,
-        progress.as_ref(),
-    ))?;
+    let (report, reset) = crate::commands::runtime()?.block_on(async {
+        let report = restore(uri.as_deref(), &args.backup, &opts, progress.as_ref()).await?;
+        // The journal of the database restored into: steps after the backup are undone.
+        let target = args
+            .to_uri
+            .as_deref()
+            .or(uri.as_deref())
+            .unwrap_or_default();
+        let reset = reset_journal(target, &args.backup, &report.backup_created_at).await?;
+        Ok::<_, crate::error::Error>((report, reset))
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     if args.output.json {
-        ui::print_json(&report)?;
+        let mut value = serde_json::to_value(&report)
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+        value["journal_set_pending"] = serde_json::json!(reset);
+        ui::print_json(&value)?;
     } else {
-        ui::print_text(&restore_text(&report, seconds))?;
+        let mut text = restore_text(&report, seconds);
+        if !reset.is_empty() {
+            text.push_str(&format!(
+                "journal: {} step(s) ran after this backup and are pending again: {}\n",
+                reset.len(),
+                reset.join(", ")
+            ));
+        }
+        ui::print_text(&text)?;
     }
     Ok(ExitCode::Success)
+}
+
+/// Record the restore in the target's journal and set back the steps that ran after the
+/// backup. A database without a journal (never upgraded by upstep) has nothing to reset.
+async fn reset_journal(
+    target_uri: &str,
+    backup: &std::path::Path,
+    created_at: &str,
+) -> Result<Vec<String>> {
+    use crate::store::journal::{Actor, Journal};
+    let store = crate::store::Store::connect(target_uri).await?;
+    let since = bson::DateTime::parse_rfc3339_str(created_at).map_err(|e| {
+        crate::error::Error::usage(
+            format!("the backup's manifest has an unreadable created_at {created_at:?}: {e}"),
+            "the manifest was edited: use an untouched backup",
+        )
+    })?;
+    let mirror = crate::store::mirror::Mirror::for_database(
+        &crate::store::mirror::state_dir(),
+        &store.redacted_uri,
+    );
+    let journal = Journal::new(&store, Actor::current(), mirror);
+    journal
+        .reset_after(since, &backup.display().to_string())
+        .await
 }
 
 /// `upstep backup --json`.

@@ -149,6 +149,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         None => None,
     };
     let interactive = is_interactive(args.run.yes);
+    let backup_dir = choose_backup(args, interactive)?;
     let key_var = settings.encryption_key_env.value.clone();
     let json = args.output.json;
     let mut reporter: Box<dyn Reporter> = if json {
@@ -182,6 +183,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             dry_run: args.run.dry_run,
             keep_worktrees: args.run.keep_worktrees,
             repair_worktrees: args.run.repair,
+            backup_dir: backup_dir.clone(),
             toolchain: args.run_env.toolchain,
             allow_provision: !args.run.no_provision,
             quiet_secs: args.run.quiet_secs,
@@ -247,6 +249,45 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         ui::print_text(&text)?;
     }
     Ok(ExitCode::Success)
+}
+
+/// Legacy migrations cannot be undone, so a run either takes a backup or says it will not:
+/// `--backup DIR`, `--no-backup`, or (at a terminal) the answer to a question that defaults
+/// to yes. Unattended runs must choose explicitly.
+fn choose_backup(args: &UpgradeArgs, interactive: bool) -> Result<Option<std::path::PathBuf>> {
+    if let Some(dir) = &args.run.backup {
+        return Ok(Some(dir.clone()));
+    }
+    if args.run.no_backup || args.run.dry_run {
+        return Ok(None);
+    }
+    if !interactive {
+        return Err(Error::usage(
+            "an unattended upgrade must say whether to back up the database first",
+            "pass --backup DIR (recommended: legacy migrations cannot be undone) or --no-backup",
+        ));
+    }
+    let default_dir = format!(
+        "upstep-backup-{}",
+        crate::backup::now_rfc3339()
+            .replace([':', '-'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z')
+    );
+    let take = dialoguer::Confirm::new()
+        .with_prompt("Back up the database before migrating? (legacy migrations cannot be undone)")
+        .default(true)
+        .interact()
+        .map_err(|_| Error::Interrupted)?;
+    if !take {
+        return Ok(None);
+    }
+    let dir: String = dialoguer::Input::new()
+        .with_prompt("Backup directory")
+        .default(default_dir)
+        .interact_text()
+        .map_err(|_| Error::Interrupted)?;
+    Ok(Some(std::path::PathBuf::from(dir)))
 }
 
 /// The same checks as `doctor`, for the steps of this run; a blocker stops it before
@@ -425,6 +466,8 @@ struct StatusReport {
     to: String,
     pending: usize,
     lock: Option<String>,
+    /// The backup taken before the last run that took one: directory and time.
+    last_backup: Option<String>,
     migrations: Vec<StatusRow>,
 }
 
@@ -446,6 +489,16 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
         let entries = crate::store::journal::read_entries(store).await?;
         let decided = executor::decide_steps(&opts, &plan, store, &entries).await;
         let lock = RunLock::new(store).current().await?.map(|l| l.describe());
+        let last_backup = crate::store::journal::last_event(store, "backup-taken")
+            .await?
+            .and_then(|e| {
+                let d = e.get_document("details").ok()?;
+                Some(format!(
+                    "{} (taken {})",
+                    d.get_str("backup").ok()?,
+                    d.get_str("created_at").unwrap_or("?")
+                ))
+            });
         let mut rows = Vec::new();
         for (group, step) in plan.steps() {
             let d = decided.iter().find(|d| d.id == step.id);
@@ -483,6 +536,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 })
                 .count(),
             lock,
+            last_backup,
             migrations: rows,
         })
     })?;
@@ -521,6 +575,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 st.dim(&r.detail)
             ));
         }
+        if let Some(backup) = &report.last_backup {
+            out.push_str(&format!("Backup before the last run: {backup}\n"));
+        }
         if let Some(lock) = &report.lock {
             out.push_str(&format!("Run lock: {lock}\n"));
         }
@@ -552,6 +609,7 @@ fn status_options(map: ReleaseMap, to: semver::Version) -> UpgradeOptions {
         dry_run: true,
         keep_worktrees: true,
         repair_worktrees: false,
+        backup_dir: None,
         toolchain: Default::default(),
         allow_provision: false,
         quiet_secs: None,

@@ -51,6 +51,8 @@ pub struct UpgradeOptions {
     pub keep_worktrees: bool,
     /// Reset worktrees with local changes to their tag.
     pub repair_worktrees: bool,
+    /// Back up the database here before the first step runs.
+    pub backup_dir: Option<PathBuf>,
     pub toolchain: ToolchainPolicy,
     pub allow_provision: bool,
     /// Overrides the map's quiet window for scripts that never exit.
@@ -492,6 +494,7 @@ async fn run_locked(
             "pass --repo <path or URL of the project's repository>",
         )
     })?;
+    let backup = take_backup(opts, journal, reporter).await?;
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
     let mut index = 0;
@@ -553,22 +556,17 @@ async fn run_locked(
 
         for step in steps {
             index += 1;
-            let outcome = run_step(
-                opts,
-                plan,
-                g,
-                &step.id,
-                repo,
-                &tag.commit,
-                &worktree.path,
-                &path_prefix,
-                store,
-                journal,
-                watcher,
-                lost,
-                reporter,
+            let at = StepAt {
+                group_index: g,
+                commit: &tag.commit,
+                worktree: &worktree.path,
+                path_prefix: &path_prefix,
+                backup: backup.as_deref(),
                 index,
                 total,
+            };
+            let outcome = run_step(
+                opts, plan, &step.id, &at, repo, store, journal, watcher, lost, reporter,
             )
             .await?;
             summary.ran += 1;
@@ -610,6 +608,54 @@ async fn run_locked(
         )
         .await?;
     Ok(summary)
+}
+
+/// The backup before the first step (`--backup DIR`), recorded in the journal.
+async fn take_backup(
+    opts: &UpgradeOptions,
+    journal: &Journal,
+    reporter: &mut dyn Reporter,
+) -> Result<Option<String>> {
+    let Some(dir) = &opts.backup_dir else {
+        return Ok(None);
+    };
+    reporter.report(&RunEvent::Notice {
+        message: format!(
+            "backing up the database into {} before the first step",
+            dir.display()
+        ),
+    });
+    let options = crate::backup::BackupOptions {
+        out_dir: dir.clone(),
+        collections: None,
+        gzip: false,
+    };
+    let manifest = crate::backup::backup(
+        &opts.connection.mongo_uri,
+        &options,
+        &crate::backup::NoProgress,
+    )
+    .await?;
+    let label = dir.display().to_string();
+    let documents: u64 = manifest.collections.iter().map(|c| c.documents).sum();
+    journal
+        .event("backup-taken", None, bson::doc! { "backup": &label, "created_at": &manifest.created_at, "documents": documents as i64 })
+        .await?;
+    reporter.report(&RunEvent::Notice {
+        message: format!("backup complete: {documents} documents in {label}"),
+    });
+    Ok(Some(label))
+}
+
+/// Where and as what a step runs.
+struct StepAt<'a> {
+    group_index: usize,
+    commit: &'a str,
+    worktree: &'a Path,
+    path_prefix: &'a [PathBuf],
+    backup: Option<&'a str>,
+    index: usize,
+    total: usize,
 }
 
 /// The tag's worktree. One damaged by an interrupted checkout holds nothing but upstep's own
@@ -746,20 +792,24 @@ async fn run_setup(
 async fn run_step(
     opts: &UpgradeOptions,
     plan: &Plan,
-    group_index: usize,
     id: &str,
+    at: &StepAt<'_>,
     repo: &GitRepo,
-    commit: &str,
-    worktree: &Path,
-    path_prefix: &[PathBuf],
     store: &Store,
     journal: &Journal,
     watcher: &Arc<SignalWatcher>,
     lost: &Arc<AtomicBool>,
     reporter: &mut dyn Reporter,
-    index: usize,
-    total: usize,
 ) -> Result<StepStatus> {
+    let StepAt {
+        group_index,
+        commit,
+        worktree,
+        path_prefix,
+        backup,
+        index,
+        total,
+    } = *at;
     let group = &plan.groups[group_index];
     let step = group
         .steps
@@ -787,7 +837,7 @@ async fn run_step(
             commit,
             script: &step.script,
             script_sha256: &sha,
-            backup: None,
+            backup,
         })
         .await?;
     reporter.report(&RunEvent::StepStarted {

@@ -359,6 +359,32 @@ impl Journal {
         .await
     }
 
+    /// After a restore: every step recorded done after `since` (when the backup was taken) is
+    /// set back to pending, since the restored data no longer holds its work. Returns their ids.
+    pub async fn reset_after(&self, since: DateTime, backup: &str) -> Result<Vec<String>> {
+        let mut reset = Vec::new();
+        for entry in self.entries().await?.values() {
+            let after = entry.finished_at.is_some_and(|f| f > since);
+            if entry.status.is_done() && after {
+                self.mark(
+                    &entry.id,
+                    StepStatus::Pending,
+                    &format!("restored from {backup}, taken before this step ran"),
+                )
+                .await?;
+                reset.push(entry.id.clone());
+            }
+        }
+        let ids: Vec<Bson> = reset.iter().map(|id| Bson::from(id.as_str())).collect();
+        self.event(
+            "restore",
+            None,
+            bson::doc! { "backup": backup, "backup_created_at": since, "set_pending": ids },
+        )
+        .await?;
+        Ok(reset)
+    }
+
     /// Append to the event history, in the database and in the local mirror. The mirror is
     /// written first so it survives a database that just became unreachable.
     pub async fn event(
@@ -431,4 +457,15 @@ pub async fn read_entries(store: &Store) -> Result<BTreeMap<String, JournalEntry
         )
     })?;
     Ok(entries.into_iter().map(|e| (e.id.clone(), e)).collect())
+}
+
+/// The newest event of a kind (e.g. the last `backup-taken`), if any.
+pub async fn last_event(store: &Store, kind: &str) -> Result<Option<Document>> {
+    store
+        .db
+        .collection::<Document>(EVENTS)
+        .find_one(doc! { "kind": kind })
+        .sort(doc! { "_id": -1 })
+        .await
+        .map_err(|e| db_error(store, e))
 }

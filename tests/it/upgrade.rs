@@ -107,6 +107,7 @@ impl Env {
             "3".into(),
             "--grace-secs".into(),
             "2".into(),
+            "--no-backup".into(),
         ]
     }
 
@@ -633,4 +634,80 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
             assert!(pid_gone(pid), "round {round}: pid {pid} is still running");
         }
     }
+}
+
+#[test]
+fn unattended_runs_must_choose_a_backup_and_a_restore_sets_later_steps_back_to_pending() {
+    let env = Env::new("backup_flow");
+    let mut args = env.upgrade_args();
+    args.retain(|a| a != "--no-backup");
+    args.extend(["--to", "1.1.0"].map(String::from));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.command(&argv).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--backup DIR"),
+        "{}",
+        text(&out)
+    );
+    assert!(env.project.executed().is_empty());
+
+    let before = env.items();
+    let dir = env.state.path().join("pre-upgrade");
+    let mut with_backup = argv.clone();
+    with_backup.extend(["--backup", dir.to_str().unwrap()]);
+    let out = env.command(&with_backup).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.join("upstep-manifest.json").is_file());
+    assert!(journal_field(&env, "exits", "backup").contains("pre-upgrade"));
+    let status = env
+        .command(&[
+            "status",
+            "--map",
+            env.project.map_path.to_str().unwrap(),
+            "--mongo-uri",
+            &env.uri,
+            "--to",
+            "1.1.0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("Backup before the last run:"),
+        "{}",
+        text(&status)
+    );
+
+    // Restore: the data is as before the upgrade, and the journal no longer claims the steps.
+    let restore = env
+        .command(&[
+            "restore",
+            dir.to_str().unwrap(),
+            "--drop",
+            "--mongo-uri",
+            &env.uri,
+        ])
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{}", text(&restore));
+    assert_eq!(env.items(), before);
+    for id in ["exits", "hangs", "export-only"] {
+        assert_eq!(env.status_of(id), "pending", "{id}");
+    }
+    assert!(!env
+        .find("upstep_events", doc! { "kind": "restore" })
+        .is_empty());
+    let out = env.upgrade(&["--to", "1.1.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        env.project.executed(),
+        [
+            "exits",
+            "hangs",
+            "export-only",
+            "exits",
+            "hangs",
+            "export-only"
+        ]
+    );
 }
