@@ -228,9 +228,18 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             reporter.as_mut(),
         )
         .await?;
-        let summary =
-            executor::run_upgrade(&opts, &connected.store, watcher, reporter.as_mut()).await;
-        drop(connected.tunnel);
+        let mut tunnel = connected.tunnel;
+        let summary = executor::run_upgrade(
+            &opts,
+            &connected.store,
+            watcher,
+            reporter.as_mut(),
+            tunnel.as_mut(),
+        )
+        .await;
+        if let Some(t) = tunnel {
+            t.close().await;
+        }
         summary
     });
     let summary = result?;

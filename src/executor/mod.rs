@@ -33,6 +33,7 @@ use crate::store::journal::{Actor, Journal, JournalEntry, StepEnd, StepStart, St
 use crate::store::lock::{Acquire, LockDoc, RunLock};
 use crate::store::mirror::Mirror;
 use crate::store::Store;
+use crate::tunnel::{Tunnel, TunnelState};
 use crate::ui::events::{PlannedStepView, Reporter, RunEvent};
 use command::Connection;
 use decide::{decide, Action, Decision, Flags, StepFacts};
@@ -360,6 +361,7 @@ pub async fn run_upgrade(
     store: &Store,
     watcher: Arc<SignalWatcher>,
     reporter: &mut dyn Reporter,
+    tunnel: Option<&mut Tunnel>,
 ) -> Result<Summary> {
     let started = Instant::now();
     let plan = full_plan(opts)?;
@@ -397,7 +399,10 @@ pub async fn run_upgrade(
         watcher.clone(),
         lost.clone(),
     );
-    let result = run_locked(opts, &plan, store, &journal, &watcher, &lost, reporter).await;
+    let result = run_locked(
+        opts, &plan, store, &journal, &watcher, &lost, reporter, tunnel,
+    )
+    .await;
     heartbeat.abort();
     // Release even after a failure; a lost lock is not ours to release.
     if !lost.load(Ordering::SeqCst) {
@@ -424,6 +429,7 @@ pub async fn run_upgrade(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_locked(
     opts: &UpgradeOptions,
     plan: &Plan,
@@ -432,6 +438,7 @@ async fn run_locked(
     watcher: &Arc<SignalWatcher>,
     lost: &Arc<AtomicBool>,
     reporter: &mut dyn Reporter,
+    mut tunnel: Option<&mut Tunnel>,
 ) -> Result<Summary> {
     journal
         .event(
@@ -565,10 +572,30 @@ async fn run_locked(
                 index,
                 total,
             };
-            let outcome = run_step(
-                opts, plan, &step.id, &at, repo, store, journal, watcher, lost, reporter,
-            )
-            .await?;
+            let outcome = loop {
+                let dropped = Arc::new(AtomicBool::new(false));
+                let tunnel_rx = tunnel.as_ref().map(|t| t.watch());
+                let (stop, forwarder) =
+                    step_stop_channel(watcher, tunnel_rx.clone(), dropped.clone());
+                let ctx = StepCtx {
+                    stop,
+                    tunnel_dropped: &dropped,
+                    tunnel: tunnel_rx,
+                };
+                let outcome = run_step(
+                    opts, plan, &step.id, &at, &ctx, repo, store, journal, lost, reporter,
+                )
+                .await;
+                forwarder.abort();
+                let outcome = outcome?;
+                match (outcome, tunnel.as_deref_mut()) {
+                    (StepStatus::Interrupted, Some(t)) if dropped.load(Ordering::SeqCst) => {
+                        recover_after_tunnel_drop(t, opts, store, journal, &step.id, reporter)
+                            .await?;
+                    }
+                    (outcome, _) => break outcome,
+                }
+            };
             summary.ran += 1;
             match outcome {
                 StepStatus::Succeeded => summary.succeeded += 1,
@@ -608,6 +635,146 @@ async fn run_locked(
         )
         .await?;
     Ok(summary)
+}
+
+/// What one step watches besides its child: the stop requests (signals, and a dropped
+/// tunnel) for this step only, so a recovered tunnel does not stop the next attempt.
+struct StepCtx<'a> {
+    stop: tokio::sync::watch::Receiver<StopRequest>,
+    tunnel_dropped: &'a AtomicBool,
+    tunnel: Option<tokio::sync::watch::Receiver<TunnelState>>,
+}
+
+/// A script whose database vanished with the tunnel usually fails before the tunnel monitor's
+/// next look: when a step over a tunnel fails, wait briefly for the monitor's verdict, so a
+/// dropped tunnel is recorded as what it is (an interruption), not as the script's failure.
+async fn tunnel_went_down(ctx: &StepCtx<'_>) -> bool {
+    if ctx.tunnel_dropped.load(Ordering::SeqCst) {
+        return true;
+    }
+    let Some(mut rx) = ctx.tunnel.clone() else {
+        return false;
+    };
+    let down = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            if matches!(*rx.borrow_and_update(), TunnelState::Down { .. }) {
+                return true;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if down {
+        ctx.tunnel_dropped.store(true, Ordering::SeqCst);
+    }
+    down
+}
+
+/// A stop channel for one step: the signal watcher's requests, plus SIGTERM to the script's
+/// group as soon as the tunnel goes down (its database is out of reach: let it not flail).
+fn step_stop_channel(
+    watcher: &SignalWatcher,
+    tunnel: Option<tokio::sync::watch::Receiver<TunnelState>>,
+    dropped: Arc<AtomicBool>,
+) -> (
+    tokio::sync::watch::Receiver<StopRequest>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(watcher.current());
+    let mut signals = watcher.stop_receiver();
+    let forwarder = tokio::spawn(async move {
+        let mut tunnel = tunnel;
+        loop {
+            tokio::select! {
+                changed = signals.changed() => {
+                    if changed.is_err() { return; }
+                    tx.send_replace(*signals.borrow());
+                }
+                down = async {
+                    match tunnel.as_mut() {
+                        Some(t) => { let _ = t.changed().await; matches!(*t.borrow(), TunnelState::Down { .. }) }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if down {
+                        dropped.store(true, Ordering::SeqCst);
+                        tx.send_replace(StopRequest::Now { signal: libc::SIGTERM });
+                    }
+                }
+            }
+        }
+    });
+    (rx, forwarder)
+}
+
+/// Whether a step stopped by a dropped tunnel may run again by itself: only when repeating it
+/// is safe (idempotent or guarded) and the data still shows its work missing.
+pub fn tunnel_rerun_is_safe(idempotent: crate::release_map::Idempotency, data: FpState) -> bool {
+    idempotent != crate::release_map::Idempotency::No && data == FpState::Pending
+}
+
+/// Reopen the tunnel (bounded retries), settle the interrupted step in the database journal,
+/// and either let it run again (`Ok`) or stop with the user's choices.
+async fn recover_after_tunnel_drop(
+    tunnel: &mut Tunnel,
+    opts: &UpgradeOptions,
+    store: &Store,
+    journal: &Journal,
+    id: &str,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    let mirror = journal.mirror().path().display().to_string();
+    reporter.report(&RunEvent::Notice {
+        message: format!("the SSH tunnel dropped while {id} ran: the step was stopped and recorded as interrupted (local journal mirror: {mirror}); reopening the tunnel"),
+    });
+    tunnel.reopen(3, Duration::from_secs(2)).await.map_err(|e| Error::Tunnel {
+        message: format!("the SSH tunnel dropped while {id} ran and could not be reopened: {e}\n  {id} is recorded as interrupted in the local journal mirror {mirror}"),
+        fix: "check the SSH host and network, then re-run the same command with --retry".into(),
+    })?;
+    if !RunLock::new(store)
+        .renew(journal.actor(), opts.lease)
+        .await?
+    {
+        return Err(Error::Locked("the run lock expired while the tunnel was down and another run took it; this run stops".into()));
+    }
+    let entry = journal.entries().await?.remove(id);
+    if entry.is_some_and(|e| e.status == StepStatus::Running) {
+        let end = StepEnd {
+            ended_by: "tunnel-dropped".into(),
+            reason: "the SSH tunnel to the database dropped mid-step".into(),
+            ..StepEnd::default()
+        };
+        journal.settle(id, StepStatus::Interrupted, &end).await?;
+    }
+    let migration = opts
+        .map
+        .migration(id)
+        .ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
+    let data = fingerprint::evaluate(
+        &store.db,
+        &migration.fingerprint,
+        EvalOptions {
+            time_limit: opts.check_time_limit,
+            count_limit: None,
+        },
+    )
+    .await
+    .state;
+    if tunnel_rerun_is_safe(migration.idempotent, data) {
+        reporter.report(&RunEvent::Notice { message: format!("tunnel back; running {id} again: repeating it is safe and its data check still shows work to do") });
+        return Ok(());
+    }
+    let why = if migration.idempotent == crate::release_map::Idempotency::No {
+        "it is not idempotent".to_string()
+    } else {
+        format!("its data check says {:?}, so it may have finished", data).to_lowercase()
+    };
+    Err(Error::NeedsDecision(format!(
+        "{id} was interrupted by a dropped SSH tunnel and {why}; nothing more was run.\n  choices: re-run with --retry to run it again, `upstep mark {id} --applied` if its work is done, or stop here"
+    )))
 }
 
 /// The backup before the first step (`--backup DIR`), recorded in the journal.
@@ -794,10 +961,10 @@ async fn run_step(
     plan: &Plan,
     id: &str,
     at: &StepAt<'_>,
+    ctx: &StepCtx<'_>,
     repo: &GitRepo,
     store: &Store,
     journal: &Journal,
-    watcher: &Arc<SignalWatcher>,
     lost: &Arc<AtomicBool>,
     reporter: &mut dyn Reporter,
 ) -> Result<StepStatus> {
@@ -900,22 +1067,17 @@ async fn run_step(
     };
     let mut lines: Vec<(String, String)> = Vec::new();
     let outcome = child
-        .wait(
-            watch,
-            watcher.stop_receiver(),
-            Some(&mut probe),
-            &mut |line| {
-                let stream = match line.stream {
-                    process::Stream::Stdout => "stdout",
-                    process::Stream::Stderr => "stderr",
-                };
-                // Bounded: only the latest lines wait here for the reporter.
-                if lines.len() >= 64 {
-                    lines.remove(0);
-                }
-                lines.push((stream.to_string(), line.text));
-            },
-        )
+        .wait(watch, ctx.stop.clone(), Some(&mut probe), &mut |line| {
+            let stream = match line.stream {
+                process::Stream::Stdout => "stdout",
+                process::Stream::Stderr => "stderr",
+            };
+            // Bounded: only the latest lines wait here for the reporter.
+            if lines.len() >= 64 {
+                lines.remove(0);
+            }
+            lines.push((stream.to_string(), line.text));
+        })
         .await;
     if let Some(shim) = &cmd.shim {
         let _ = std::fs::remove_file(shim);
@@ -941,7 +1103,33 @@ async fn run_step(
         }
     };
 
+    let ended_badly = !matches!(
+        outcome.ending,
+        Ending::Exited
+            | Ending::DoneLine { .. }
+            | Ending::QuietAndFinished
+            | Ending::QuietUnverified
+    ) || outcome.exit_code.is_some_and(|c| c != 0)
+        || (outcome.ending == Ending::Exited && outcome.exit_code.is_none());
+    let tunnel_down = ended_badly && tunnel_went_down(ctx).await;
     let (status, ended_by, mut reason) = match &outcome.ending {
+        _ if tunnel_down => (
+            StepStatus::Interrupted,
+            "tunnel-dropped".to_string(),
+            format!(
+                "ended ({}) when the SSH tunnel to the database dropped",
+                match (outcome.exit_code, outcome.signal) {
+                    (Some(c), _) => format!("exit {c}"),
+                    (None, Some(sig)) => format!("signal {sig}"),
+                    _ => "stopped".to_string(),
+                }
+            ),
+        ),
+        Ending::Stopped { signal } if ctx.tunnel_dropped.load(Ordering::SeqCst) => (
+            StepStatus::Interrupted,
+            "tunnel-dropped".to_string(),
+            format!("stopped (signal {signal}): the SSH tunnel to the database dropped"),
+        ),
         Ending::Stopped { signal } if lost.load(Ordering::SeqCst) => (
             StepStatus::Interrupted,
             "lease-lost".to_string(),
@@ -1039,7 +1227,17 @@ async fn run_step(
         duration_ms: outcome.duration.as_millis() as i64,
         output_tail: outcome.tail.clone(),
     };
-    journal.settle(id, status, &end).await?;
+    if let Err(e) = journal.settle(id, status, &end).await {
+        if !ctx.tunnel_dropped.load(Ordering::SeqCst) {
+            return Err(e);
+        }
+        // The database is out of reach with the tunnel: the local mirror keeps the record
+        // until the tunnel is back (see `recover_after_tunnel_drop`).
+        journal.mirror().append(&bson::doc! {
+            "at": bson::DateTime::now(), "run_id": &journal.actor().run_id, "kind": "step-interrupted",
+            "migration": id, "details": { "ended_by": &ended_by, "reason": &reason },
+        });
+    }
     reporter.report(&RunEvent::StepFinished {
         id: id.into(),
         status: status.as_str().into(),

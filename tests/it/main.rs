@@ -15,3 +15,4 @@ mod services;
 mod store;
 mod support;
 mod upgrade;
+mod upgrade_ssh;

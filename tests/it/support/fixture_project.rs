@@ -62,7 +62,7 @@ pub fn scripts() -> Vec<(&'static str, String)> {
             "migrations/002-hangs.ts",
             script(
                 "hangs",
-                "const n: number = 1; await db.collection('items').updateMany({ tagged: { $exists: false } }, { $set: { tagged: n } });",
+                "const n: number = 1; await new Promise((r) => setTimeout(r, Number(process.env.FIXTURE_DELAY_MS || 0))); await db.collection('items').updateMany({ tagged: { $exists: false } }, { $set: { tagged: n } });",
                 "console.log('end migration'); setInterval(() => {}, 1000);",
             ),
         ),
