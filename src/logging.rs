@@ -15,7 +15,7 @@ pub fn init(opts: &GlobalOpts) {
     let filter = EnvFilter::try_from_env("UPSTEP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::ui::progress::LogWriter)
         .with_target(false);
     // A second init (tests calling run() twice in one process) is harmless: keep the first.
     let _ = match opts.log_format {

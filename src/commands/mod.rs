@@ -44,6 +44,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
+mod interactive;
 mod run;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {

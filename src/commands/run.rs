@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::interactive;
 use super::{load_map_from, open_repo_spec, runtime};
 use crate::cli::{ConnectOpts, MarkArgs, StatusArgs, UnlockArgs, UpgradeArgs};
 use crate::doctor::{self, DoctorInputs};
@@ -23,6 +24,7 @@ use crate::store::mirror::{state_dir, Mirror};
 use crate::store::Store;
 use crate::tunnel::Tunnel;
 use crate::ui::events::{JsonReporter, Reporter, RunEvent, TextReporter};
+use crate::ui::progress::ProgressReporter;
 use crate::ui::{self, Styler};
 use crate::version::parse_user_version;
 
@@ -124,7 +126,15 @@ fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
 }
 
 pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
-    let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
+    let mut settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
+    let interactive = is_interactive(args.run.yes);
+    if settings.mongo_uri.is_none() && interactive && !args.output.json {
+        let uri = interactive::ask_mongo_uri()?;
+        settings.mongo_uri = Some(crate::settings::Sourced::new(
+            uri,
+            crate::settings::Source::Flag,
+        ));
+    }
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
     let from = args
         .range
@@ -148,12 +158,16 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         Some(spec) => Some(open_repo_spec(&spec.value)?),
         None => None,
     };
-    let interactive = is_interactive(args.run.yes);
     let backup_dir = choose_backup(args, interactive)?;
     let key_var = settings.encryption_key_env.value.clone();
     let json = args.output.json;
+    let mut multi = None;
     let mut reporter: Box<dyn Reporter> = if json {
         Box::new(JsonReporter)
+    } else if interactive {
+        let progress = ProgressReporter::new();
+        multi = Some(progress.multi());
+        Box::new(progress)
     } else {
         Box::new(TextReporter {
             styler: Styler::for_stderr(),
@@ -195,6 +209,9 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             state_dir: state_dir(),
             check_time_limit: Duration::from_secs(30),
         };
+        if interactive && !opts.dry_run {
+            guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?;
+        }
         let plan = executor::full_plan(&opts)?;
         let needs_redis = plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
 
@@ -219,6 +236,9 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         } else {
             SignalPolicy::Unattended
         })?);
+        if interactive {
+            interactive::spawn_stop_prompt(watcher.clone(), multi.clone());
+        }
         confirm_risky_steps(
             &opts,
             &plan,
@@ -276,27 +296,96 @@ fn choose_backup(args: &UpgradeArgs, interactive: bool) -> Result<Option<std::pa
             "pass --backup DIR (recommended: legacy migrations cannot be undone) or --no-backup",
         ));
     }
-    let default_dir = format!(
-        "upstep-backup-{}",
-        crate::backup::now_rfc3339()
-            .replace([':', '-'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z')
-    );
-    let take = dialoguer::Confirm::new()
-        .with_prompt("Back up the database before migrating? (legacy migrations cannot be undone)")
-        .default(true)
-        .interact()
-        .map_err(|_| Error::Interrupted)?;
-    if !take {
-        return Ok(None);
+    // At a terminal the question comes in the guided flow, after the plan is shown.
+    Ok(None)
+}
+
+/// The interactive flow before a run: where the data stands, the target, the plan, what to
+/// do about unfinished steps, the go-ahead, and the backup.
+async fn guided_flow(
+    args: &UpgradeArgs,
+    opts: &mut UpgradeOptions,
+    store: &Store,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    let entries = crate::store::journal::read_entries(store).await?;
+    if args.range.to.is_none() {
+        let plan = executor::full_plan(opts)?;
+        let decided = executor::decide_steps(opts, &plan, store, &entries).await;
+        let detected = executor::detected_version(&opts.map, &decided);
+        opts.to = interactive::choose_target(&opts.map, detected.as_ref())?;
     }
-    let dir: String = dialoguer::Input::new()
-        .with_prompt("Backup directory")
-        .default(default_dir)
-        .interact_text()
-        .map_err(|_| Error::Interrupted)?;
-    Ok(Some(std::path::PathBuf::from(dir)))
+    let plan = executor::full_plan(opts)?;
+    let mut decided = executor::decide_steps(opts, &plan, store, &entries).await;
+    reporter.report(&executor::plan_event(&decided));
+    let blocked: Vec<&executor::DecidedStep> = decided
+        .iter()
+        .filter(|d| d.decision.action == Action::Block)
+        .collect();
+    if !blocked.is_empty() {
+        match interactive::resolve_blocked(&blocked)? {
+            interactive::BlockedChoice::Retry => opts.flags.retry = true,
+            interactive::BlockedChoice::MarkApplied => {
+                let ids: Vec<String> = blocked.iter().map(|d| d.id.clone()).collect();
+                for id in &ids {
+                    mark_locked(
+                        store,
+                        id,
+                        StepStatus::MarkedApplied,
+                        "marked applied at the interactive prompt",
+                    )
+                    .await?;
+                }
+            }
+            interactive::BlockedChoice::Stop => {
+                return Err(Error::NeedsDecision(
+                    "stopped at the interactive prompt; nothing was run".into(),
+                ));
+            }
+        }
+        let entries = crate::store::journal::read_entries(store).await?;
+        decided = executor::decide_steps(opts, &plan, store, &entries).await;
+    }
+    let to_run = decided
+        .iter()
+        .filter(|d| d.decision.action == Action::Run)
+        .count();
+    if to_run == 0 {
+        return Ok(());
+    }
+    if !interactive::confirm_run(to_run)? {
+        return Err(Error::usage(
+            "not confirmed: nothing was run",
+            "run `upstep upgrade` again when ready",
+        ));
+    }
+    if args.run.backup.is_none() && !args.run.no_backup {
+        opts.backup_dir = interactive::ask_backup()?;
+    }
+    Ok(())
+}
+
+/// Record a mark while holding the run lock, so it never lands in the middle of a run.
+async fn mark_locked(store: &Store, id: &str, status: StepStatus, reason: &str) -> Result<()> {
+    let actor = Actor::current();
+    let lock = RunLock::new(store);
+    match lock.try_acquire(&actor, Duration::from_secs(30)).await? {
+        Acquire::Acquired { .. } => {}
+        Acquire::Held(holder) => {
+            return Err(Error::Locked(format!(
+                "an upgrade is running ({}); mark after it ends",
+                holder.describe()
+            )));
+        }
+    }
+    let journal = Journal::new(
+        store,
+        actor.clone(),
+        Mirror::for_database(&state_dir(), &store.redacted_uri),
+    );
+    let result = journal.mark(id, status, reason).await;
+    lock.release(&actor).await?;
+    result
 }
 
 /// The same checks as `doctor`, for the steps of this run; a blocker stops it before
@@ -654,27 +743,7 @@ pub fn mark_command(args: &MarkArgs) -> Result<ExitCode> {
     });
     runtime()?.block_on(async {
         let connected = connect(&settings, true).await?;
-        let store = &connected.store;
-        let actor = Actor::current();
-        // Hold the lock for the write, so a mark never lands in the middle of a run.
-        let lock = RunLock::new(store);
-        match lock.try_acquire(&actor, Duration::from_secs(30)).await? {
-            Acquire::Acquired { .. } => {}
-            Acquire::Held(holder) => {
-                return Err(Error::Locked(format!(
-                    "an upgrade is running ({}); mark after it ends",
-                    holder.describe()
-                )));
-            }
-        }
-        let journal = Journal::new(
-            store,
-            actor.clone(),
-            Mirror::for_database(&state_dir(), &store.redacted_uri),
-        );
-        let result = journal.mark(&args.id, status, &reason).await;
-        lock.release(&actor).await?;
-        result
+        mark_locked(&connected.store, &args.id, status, &reason).await
     })?;
     if !args.output.json {
         ui::print_text(&format!("{}: recorded as {}\n", args.id, status.as_str()))?;

@@ -191,7 +191,7 @@ pub async fn decide_steps(
     decided
 }
 
-fn plan_event(decided: &[DecidedStep]) -> RunEvent {
+pub fn plan_event(decided: &[DecidedStep]) -> RunEvent {
     RunEvent::Plan {
         steps: decided
             .iter()
@@ -203,6 +203,25 @@ fn plan_event(decided: &[DecidedStep]) -> RunEvent {
             })
             .collect(),
     }
+}
+
+/// Where the data stands by the decisions: the newest release every step up to which would be
+/// skipped (applied by journal or data). None: not even the first release's steps are applied.
+pub fn detected_version(map: &ReleaseMap, decided: &[DecidedStep]) -> Option<semver::Version> {
+    let mut detected = None;
+    for release in &map.releases {
+        let all_applied = decided.iter().all(|d| {
+            let introduced = map
+                .migration(&d.id)
+                .and_then(|m| m.introduced_version().cloned());
+            introduced.is_none_or(|v| v > release.version) || d.decision.action == Action::Skip
+        });
+        if !all_applied {
+            break;
+        }
+        detected = Some(release.version.clone());
+    }
+    detected
 }
 
 /// Take the run lock, waiting a bounded time; a dead holder on this host is ended and taken
@@ -1065,29 +1084,22 @@ async fn run_step(
         fingerprint: migration.fingerprint.clone(),
         time_limit: opts.check_time_limit,
     };
-    let mut lines: Vec<(String, String)> = Vec::new();
+    // Output goes to the reporter as it comes (a spinner's latest line, JSON events).
     let outcome = child
         .wait(watch, ctx.stop.clone(), Some(&mut probe), &mut |line| {
             let stream = match line.stream {
                 process::Stream::Stdout => "stdout",
                 process::Stream::Stderr => "stderr",
             };
-            // Bounded: only the latest lines wait here for the reporter.
-            if lines.len() >= 64 {
-                lines.remove(0);
-            }
-            lines.push((stream.to_string(), line.text));
+            reporter.report(&RunEvent::Output {
+                id: id.into(),
+                stream: stream.into(),
+                line: line.text,
+            });
         })
         .await;
     if let Some(shim) = &cmd.shim {
         let _ = std::fs::remove_file(shim);
-    }
-    for (stream, line) in lines {
-        reporter.report(&RunEvent::Output {
-            id: id.into(),
-            stream,
-            line,
-        });
     }
     let outcome = match outcome {
         Ok(o) => o,

@@ -92,69 +92,75 @@ pub struct TextReporter {
     pub echo_output: bool,
 }
 
+/// The human line for an event (None: nothing to show for it).
+pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<String> {
+    let line = match event {
+        RunEvent::Plan { steps } => {
+            let mut s = String::from("Plan:\n");
+            for step in steps {
+                s.push_str(&format!(
+                    "  {:<5} {:<10} {}  {}\n",
+                    step.action,
+                    step.git_ref,
+                    step.id,
+                    st.dim(&step.reason)
+                ));
+            }
+            s.trim_end().to_string()
+        }
+        RunEvent::Notice { message } => st.warn(message),
+        RunEvent::Setup {
+            git_ref,
+            status,
+            detail,
+        } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
+        RunEvent::StepStarted {
+            index,
+            total,
+            id,
+            git_ref,
+            runs_as,
+        } => {
+            format!(
+                "{} {} at {git_ref} ({runs_as})",
+                st.bold(&format!("[{index}/{total}]")),
+                st.bold(id)
+            )
+        }
+        RunEvent::Output { id, line, .. } if echo_output => {
+            format!("  {} {line}", st.dim(&format!("{id} |")))
+        }
+        RunEvent::Output { .. } => return None,
+        RunEvent::Verification { id, state, detail } => {
+            format!("  {} {id}: {state} {}", st.dim("check"), st.dim(detail))
+        }
+        RunEvent::StepFinished {
+            id,
+            status,
+            ended_by,
+            reason,
+            duration_ms,
+        } => {
+            let status_text = match status.as_str() {
+                "succeeded" => st.good(status),
+                "interrupted" => st.warn(status),
+                _ => st.bad(status),
+            };
+            format!(
+                "  {id}: {status_text} ({ended_by}, {:.1}s) {}",
+                *duration_ms as f64 / 1000.0,
+                st.dim(reason)
+            )
+        }
+        RunEvent::Summary { .. } => return None,
+    };
+    Some(line)
+}
+
 impl Reporter for TextReporter {
     fn report(&mut self, event: &RunEvent) {
-        let st = &self.styler;
-        let line = match event {
-            RunEvent::Plan { steps } => {
-                let mut s = String::from("Plan:\n");
-                for step in steps {
-                    s.push_str(&format!(
-                        "  {:<5} {:<10} {}  {}\n",
-                        step.action,
-                        step.git_ref,
-                        step.id,
-                        st.dim(&step.reason)
-                    ));
-                }
-                s.trim_end().to_string()
-            }
-            RunEvent::Notice { message } => st.warn(message),
-            RunEvent::Setup {
-                git_ref,
-                status,
-                detail,
-            } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
-            RunEvent::StepStarted {
-                index,
-                total,
-                id,
-                git_ref,
-                runs_as,
-            } => {
-                format!(
-                    "{} {} at {git_ref} ({runs_as})",
-                    st.bold(&format!("[{index}/{total}]")),
-                    st.bold(id)
-                )
-            }
-            RunEvent::Output { id, line, .. } if self.echo_output => {
-                format!("  {} {line}", st.dim(&format!("{id} |")))
-            }
-            RunEvent::Output { .. } => return,
-            RunEvent::Verification { id, state, detail } => {
-                format!("  {} {id}: {state} {}", st.dim("check"), st.dim(detail))
-            }
-            RunEvent::StepFinished {
-                id,
-                status,
-                ended_by,
-                reason,
-                duration_ms,
-            } => {
-                let status_text = match status.as_str() {
-                    "succeeded" => st.good(status),
-                    "interrupted" => st.warn(status),
-                    _ => st.bad(status),
-                };
-                format!(
-                    "  {id}: {status_text} ({ended_by}, {:.1}s) {}",
-                    *duration_ms as f64 / 1000.0,
-                    st.dim(reason)
-                )
-            }
-            RunEvent::Summary { .. } => return,
-        };
-        eprintln!("{line}");
+        if let Some(line) = event_line(event, &self.styler, self.echo_output) {
+            eprintln!("{line}");
+        }
     }
 }

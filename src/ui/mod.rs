@@ -4,6 +4,7 @@
 pub mod doctor_text;
 pub mod events;
 pub mod plan_text;
+pub mod progress;
 
 use std::io::{IsTerminal, Write};
 

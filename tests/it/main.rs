@@ -4,6 +4,7 @@
 mod backup;
 mod doctor_cli;
 mod git_layer;
+mod interactive;
 mod ops_redis;
 mod ops_settings;
 mod ops_tunnel;

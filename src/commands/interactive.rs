@@ -1,0 +1,174 @@
+//! The questions of an interactive upgrade (a person at a terminal). Every function here is
+//! only called when stdin and stdout are terminals and --yes was not given; unattended runs
+//! never reach a prompt.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dialoguer::{Confirm, Input, Password, Select};
+use semver::Version;
+
+use crate::error::{Error, Result};
+use crate::executor::DecidedStep;
+use crate::release_map::ReleaseMap;
+use crate::runner::process::StopRequest;
+use crate::runner::signals::SignalWatcher;
+use crate::version::display;
+
+/// A prompt that was cancelled (Ctrl-C, closed terminal) ends the run as interrupted.
+fn cancelled(_: dialoguer::Error) -> Error {
+    Error::Interrupted
+}
+
+/// The connection, when nothing configured one. Typed hidden: a URI may hold a password.
+pub fn ask_mongo_uri() -> Result<String> {
+    Password::new()
+        .with_prompt("MongoDB URI of the deployment, database included (input hidden)")
+        .interact()
+        .map_err(cancelled)
+}
+
+/// The target, from the releases newer than where the data stands (newest first).
+pub fn choose_target(map: &ReleaseMap, detected: Option<&Version>) -> Result<Version> {
+    let newer: Vec<&crate::release_map::Release> = map
+        .releases
+        .iter()
+        .rev()
+        .filter(|r| detected.is_none_or(|d| &r.version > d))
+        .collect();
+    if newer.is_empty() {
+        return map
+            .newest_release()
+            .map(|r| r.version.clone())
+            .ok_or_else(|| {
+                Error::usage(
+                    "the map lists no releases",
+                    "pass --map with a map that lists releases",
+                )
+            });
+    }
+    let labels: Vec<String> = newer
+        .iter()
+        .map(|r| {
+            let mut label = format!(
+                "{} ({})",
+                r.tag,
+                r.date.as_deref().unwrap_or("date unknown")
+            );
+            if !r.verified {
+                label.push_str("  unverified");
+            }
+            label
+        })
+        .collect();
+    let prompt = match detected {
+        Some(v) => format!("The data looks like {}. Upgrade to", display(v)),
+        None => "Upgrade to".to_string(),
+    };
+    let choice = Select::new()
+        .with_prompt(prompt)
+        .items(&labels)
+        .default(0)
+        .interact()
+        .map_err(cancelled)?;
+    Ok(newer[choice].version.clone())
+}
+
+pub enum BlockedChoice {
+    Retry,
+    MarkApplied,
+    Stop,
+}
+
+/// The journal shows failed or interrupted steps: what happened, and what to do about it.
+pub fn resolve_blocked(blocked: &[&DecidedStep]) -> Result<BlockedChoice> {
+    eprintln!("The journal shows steps that did not finish:");
+    for step in blocked {
+        eprintln!("  {} ({}): {}", step.id, step.git_ref, step.decision.reason);
+    }
+    let items = [
+        "Retry them (only when safe: idempotent or guarded, or the data shows the work missing)",
+        "Mark them as applied (their work was done some other way)",
+        "Stop here",
+    ];
+    let choice = Select::new()
+        .with_prompt("What now?")
+        .items(&items)
+        .default(0)
+        .interact()
+        .map_err(cancelled)?;
+    Ok(match choice {
+        0 => BlockedChoice::Retry,
+        1 => BlockedChoice::MarkApplied,
+        _ => BlockedChoice::Stop,
+    })
+}
+
+pub fn confirm_run(steps: usize) -> Result<bool> {
+    Confirm::new()
+        .with_prompt(format!("Run these {steps} step(s)?"))
+        .default(true)
+        .interact()
+        .map_err(cancelled)
+}
+
+/// Offer a backup before the first step (default yes): legacy migrations cannot be undone.
+pub fn ask_backup() -> Result<Option<PathBuf>> {
+    let take = Confirm::new()
+        .with_prompt("Back up the database before migrating? (legacy migrations cannot be undone)")
+        .default(true)
+        .interact()
+        .map_err(cancelled)?;
+    if !take {
+        return Ok(None);
+    }
+    let stamp: String = crate::backup::now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
+    let dir: String = Input::new()
+        .with_prompt("Backup directory")
+        .default(format!("upstep-backup-{stamp}"))
+        .interact_text()
+        .map_err(cancelled)?;
+    Ok(Some(PathBuf::from(dir)))
+}
+
+/// The first Ctrl-C asks: stop after the running step, stop now, or go on. (A second Ctrl-C
+/// stops now without asking: the signal policy does that.) The bars are hidden while asking.
+pub fn spawn_stop_prompt(watcher: Arc<SignalWatcher>, multi: Option<indicatif::MultiProgress>) {
+    let Some(mut asks) = watcher.take_ask_receiver() else {
+        return;
+    };
+    tokio::spawn(async move {
+        while asks.recv().await.is_some() {
+            let multi = multi.clone();
+            let answer = tokio::task::spawn_blocking(move || {
+                let ask = || {
+                    Select::new()
+                        .with_prompt("Interrupt the upgrade?")
+                        .items(&[
+                            "Stop after the running step",
+                            "Stop now (the step is recorded as interrupted)",
+                            "Go on",
+                        ])
+                        .default(0)
+                        .interact()
+                };
+                match multi {
+                    Some(m) => m.suspend(ask),
+                    None => ask(),
+                }
+            })
+            .await;
+            match answer {
+                Ok(Ok(0)) => watcher.set_stop(StopRequest::AfterStep),
+                Ok(Ok(1)) | Ok(Err(_)) => watcher.set_stop(StopRequest::Now {
+                    signal: libc::SIGINT,
+                }),
+                _ => {}
+            }
+        }
+    });
+}

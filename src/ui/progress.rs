@@ -1,0 +1,155 @@
+//! Progress for people at a terminal: an overall bar of steps and, for the running script, a
+//! spinner with its elapsed time and latest output line. Everything else (results, notices,
+//! log lines) is printed above the bars through the same `MultiProgress`, so nothing tears them.
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::events::{event_line, Reporter, RunEvent};
+use super::Styler;
+
+/// Where log lines go while bars are drawn (None: straight to stderr).
+fn log_sink() -> &'static Mutex<Option<MultiProgress>> {
+    static SINK: OnceLock<Mutex<Option<MultiProgress>>> = OnceLock::new();
+    SINK.get_or_init(|| Mutex::new(None))
+}
+
+/// The writer `tracing` logs through: above the bars while they are drawn, else stderr.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let sink = log_sink().lock().ok().and_then(|s| s.clone());
+        match sink {
+            Some(mp) => {
+                let text = String::from_utf8_lossy(buf);
+                let _ = mp.println(text.trim_end_matches('\n'));
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+pub struct ProgressReporter {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    step: Option<ProgressBar>,
+    styler: Styler,
+}
+
+impl ProgressReporter {
+    pub fn new() -> ProgressReporter {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} steps  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        overall.set_prefix("upgrade");
+        if let Ok(mut sink) = log_sink().lock() {
+            *sink = Some(multi.clone());
+        }
+        ProgressReporter {
+            multi,
+            overall,
+            step: None,
+            styler: Styler::for_stderr(),
+        }
+    }
+
+    /// For prompts that must hide the bars while they ask (`MultiProgress::suspend`).
+    pub fn multi(&self) -> MultiProgress {
+        self.multi.clone()
+    }
+
+    fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+}
+
+impl Default for ProgressReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ProgressReporter {
+    fn drop(&mut self) {
+        if let Ok(mut sink) = log_sink().lock() {
+            *sink = None;
+        }
+        if let Some(step) = self.step.take() {
+            step.finish_and_clear();
+        }
+        self.overall.finish_and_clear();
+    }
+}
+
+fn shorten(line: &str, max: usize) -> String {
+    let line = line.trim();
+    if line.chars().count() <= max {
+        line.to_string()
+    } else {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    }
+}
+
+impl Reporter for ProgressReporter {
+    fn report(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::Plan { steps } => {
+                let to_run = steps.iter().filter(|s| s.action == "run").count();
+                self.overall.set_length(to_run as u64);
+                if let Some(line) = event_line(event, &self.styler, false) {
+                    self.println(&line);
+                }
+            }
+            RunEvent::StepStarted {
+                index, id, git_ref, ..
+            } => {
+                self.overall.set_position(*index as u64 - 1);
+                self.overall.set_message(id.clone());
+                if let Some(line) = event_line(event, &self.styler, false) {
+                    self.println(&line);
+                }
+                let spinner = self.multi.add(ProgressBar::new_spinner());
+                spinner.set_style(
+                    ProgressStyle::with_template("  {spinner} {elapsed_precise} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                spinner.set_message(format!("{id} at {git_ref}"));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                self.step = Some(spinner);
+            }
+            RunEvent::Output { id, line, .. } => {
+                if let Some(spinner) = &self.step {
+                    spinner.set_message(format!("{id} | {}", shorten(line, 100)));
+                }
+            }
+            RunEvent::StepFinished { .. } => {
+                if let Some(spinner) = self.step.take() {
+                    spinner.finish_and_clear();
+                }
+                self.overall.inc(1);
+                if let Some(line) = event_line(event, &self.styler, false) {
+                    self.println(&line);
+                }
+            }
+            RunEvent::Summary { .. } => self.overall.finish_and_clear(),
+            other => {
+                if let Some(line) = event_line(other, &self.styler, false) {
+                    self.println(&line);
+                }
+            }
+        }
+    }
+}

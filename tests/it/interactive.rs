@@ -1,0 +1,149 @@
+//! An interactive upgrade driven through a real pseudo-terminal (tmux): the prompts are
+//! answered by keystrokes and the screen is read back.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::upgrade::Env;
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    /// Runs `command` (a shell line) in a detached session; its exit code is printed as
+    /// `EXIT=<code>` when it ends, and the pane stays for reading.
+    fn start(name: &str, command: &str) -> Tmux {
+        let session = format!("upstep-{name}-{}", std::process::id());
+        let line = format!("{command}; echo EXIT=$?; sleep 600");
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "220",
+                "-y",
+                "60",
+                &line,
+            ])
+            .status()
+            .expect("tmux is installed (scripts/test.sh installs it)");
+        assert!(status.success(), "tmux did not start");
+        Tmux { session }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args([
+                "capture-pane",
+                "-p",
+                "-J",
+                "-S",
+                "-200",
+                "-t",
+                &self.session,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never appeared; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+fn shell_line(env: &Env, map: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = env.upgrade_args_with(map);
+    args.retain(|a| a != "--no-backup");
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    format!(
+        "cd '{}' && NO_COLOR=1 UPSTEP_STATE_DIR='{}' UPSTEP_CACHE_DIR='{}' '{}' {}",
+        env.state.path().display(),
+        env.state.path().display(),
+        env.cache.path().display(),
+        assert_cmd::cargo::cargo_bin("upstep").display(),
+        quoted.join(" ")
+    )
+}
+
+#[test]
+fn a_person_picks_the_target_confirms_declines_the_backup_and_watches_it_run() {
+    let env = Env::new("interactive");
+    let tmux = Tmux::start("guided", &shell_line(&env, &env.project.map_path, &[]));
+    // The targets are listed newest first: v1.2.0, v1.1.0, v1.0.0.
+    tmux.wait_for("Upgrade to", Duration::from_secs(60));
+    tmux.keys(&["Down", "Enter"]);
+    let screen = tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(30));
+    assert!(
+        screen.contains("exits") && screen.contains("export-only"),
+        "{screen}"
+    );
+    tmux.keys(&["y"]);
+    tmux.wait_for("Back up the database", Duration::from_secs(30));
+    tmux.keys(&["n"]);
+    let screen = tmux.wait_for("EXIT=", Duration::from_secs(120));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(screen.contains("Upgrade done: 3 ran"), "{screen}");
+    assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
+}
+
+#[test]
+fn the_first_ctrl_c_asks_and_stop_after_the_step_keeps_the_journal_clean() {
+    let env = Env::new("interactive_ctrl_c");
+    let map = env.project.map_variant("slow", |m| {
+        m.replace("done_lines = [\"end migration\"]", "done_lines = []")
+    });
+    let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "4"];
+    let tmux = Tmux::start("ctrlc", &shell_line(&env, &map, &argv));
+    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.keys(&["y"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.project.executed().contains(&"hangs".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "hangs never started:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("Interrupt the upgrade?", Duration::from_secs(10));
+    tmux.keys(&["Enter"]); // "Stop after the running step"
+    let screen = tmux.wait_for("EXIT=", Duration::from_secs(60));
+    assert!(screen.contains("EXIT=130"), "{screen}");
+    assert_eq!(
+        env.status_of("hangs"),
+        "succeeded",
+        "the running step was let finish"
+    );
+    assert_eq!(env.status_of("export-only"), "-", "nothing after it ran");
+}
