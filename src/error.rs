@@ -74,6 +74,28 @@ impl ExitCode {
     pub fn as_i32(self) -> i32 {
         self as i32
     }
+
+    /// A stable name for machine-readable output (the `summary` event's status).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitCode::Success => "succeeded",
+            ExitCode::Internal => "internal-error",
+            ExitCode::Usage => "usage",
+            ExitCode::Map => "map-invalid",
+            ExitCode::Repository => "repository",
+            ExitCode::Preflight => "preflight",
+            ExitCode::Connection => "connection",
+            ExitCode::Locked => "locked",
+            ExitCode::StepFailed => "step-failed",
+            ExitCode::NeedsDecision => "needs-decision",
+            ExitCode::Pending => "pending",
+            ExitCode::Tunnel => "tunnel",
+            ExitCode::NoTerminal => "no-terminal",
+            ExitCode::Config => "config",
+            ExitCode::Interrupted => "interrupted",
+            ExitCode::Terminated => "terminated",
+        }
+    }
 }
 
 /// A position in a text file, for messages that point at the line to fix.

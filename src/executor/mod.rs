@@ -418,8 +418,18 @@ pub async fn run_upgrade(
         watcher.clone(),
         lost.clone(),
     );
+    // Owned here so a failed run still reports what it did.
+    let mut summary = Summary::default();
     let result = run_locked(
-        opts, &plan, store, &journal, &watcher, &lost, reporter, tunnel,
+        opts,
+        &plan,
+        store,
+        &journal,
+        &watcher,
+        &lost,
+        reporter,
+        tunnel,
+        &mut summary,
     )
     .await;
     heartbeat.abort();
@@ -429,13 +439,12 @@ pub async fn run_upgrade(
             tracing::warn!("could not release the run lock: {e}");
         }
     }
-    let summary = match &result {
-        Ok(s) => s.clone(),
-        Err(_) => Summary::default(),
-    };
+    if matches!(&result, Err(Error::StepFailed(_))) {
+        summary.failed += 1;
+    }
     let status = match &result {
         Ok(_) => "succeeded".to_string(),
-        Err(e) => format!("{:?}", e.code()).to_lowercase(),
+        Err(e) => e.code().name().to_string(),
     };
     reporter.report(&RunEvent::Summary {
         ran: summary.ran,
@@ -458,6 +467,7 @@ async fn run_locked(
     lost: &Arc<AtomicBool>,
     reporter: &mut dyn Reporter,
     mut tunnel: Option<&mut Tunnel>,
+    summary: &mut Summary,
 ) -> Result<Summary> {
     journal
         .event(
@@ -497,13 +507,10 @@ async fn run_locked(
         });
     }
 
-    let mut summary = Summary {
-        skipped: decided
-            .iter()
-            .filter(|d| d.decision.action == Action::Skip)
-            .count(),
-        ..Summary::default()
-    };
+    summary.skipped = decided
+        .iter()
+        .filter(|d| d.decision.action == Action::Skip)
+        .count();
     let to_run: Vec<&DecidedStep> = decided
         .iter()
         .filter(|d| d.decision.action == Action::Run)
@@ -512,7 +519,7 @@ async fn run_locked(
         reporter.report(&RunEvent::Notice {
             message: "nothing to run: every step is applied".into(),
         });
-        return Ok(summary);
+        return Ok(summary.clone());
     }
     let repo = opts.repo.as_ref().ok_or_else(|| {
         Error::usage(
@@ -653,7 +660,7 @@ async fn run_locked(
             bson::doc! { "ran": summary.ran as i64, "skipped": summary.skipped as i64 },
         )
         .await?;
-    Ok(summary)
+    Ok(summary.clone())
 }
 
 /// What one step watches besides its child: the stop requests (signals, and a dropped

@@ -711,3 +711,49 @@ fn unattended_runs_must_choose_a_backup_and_a_restore_sets_later_steps_back_to_p
         ]
     );
 }
+
+#[test]
+fn json_runs_stream_one_event_per_line_and_a_summary() {
+    let env = Env::new("json_events");
+    let out = env.upgrade(&["--to", "1.1.0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {e}: {l}"))
+        })
+        .collect();
+    assert!(events.iter().all(|e| e["schema"] == "upstep.event/1"));
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"plan"));
+    assert_eq!(kinds.last(), Some(&"summary"));
+    for kind in ["step-started", "output", "verification", "step-finished"] {
+        assert!(kinds.contains(&kind), "no {kind} event in {kinds:?}");
+    }
+    let finished: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "step-finished")
+        .collect();
+    assert_eq!(finished.len(), 3);
+    assert_eq!(finished[1]["id"], "hangs");
+    assert_eq!(finished[1]["ended_by"], "done-line");
+    let summary = events.last().unwrap();
+    assert_eq!(
+        (
+            summary["ran"].as_u64(),
+            summary["succeeded"].as_u64(),
+            summary["status"].as_str()
+        ),
+        (Some(3), Some(3), Some("succeeded"))
+    );
+
+    // A failing run ends with a summary that says so, and its exit code.
+    let out = env.upgrade(&["--json", "--yes"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "summary");
+    assert_eq!(last["failed"], 1);
+    assert_eq!(last["status"], "step-failed");
+}
