@@ -64,7 +64,8 @@ pub enum LogFormat {
 pub enum Command {
     /// List the migration scripts an upgrade needs, in order, grouped by the tag each runs at.
     Plan(PlanArgs),
-    /// Upgrade: with --plan, list what it would run (running lands with the runner).
+    /// Run the migrations an upgrade needs, each at its release's tag, journalled, locked,
+    /// verified and resumable (--plan: only list them; --dry-run: decide, touch nothing).
     Upgrade(UpgradeArgs),
     /// Show every migration's state from the journal and the data.
     Status(StatusArgs),
