@@ -37,15 +37,7 @@ pub fn choose_target(map: &ReleaseMap, detected: Option<&Version>) -> Result<Ver
         .filter(|r| detected.is_none_or(|d| &r.version > d))
         .collect();
     if newer.is_empty() {
-        return map
-            .newest_release()
-            .map(|r| r.version.clone())
-            .ok_or_else(|| {
-                Error::usage(
-                    "the map lists no releases",
-                    "pass --map with a map that lists releases",
-                )
-            });
+        return map.newest_version();
     }
     let labels: Vec<String> = newer
         .iter()

@@ -66,15 +66,7 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
     let from = parse_user_version(from, "--from")?.resolve(map);
     let to = match &range.to {
         Some(to) => parse_user_version(to, "--to")?.resolve(map),
-        None => map
-            .newest_release()
-            .map(|r| r.version.clone())
-            .ok_or_else(|| {
-                Error::usage(
-                    "the release map lists no releases",
-                    "pass --map with a map that lists releases",
-                )
-            })?,
+        None => map.newest_version()?,
     };
     Ok(PlanRequest {
         from,

@@ -144,15 +144,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         .transpose()?;
     let to = match &args.range.to {
         Some(t) => parse_user_version(t, "--to")?.resolve(&map),
-        None => map
-            .newest_release()
-            .map(|r| r.version.clone())
-            .ok_or_else(|| {
-                Error::usage(
-                    "the map lists no releases",
-                    "pass --map with a map that lists releases",
-                )
-            })?,
+        None => map.newest_version()?,
     };
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some(open_repo_spec(&spec.value)?),

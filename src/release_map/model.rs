@@ -193,6 +193,18 @@ impl ReleaseMap {
         self.releases.last()
     }
 
+    /// The default target of an upgrade: the newest release.
+    pub fn newest_version(&self) -> crate::error::Result<Version> {
+        self.newest_release()
+            .map(|r| r.version.clone())
+            .ok_or_else(|| {
+                crate::error::Error::usage(
+                    format!("the release map {} lists no releases", self.source),
+                    "pass --map with a map that lists releases",
+                )
+            })
+    }
+
     pub fn migration(&self, id: &str) -> Option<&Migration> {
         self.migrations.iter().find(|m| m.id == id)
     }
