@@ -219,6 +219,16 @@ impl Plan {
         self.steps_total == 0
     }
 
+    /// Keep only the steps `keep` accepts (e.g. those a run would execute), dropping groups
+    /// left empty.
+    pub fn retain_steps(&mut self, keep: impl Fn(&PlanStep) -> bool) {
+        for group in &mut self.groups {
+            group.steps.retain(|s| keep(s));
+        }
+        self.groups.retain(|g| !g.steps.is_empty());
+        self.steps_total = self.groups.iter().map(|g| g.steps.len()).sum();
+    }
+
     pub fn steps(&self) -> impl Iterator<Item = (&PlanGroup, &PlanStep)> {
         self.groups
             .iter()

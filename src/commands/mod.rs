@@ -310,6 +310,27 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
 }
 
 /// A runtime for the commands that talk to services.
+/// The steps an upgrade would run now, decided from the journal and the data.
+async fn current_plan(map: &ReleaseMap, range: &RangeOpts, uri: &str) -> Result<Plan> {
+    let to = match &range.to {
+        Some(t) => parse_user_version(t, "--to")?.resolve(map),
+        None => map.newest_version()?,
+    };
+    let store = crate::store::Store::connect(uri).await?;
+    let mut opts = run::read_only_options(map.clone(), to);
+    opts.include_unreleased = range.include_unreleased;
+    let mut plan = crate::executor::full_plan(&opts)?;
+    let entries = crate::store::journal::read_entries(&store).await?;
+    let decided = crate::executor::decide_steps(&opts, &plan, &store, &entries).await;
+    let run: std::collections::HashSet<&str> = decided
+        .iter()
+        .filter(|d| d.decision.action == crate::executor::decide::Action::Run)
+        .map(|d| d.id.as_str())
+        .collect();
+    plan.retain_steps(|s| run.contains(s.id.as_str()));
+    Ok(plan)
+}
+
 /// One thread: upstep mostly waits on a child and the database, and every extra thread
 /// costs memory (its own malloc arena) for nothing.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -321,9 +342,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
     let map = load_map(&args.map)?;
-    let request = plan_request(&map, &args.range)?;
-    let plan = plan::plan(&map, &request)?;
     let mongo_uri = args.mongo.resolve();
+    let plan = match (&args.range.from, &mongo_uri) {
+        (Some(_), _) => plan::plan(&map, &plan_request(&map, &args.range)?)?,
+        // The current plan: the steps a run would execute, by the journal and the data.
+        (None, Some(uri)) => runtime()?.block_on(current_plan(&map, &args.range, uri))?,
+        (None, None) => {
+            return Err(Error::usage(
+                "doctor needs to know which steps to check",
+                "pass --from <version>, or --mongo-uri so it reads where the data stands",
+            ))
+        }
+    };
     let key = std::env::var(&args.run_env.encryption_key_env).ok();
     let inputs = DoctorInputs {
         map: &map,

@@ -574,7 +574,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     let report = runtime()?.block_on(async {
         let connected = connect(&settings, !is_interactive(false)).await?;
         let store = &connected.store;
-        let opts = status_options(map, to);
+        let opts = read_only_options(map, to);
         let plan = executor::full_plan(&opts)?;
         let entries = crate::store::journal::read_entries(store).await?;
         let decided = executor::decide_steps(&opts, &plan, store, &entries).await;
@@ -687,7 +687,8 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-fn status_options(map: ReleaseMap, to: semver::Version) -> UpgradeOptions {
+/// Options for commands that only read (status, doctor): nothing here runs a script.
+pub(super) fn read_only_options(map: ReleaseMap, to: semver::Version) -> UpgradeOptions {
     UpgradeOptions {
         map,
         from: None,

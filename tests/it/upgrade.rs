@@ -757,3 +757,42 @@ fn json_runs_stream_one_event_per_line_and_a_summary() {
     assert_eq!(last["failed"], 1);
     assert_eq!(last["status"], "step-failed");
 }
+
+#[test]
+fn doctor_without_from_checks_the_steps_a_run_would_execute() {
+    let env = Env::new("doctor_current");
+    let doctor = |env: &Env| {
+        env.command(&[
+            "doctor",
+            "--map",
+            env.project.map_path.to_str().unwrap(),
+            "--mongo-uri",
+            &env.uri,
+            "--redis-url",
+            &redis().url,
+            "--to",
+            "1.1.0",
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = doctor(&env);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(before.contains("(3 scripts at 2 tags)"), "{before}");
+    assert!(env.upgrade(&["--to", "1.0.0"]).status.success());
+    // v1.0.0's only step is applied now: the current plan is v1.1.0's two.
+    let out = doctor(&env);
+    let after = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(after.contains("(2 scripts at 1 tag)"), "{after}");
+    let no_from_no_db = env
+        .command(&["doctor", "--map", env.project.map_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        no_from_no_db.status.code(),
+        Some(2),
+        "{}",
+        text(&no_from_no_db)
+    );
+}
