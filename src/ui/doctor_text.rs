@@ -16,9 +16,11 @@ pub fn render(plan: &Plan, report: &DoctorReport, st: &Styler) -> String {
         plan.from,
         plan.to,
         st.dim(&format!(
-            "({} scripts at {} tags)",
+            "({} script{} at {} tag{})",
             plan.steps_total,
-            plan.groups.len()
+            if plan.steps_total == 1 { "" } else { "s" },
+            plan.groups.len(),
+            if plan.groups.len() == 1 { "" } else { "s" }
         ))
     );
     let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
