@@ -104,12 +104,11 @@ pub(crate) async fn run(
         .iter()
         .filter(|e| e.consistency != "snapshot" && !e.resumed)
     {
-        if e.count_before != e.count_after || e.count_after != e.documents {
+        if e.count_before.is_some_and(|b| b != e.count_after) || e.count_after != e.documents {
             tracing::warn!(
-                "{}: {} documents before the read, {} written, {} after: it was written to during \
-                 the backup; stop the application for an exact copy",
+                "{}: {} documents written, {} after the read: it was written to during the \
+                 backup; stop the application for an exact copy",
                 e.name,
-                e.count_before,
                 e.documents,
                 e.count_after
             );
@@ -301,14 +300,20 @@ async fn dump_collection(
     let coll = db.collection::<RawDocumentBuf>(&info.name);
     let started = Instant::now();
     let read_at = now_rfc3339();
-    let count_before = coll
-        .estimated_document_count()
-        .await
-        .map_err(|e| conn.error(&format!("count collection {} of", info.name), e))?;
+    // Only a visible progress bar needs the total up front (its ETA).
+    let count_before = if progress.shows_totals() {
+        Some(
+            coll.estimated_document_count()
+                .await
+                .map_err(|e| conn.error(&format!("count collection {} of", info.name), e))?,
+        )
+    } else {
+        None
+    };
 
     let (metadata_sha256, indexes) = write_metadata(conn, db, info, files).await?;
 
-    progress.start(&info.name, Some(count_before));
+    progress.start(&info.name, count_before);
     let copy_started = Instant::now();
     let mut consistency = "per-collection";
     let mut result = None;
@@ -325,7 +330,7 @@ async fn dump_collection(
                     info.name
                 );
                 *session = None;
-                progress.start(&info.name, Some(count_before));
+                progress.start(&info.name, count_before);
             }
             Err(e) => return Err(e.into_error(conn, &info.name, &files.data)),
         }

@@ -69,9 +69,11 @@ pub struct CollectionEntry {
     pub read_at: String,
     /// `snapshot` or `per-collection`, as for the manifest.
     pub consistency: String,
-    /// Estimated document counts before and after the read (they differ when it was written to
-    /// meanwhile: only a problem without a snapshot).
-    pub count_before: u64,
+    /// Estimated document counts before (only taken when a progress bar shows an ETA) and after
+    /// the read: they differ from what was written when the collection was written to meanwhile
+    /// (only a problem without a snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_before: Option<u64>,
     pub count_after: u64,
     /// How long the read took, in milliseconds (0 when taken over from an earlier run).
     pub duration_ms: u64,

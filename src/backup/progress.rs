@@ -14,6 +14,11 @@ pub trait Progress: Send + Sync {
     fn advance(&self, docs: u64, bytes: u64);
     /// The collection is done.
     fn finish(&self, collection: &str);
+    /// Whether a total (and so an ETA) is shown: counting a collection first is worth it only
+    /// then (on some servers a count reads the whole collection).
+    fn shows_totals(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing: for tests and `--json`.
@@ -52,6 +57,10 @@ impl BarProgress {
 }
 
 impl Progress for BarProgress {
+    fn shows_totals(&self) -> bool {
+        self.visible
+    }
+
     fn start(&self, collection: &str, total_docs: Option<u64>) {
         let target = if self.visible {
             ProgressDrawTarget::stderr()
