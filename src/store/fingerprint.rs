@@ -97,7 +97,10 @@ pub async fn evaluate(
     let existing = match db.list_collection_names().await {
         Ok(names) => names.into_iter().collect::<HashSet<_>>(),
         Err(e) => {
-            let reason = format!("cannot list collections: {}", first_line(&e));
+            let reason = match error_code(&e) {
+                Some(13) => format!("not permitted to list the collections of {}", db.name()),
+                _ => format!("cannot list collections: {}", first_line(&e)),
+            };
             return FingerprintReport {
                 state: FpState::Unknown,
                 checks: Vec::new(),
@@ -227,14 +230,24 @@ async fn run_filter(
         .map_err(|e| failure_reason(&e, collection))?;
     match first {
         Some(doc) => {
+            // The first hit already proves pending: a count that fails (e.g. times out on a
+            // huge collection) only loses the evidence's size, never the verdict.
             let count = match opts.count_limit {
-                Some(limit) => Some(
-                    coll.count_documents(filter.clone())
-                        .limit(limit)
-                        .max_time(opts.time_limit)
-                        .await
-                        .map_err(|e| failure_reason(&e, collection))?,
-                ),
+                Some(limit) => match coll
+                    .count_documents(filter.clone())
+                    .limit(limit)
+                    .max_time(opts.time_limit)
+                    .await
+                {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        tracing::debug!(
+                            "counting pending documents in {collection} failed: {}",
+                            failure_reason(&e, collection)
+                        );
+                        None
+                    }
+                },
                 None => None,
             };
             Ok((FpState::Pending, doc.get("_id").cloned(), count))
