@@ -256,7 +256,10 @@ pub fn resolve_target(
         ));
     }
     if let Some(repo) = repo {
-        if let Some(tag) = repo.describe_exact_tag()? {
+        let tag = repo
+            .describe_exact_tag()?
+            .filter(|t| !map.project.ignore_tags.contains(t));
+        if let Some(tag) = tag {
             let version = map
                 .releases
                 .iter()
