@@ -6,7 +6,12 @@
 #   scripts/bench.sh steps      per-step overhead: upstep running 20 trivial node scripts versus a
 #                               plain shell loop running them (target ratio <= 1.10)
 #   scripts/bench.sh memory     upstep's peak RSS while a script prints 1 GB (target < 50 MB)
-# The steps/memory benchmarks start their own MongoDB-compatible server (installed by
+#   scripts/bench.sh detect     fingerprint checks on 1,000,000 `messages` and `subscribers`, all
+#                               pending and all migrated, versus the server doing the same work
+#                               alone (targets: filter checks all-pending < 100 ms, all-migrated
+#                               no slower than the server's own collection scan; pipeline checks
+#                               no slower than the pipeline alone). DETECT_DOCS overrides the count.
+# The steps/memory/detect benchmarks start their own MongoDB-compatible server (installed by
 # scripts/test.sh) on a free loopback port and stop it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -155,5 +160,26 @@ if [[ $which == all || $which == memory ]]; then
   git -C "$work/repo" -c user.name=bench -c user.email=bench@example.com commit -qam quiet
   git -C "$work/repo" tag -f v1.0.0 >/dev/null
   echo "the same run with a silent script: upstep's own peak RSS $(($(own_peak_kb quiet) / 1024)) MB"
+  cleanup; work=""; mongo_pid=""
+fi
+
+if [[ $which == all || $which == detect ]]; then
+  docs=${DETECT_DOCS:-1000000}
+  cargo build --release --quiet --example bench_detect
+  bench=target/release/examples/bench_detect
+  work=$(mktemp -d)
+  start_mongo
+  for state in pending migrated; do
+    echo "== detect: $docs messages and $docs subscribers, all $state"
+    "$bench" seed "$MONGO_BASE/detect_$state" "$docs" "$state"
+    "$bench" time "$MONGO_BASE/detect_$state"
+  done
+  # The same, through the CLI (cold process, text output discarded).
+  for state in pending migrated; do
+    start=$(date +%s%N)
+    UPSTEP_STATE_DIR="$work/state" "$bin" detect --mongo-uri "$MONGO_BASE/detect_$state" --json >/dev/null
+    end=$(date +%s%N)
+    awk -v s="$start" -v e="$end" -v st="$state" 'BEGIN { printf "upstep detect (CLI, all %s): %.0f ms\n", st, (e - s) / 1e6 }'
+  done
   cleanup; work=""; mongo_pid=""
 fi

@@ -69,6 +69,9 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Show every migration's state from the journal and the data.
     Status(StatusArgs),
+    /// Detect where a database stands from its journal and its data: per migration applied,
+    /// pending, not applicable or unknown (with evidence), the detected version and any gaps.
+    Detect(DetectArgs),
     /// Record a migration as applied (adopting a database migrated by hand) or pending,
     /// without running it.
     Mark(MarkArgs),
@@ -212,6 +215,43 @@ pub struct PlanArgs {
     pub map: MapOpts,
     #[command(flatten)]
     pub repo: RepoOpts,
+    /// Read the journal and the data (connects to MongoDB): plan only the steps that would run,
+    /// including pending ones older than --from, and list the skipped ones with their reasons.
+    #[arg(long)]
+    pub detect: bool,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// The version you believe the data is at: migrations at or before it that no data check
+    /// can read count as applied (data that shows pending documents still wins).
+    #[arg(long, value_name = "VERSION")]
+    pub from: Option<String>,
+
+    /// The version to compare against (default: the release tag the local --repo checkout's
+    /// HEAD is exactly at, else the newest release in the map).
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+
+    /// Also check scripts no release ships yet (only when the target is the newest release).
+    #[arg(long)]
+    pub include_unreleased: bool,
+
+    /// Server-side time limit of each check query (maxTimeMS); a check that exceeds it is
+    /// reported as unknown.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub time_limit_secs: f64,
+
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub repo: RepoOpts,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
     #[command(flatten)]
     pub output: OutputOpts,
 }

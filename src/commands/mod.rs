@@ -19,12 +19,14 @@ use crate::version::{display, parse_user_version};
 
 pub fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Plan(args) if args.detect => detect::plan_detect_command(&args),
         Command::Plan(args) => plan_command(&args.range, &args.map, &args.repo, &args.output),
         Command::Upgrade(args) if args.plan => {
             plan_command(&args.range, &args.map, &args.repo, &args.output)
         }
         Command::Upgrade(args) => run::upgrade_command(&args),
         Command::Status(args) => run::status_command(&args),
+        Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
         Command::Unlock(args) => run::unlock_command(&args),
         Command::Doctor(args) => doctor_command(&args),
@@ -44,6 +46,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
+mod detect;
 mod interactive;
 mod run;
 

@@ -33,7 +33,7 @@ pub fn is_interactive(yes: bool) -> bool {
     !yes && std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
-fn resolve_settings(
+pub(super) fn resolve_settings(
     connect: &ConnectOpts,
     repo: &crate::cli::RepoOpts,
     map: &crate::cli::MapOpts,
@@ -57,14 +57,14 @@ fn resolve_settings(
 
 /// A database connection, through an SSH tunnel when the settings ask for one. The tunnel
 /// (if any) must live as long as the connection is used.
-struct Connected {
-    store: Store,
+pub(super) struct Connected {
+    pub(super) store: Store,
     /// The URI the scripts use (rewritten to the tunnel's local end).
     uri: String,
     tunnel: Option<Tunnel>,
 }
 
-async fn connect(settings: &Settings, batch_mode: bool) -> Result<Connected> {
+pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Connected> {
     let uri = settings.mongo_uri.as_ref().map(|s| s.value.clone()).ok_or_else(|| {
         Error::usage(
             "no MongoDB URI: upstep needs the database to migrate (and keeps its journal there)",

@@ -97,7 +97,10 @@ pub async fn evaluate(
     let existing = match db.list_collection_names().await {
         Ok(names) => names.into_iter().collect::<HashSet<_>>(),
         Err(e) => {
-            let reason = format!("cannot list collections: {}", first_line(&e));
+            let reason = match error_code(&e) {
+                Some(13) => format!("not permitted to list the collections of {}", db.name()),
+                _ => format!("cannot list collections: {}", first_line(&e)),
+            };
             return FingerprintReport {
                 state: FpState::Unknown,
                 checks: Vec::new(),
@@ -202,9 +205,21 @@ async fn evaluate_check(
     report
 }
 
+/// Whether the collection holds no document. The metadata count answers first (it costs no
+/// scan); only when it says 0 is that confirmed by reading, since a stale count must never
+/// turn a collection with documents into "not applicable".
 async fn is_empty(db: &Database, collection: &str, opts: EvalOptions) -> Result<bool, String> {
-    db.collection::<Document>(collection)
-        .find_one(doc! {})
+    let coll = db.collection::<Document>(collection);
+    if let Ok(n) = coll
+        .estimated_document_count()
+        .max_time(opts.time_limit)
+        .await
+    {
+        if n > 0 {
+            return Ok(false);
+        }
+    }
+    coll.find_one(doc! {})
         .projection(doc! { "_id": 1 })
         .max_time(opts.time_limit)
         .await
@@ -219,32 +234,58 @@ async fn run_filter(
     opts: EvalOptions,
 ) -> Result<(FpState, Option<Bson>, Option<u64>), String> {
     let coll = db.collection::<Document>(collection);
-    let first = coll
-        .find_one(filter.clone())
-        .projection(doc! { "_id": 1 })
-        .max_time(opts.time_limit)
-        .await
-        .map_err(|e| failure_reason(&e, collection))?;
-    match first {
-        Some(doc) => {
-            let count = match opts.count_limit {
-                Some(limit) => Some(
-                    coll.count_documents(filter.clone())
-                        .limit(limit)
-                        .max_time(opts.time_limit)
-                        .await
-                        .map_err(|e| failure_reason(&e, collection))?,
-                ),
-                None => None,
-            };
-            Ok((FpState::Pending, doc.get("_id").cloned(), count))
+    let (first, count) = match opts.count_limit {
+        // One query gives both the example and the capped count: `_id`s only, up to the cap.
+        Some(limit) => {
+            let mut cursor = coll
+                .find(filter.clone())
+                .projection(doc! { "_id": 1 })
+                .limit(limit.min(i64::MAX as u64) as i64)
+                .batch_size(limit.clamp(1, 10_000) as u32)
+                .max_time(opts.time_limit)
+                .await
+                .map_err(|e| failure_reason(&e, collection))?;
+            let mut first: Option<Document> = None;
+            let mut n = 0u64;
+            while let Some(next) = cursor.next().await {
+                match next {
+                    Ok(doc) => {
+                        n += 1;
+                        if first.is_none() {
+                            first = Some(doc);
+                        }
+                    }
+                    // A hit already proves pending: a later failure (e.g. the time limit on a
+                    // huge collection) only loses the evidence's size, never the verdict.
+                    Err(e) if first.is_some() => {
+                        tracing::debug!(
+                            "counting pending documents in {collection} stopped: {}",
+                            failure_reason(&e, collection)
+                        );
+                        return Ok((
+                            FpState::Pending,
+                            first.and_then(|d| d.get("_id").cloned()),
+                            None,
+                        ));
+                    }
+                    Err(e) => return Err(failure_reason(&e, collection)),
+                }
+            }
+            (first, Some(n))
         }
-        None if is_empty(db, collection, opts).await? => Ok((FpState::NotApplicable, None, None)),
-        None => Ok((
-            FpState::Applied,
+        None => (
+            coll.find_one(filter.clone())
+                .projection(doc! { "_id": 1 })
+                .max_time(opts.time_limit)
+                .await
+                .map_err(|e| failure_reason(&e, collection))?,
             None,
-            Some(0).filter(|_| opts.count_limit.is_some()),
-        )),
+        ),
+    };
+    match first {
+        Some(doc) => Ok((FpState::Pending, doc.get("_id").cloned(), count)),
+        None if is_empty(db, collection, opts).await? => Ok((FpState::NotApplicable, None, None)),
+        None => Ok((FpState::Applied, None, count)),
     }
 }
 
