@@ -302,9 +302,24 @@ async fn guided_flow(
 ) -> Result<()> {
     let entries = crate::store::journal::read_entries(store).await?;
     if args.range.to.is_none() {
-        let plan = executor::full_plan(opts)?;
-        let decided = executor::decide_steps(opts, &plan, store, &entries).await;
-        let detected = executor::detected_version(&opts.map, &decided);
+        // Where the data stands, with its evidence and gaps, before choosing where to go.
+        let detect_opts = crate::detect::DetectOptions {
+            from: opts.from.clone(),
+            to: opts.map.newest_version()?,
+            to_source: crate::detect::TargetSource::NewestInMap,
+            time_limit: opts.check_time_limit,
+            count_limit: 1000,
+            include_unreleased: opts.include_unreleased,
+        };
+        let report = crate::detect::detect(&opts.map, store, detect_opts, &|_, _| {}).await?;
+        eprint!(
+            "{}",
+            crate::ui::detect_text::render(&report, &Styler::for_stderr())
+        );
+        let detected = report
+            .detected
+            .as_deref()
+            .and_then(|v| semver::Version::parse(v).ok());
         opts.to = interactive::choose_target(&opts.map, detected.as_ref())?;
     }
     let plan = executor::full_plan(opts)?;

@@ -205,25 +205,6 @@ pub fn plan_event(decided: &[DecidedStep]) -> RunEvent {
     }
 }
 
-/// Where the data stands by the decisions: the newest release every step up to which would be
-/// skipped (applied by journal or data). None: not even the first release's steps are applied.
-pub fn detected_version(map: &ReleaseMap, decided: &[DecidedStep]) -> Option<semver::Version> {
-    let mut detected = None;
-    for release in &map.releases {
-        let all_applied = decided.iter().all(|d| {
-            let introduced = map
-                .migration(&d.id)
-                .and_then(|m| m.introduced_version().cloned());
-            introduced.is_none_or(|v| v > release.version) || d.decision.action == Action::Skip
-        });
-        if !all_applied {
-            break;
-        }
-        detected = Some(release.version.clone());
-    }
-    detected
-}
-
 /// Take the run lock, waiting a bounded time; a dead holder on this host is ended and taken
 /// over at once.
 async fn take_lock(
