@@ -308,6 +308,10 @@ async fn shapes(uri: &str) -> Result<(), BoxError> {
         }
     );
     shape!(
+        "estimated_document_count",
+        |c: mongodb::Collection<Document>, _f| async move { c.estimated_document_count().await }
+    );
+    shape!(
         "find_one_id_hint",
         |c: mongodb::Collection<Document>, f| async move {
             c.find_one(f)

@@ -173,7 +173,7 @@ async fn evaluate_check(
         elapsed_ms: 0,
     };
     let exists = existing.contains(&check.collection);
-    let outcome: Result<(FpState, Option<Bson>, Option<u64>), String> = match &check.kind {
+    let outcome: Outcome = match &check.kind {
         CheckKind::Absent => Ok((
             if exists {
                 FpState::Pending
@@ -184,8 +184,24 @@ async fn evaluate_check(
             None,
         )),
         _ if !exists => Ok((FpState::NotApplicable, None, None)),
-        CheckKind::Filter(filter) => run_filter(db, &check.collection, filter, opts).await,
-        CheckKind::Pipeline(pipeline) => run_pipeline(db, &check.collection, pipeline, opts).await,
+        CheckKind::Filter(filter) => {
+            with_emptiness(
+                db,
+                &check.collection,
+                opts,
+                run_filter(db, &check.collection, filter, opts),
+            )
+            .await
+        }
+        CheckKind::Pipeline(pipeline) => {
+            with_emptiness(
+                db,
+                &check.collection,
+                opts,
+                run_pipeline(db, &check.collection, pipeline, opts),
+            )
+            .await
+        }
     };
     match outcome {
         Ok((state, example, count)) => {
@@ -203,6 +219,24 @@ async fn evaluate_check(
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report
+}
+
+type Outcome = Result<(FpState, Option<Bson>, Option<u64>), String>;
+
+/// A check that finds nothing is "not applicable" when its collection is empty. Whether it is
+/// empty is asked at the same time as the check runs, not after it: on a server where even
+/// that costs a scan (the test server), the two overlap instead of adding up.
+async fn with_emptiness(
+    db: &Database,
+    collection: &str,
+    opts: EvalOptions,
+    check: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    let (outcome, empty) = futures_util::future::join(check, is_empty(db, collection, opts)).await;
+    match outcome? {
+        (FpState::Applied, _, _) if empty? => Ok((FpState::NotApplicable, None, None)),
+        other => Ok(other),
+    }
 }
 
 /// Whether the collection holds no document. The metadata count answers first (it costs no
@@ -232,7 +266,7 @@ async fn run_filter(
     collection: &str,
     filter: &Document,
     opts: EvalOptions,
-) -> Result<(FpState, Option<Bson>, Option<u64>), String> {
+) -> Outcome {
     let coll = db.collection::<Document>(collection);
     let (first, count) = match opts.count_limit {
         // One query gives both the example and the capped count: `_id`s only, up to the cap.
@@ -284,7 +318,6 @@ async fn run_filter(
     };
     match first {
         Some(doc) => Ok((FpState::Pending, doc.get("_id").cloned(), count)),
-        None if is_empty(db, collection, opts).await? => Ok((FpState::NotApplicable, None, None)),
         None => Ok((FpState::Applied, None, count)),
     }
 }
@@ -294,7 +327,7 @@ async fn run_pipeline(
     collection: &str,
     pipeline: &[Document],
     opts: EvalOptions,
-) -> Result<(FpState, Option<Bson>, Option<u64>), String> {
+) -> Outcome {
     let coll = db.collection::<Document>(collection);
     let mut stages = pipeline.to_vec();
     // Counting needs every output document; otherwise the map's pipelines end in $limit 1.
@@ -328,7 +361,6 @@ async fn run_pipeline(
             doc.get("_id").cloned(),
             count_limit.map(|_| count),
         )),
-        None if is_empty(db, collection, opts).await? => Ok((FpState::NotApplicable, None, None)),
         None => Ok((FpState::Applied, None, count_limit.map(|_| 0))),
     }
 }
