@@ -107,9 +107,10 @@ start_mongo() {
   MONGO_BASE="mongodb://127.0.0.1:$port"
 }
 
-upstep_run() { # $1 = database name
-  UPSTEP_STATE_DIR="$work/state" UPSTEP_CACHE_DIR="$work/cache" "$bin" upgrade --yes --keep-worktrees \
-    --map "$work/map.toml" --repo "$work/repo" --mongo-uri "$MONGO_BASE/$1" >/dev/null 2>&1
+upstep_run() { # $1 = database name; on failure, show why instead of dying silently
+  UPSTEP_STATE_DIR="$work/state" UPSTEP_CACHE_DIR="$work/cache" "$bin" upgrade --yes --no-backup --keep-worktrees \
+    --map "$work/map.toml" --repo "$work/repo" --mongo-uri "$MONGO_BASE/$1" >/dev/null 2>"$work/upstep.err" ||
+    { echo "upstep upgrade failed:" >&2; cat "$work/upstep.err" >&2; exit 1; }
 }
 
 if [[ $which == all || $which == steps ]]; then
@@ -141,7 +142,7 @@ if [[ $which == all || $which == memory ]]; then
   # upstep's own peak (VmHWM), sampled until it exits: /usr/bin/time would report the largest
   # of upstep and the children it reaped, i.e. node's ~40 MB, not upstep's.
   own_peak_kb() { # $1 = database
-    UPSTEP_STATE_DIR="$work/state" UPSTEP_CACHE_DIR="$work/cache" "$bin" upgrade --yes \
+    UPSTEP_STATE_DIR="$work/state" UPSTEP_CACHE_DIR="$work/cache" "$bin" upgrade --yes --no-backup \
       --map "$work/map.toml" --repo "$work/repo" --mongo-uri "$MONGO_BASE/$1" >/dev/null 2>&1 &
     local pid=$! peak=0 now
     while kill -0 "$pid" 2>/dev/null; do
