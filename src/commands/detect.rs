@@ -18,7 +18,7 @@ use crate::executor::{self, DecidedStep};
 use crate::git::GitRepo;
 use crate::plan::Plan;
 use crate::ui::{self, plan_text, Styler};
-use crate::version::{display, parse_user_version};
+use crate::version::display;
 
 /// Pending documents are counted up to this many per check ("at least N" beyond).
 const COUNT_LIMIT: u64 = 1000;
@@ -66,11 +66,7 @@ fn local_repo(spec: Option<&str>) -> Result<Option<GitRepo>> {
 pub fn detect_command(args: &DetectArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let from = args
-        .from
-        .as_deref()
-        .map(|f| parse_user_version(f, "--from").map(|v| v.resolve(&map)))
-        .transpose()?;
+    let from = super::from_version(&map, args.from.as_deref())?;
     let repo = match &args.to {
         Some(_) => None,
         None => local_repo(settings.repo.as_ref().map(|r| r.value.as_str()))?,
@@ -125,24 +121,8 @@ fn decision_of<'d>(decided: &'d [DecidedStep], id: &str) -> Option<&'d Decision>
 pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let from = args
-        .range
-        .from
-        .as_deref()
-        .map(|f| parse_user_version(f, "--from").map(|v| v.resolve(&map)))
-        .transpose()?;
-    let to = match &args.range.to {
-        Some(t) => parse_user_version(t, "--to")?.resolve(&map),
-        None => map
-            .newest_release()
-            .map(|r| r.version.clone())
-            .ok_or_else(|| {
-                Error::usage(
-                    "the release map lists no releases",
-                    "pass --map with a map that lists releases",
-                )
-            })?,
-    };
+    let from = super::from_version(&map, args.range.from.as_deref())?;
+    let to = super::to_version(&map, args.range.to.as_deref())?;
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some((open_repo_spec(&spec.value)?, spec.value.clone())),
         None => None,

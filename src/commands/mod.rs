@@ -58,19 +58,32 @@ pub(crate) fn load_map_from(path: Option<&std::path::Path>) -> Result<ReleaseMap
     release_map::load(path)
 }
 
+/// `--from` (optional) against the map.
+pub(crate) fn from_version(
+    map: &ReleaseMap,
+    from: Option<&str>,
+) -> Result<Option<semver::Version>> {
+    from.map(|f| parse_user_version(f, "--from").map(|v| v.resolve(map)))
+        .transpose()
+}
+
+/// `--to` against the map; the newest release when absent.
+pub(crate) fn to_version(map: &ReleaseMap, to: Option<&str>) -> Result<semver::Version> {
+    match to {
+        Some(t) => Ok(parse_user_version(t, "--to")?.resolve(map)),
+        None => map.newest_version(),
+    }
+}
+
 /// Turn --from/--to into a request against the map.
 pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> {
-    let Some(from) = &range.from else {
+    let Some(from) = from_version(map, range.from.as_deref())? else {
         return Err(Error::usage(
             "no source version: upstep needs to know which version the data is at",
             "pass --from <version>, e.g. --from v0.17.0",
         ));
     };
-    let from = parse_user_version(from, "--from")?.resolve(map);
-    let to = match &range.to {
-        Some(to) => parse_user_version(to, "--to")?.resolve(map),
-        None => map.newest_version()?,
-    };
+    let to = to_version(map, range.to.as_deref())?;
     Ok(PlanRequest {
         from,
         to,
@@ -315,10 +328,7 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
 /// A runtime for the commands that talk to services.
 /// The steps an upgrade would run now, decided from the journal and the data.
 async fn current_plan(map: &ReleaseMap, range: &RangeOpts, uri: &str) -> Result<Plan> {
-    let to = match &range.to {
-        Some(t) => parse_user_version(t, "--to")?.resolve(map),
-        None => map.newest_version()?,
-    };
+    let to = to_version(map, range.to.as_deref())?;
     let store = crate::store::Store::connect(uri).await?;
     let mut opts = run::read_only_options(map.clone(), to);
     opts.include_unreleased = range.include_unreleased;

@@ -26,7 +26,6 @@ use crate::tunnel::Tunnel;
 use crate::ui::events::{JsonReporter, Reporter, RunEvent, TextReporter};
 use crate::ui::progress::ProgressReporter;
 use crate::ui::{self, Styler};
-use crate::version::parse_user_version;
 
 /// Interactive means a person on both ends: stdin and stdout are terminals and no --yes.
 pub fn is_interactive(yes: bool) -> bool {
@@ -136,16 +135,8 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         ));
     }
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let from = args
-        .range
-        .from
-        .as_deref()
-        .map(|f| parse_user_version(f, "--from").map(|v| v.resolve(&map)))
-        .transpose()?;
-    let to = match &args.range.to {
-        Some(t) => parse_user_version(t, "--to")?.resolve(&map),
-        None => map.newest_version()?,
-    };
+    let from = super::from_version(&map, args.range.from.as_deref())?;
+    let to = super::to_version(&map, args.range.to.as_deref())?;
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some(open_repo_spec(&spec.value)?),
         None => None,
@@ -579,13 +570,7 @@ struct StatusReport {
 pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &crate::cli::RepoOpts::default(), &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let to = match &args.to {
-        Some(t) => parse_user_version(t, "--to")?.resolve(&map),
-        None => map
-            .newest_release()
-            .map(|r| r.version.clone())
-            .unwrap_or_else(|| semver::Version::new(0, 0, 0)),
-    };
+    let to = super::to_version(&map, args.to.as_deref())?;
     let report = runtime()?.block_on(async {
         let connected = connect(&settings, !is_interactive(false)).await?;
         let store = &connected.store;
