@@ -192,27 +192,42 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             state_dir: state_dir(),
             check_time_limit: Duration::from_secs(30),
         };
+        // The guided flow's decisions, so they are not read from the data a second time.
+        let mut decided = None;
         if interactive && !opts.dry_run {
-            guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?;
+            decided =
+                Some(guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?);
         }
         let plan = executor::full_plan(&opts)?;
         let needs_redis = plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
 
         // A throwaway Redis lives for this run only (dropped at the end of this block).
         let mut _throwaway = None;
+        // The Redis the scripts get (None: this plan needs none), checked by the preflight.
+        let mut redis_url = None;
         if needs_redis && !opts.dry_run {
-            if settings.redis_is_auto() {
+            let url = if settings.redis_is_auto() {
                 let redis = crate::redis_auto::start_throwaway_redis(&opts.state_dir).await?;
-                redis_connection(&redis.url, &mut connection)?;
+                let url = redis.url.clone();
                 _throwaway = Some(redis);
+                url
             } else {
-                redis_connection(&settings.redis_url.value, &mut connection)?;
-            }
+                settings.redis_url.value.clone()
+            };
+            redis_connection(&url, &mut connection)?;
+            redis_url = Some(url);
         }
         opts.connection = connection;
 
         if !opts.dry_run {
-            preflight(&opts, &plan, &settings, &key_var, reporter.as_mut()).await?;
+            preflight(
+                &opts,
+                &plan,
+                redis_url.as_deref(),
+                &key_var,
+                reporter.as_mut(),
+            )
+            .await?;
         }
         let watcher = Arc::new(SignalWatcher::install(if interactive {
             SignalPolicy::Interactive
@@ -226,6 +241,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             &opts,
             &plan,
             &connected.store,
+            decided,
             interactive,
             args.run.yes,
             reporter.as_mut(),
@@ -290,7 +306,7 @@ async fn guided_flow(
     opts: &mut UpgradeOptions,
     store: &Store,
     reporter: &mut dyn Reporter,
-) -> Result<()> {
+) -> Result<Vec<executor::DecidedStep>> {
     let entries = crate::store::journal::read_entries(store).await?;
     if args.range.to.is_none() {
         // Where the data stands, with its evidence and gaps, before choosing where to go.
@@ -349,7 +365,7 @@ async fn guided_flow(
         .filter(|d| d.decision.action == Action::Run)
         .count();
     if to_run == 0 {
-        return Ok(());
+        return Ok(decided);
     }
     if !interactive::confirm_run(to_run)? {
         return Err(Error::usage(
@@ -360,7 +376,7 @@ async fn guided_flow(
     if args.run.backup.is_none() && !args.run.no_backup {
         opts.backup_dir = interactive::ask_backup()?;
     }
-    Ok(())
+    Ok(decided)
 }
 
 /// Record a mark while holding the run lock, so it never lands in the middle of a run.
@@ -391,29 +407,15 @@ async fn mark_locked(store: &Store, id: &str, status: StepStatus, reason: &str) 
 async fn preflight(
     opts: &UpgradeOptions,
     plan: &crate::plan::Plan,
-    settings: &Settings,
+    redis_url: Option<&str>,
     key_var: &str,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
-    let redis_url = match (&opts.connection.redis_host, opts.connection.redis_port) {
-        (Some(h), Some(p)) => Some(format!(
-            "redis{}://{}{h}:{p}",
-            if opts.connection.redis_tls { "s" } else { "" },
-            opts.connection
-                .redis_password
-                .as_ref()
-                .map(|pw| format!(":{pw}@"))
-                .unwrap_or_default()
-        )),
-        _ => None,
-    };
     let inputs = DoctorInputs {
         map: &opts.map,
         plan,
         mongo_uri: Some(&opts.connection.mongo_uri),
-        redis_url: redis_url
-            .as_deref()
-            .or(Some(settings.redis_url.value.as_str())),
+        redis_url,
         encryption_key_var: key_var,
         encryption_key: opts.connection.encryption_key.as_deref(),
         path_env: std::env::var_os("PATH").unwrap_or_default(),
@@ -460,10 +462,12 @@ async fn preflight(
 
 /// Steps that are not idempotent, destructive, or unverifiable need a yes: --yes, or a person
 /// at a terminal. Without either, refuse rather than hang on a prompt nobody sees.
+#[allow(clippy::too_many_arguments)]
 async fn confirm_risky_steps(
     opts: &UpgradeOptions,
     plan: &crate::plan::Plan,
     store: &Store,
+    known: Option<Vec<executor::DecidedStep>>,
     interactive: bool,
     yes: bool,
     reporter: &mut dyn Reporter,
@@ -471,8 +475,13 @@ async fn confirm_risky_steps(
     if opts.dry_run || yes {
         return Ok(());
     }
-    let entries = crate::store::journal::read_entries(store).await?;
-    let decided = executor::decide_steps(opts, plan, store, &entries).await;
+    let decided = match known {
+        Some(decided) => decided,
+        None => {
+            let entries = crate::store::journal::read_entries(store).await?;
+            executor::decide_steps(opts, plan, store, &entries).await
+        }
+    };
     let risky: Vec<String> = plan
         .steps()
         .filter(|(_, s)| {

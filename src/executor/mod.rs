@@ -344,6 +344,19 @@ fn spawn_heartbeat(
     })
 }
 
+/// The era a plan group runs in (the plan names it; validation guarantees it exists).
+fn group_era<'m>(
+    map: &'m ReleaseMap,
+    group: &crate::plan::PlanGroup,
+) -> Result<&'m crate::release_map::Era> {
+    map.eras.get(&group.era).ok_or_else(|| {
+        Error::Internal(format!(
+            "era {} of {} is not in the map",
+            group.era, group.git_ref
+        ))
+    })
+}
+
 /// sha256 of the script at its tag (pinned algorithm: compared across upstep versions).
 fn script_sha256(repo: &GitRepo, commit: &str, script: &str) -> Result<String> {
     let bytes = repo.read_file_at(commit, script)?.ok_or_else(|| {
@@ -522,14 +535,7 @@ async fn run_locked(
         let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
         let worktree = prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter)?;
         used_tags.push(tag.clone());
-        let release = match &group.version {
-            Some(v) => opts
-                .map
-                .release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
-            None => opts.map.newest_release(),
-        }
-        .ok_or_else(|| Error::Internal(format!("no release for {}", group.git_ref)))?;
-        let era = opts.map.era_of(release);
+        let era = group_era(&opts.map, group)?;
         let toolchain = toolchain::resolve(
             &ToolchainRequest {
                 node: group.node.clone(),
@@ -994,14 +1000,7 @@ async fn run_step(
         .map
         .migration(id)
         .ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
-    let release = match &group.version {
-        Some(v) => opts
-            .map
-            .release(&semver::Version::parse(v).map_err(|e| Error::Internal(e.to_string()))?),
-        None => opts.map.newest_release(),
-    }
-    .ok_or_else(|| Error::Internal("no release".into()))?;
-    let era = opts.map.era_of(release);
+    let era = group_era(&opts.map, group)?;
     let sha = script_sha256(repo, commit, &step.script)?;
 
     journal
