@@ -287,6 +287,9 @@ type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>, &'a [i32]);
 struct Run {
     label: String,
     output: Output,
+    /// The argv of every git process this run started (upstep's, then git's own children).
+    argv_log: PathBuf,
+    trace_log: PathBuf,
 }
 
 impl Scene {
@@ -352,6 +355,10 @@ impl Scene {
 
     /// Runs upstep with `args` and `vars`, in a clean environment pointing at the scene.
     fn run(&self, label: &str, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::SeqCst);
+        let argv_log = self.argv_dir.path().join(format!("{n:02}-argv.log"));
+        let trace_log = self.argv_dir.path().join(format!("{n:02}-git-trace.log"));
         let mut cmd = self.env.command(args);
         let path = format!(
             "{}:{}",
@@ -363,11 +370,8 @@ impl Scene {
             .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
             .env("GIT_CONFIG_GLOBAL", self.home.path().join(".gitconfig"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_TRACE", self.argv_dir.path().join("git-trace.log"))
-            .env(
-                "UPSTEP_TEST_ARGV_LOG",
-                self.argv_dir.path().join("argv.log"),
-            )
+            .env("GIT_TRACE", &trace_log)
+            .env("UPSTEP_TEST_ARGV_LOG", &argv_log)
             .env_remove("UPSTEP_REPO")
             .env_remove("UPSTEP_MAP")
             .env_remove("UPSTEP_PROFILE")
@@ -381,6 +385,8 @@ impl Scene {
         Run {
             label: label.to_string(),
             output: cmd.output().unwrap(),
+            argv_log,
+            trace_log,
         }
     }
 
@@ -753,9 +759,13 @@ fn a_token_in_the_repository_url_never_leaks() {
         if (run.label.starts_with("config show") || run.label.contains("TOKEN@")) && !shown {
             wrong_codes.push(format!("{}: no {masked}\n{}", run.label, text(&run.output)));
         }
+        let argv = std::fs::read(&run.argv_log).unwrap_or_default();
+        let trace = std::fs::read(&run.trace_log).unwrap_or_default();
         for (stream, bytes) in [
             ("stdout", &run.output.stdout),
             ("stderr", &run.output.stderr),
+            ("git's argv (wrapper on PATH)", &argv),
+            ("git's children's argv (GIT_TRACE)", &trace),
         ] {
             if let Some(canary) = contains_secret(bytes) {
                 leaks.push(format!("{}: {canary} in {stream}", run.label));
@@ -773,7 +783,6 @@ fn a_token_in_the_repository_url_never_leaks() {
         ("state dir", scene.env.state.path()),
         ("cache dir (clone, worktrees)", scene.env.cache.path()),
         ("home (credential store)", scene.home.path()),
-        ("argv of git processes", scene.argv_dir.path()),
     ] {
         for (path, bytes) in files_under(dir) {
             if let Some(canary) = contains_secret(&bytes) {
@@ -816,12 +825,13 @@ fn a_token_in_the_repository_url_never_leaks() {
         "without the token the fetch must be refused (the cache keeps no credentials)\n{tokenless_stderr}"
     );
     // The argv record really covers git: upstep's clone and git's own children are in it.
-    let trace = std::fs::read_to_string(scene.argv_dir.path().join("git-trace.log")).unwrap();
+    let (first_argv, first_trace) = (&runs[0].0.argv_log, &runs[0].0.trace_log);
+    let trace = std::fs::read_to_string(first_trace).unwrap();
     assert!(
         trace.contains("remote-http"),
         "GIT_TRACE recorded git's helpers"
     );
-    let argv = std::fs::read_to_string(scene.argv_dir.path().join("argv.log")).unwrap();
+    let argv = std::fs::read_to_string(first_argv).unwrap();
     assert!(argv.contains("clone --no-checkout"), "{argv}");
     assert!(
         argv.contains(&format!("127.0.0.1:{}/repo.git", scene.server.port)),
