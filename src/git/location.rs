@@ -6,6 +6,7 @@
 //! writes a repository location cannot leak one. The credentials themselves leave it only
 //! through [`RepoLocation::credentials`], which the clone hands to git in its environment.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::Path;
 
@@ -192,6 +193,22 @@ impl RepoLocation {
     }
 }
 
+/// Whether a `--repo` value in `args` (upstep's own argv) carries a password or token.
+pub fn credentials_on_command_line(args: &[OsString]) -> bool {
+    let values = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--repo")
+        .map(|pair| pair[1].to_string_lossy().into_owned());
+    let inline = args.iter().filter_map(|arg| {
+        arg.to_str()
+            .and_then(|a| a.strip_prefix("--repo="))
+            .map(str::to_string)
+    });
+    values
+        .chain(inline)
+        .any(|value| !RepoLocation::from(value).secrets().is_empty())
+}
+
 impl fmt::Display for RepoLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -331,6 +348,29 @@ mod tests {
         );
         assert!(RepoLocation::from("ssh://git@h/x").secrets().is_empty());
         assert!(RepoLocation::from("https://h/x").secrets().is_empty());
+    }
+
+    #[test]
+    fn notices_credentials_given_as_a_flag() {
+        let args = |list: &[&str]| -> Vec<OsString> { list.iter().map(OsString::from).collect() };
+        assert!(credentials_on_command_line(&args(&[
+            "upstep",
+            "plan",
+            "--repo",
+            "https://t@h/x"
+        ])));
+        assert!(credentials_on_command_line(&args(&[
+            "upstep",
+            "--repo=https://u:p@h/x"
+        ])));
+        assert!(!credentials_on_command_line(&args(&[
+            "upstep",
+            "--repo",
+            "https://h/x"
+        ])));
+        assert!(!credentials_on_command_line(&args(&[
+            "upstep", "--repo", "git@h:x"
+        ])));
     }
 
     #[test]

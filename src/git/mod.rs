@@ -24,7 +24,7 @@ pub mod worktree;
 
 use std::path::PathBuf;
 
-pub use location::RepoLocation;
+pub use location::{credentials_on_command_line, RepoLocation};
 pub use mapgen::{
     check_map, discover_scripts, generate_map_skeleton, Disagreement, DiscoveredScript,
     ExpectedScript,

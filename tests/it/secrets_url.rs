@@ -509,6 +509,11 @@ fn a_token_in_the_repository_url_never_leaks() {
         "the clone must authenticate with the URL's credentials\n{}",
         text(&first.output)
     );
+    assert!(
+        String::from_utf8_lossy(&first.output.stderr).contains("on the command line"),
+        "a token given as a flag is warned about\n{}",
+        text(&first.output)
+    );
     expect(first, &[0]);
     // A token alone: the fetch of the cached clone authenticates with it.
     let before = scene.server.authorized();
