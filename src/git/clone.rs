@@ -145,8 +145,9 @@ fn open_cached_clone(
 }
 
 /// Points the cached clone's `origin` at `git_url` (credential-free). A clone made by an older
-/// upstep holds the URL it was given, token included, in `.git/config` and in its reflogs
-/// (`clone: from <url>`): both are rewritten or removed. The reflogs of a cache are never read.
+/// upstep holds the URL it was given, token included, in `.git/config`; older versions of git
+/// also wrote it into the reflogs and `FETCH_HEAD`. The URL is rewritten and those files, which
+/// upstep never reads, are removed.
 fn forget_stored_credentials(repo: &GitRepo, git_url: &str) -> Result<()> {
     let stored = repo
         .repo
