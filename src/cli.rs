@@ -140,9 +140,15 @@ pub struct MapOpts {
 /// Where the project's code is (for tags, files at a tag and worktrees).
 #[derive(Debug, Args, Clone, Default)]
 pub struct RepoOpts {
-    /// The project's git repository: a local clone's path, or a URL to clone into upstep's cache.
-    #[arg(long, value_name = "PATH|URL", env = "UPSTEP_REPO")]
-    pub repo: Option<String>,
+    /// The project's git repository: a local clone's path, or a URL to clone into upstep's cache
+    /// (a token in the URL, https://TOKEN@host/..., is never printed nor written to disk).
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "UPSTEP_REPO",
+        hide_env_values = true
+    )]
+    pub repo: Option<crate::git::RepoLocation>,
 }
 
 /// How to reach the MongoDB that holds the data (and upstep's journal).

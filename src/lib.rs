@@ -35,7 +35,8 @@ use crate::error::ExitCode;
 
 /// Parse `args`, run the command, and return the process exit code.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) => {
             // --help and --version are not errors.
@@ -49,6 +50,13 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         }
     };
     logging::init(&cli.global);
+    if git::credentials_on_command_line(&args) {
+        tracing::warn!(
+            "--repo carries a password or token on the command line, where every local user can \
+             read it (ps); pass the URL in UPSTEP_REPO, or name a variable with repo_env in \
+             upstep.toml"
+        );
+    }
     match commands::dispatch(cli.command) {
         Ok(code) => code.as_i32(),
         Err(err) => {

@@ -163,7 +163,7 @@ impl ConfigView {
                     redact_uri(u)
                 }
             }),
-            repo: Item::of(s.repo.as_ref(), |r| redact_uri(r)),
+            repo: Item::of(s.repo.as_ref(), |r| r.to_string()),
             map: Item {
                 value: Some(
                     s.map

@@ -3,8 +3,18 @@
 //! Anything upstep prints, logs or journals that came from a connection string goes through
 //! `redact_uri` first; error text from a driver goes through `scrub` with the secrets it may hold.
 
+/// What a hidden secret is shown as.
+pub const MASK: &str = "****";
+
 /// Query parameters whose values are secrets (matched case-insensitively, by substring).
-const SECRET_PARAMS: [&str; 4] = ["password", "secret", "token", "key"];
+/// `authMechanismProperties` may carry an AWS session token.
+const SECRET_PARAMS: [&str; 5] = [
+    "password",
+    "secret",
+    "token",
+    "key",
+    "authmechanismproperties",
+];
 
 /// `scheme://user:password@host/db?x=y` -> `scheme://user:****@host/db?x=y`.
 ///
@@ -26,7 +36,8 @@ pub fn redact_uri(uri: &str) -> String {
         match userinfo.split_once(':') {
             Some((user, _password)) => {
                 out.push_str(user);
-                out.push_str(":****");
+                out.push(':');
+                out.push_str(MASK);
             }
             None => out.push_str(userinfo),
         }
@@ -43,24 +54,28 @@ pub fn redact_uri(uri: &str) -> String {
     out
 }
 
-/// Where the user info ends (the `@` before the host), if there is user info.
-fn userinfo_end(rest: &str) -> Option<usize> {
+/// Where the user info ends (the `@` before the host) in what follows `scheme://`, if there is
+/// user info.
+pub(crate) fn userinfo_end(rest: &str) -> Option<usize> {
     // Normal case: the last `@` before the first `/`, `?` or `#` (hosts never contain them).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     if let Some(at) = rest[..authority_end].rfind('@') {
         return Some(at);
     }
-    // A raw password containing `/` or `?` breaks that rule; the last `@` anywhere then errs on
-    // the side of hiding too much rather than printing a password.
+    // A raw password containing `/` or `?` breaks that rule: `user:pa/ss@host`. Then the last
+    // `@` anywhere ends the user info, unless what follows the `:` is a port (`host:8080/a@b`).
     let at = rest.rfind('@')?;
-    rest[..at].contains(':').then_some(at)
+    let (_, after_colon) = rest[..authority_end].split_once(':')?;
+    let is_port = !after_colon.is_empty() && after_colon.bytes().all(|b| b.is_ascii_digit());
+    (!is_port).then_some(at)
 }
 
-fn redact_query(query: &str) -> String {
+/// `a=1&token=x` -> `a=1&token=****`.
+pub(crate) fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret_param(name) => format!("{name}=****"),
+            Some((name, _)) if is_secret_param(name) => format!("{name}={MASK}"),
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()
@@ -105,7 +120,7 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
         .join(" ")
 }
 
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -133,7 +148,7 @@ fn hex_value(byte: u8) -> Option<u8> {
 pub fn replace_secrets(mut text: String, secrets: &[String]) -> String {
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "****");
+            text = text.replace(secret.as_str(), MASK);
         }
     }
     text
@@ -162,6 +177,9 @@ mod tests {
             // Unencoded `@`, `:` and `/` in the password.
             ("mongodb://u:p@ss:w@host/db", "mongodb://u:****@host/db"),
             ("mongodb://u:pa/ss@host/db", "mongodb://u:****@host/db"),
+            ("mongodb://u:pa?ss@host/db", "mongodb://u:****@host/db"),
+            // A port, then an `@` in the path: no user info.
+            ("https://h:8080/a@b", "https://h:8080/a@b"),
             // Several hosts, no password, no credentials.
             (
                 "mongodb://a:1,b:2/db?replicaSet=rs0",
@@ -173,6 +191,10 @@ mod tests {
             (
                 "mongodb://h/db?tlsCertificateKeyFilePassword=CanaryPw&w=1",
                 "mongodb://h/db?tlsCertificateKeyFilePassword=****&w=1",
+            ),
+            (
+                "mongodb://h/db?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:CanaryPw",
+                "mongodb://h/db?authMechanism=MONGODB-AWS&authMechanismProperties=****",
             ),
             ("", ""),
             ("not a uri", "not a uri"),

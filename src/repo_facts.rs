@@ -3,7 +3,7 @@
 //! stays pure: this fills in plain data after planning.
 
 use crate::error::{Error, Result};
-use crate::git::{GitRepo, TagInfo};
+use crate::git::{GitRepo, RepoLocation, TagInfo};
 use crate::plan::{Plan, PlanGroup};
 
 /// Resolve a group's ref: a release tag, or the branch/commit of unreleased scripts.
@@ -17,8 +17,12 @@ pub fn resolve_group_ref(repo: &GitRepo, group: &PlanGroup) -> Result<TagInfo> {
 
 /// Fill in commits, script presence and toolchain differences; fail when a script is missing
 /// at its tag (running it there would fail, or worse, run another file).
-pub fn check_plan_against_repo(plan: &mut Plan, repo: &GitRepo, repo_label: &str) -> Result<()> {
-    plan.repository = Some(crate::git::redact_url(repo_label));
+pub fn check_plan_against_repo(
+    plan: &mut Plan,
+    repo: &GitRepo,
+    location: &RepoLocation,
+) -> Result<()> {
+    plan.repository = Some(location.to_string());
     let mut missing = Vec::new();
     for group in &mut plan.groups {
         let tag = resolve_group_ref(repo, group)?;
@@ -44,7 +48,7 @@ pub fn check_plan_against_repo(plan: &mut Plan, repo: &GitRepo, repo_label: &str
             format!(
                 "{} script(s) of the plan do not exist at their tag in {}:\n  {}",
                 missing.len(),
-                crate::git::redact_url(repo_label),
+                location,
                 missing.join("\n  ")
             ),
             "check that --repo is the project the map describes, or fix the map (`upstep map check --repo ...` lists the disagreements)",

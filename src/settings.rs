@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{MapOpts, MongoOpts, RedisOpts, RepoOpts, SshKnownHosts, SshOpts};
 use crate::error::{Error, Result};
+use crate::git::RepoLocation;
 use crate::tunnel::{parse_host_port, parse_ssh_target, KnownHostsPolicy};
 
 /// Novu's own name for the variable holding the store encryption key.
@@ -133,7 +134,7 @@ pub struct Settings {
     pub mongo_uri: Option<Sourced<String>>,
     /// A redis:// URL, or `auto` (the default): a throwaway local redis-server.
     pub redis_url: Sourced<String>,
-    pub repo: Option<Sourced<String>>,
+    pub repo: Option<Sourced<RepoLocation>>,
     /// `None`: the embedded release map.
     pub map: Option<Sourced<PathBuf>>,
     /// The NAME of the variable holding the store encryption key (never the key).
@@ -157,7 +158,7 @@ impl Settings {
 pub struct FlagValues {
     pub mongo_uri: Option<String>,
     pub redis_url: Option<String>,
-    pub repo: Option<String>,
+    pub repo: Option<RepoLocation>,
     pub map: Option<PathBuf>,
     pub ssh: SshFlags,
 }
@@ -194,7 +195,10 @@ impl FlagValues {
         FlagValues {
             mongo_uri: not_from(&mongo.mongo_uri, "UPSTEP_MONGO_URI"),
             redis_url: not_from(&redis.redis_url, "UPSTEP_REDIS_URL"),
-            repo: not_from(&repo.repo, "UPSTEP_REPO"),
+            repo: repo
+                .repo
+                .clone()
+                .filter(|r| env("UPSTEP_REPO").map(RepoLocation::from).as_ref() != Some(r)),
             map: map
                 .map
                 .clone()
@@ -233,6 +237,7 @@ struct ProfileFile {
     redis_url: Option<String>,
     redis_url_env: Option<String>,
     repo: Option<String>,
+    repo_env: Option<String>,
     map: Option<PathBuf>,
     encryption_key_env: Option<String>,
     ssh: Option<SshFile>,
@@ -256,6 +261,7 @@ const PROFILE_FIELDS: &[&str] = &[
     "redis_url",
     "redis_url_env",
     "repo",
+    "repo_env",
     "map",
     "encryption_key_env",
     "ssh",
@@ -414,17 +420,19 @@ fn file_path(path: &Path, file_dir: &Path, env: &dyn Fn(&str) -> Option<String>)
 
 /// A repository from the file: URLs and `git@host:path` stay as they are; a relative local
 /// path is relative to the file.
-fn file_repo(repo: &str, file_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> String {
+fn file_repo(repo: &str, file_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> RepoLocation {
     let looks_remote = repo.contains("://")
         || repo
             .split_once(':')
             .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
     if looks_remote {
-        repo.to_string()
+        RepoLocation::from(repo)
     } else {
-        file_path(Path::new(repo), file_dir, env)
-            .display()
-            .to_string()
+        RepoLocation::from(
+            file_path(Path::new(repo), file_dir, env)
+                .display()
+                .to_string(),
+        )
     }
 }
 
@@ -596,15 +604,18 @@ pub fn resolve_in(
         },
     };
 
-    let repo = match non_empty(flags.repo.clone()) {
+    let repo = match flags.repo.clone().filter(|r| !r.is_empty()) {
         Some(v) => Some(Sourced::new(v, Source::Flag)),
         None => match env_value("UPSTEP_REPO") {
-            Some(v) => Some(Sourced::new(v, Source::Env("UPSTEP_REPO".into()))),
-            None => profile_file.and_then(|p| {
-                p.repo
-                    .as_deref()
-                    .map(|r| Sourced::new(file_repo(r, &file_dir, env), from_profile(None)))
-            }),
+            Some(v) => Some(Sourced::new(
+                RepoLocation::from(v),
+                Source::Env("UPSTEP_REPO".into()),
+            )),
+            None => match profile_file {
+                Some(p) => profile_value(&p.repo, &p.repo_env, "repo")?
+                    .map(|r| Sourced::new(file_repo(&r.value, &file_dir, env), r.source)),
+                None => None,
+            },
         },
     };
 
@@ -826,14 +837,18 @@ mod tests {
     fn remote_repos_are_kept() {
         let env = |_: &str| None;
         let dir = Path::new("/etc/upstep");
-        assert_eq!(
-            file_repo("https://github.com/novuhq/novu", dir, &env),
-            "https://github.com/novuhq/novu"
-        );
-        assert_eq!(
-            file_repo("git@github.com:novuhq/novu.git", dir, &env),
-            "git@github.com:novuhq/novu.git"
-        );
-        assert_eq!(file_repo("novu", dir, &env), "/etc/upstep/novu");
+        for (given, resolved) in [
+            (
+                "https://github.com/novuhq/novu",
+                "https://github.com/novuhq/novu",
+            ),
+            (
+                "git@github.com:novuhq/novu.git",
+                "git@github.com:novuhq/novu.git",
+            ),
+            ("novu", "/etc/upstep/novu"),
+        ] {
+            assert_eq!(file_repo(given, dir, &env), RepoLocation::from(resolved));
+        }
     }
 }

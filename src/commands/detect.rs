@@ -2,7 +2,6 @@
 //! database and read its journal and data.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,7 +14,7 @@ use crate::detect::{self, DetectOptions};
 use crate::error::{Error, ExitCode, Result};
 use crate::executor::decide::{Action, Decision};
 use crate::executor::{self, DecidedStep};
-use crate::git::GitRepo;
+use crate::git::{GitRepo, RepoLocation};
 use crate::plan::Plan;
 use crate::ui::{self, plan_text, Styler};
 use crate::version::display;
@@ -56,9 +55,9 @@ fn progress_bar() -> ProgressBar {
 
 /// The local checkout named by --repo (a URL is cloned into upstep's cache: its HEAD says
 /// nothing about what is deployed, so it is not used for the target).
-fn local_repo(spec: Option<&str>) -> Result<Option<GitRepo>> {
-    match spec {
-        Some(spec) if Path::new(spec).exists() => GitRepo::open(Path::new(spec)).map(Some),
+fn local_repo(location: Option<&RepoLocation>) -> Result<Option<GitRepo>> {
+    match location.and_then(RepoLocation::local_path) {
+        Some(path) if path.exists() => GitRepo::open(path).map(Some),
         _ => Ok(None),
     }
 }
@@ -69,7 +68,7 @@ pub fn detect_command(args: &DetectArgs) -> Result<ExitCode> {
     let from = super::from_version(&map, args.from.as_deref())?;
     let repo = match &args.to {
         Some(_) => None,
-        None => local_repo(settings.repo.as_ref().map(|r| r.value.as_str()))?,
+        None => local_repo(settings.repo.as_ref().map(|r| &r.value))?,
     };
     let (to, to_source) = detect::resolve_target(&map, args.to.as_deref(), repo.as_ref())?;
     let opts = DetectOptions {

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use crate::cli::{Command, DoctorArgs, MapCommand, MapOpts, OutputOpts, RangeOpts, RepoOpts};
 use crate::doctor::{self, DoctorInputs};
 use crate::error::{Error, ExitCode, Result};
-use crate::git::{ExpectedScript, GitRepo};
+use crate::git::{ExpectedScript, GitRepo, RepoLocation};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::preflight::Severity;
 use crate::release_map::{self, Fingerprint, Introduced, ReleaseMap};
@@ -93,12 +93,12 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
 
 /// Open `--repo`: a local clone, or a URL cloned (or fetched) into upstep's cache.
 pub fn open_repo(opts: &RepoOpts) -> Result<Option<GitRepo>> {
-    opts.repo.as_deref().map(open_repo_spec).transpose()
+    opts.repo.as_ref().map(open_repo_spec).transpose()
 }
 
-pub(crate) fn open_repo_spec(spec: &str) -> Result<GitRepo> {
+pub(crate) fn open_repo_spec(location: &RepoLocation) -> Result<GitRepo> {
     let progress = std::io::stderr().is_terminal();
-    GitRepo::open_or_clone(spec, &crate::git::default_cache_root(), progress)
+    GitRepo::open_or_clone(location, &crate::git::default_cache_root(), progress)
 }
 
 fn require_repo(opts: &RepoOpts) -> Result<GitRepo> {
@@ -119,9 +119,8 @@ fn plan_command(
     let map = load_map(map_opts)?;
     let request = plan_request(&map, range)?;
     let mut plan: Plan = plan::plan(&map, &request)?;
-    if let Some(repo) = open_repo(repo_opts)? {
-        let label = repo_opts.repo.as_deref().unwrap_or_default();
-        repo_facts::check_plan_against_repo(&mut plan, &repo, label)?;
+    if let (Some(repo), Some(location)) = (open_repo(repo_opts)?, repo_opts.repo.as_ref()) {
+        repo_facts::check_plan_against_repo(&mut plan, &repo, location)?;
     }
     if output.json {
         ui::print_json(&plan)?;
@@ -449,7 +448,11 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
     let report = MapCheckReport {
         schema: "upstep.map-check/1",
         map: map.source.clone(),
-        repository: crate::git::redact_url(repo_opts.repo.as_deref().unwrap_or_default()),
+        repository: repo_opts
+            .repo
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         disagreements: found.iter().map(|d| d.to_string()).collect(),
     };
     if output.json {

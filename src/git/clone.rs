@@ -10,32 +10,51 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::GitRepo;
+use super::location::UrlCredentials;
+use super::{GitRepo, RepoLocation};
 use crate::error::{Error, Result};
 
 /// How many of git's last output lines an error message quotes.
 const STDERR_TAIL_LINES: usize = 4;
 
+/// The environment variables that carry a URL's credentials to [`CREDENTIAL_HELPER`].
+const USERNAME_ENV: &str = "UPSTEP_GIT_USERNAME";
+const PASSWORD_ENV: &str = "UPSTEP_GIT_PASSWORD";
+
+/// A git credential helper (run by git through `sh`, with the action as its argument) that
+/// answers `get` from the environment. It is the only way a URL's credentials reach git: git's
+/// argv holds the credential-free URL (argv is visible to every local user), and nothing is
+/// written to disk. Other actions (`store`, `erase`) are ignored.
+const CREDENTIAL_HELPER: &str = "!f() { while read -r _; do :; done; \
+test \"$1\" = get || return 0; \
+printf 'username=%s\\npassword=%s\\n' \"$UPSTEP_GIT_USERNAME\" \"$UPSTEP_GIT_PASSWORD\"; }; f";
+
 impl GitRepo {
-    /// Opens `spec` when it is a local path; when it is a URL (`file://`, `https://`,
+    /// Opens `location` when it is a local path; when it is a URL (`file://`, `https://`,
     /// `ssh://`, `git@host:path`, ...), clones it into `<cache_root>/repos/<name>` with the
     /// system `git` (`clone --no-checkout`), or, when that clone already exists, fetches its
     /// tags (`fetch --tags --force`) and opens it.
     ///
     /// `show_progress` draws a progress bar on stderr; when false, git is also told not to ask
     /// for a password on the terminal (credential helpers and ssh agents still work).
-    /// Credentials embedded in the URL never appear in messages. A failed clone leaves nothing
-    /// behind that looks like a valid clone. A failed fetch of an existing clone only warns and
-    /// uses the cached copy, so upstep still works offline.
-    pub fn open_or_clone(spec: &str, cache_root: &Path, show_progress: bool) -> Result<GitRepo> {
-        if !is_remote_spec(spec) {
-            return GitRepo::open(Path::new(spec));
+    /// Credentials embedded in the URL never appear in messages, in git's argv or in the cached
+    /// clone (whose `origin` is the credential-free URL): git gets them from its environment,
+    /// through [`CREDENTIAL_HELPER`]. A failed clone leaves nothing behind that looks like a
+    /// valid clone. A failed fetch of an existing clone only warns and uses the cached copy, so
+    /// upstep still works offline.
+    pub fn open_or_clone(
+        location: &RepoLocation,
+        cache_root: &Path,
+        show_progress: bool,
+    ) -> Result<GitRepo> {
+        if let Some(path) = location.local_path() {
+            return GitRepo::open(path);
         }
-        let shown_url = redact_url(spec);
+        let git_url = location.git_url();
         let repos_dir = cache_root.join("repos");
-        let destination = repos_dir.join(cache_dir_name(spec));
+        let destination = repos_dir.join(cache_dir_name(&git_url));
         if destination.exists() {
-            return open_cached_clone(spec, &destination, show_progress);
+            return open_cached_clone(location, &destination, show_progress);
         }
         std::fs::create_dir_all(&repos_dir).map_err(|err| {
             Error::repository(
@@ -52,20 +71,28 @@ impl GitRepo {
         let partial = partial_clone_dir(&destination);
         // A leftover from a run that was killed mid-clone: never valid, safe to discard.
         remove_dir_if_present(&partial);
+        let mut args = vec![
+            "clone",
+            "--no-checkout",
+            "--progress",
+            "--",
+            git_url.as_str(),
+        ];
+        let partial_arg = partial.to_string_lossy();
+        args.push(&partial_arg);
         let outcome = run_git(
-            &["clone", "--no-checkout", "--progress", "--", spec],
-            Some(&partial),
+            &args,
             None,
-            spec,
-            &format!("Cloning {shown_url}"),
+            location,
+            &format!("Cloning {location}"),
             show_progress,
         );
         if let Err(failure) = outcome {
             remove_dir_if_present(&partial);
             return Err(Error::repository(
-                format!("cannot clone {shown_url}: {failure}"),
+                format!("cannot clone {location}: {failure}"),
                 format!(
-                    "check the URL, your network and your credentials (try `git ls-remote {shown_url}`), or pass --repo a local clone"
+                    "check the URL, your network and your credentials (try `git ls-remote {git_url}`), or pass --repo a local clone"
                 ),
             ));
         }
@@ -73,7 +100,7 @@ impl GitRepo {
             remove_dir_if_present(&partial);
             Error::repository(
                 format!(
-                    "cloned {shown_url} but cannot move it to {}: {err}",
+                    "cloned {location} but cannot move it to {}: {err}",
                     destination.display()
                 ),
                 "check the cache folder's permissions and free space, then run again",
@@ -83,12 +110,15 @@ impl GitRepo {
     }
 }
 
-fn open_cached_clone(spec: &str, destination: &Path, show_progress: bool) -> Result<GitRepo> {
-    let shown_url = redact_url(spec);
+fn open_cached_clone(
+    location: &RepoLocation,
+    destination: &Path,
+    show_progress: bool,
+) -> Result<GitRepo> {
     let repo = GitRepo::open(destination).map_err(|_| {
         Error::repository(
             format!(
-                "the cached clone of {shown_url} at {} is not a valid repository",
+                "the cached clone of {location} at {} is not a valid repository",
                 destination.display()
             ),
             format!(
@@ -97,38 +127,91 @@ fn open_cached_clone(spec: &str, destination: &Path, show_progress: bool) -> Res
             ),
         )
     })?;
+    forget_stored_credentials(&repo, &location.git_url())?;
     let fetched = run_git(
         &["fetch", "--tags", "--force", "--progress", "origin"],
-        None,
         Some(destination),
-        spec,
-        &format!("Fetching {shown_url}"),
+        location,
+        &format!("Fetching {location}"),
         show_progress,
     );
     if let Err(failure) = fetched {
         tracing::warn!(
-            "cannot fetch {shown_url} ({failure}); using the cached clone at {}, whose tags may be out of date",
+            "cannot fetch {location} ({failure}); using the cached clone at {}, whose tags may be out of date",
             destination.display()
         );
     }
     Ok(repo)
 }
 
-/// Runs `git <args> [target]` (in `cwd` when given), showing its progress, and returns git's
-/// last error lines (redacted) when it fails.
+/// Points the cached clone's `origin` at `git_url` (credential-free). A clone made by an older
+/// upstep holds the URL it was given, token included, in `.git/config`; older versions of git
+/// also wrote it into the reflogs and `FETCH_HEAD`. The URL is rewritten and those files, which
+/// upstep never reads, are removed.
+fn forget_stored_credentials(repo: &GitRepo, git_url: &str) -> Result<()> {
+    let stored = repo
+        .repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|remote| remote.url().map(str::to_string));
+    if stored.as_deref() == Some(git_url) {
+        return Ok(());
+    }
+    let cannot = |what: String| {
+        Error::repository(
+            what,
+            format!(
+                "delete {} and run again to clone afresh",
+                repo.repo.path().display()
+            ),
+        )
+    };
+    repo.repo.remote_set_url("origin", git_url).map_err(|err| {
+        cannot(format!(
+            "cannot update the cached clone's origin: {}",
+            err.message()
+        ))
+    })?;
+    let had_credentials =
+        stored.is_some_and(|url| !RepoLocation::from(url.as_str()).secrets().is_empty());
+    if had_credentials {
+        let logs = repo.repo.path().join("logs");
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs)
+                .map_err(|err| cannot(format!("cannot remove {}: {err}", logs.display())))?;
+        }
+        let fetch_head = repo.repo.path().join("FETCH_HEAD");
+        if fetch_head.exists() {
+            std::fs::remove_file(&fetch_head)
+                .map_err(|err| cannot(format!("cannot remove {}: {err}", fetch_head.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `git <args>` (in `cwd` when given), showing its progress, and returns git's last error
+/// lines (redacted) when it fails. The location's credentials, if any, reach git only through
+/// its environment and [`CREDENTIAL_HELPER`].
 fn run_git(
     args: &[&str],
-    target: Option<&Path>,
     cwd: Option<&Path>,
-    url: &str,
+    location: &RepoLocation,
     label: &str,
     show_progress: bool,
 ) -> std::result::Result<(), String> {
     let mut command = Command::new("git");
-    command.args(args);
-    if let Some(target) = target {
-        command.arg(target);
+    if let Some(UrlCredentials { username, password }) = location.credentials() {
+        // The empty value first clears the user's own helpers: the URL's credentials win, and a
+        // `store` helper never writes them to disk.
+        command
+            .args(["-c", "credential.helper="])
+            .args(["-c", &format!("credential.helper={CREDENTIAL_HELPER}")])
+            .env(USERNAME_ENV, username)
+            .env(PASSWORD_ENV, password);
+    } else {
+        command.env_remove(USERNAME_ENV).env_remove(PASSWORD_ENV);
     }
+    command.args(args);
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
@@ -151,6 +234,7 @@ fn run_git(
         }
     })?;
 
+    let secrets = location.secrets();
     let bar = progress_bar(label, show_progress);
     let mut tail: Vec<String> = Vec::new();
     if let Some(mut stderr) = child.stderr.take() {
@@ -163,13 +247,13 @@ fn run_git(
             }
             for &byte in &chunk[..read] {
                 if byte == b'\r' || byte == b'\n' {
-                    take_line(&mut pending, url, &bar, &mut tail);
+                    take_line(&mut pending, &secrets, &bar, &mut tail);
                 } else {
                     pending.push(byte);
                 }
             }
         }
-        take_line(&mut pending, url, &bar, &mut tail);
+        take_line(&mut pending, &secrets, &bar, &mut tail);
     }
     let status = child
         .wait()
@@ -203,11 +287,13 @@ fn run_git(
     }
 }
 
-fn take_line(pending: &mut Vec<u8>, url: &str, bar: &ProgressBar, tail: &mut Vec<String>) {
+fn take_line(pending: &mut Vec<u8>, secrets: &[String], bar: &ProgressBar, tail: &mut Vec<String>) {
     if pending.is_empty() {
         return;
     }
-    let line = redact_text(String::from_utf8_lossy(pending).trim(), url);
+    // git is never given the secrets, so cannot print them; scrubbed anyway, as every outside
+    // program's text is.
+    let line = crate::redact::scrub(String::from_utf8_lossy(pending).trim(), secrets);
     pending.clear();
     if line.is_empty() {
         return;
@@ -262,54 +348,6 @@ pub(crate) fn is_remote_spec(spec: &str) -> bool {
     }
 }
 
-/// `spec` with any password or token removed, for messages and logs:
-/// `https://user:secret@host/x` -> `https://user:***@host/x`, `https://token@host/x` ->
-/// `https://***@host/x`. ssh user names (`ssh://git@host`, `git@host:x`) are kept.
-pub fn redact_url(spec: &str) -> String {
-    let Some(scheme_end) = spec.find("://") else {
-        return spec.to_string();
-    };
-    let scheme = &spec[..scheme_end];
-    let after_scheme = &spec[scheme_end + 3..];
-    let authority_end = after_scheme.find('/').unwrap_or(after_scheme.len());
-    let authority = &after_scheme[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return spec.to_string();
-    };
-    let userinfo = &authority[..at];
-    let redacted = match userinfo.split_once(':') {
-        Some((user, _secret)) => format!("{user}:***"),
-        None if scheme.starts_with("http") => "***".to_string(),
-        None => userinfo.to_string(),
-    };
-    format!(
-        "{scheme}://{redacted}@{}{}",
-        &authority[at + 1..],
-        &after_scheme[authority_end..]
-    )
-}
-
-/// Removes the URL's credentials from any text git printed.
-fn redact_text(text: &str, url: &str) -> String {
-    let redacted_url = redact_url(url);
-    if redacted_url == url {
-        return text.to_string();
-    }
-    let mut out = text.replace(url, &redacted_url);
-    // git may print the URL re-assembled; drop the raw user-info wherever it appears.
-    if let Some(userinfo) = userinfo_of(url) {
-        out = out.replace(userinfo, "***");
-    }
-    out
-}
-
-fn userinfo_of(url: &str) -> Option<&str> {
-    let after_scheme = &url[url.find("://")? + 3..];
-    let authority = &after_scheme[..after_scheme.find('/').unwrap_or(after_scheme.len())];
-    let at = authority.rfind('@')?;
-    Some(&authority[..at])
-}
-
 /// The cache folder name for a clone of `spec`: host and path, without credentials, scheme or
 /// `.git`, e.g. `github.com-novuhq-novu` for `https://github.com/novuhq/novu.git` and for
 /// `git@github.com:novuhq/novu.git`.
@@ -361,37 +399,6 @@ mod tests {
         assert!(!is_remote_spec("./novu"));
         assert!(!is_remote_spec("../a:b"));
         assert!(!is_remote_spec("novu"));
-    }
-
-    #[test]
-    fn redacts_passwords_and_tokens() {
-        assert_eq!(
-            redact_url("https://me:s3cret@github.com/novuhq/novu.git"),
-            "https://me:***@github.com/novuhq/novu.git"
-        );
-        assert_eq!(
-            redact_url("https://ghp_token@github.com/x"),
-            "https://***@github.com/x"
-        );
-        assert_eq!(
-            redact_url("ssh://git@github.com/x"),
-            "ssh://git@github.com/x"
-        );
-        assert_eq!(redact_url("git@github.com:x/y"), "git@github.com:x/y");
-        assert_eq!(
-            redact_url("https://github.com/a@b"),
-            "https://github.com/a@b"
-        );
-    }
-
-    #[test]
-    fn redacts_git_output() {
-        let url = "https://me:s3cret@host/repo";
-        let text = redact_text(
-            "fatal: unable to access 'https://me:s3cret@host/repo/'",
-            url,
-        );
-        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]

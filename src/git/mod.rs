@@ -13,6 +13,7 @@
 
 mod clone;
 mod date;
+mod location;
 pub mod mapgen;
 mod repo;
 mod tags;
@@ -23,7 +24,7 @@ pub mod worktree;
 
 use std::path::PathBuf;
 
-pub use clone::redact_url;
+pub use location::{credentials_on_command_line, RepoLocation};
 pub use mapgen::{
     check_map, discover_scripts, generate_map_skeleton, Disagreement, DiscoveredScript,
     ExpectedScript,

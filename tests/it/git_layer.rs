@@ -7,7 +7,7 @@ use semver::Version;
 use upstep::error::Error;
 use upstep::git::{
     check_map, discover_scripts, generate_map_skeleton, Disagreement, ExpectedScript, GitRepo,
-    TagInfo, WorktreeStatus, Worktrees,
+    RepoLocation, TagInfo, WorktreeStatus, Worktrees,
 };
 use upstep::release_map::schema::RawMap;
 
@@ -956,7 +956,8 @@ fn a_file_url_is_cloned_into_the_cache_then_fetched() {
     let h = history();
     let cache = TempDir::new().unwrap();
     let url = file_url(h.fixture.path());
-    let repo = GitRepo::open_or_clone(&url, cache.path(), false).unwrap();
+    let repo =
+        GitRepo::open_or_clone(&RepoLocation::from(url.as_str()), cache.path(), false).unwrap();
     assert!(repo.path().starts_with(cache.path().join("repos")));
     assert_eq!(cached_repos(cache.path()).len(), 1, "no partial clone left");
     assert_eq!(repo.tag("v0.3.0").unwrap().commit, h.c4.to_string());
@@ -971,7 +972,8 @@ fn a_file_url_is_cloned_into_the_cache_then_fetched() {
         .commit(&[("README.md", Some("next\n"))], BASE_TIME + 9 * DAY);
     h.fixture
         .annotated_tag("v2.0.1", later, BASE_TIME + 9 * DAY);
-    let again = GitRepo::open_or_clone(&url, cache.path(), false).unwrap();
+    let again =
+        GitRepo::open_or_clone(&RepoLocation::from(url.as_str()), cache.path(), false).unwrap();
     assert_eq!(again.path(), repo.path());
     assert_eq!(again.tag("v2.0.1").unwrap().commit, later.to_string());
 
@@ -991,7 +993,7 @@ fn a_local_path_opens_directly() {
     let h = history();
     let cache = TempDir::new().unwrap();
     let spec = h.fixture.path().to_string_lossy().into_owned();
-    let repo = GitRepo::open_or_clone(&spec, cache.path(), false).unwrap();
+    let repo = GitRepo::open_or_clone(&RepoLocation::from(spec), cache.path(), false).unwrap();
     assert_eq!(repo.tag("v0.1.0").unwrap().commit, h.c1.to_string());
     assert!(cached_repos(cache.path()).is_empty());
 }
@@ -1000,7 +1002,11 @@ fn a_local_path_opens_directly() {
 fn an_unreachable_url_is_one_clear_error() {
     let cache = TempDir::new().unwrap();
     let text = assert_repository_error(
-        GitRepo::open_or_clone("file:///nonexistent/repo", cache.path(), false),
+        GitRepo::open_or_clone(
+            &RepoLocation::from("file:///nonexistent/repo"),
+            cache.path(),
+            false,
+        ),
         "cannot clone file:///nonexistent/repo",
     );
     assert!(
@@ -1017,14 +1023,14 @@ fn credentials_in_a_url_are_never_shown() {
     // Port 1 on loopback refuses at once; git must not print the password either.
     let text = assert_repository_error(
         GitRepo::open_or_clone(
-            "https://me:hunter2@127.0.0.1:1/repo.git",
+            &RepoLocation::from("https://me:hunter2@127.0.0.1:1/repo.git"),
             cache.path(),
             false,
         ),
         "cannot clone",
     );
     assert!(!text.contains("hunter2"), "{text}");
-    assert!(text.contains("me:***@127.0.0.1"), "{text}");
+    assert!(text.contains("me:****@127.0.0.1"), "{text}");
 }
 
 #[test]

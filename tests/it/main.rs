@@ -13,6 +13,7 @@ mod plan_cli;
 mod plan_repo;
 mod preflight;
 mod runner_proc;
+mod secrets_url;
 mod services;
 mod store;
 mod support;

@@ -106,7 +106,10 @@ fn ops_precedence_flag_env_profile_default() {
     assert_eq!(mongo.value, "mongodb://from-upstep/db");
     assert_eq!(mongo.source, Source::Env("UPSTEP_MONGO_URI".into()));
     assert_eq!(s.redis_url.source, Source::Env("UPSTEP_REDIS_URL".into()));
-    assert_eq!(s.repo.unwrap().value, "/srv/novu");
+    assert_eq!(
+        s.repo.unwrap().value,
+        upstep::git::RepoLocation::from("/srv/novu")
+    );
     assert_eq!(s.map.unwrap().value, PathBuf::from("/etc/map.toml"));
 
     // Flags beat everything.
@@ -166,7 +169,10 @@ fn ops_xdg_config_file_is_found() {
     let profile = s.profile.unwrap();
     assert_eq!(profile.value, "a");
     assert_eq!(profile.source, Source::Env("UPSTEP_PROFILE".into()));
-    assert_eq!(s.repo.unwrap().value, "/srv/novu");
+    assert_eq!(
+        s.repo.unwrap().value,
+        upstep::git::RepoLocation::from("/srv/novu")
+    );
 }
 
 #[test]
