@@ -71,7 +71,12 @@ pub fn detect_command(args: &DetectArgs) -> Result<ExitCode> {
         Some(_) => None,
         None => local_repo(settings.repo.as_ref().map(|r| r.value.as_str()))?,
     };
-    let (to, to_source) = detect::resolve_target(&map, args.to.as_deref(), repo.as_ref())?;
+    let (to, to_source) = detect::resolve_target(
+        &map,
+        args.to.as_deref(),
+        repo.as_ref(),
+        args.include_unreleased,
+    )?;
     let opts = DetectOptions {
         from,
         to,
@@ -122,7 +127,11 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
     let from = super::from_version(&map, args.range.from.as_deref())?;
-    let to = super::to_version(&map, args.range.to.as_deref())?;
+    let to = super::to_version(
+        &map,
+        args.range.to.as_deref(),
+        args.range.include_unreleased,
+    )?;
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some((open_repo_spec(&spec.value)?, spec.value.clone())),
         None => None,

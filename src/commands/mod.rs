@@ -67,11 +67,15 @@ pub(crate) fn from_version(
         .transpose()
 }
 
-/// `--to` against the map; the newest release when absent.
-pub(crate) fn to_version(map: &ReleaseMap, to: Option<&str>) -> Result<semver::Version> {
+/// `--to` against the map; when absent, the default target (see `ReleaseMap::default_target`).
+pub(crate) fn to_version(
+    map: &ReleaseMap,
+    to: Option<&str>,
+    include_unreleased: bool,
+) -> Result<semver::Version> {
     match to {
         Some(t) => Ok(parse_user_version(t, "--to")?.resolve(map)),
-        None => map.newest_version(),
+        None => Ok(map.default_target(include_unreleased)?.version.clone()),
     }
 }
 
@@ -83,7 +87,7 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
             "pass --from <version>, e.g. --from v0.17.0",
         ));
     };
-    let to = to_version(map, range.to.as_deref())?;
+    let to = to_version(map, range.to.as_deref(), range.include_unreleased)?;
     Ok(PlanRequest {
         from,
         to,
@@ -328,7 +332,7 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
 /// A runtime for the commands that talk to services.
 /// The steps an upgrade would run now, decided from the journal and the data.
 async fn current_plan(map: &ReleaseMap, range: &RangeOpts, uri: &str) -> Result<Plan> {
-    let to = to_version(map, range.to.as_deref())?;
+    let to = to_version(map, range.to.as_deref(), range.include_unreleased)?;
     let store = crate::store::Store::connect(uri).await?;
     let mut opts = run::read_only_options(map.clone(), to);
     opts.include_unreleased = range.include_unreleased;
@@ -378,6 +382,7 @@ fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         path_env: std::env::var_os("PATH").unwrap_or_default(),
         cache_dir: crate::git::default_cache_root(),
         toolchain: args.run_env.toolchain,
+        keep_worktrees: false,
     };
     let report = runtime()?.block_on(doctor::run_checks(&inputs));
     if args.output.json {
