@@ -620,7 +620,6 @@ async fn run_locked(
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
     let mut index = 0;
-    let mut used_tags = Vec::new();
 
     for (g, group) in plan.groups.iter().enumerate() {
         let steps: Vec<&&DecidedStep> = to_run.iter().filter(|d| d.group == g).collect();
@@ -629,7 +628,6 @@ async fn run_locked(
         }
         let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
         let worktree = prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter)?;
-        used_tags.push(tag.clone());
         let era = group_era(&opts.map, group)?;
         let toolchain = toolchain::resolve(
             &ToolchainRequest {
@@ -655,7 +653,7 @@ async fn run_locked(
         });
         let mut path_prefix = vec![toolchain.node_dir.clone()];
         path_prefix.extend(toolchain.pnpm_dir.clone());
-        run_setup(
+        let setup = run_setup(
             opts,
             era,
             &worktree.path,
@@ -667,7 +665,15 @@ async fn run_locked(
             watcher,
             reporter,
         )
-        .await?;
+        .await;
+        if let Err(e) = setup {
+            // A failed setup leaves a half-installed tree that no later run may build on (an
+            // interrupted one has no setup stamp either, and a stop must stay quick).
+            if !opts.keep_worktrees && !matches!(e, Error::Interrupted | Error::Terminated) {
+                remove_worktree(&worktrees, repo, &tag, reporter);
+            }
+            return Err(e);
+        }
 
         for step in steps {
             index += 1;
@@ -727,12 +733,14 @@ async fn run_locked(
                 return Err(Error::Interrupted);
             }
         }
-    }
-    if !opts.keep_worktrees {
-        for tag in &used_tags {
-            if let Err(e) = worktrees.remove(repo, tag) {
-                tracing::warn!("could not remove the worktree of {}: {e}", tag.name);
-            }
+        // Its steps are settled: free its disk (a prepared tag holds gigabytes of
+        // node_modules) before the next tag is prepared. A failed step returned above and
+        // keeps its tag's worktree for the retry.
+        let needed_later = plan.groups[g + 1..].iter().zip(g + 1..).any(|(later, h)| {
+            later.git_ref == group.git_ref && to_run.iter().any(|d| d.group == h)
+        });
+        if !opts.keep_worktrees && !needed_later {
+            remove_worktree(&worktrees, repo, &tag, reporter);
         }
     }
     journal
@@ -957,6 +965,21 @@ fn prepare_worktree(
             worktrees.repair(repo, tag)
         }
         _ => worktrees.ensure(repo, tag),
+    }
+}
+
+/// Delete a tag's worktree; a failure to do so costs disk, not correctness, so it is reported
+/// and the run goes on.
+fn remove_worktree(
+    worktrees: &Worktrees,
+    repo: &GitRepo,
+    tag: &crate::git::TagInfo,
+    reporter: &mut dyn Reporter,
+) {
+    if let Err(e) = worktrees.remove(repo, tag) {
+        reporter.report(&RunEvent::Notice {
+            message: format!("could not remove the worktree of {}: {e}", tag.name),
+        });
     }
 }
 

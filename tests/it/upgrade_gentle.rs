@@ -2,6 +2,8 @@
 //! read once per decision, approvals for steps nothing can verify, the default target, and
 //! worktrees that go as soon as their tag is done.
 
+use std::path::Path;
+
 use crate::support::FixtureProject;
 use crate::upgrade::{text, Env};
 
@@ -113,4 +115,115 @@ fn each_data_check_is_read_once_per_decision() {
         assert!(out.status.success(), "{}", text(&out));
         assert_eq!(data_check_reads(&out), 3, "{extra:?}\n{}", text(&out));
     }
+}
+
+fn worktree_tags(root: &Path) -> Vec<String> {
+    let mut tags = Vec::new();
+    for repo in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(repo.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ".meta" {
+                // The private git dirs go with their worktrees.
+                let metas: Vec<_> = std::fs::read_dir(entry.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| format!(".meta/{}", e.file_name().to_string_lossy()))
+                    .collect();
+                tags.extend(metas);
+            } else {
+                tags.push(name);
+            }
+        }
+    }
+    tags.sort();
+    tags
+}
+
+#[test]
+fn a_tags_worktree_is_removed_as_soon_as_its_steps_are_settled() {
+    let env = Env::new("worktrees_settled");
+    let root = env.cache.path().join("worktrees");
+    let mut args = env.upgrade_args();
+    args.extend(["--to", "1.1.0"].map(String::from));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env
+        .command(&argv)
+        .env("FIXTURE_WORKTREES", &root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // As each script started: v1.0.0's worktree was gone once `exits` had settled.
+    let seen = env.project.worktrees_seen();
+    let expected: Vec<(String, String)> = [
+        ("exits", "v1.0.0"),
+        ("hangs", "v1.1.0"),
+        ("export-only", "v1.1.0"),
+    ]
+    .iter()
+    .map(|(id, tags)| (id.to_string(), tags.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+    assert!(
+        worktree_tags(&root).is_empty(),
+        "{:?}",
+        worktree_tags(&root)
+    );
+
+    // --keep-worktrees keeps them.
+    let kept = Env::new("worktrees_kept");
+    let out = kept.upgrade(&["--to", "1.0.0", "--keep-worktrees"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        worktree_tags(&kept.cache.path().join("worktrees")),
+        [".meta/v1.0.0", "v1.0.0"]
+    );
+}
+
+#[test]
+fn a_failed_setup_leaves_no_worktree_behind_and_the_next_run_sets_up_again() {
+    let env = Env::new("setup_fails");
+    let flag = env.project.work.path().join("fail-setup");
+    std::fs::write(&flag, "").unwrap();
+    // The setup writes build output, then fails while the flag exists.
+    let map = env.project.map_variant("setup", |m| {
+        m.replace(
+            "done_lines = [\"end migration\"]\n",
+            &format!(
+                "done_lines = [\"end migration\"]\nsetup = [[\"sh\", \"-c\", \"echo built > \
+                 build.out && test ! -e {}\"]]\n",
+                flag.display()
+            ),
+        )
+    });
+    let root = env.cache.path().join("worktrees");
+    let out = env.upgrade_with(&map, &["--to", "1.0.0", "--json"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(env.project.executed().is_empty());
+    assert!(
+        worktree_tags(&root).is_empty(),
+        "the failed setup's worktree was left: {:?}",
+        worktree_tags(&root)
+    );
+
+    // Fixed, the next run sets the tag up again (from scratch: nothing cached) and runs.
+    std::fs::remove_file(&flag).unwrap();
+    let out = env.upgrade_with(&map, &["--to", "1.0.0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let setup: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "setup")
+        .filter_map(|e| e["status"].as_str())
+        .collect();
+    assert_eq!(setup, ["running", "done"], "{}", text(&out));
+    assert_eq!(env.project.executed(), ["exits"]);
+    assert!(worktree_tags(&root).is_empty());
 }
