@@ -56,9 +56,7 @@ impl TargetSource {
             TargetSource::RepoHead { tag } => {
                 format!("the --repo checkout's HEAD is at tag {tag}")
             }
-            TargetSource::NewestInMap => {
-                "the default target (the newest verified release)".to_string()
-            }
+            TargetSource::NewestInMap => "the newest verified release in the map".to_string(),
         }
     }
 }

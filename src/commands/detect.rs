@@ -71,12 +71,18 @@ pub fn detect_command(args: &DetectArgs) -> Result<ExitCode> {
         Some(_) => None,
         None => local_repo(settings.repo.as_ref().map(|r| r.value.as_str()))?,
     };
-    let (to, to_source) = detect::resolve_target(
+    let (mut to, to_source) = detect::resolve_target(
         &map,
         args.to.as_deref(),
         repo.as_ref(),
         args.include_unreleased,
     )?;
+    // Data believed past the default target is compared with itself, not "downgraded".
+    if to_source == detect::TargetSource::NewestInMap {
+        if let Some(from) = from.as_ref().filter(|f| **f > to) {
+            to = from.clone();
+        }
+    }
     let opts = DetectOptions {
         from,
         to,
@@ -130,6 +136,7 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
     let to = super::to_version(
         &map,
         args.range.to.as_deref(),
+        from.as_ref(),
         args.range.include_unreleased,
     )?;
     let repo = match settings.repo.as_ref() {

@@ -67,15 +67,20 @@ pub(crate) fn from_version(
         .transpose()
 }
 
-/// `--to` against the map; when absent, the default target (see `ReleaseMap::default_target`).
+/// `--to` against the map; when absent, the default target (see `ReleaseMap::default_target`),
+/// or `--from` when the data is already past it (nothing to do, rather than a "downgrade").
 pub(crate) fn to_version(
     map: &ReleaseMap,
     to: Option<&str>,
+    from: Option<&semver::Version>,
     include_unreleased: bool,
 ) -> Result<semver::Version> {
     match to {
         Some(t) => Ok(parse_user_version(t, "--to")?.resolve(map)),
-        None => Ok(map.default_target(include_unreleased)?.version.clone()),
+        None => {
+            let target = map.default_target(include_unreleased)?.version.clone();
+            Ok(from.filter(|f| **f > target).cloned().unwrap_or(target))
+        }
     }
 }
 
@@ -87,7 +92,12 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
             "pass --from <version>, e.g. --from v0.17.0",
         ));
     };
-    let to = to_version(map, range.to.as_deref(), range.include_unreleased)?;
+    let to = to_version(
+        map,
+        range.to.as_deref(),
+        Some(&from),
+        range.include_unreleased,
+    )?;
     Ok(PlanRequest {
         from,
         to,
@@ -332,7 +342,7 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
 /// A runtime for the commands that talk to services.
 /// The steps an upgrade would run now, decided from the journal and the data.
 async fn current_plan(map: &ReleaseMap, range: &RangeOpts, uri: &str) -> Result<Plan> {
-    let to = to_version(map, range.to.as_deref(), range.include_unreleased)?;
+    let to = to_version(map, range.to.as_deref(), None, range.include_unreleased)?;
     let store = crate::store::Store::connect(uri).await?;
     let mut opts = run::read_only_options(map.clone(), to);
     opts.include_unreleased = range.include_unreleased;

@@ -141,6 +141,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     let to = super::to_version(
         &map,
         args.range.to.as_deref(),
+        from.as_ref(),
         args.range.include_unreleased,
     )?;
     let repo = match settings.repo.as_ref() {
@@ -575,7 +576,7 @@ struct StatusReport {
 pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &crate::cli::RepoOpts::default(), &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let to = super::to_version(&map, args.to.as_deref(), false)?;
+    let to = super::to_version(&map, args.to.as_deref(), None, false)?;
     let report = runtime()?.block_on(async {
         let connected = connect(&settings, !is_interactive(false)).await?;
         let store = &connected.store;
