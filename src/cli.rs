@@ -204,7 +204,8 @@ pub struct RangeOpts {
     #[arg(long, value_name = "VERSION")]
     pub from: Option<String>,
 
-    /// The version to upgrade to (default: the newest release in the map).
+    /// The version to upgrade to (default: the newest verified release in the map; the newest
+    /// release with --include-unreleased).
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
 
@@ -239,7 +240,7 @@ pub struct DetectArgs {
     pub from: Option<String>,
 
     /// The version to compare against (default: the release tag the local --repo checkout's
-    /// HEAD is exactly at, else the newest release in the map).
+    /// HEAD is exactly at, else the newest verified release in the map).
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
 
@@ -312,8 +313,9 @@ pub struct RunOpts {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Keep each tag's prepared worktree after a successful upgrade (they are kept anyway
-    /// after a failure, for the retry).
+    /// Keep each tag's prepared worktree. Without it, a tag's worktree is removed as soon as
+    /// its steps are done (and after a failed setup), so a run holds one prepared tag at a
+    /// time; the tag of a failed step keeps its worktree, for the retry.
     #[arg(long)]
     pub keep_worktrees: bool,
 
@@ -331,9 +333,16 @@ pub struct RunOpts {
     #[arg(long)]
     pub repair: bool,
 
-    /// Answer yes to every confirmation (unattended runs).
+    /// Answer yes to the routine confirmations (non-idempotent, destructive, lossy or
+    /// unverifiable steps) without a terminal. A step both not idempotent and unverifiable
+    /// still needs --approve <ID>.
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Approve running a step that is not idempotent and that no data check can verify (e.g.
+    /// preference-centralization): --yes does not cover it. Repeat for several steps.
+    #[arg(long, value_name = "ID")]
+    pub approve: Vec<String>,
 
     /// Seconds of silence after which a finished script that never exits is ended (default:
     /// per migration in the map, else the map's quiet_secs).
@@ -482,7 +491,7 @@ pub struct StatusArgs {
     /// Exit 10 while any migration up to the target is pending (a CI gate).
     #[arg(long)]
     pub check: bool,
-    /// The target version (default: the newest release).
+    /// The target version (default: the newest verified release).
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
     #[command(flatten)]
@@ -524,9 +533,205 @@ pub struct UnlockArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
     #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every long flag of every subcommand, as clap defines them.
+    fn cli_flags() -> BTreeSet<String> {
+        fn walk(cmd: &clap::Command, into: &mut BTreeSet<String>) {
+            into.extend(
+                cmd.get_arguments()
+                    .filter_map(|a| a.get_long())
+                    .map(String::from),
+            );
+            for sub in cmd.get_subcommands() {
+                walk(sub, into);
+            }
+        }
+        use clap::CommandFactory;
+        let mut flags = BTreeSet::from(["help".to_string(), "version".to_string()]);
+        walk(&super::Cli::command(), &mut flags);
+        flags
+    }
+
+    /// The contents of the string literals of Rust source: comments, char literals and
+    /// lifetimes skipped, raw strings included.
+    fn string_literals(source: &str) -> Vec<String> {
+        let c: Vec<char> = source.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
+        while i < c.len() {
+            let next = c.get(i + 1).copied();
+            match c[i] {
+                '/' if next == Some('/') => {
+                    while i < c.len() && c[i] != '\n' {
+                        i += 1;
+                    }
+                }
+                '/' if next == Some('*') => {
+                    i += 2;
+                    while i + 1 < c.len() && !(c[i] == '*' && c[i + 1] == '/') {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                '\'' => {
+                    // A char literal ('x', '\n', '\'') or a lifetime ('a).
+                    if next == Some('\\') {
+                        i += 3;
+                        while i < c.len() && c[i] != '\'' {
+                            i += 1;
+                        }
+                        i += 1;
+                    } else if c.get(i + 2) == Some(&'\'') {
+                        i += 3;
+                    } else {
+                        i += 1;
+                    }
+                }
+                'r' if (next == Some('"') || next == Some('#')) && (i == 0 || !ident(c[i - 1])) => {
+                    let mut j = i + 1;
+                    let mut hashes = 0;
+                    while c.get(j) == Some(&'#') {
+                        hashes += 1;
+                        j += 1;
+                    }
+                    if c.get(j) != Some(&'"') {
+                        i += 1;
+                        continue;
+                    }
+                    let start = j + 1;
+                    let mut k = start;
+                    while k < c.len()
+                        && !(c[k] == '"' && (1..=hashes).all(|h| c.get(k + h) == Some(&'#')))
+                    {
+                        k += 1;
+                    }
+                    out.push(c[start..k.min(c.len())].iter().collect());
+                    i = k + 1 + hashes;
+                }
+                '"' => {
+                    let start = i + 1;
+                    let mut k = start;
+                    while k < c.len() && c[k] != '"' {
+                        k += if c[k] == '\\' { 2 } else { 1 };
+                    }
+                    out.push(c[start..k.min(c.len())].iter().collect());
+                    i = k + 1;
+                }
+                _ => i += 1,
+            }
+        }
+        out
+    }
+
+    /// The `--flags` a message names as upstep's: not those inside a backticked command of
+    /// another program (`git fetch --tags`, `redis-server --daemonize yes`).
+    fn named_flags(message: &str) -> Vec<String> {
+        let mut own = String::new();
+        for (n, part) in message.split('`').enumerate() {
+            let quoted = n % 2 == 1;
+            let first = part.split_whitespace().next().unwrap_or("");
+            if !quoted || first == "upstep" || first.starts_with("--") {
+                own.push_str(part);
+                own.push(' ');
+            }
+        }
+        let chars: Vec<char> = own.chars().collect();
+        let mut flags = Vec::new();
+        let mut i = 0;
+        while i + 2 < chars.len() {
+            let starts = chars[i] == '-'
+                && chars[i + 1] == '-'
+                && chars[i + 2].is_ascii_lowercase()
+                && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '-'));
+            if starts {
+                let name: String = chars[i + 2..]
+                    .iter()
+                    .take_while(|ch| ch.is_ascii_alphanumeric() || **ch == '-')
+                    .collect();
+                i += 2 + name.len();
+                flags.push(name);
+            } else {
+                i += 1;
+            }
+        }
+        flags
+    }
+
+    fn rust_files(dir: &Path, into: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    /// Flags of other programs that messages name outside backticks.
+    const FOREIGN: &[&str] = &[
+        // `corepack prepare pnpm@X --activate`, in the fix for a missing pnpm.
+        "activate",
+        // mongod's, in the fix for a standalone server.
+        "replSet",
+        // ts-node's, in the era example `map generate` writes.
+        "transpile-only",
+    ];
+
+    #[test]
+    fn every_flag_a_message_names_exists() {
+        let flags = cli_flags();
+        let mut files = Vec::new();
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 20, "the sources were not found");
+        let mut unknown = Vec::new();
+        for file in files {
+            let source = std::fs::read_to_string(&file).unwrap();
+            // Test modules hold made-up input; they sit at the end of a file.
+            let source = source.split("#[cfg(test)]").next().unwrap_or("");
+            for literal in string_literals(source) {
+                // Messages have words; a lone "--flag" is a child's argv.
+                if !literal.trim().contains(char::is_whitespace) {
+                    continue;
+                }
+                for name in named_flags(&literal) {
+                    let known = flags.contains(&name)
+                        || FOREIGN.contains(&name.as_str())
+                        || (name.ends_with('-') && flags.iter().any(|f| f.starts_with(&name)));
+                    if !known {
+                        unknown.push(format!("--{name} in {}: {literal:?}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "messages name flags upstep does not have:\n{}",
+            unknown.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_flag_scanner_reads_messages_as_a_person_does() {
+        assert_eq!(
+            named_flags("pass --retry, or `upstep mark x --applied`; `git fetch --tags`"),
+            ["retry", "applied"]
+        );
+        let literals = string_literals(
+            "let a = 'x'; // \"--no\"\nlet b: &'static str = r#\"say \"--yes\"\"#; f(\"a \\\" --to\");",
+        );
+        assert_eq!(literals, ["say \"--yes\"", "a \\\" --to"]);
     }
 }

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use semver::Version;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::git::GitRepo;
 use crate::plan::{self, PlanRequest};
 use crate::release_map::{CheckKind, Fingerprint, Introduced, Migration, ReleaseMap};
@@ -36,9 +36,6 @@ use crate::version::{display, parse_user_version};
 
 pub const DETECT_SCHEMA: &str = "upstep.detect/1";
 
-/// How many migrations are checked at once (each runs its checks concurrently too).
-const CONCURRENCY: usize = 8;
-
 /// Where the target version came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -47,7 +44,8 @@ pub enum TargetSource {
     Flag,
     /// The local `--repo` checkout's HEAD is exactly at this release tag.
     RepoHead { tag: String },
-    /// Neither: the newest release in the map.
+    /// Neither: the newest verified release in the map (the newest release with
+    /// `--include-unreleased`).
     NewestInMap,
 }
 
@@ -58,7 +56,7 @@ impl TargetSource {
             TargetSource::RepoHead { tag } => {
                 format!("the --repo checkout's HEAD is at tag {tag}")
             }
-            TargetSource::NewestInMap => "the newest release in the map".to_string(),
+            TargetSource::NewestInMap => "the newest verified release in the map".to_string(),
         }
     }
 }
@@ -243,11 +241,12 @@ pub struct DetectReport {
 }
 
 /// The target: `--to`, else the release of a local repository whose HEAD is exactly at one of
-/// the map's release tags, else the newest release in the map.
+/// the map's release tags, else the map's default target (its newest verified release).
 pub fn resolve_target(
     map: &ReleaseMap,
     to: Option<&str>,
     repo: Option<&GitRepo>,
+    include_unreleased: bool,
 ) -> Result<(Version, TargetSource)> {
     if let Some(to) = to {
         return Ok((
@@ -274,13 +273,10 @@ pub fn resolve_target(
             }
         }
     }
-    let newest = map.newest_release().ok_or_else(|| {
-        Error::usage(
-            "the release map lists no releases",
-            "pass --map with a map that lists releases",
-        )
-    })?;
-    Ok((newest.version.clone(), TargetSource::NewestInMap))
+    Ok((
+        map.default_target(include_unreleased)?.version.clone(),
+        TargetSource::NewestInMap,
+    ))
 }
 
 /// The migrations up to the target, in introduction order (unreleased last).
@@ -426,7 +422,7 @@ pub async fn detect(
                 (i, report, t.elapsed().as_millis() as u64)
             }
         }))
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(fingerprint::MIGRATIONS_AT_ONCE)
         .collect()
         .await;
     evaluated.sort_by_key(|(i, _, _)| *i);

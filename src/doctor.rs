@@ -30,6 +30,9 @@ pub struct DoctorInputs<'a> {
     /// Where worktrees and installs go (checked for free space).
     pub cache_dir: PathBuf,
     pub toolchain: ToolchainPolicy,
+    /// Every tag's worktree stays (`--keep-worktrees`); otherwise a run holds one prepared tag
+    /// at a time (each is removed once its steps are done).
+    pub keep_worktrees: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,10 +149,12 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
 
     let per_tag = inputs.map.project.disk_per_tag_mb * 1024 * 1024;
     if per_tag > 0 && !plan.is_empty() {
-        checks.push(check_disk(
-            &inputs.cache_dir,
-            per_tag * plan.groups.len() as u64,
-        ));
+        let tags_at_once = if inputs.keep_worktrees {
+            plan.groups.len()
+        } else {
+            1
+        };
+        checks.push(check_disk(&inputs.cache_dir, per_tag * tags_at_once as u64));
     }
 
     let blockers = checks

@@ -28,7 +28,8 @@ pub enum ExitCode {
     Locked = 7,
     /// A migration step failed (or ran but did not migrate).
     StepFailed = 8,
-    /// The journal shows a failed or interrupted step: choose --retry or `upstep mark`.
+    /// A step needs a decision: the journal shows it failed or interrupted (--retry or
+    /// `upstep mark`), or it needs an approval of its own (--approve <id>).
     NeedsDecision = 9,
     /// `status --check`: migrations are still pending.
     Pending = 10,
@@ -58,7 +59,7 @@ impl ExitCode {
         (8, "a migration step failed"),
         (
             9,
-            "journal shows a failed/interrupted step: --retry or `upstep mark`",
+            "a step needs a decision: --retry, --approve <id> or `upstep mark`",
         ),
         (10, "status --check: migrations pending"),
         (11, "SSH tunnel failed"),
@@ -176,7 +177,7 @@ pub enum Error {
     #[error("{message}\n  fix: {fix}")]
     Tunnel { message: String, fix: String },
 
-    #[error("{0}\n  fix: run it at a terminal, or pass --yes to accept every confirmation")]
+    #[error("{0}\n  fix: run it at a terminal, or pass --yes to accept these confirmations")]
     NoTerminal(String),
 
     #[error("{message}\n  fix: {fix}")]

@@ -70,7 +70,18 @@ pub fn detect_command(args: &DetectArgs) -> Result<ExitCode> {
         Some(_) => None,
         None => local_repo(settings.repo.as_ref().map(|r| &r.value))?,
     };
-    let (to, to_source) = detect::resolve_target(&map, args.to.as_deref(), repo.as_ref())?;
+    let (mut to, to_source) = detect::resolve_target(
+        &map,
+        args.to.as_deref(),
+        repo.as_ref(),
+        args.include_unreleased,
+    )?;
+    // Data believed past the default target is compared with itself, not "downgraded".
+    if to_source == detect::TargetSource::NewestInMap {
+        if let Some(from) = from.as_ref().filter(|f| **f > to) {
+            to = from.clone();
+        }
+    }
     let opts = DetectOptions {
         from,
         to,
@@ -121,7 +132,12 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
     let from = super::from_version(&map, args.range.from.as_deref())?;
-    let to = super::to_version(&map, args.range.to.as_deref())?;
+    let to = super::to_version(
+        &map,
+        args.range.to.as_deref(),
+        from.as_ref(),
+        args.range.include_unreleased,
+    )?;
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some((open_repo_spec(&spec.value)?, spec.value.clone())),
         None => None,

@@ -37,6 +37,7 @@ pub fn choose_target(map: &ReleaseMap, detected: Option<&Version>) -> Result<Ver
         .filter(|r| detected.is_none_or(|d| &r.version > d))
         .collect();
     if newer.is_empty() {
+        // Nothing newer than the data: the newest release is where it stands.
         return map.newest_version();
     }
     let labels: Vec<String> = newer
@@ -57,10 +58,12 @@ pub fn choose_target(map: &ReleaseMap, detected: Option<&Version>) -> Result<Ver
         Some(v) => format!("The data looks like {}. Upgrade to", display(v)),
         None => "Upgrade to".to_string(),
     };
+    // The default is the newest verified release, as without a terminal.
+    let default = newer.iter().position(|r| r.verified).unwrap_or(0);
     let choice = Select::new()
         .with_prompt(prompt)
         .items(&labels)
-        .default(0)
+        .default(default)
         .interact()
         .map_err(cancelled)?;
     Ok(newer[choice].version.clone())
@@ -94,6 +97,31 @@ pub fn resolve_blocked(blocked: &[&DecidedStep]) -> Result<BlockedChoice> {
         1 => BlockedChoice::MarkApplied,
         _ => BlockedChoice::Stop,
     })
+}
+
+/// A yes/no question (default no) asked off the async runtime: the signal watcher and the
+/// lease keep running while a person thinks.
+async fn ask_no_by_default(prompt: String) -> Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        Confirm::new()
+            .with_prompt(prompt)
+            .default(false)
+            .interact()
+            .map_err(cancelled)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// The approval of one step that is not idempotent and unverifiable (`--approve <id>` at a
+/// terminal).
+pub async fn approve_step(id: &str) -> Result<bool> {
+    ask_no_by_default(format!("Approve running {id}?")).await
+}
+
+/// The routine confirmation of the listed steps (what `--yes` answers).
+pub async fn confirm_risky() -> Result<bool> {
+    ask_no_by_default("Run them?".to_string()).await
 }
 
 pub fn confirm_run(steps: usize) -> Result<bool> {

@@ -67,11 +67,20 @@ pub(crate) fn from_version(
         .transpose()
 }
 
-/// `--to` against the map; the newest release when absent.
-pub(crate) fn to_version(map: &ReleaseMap, to: Option<&str>) -> Result<semver::Version> {
+/// `--to` against the map; when absent, the default target (see `ReleaseMap::default_target`),
+/// or `--from` when the data is already past it (nothing to do, rather than a "downgrade").
+pub(crate) fn to_version(
+    map: &ReleaseMap,
+    to: Option<&str>,
+    from: Option<&semver::Version>,
+    include_unreleased: bool,
+) -> Result<semver::Version> {
     match to {
         Some(t) => Ok(parse_user_version(t, "--to")?.resolve(map)),
-        None => map.newest_version(),
+        None => {
+            let target = map.default_target(include_unreleased)?.version.clone();
+            Ok(from.filter(|f| **f > target).cloned().unwrap_or(target))
+        }
     }
 }
 
@@ -83,7 +92,12 @@ pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> 
             "pass --from <version>, e.g. --from v0.17.0",
         ));
     };
-    let to = to_version(map, range.to.as_deref())?;
+    let to = to_version(
+        map,
+        range.to.as_deref(),
+        Some(&from),
+        range.include_unreleased,
+    )?;
     Ok(PlanRequest {
         from,
         to,
@@ -327,7 +341,7 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
 /// A runtime for the commands that talk to services.
 /// The steps an upgrade would run now, decided from the journal and the data.
 async fn current_plan(map: &ReleaseMap, range: &RangeOpts, uri: &str) -> Result<Plan> {
-    let to = to_version(map, range.to.as_deref())?;
+    let to = to_version(map, range.to.as_deref(), None, range.include_unreleased)?;
     let store = crate::store::Store::connect(uri).await?;
     let mut opts = run::read_only_options(map.clone(), to);
     opts.include_unreleased = range.include_unreleased;
@@ -377,6 +391,7 @@ fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         path_env: std::env::var_os("PATH").unwrap_or_default(),
         cache_dir: crate::git::default_cache_root(),
         toolchain: args.run_env.toolchain,
+        keep_worktrees: false,
     };
     let report = runtime()?.block_on(doctor::run_checks(&inputs));
     if args.output.json {

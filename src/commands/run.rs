@@ -1,5 +1,6 @@
 //! The commands that touch the target database: `upgrade`, `status`, `mark`, `unlock`.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,10 @@ use super::{load_map_from, open_repo_spec, runtime};
 use crate::cli::{ConnectOpts, MarkArgs, StatusArgs, UnlockArgs, UpgradeArgs};
 use crate::doctor::{self, DoctorInputs};
 use crate::error::{Error, ExitCode, Result};
+use crate::executor::approval::{self, Approvals};
 use crate::executor::command::Connection;
 use crate::executor::decide::{Action, Flags};
-use crate::executor::{self, UpgradeOptions};
+use crate::executor::{self, DataStates, KnownFacts, UpgradeOptions};
 use crate::preflight::Severity;
 use crate::release_map::{Need, ReleaseMap};
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
@@ -136,11 +138,17 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     }
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
     let from = super::from_version(&map, args.range.from.as_deref())?;
-    let to = super::to_version(&map, args.range.to.as_deref())?;
+    let to = super::to_version(
+        &map,
+        args.range.to.as_deref(),
+        from.as_ref(),
+        args.range.include_unreleased,
+    )?;
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some(open_repo_spec(&spec.value)?),
         None => None,
     };
+    let approved = approved_steps(&map, &args.run.approve)?;
     let backup_dir = choose_backup(args, interactive)?;
     let key_var = settings.encryption_key_env.value.clone();
     let json = args.output.json;
@@ -191,12 +199,16 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             cache_root: crate::git::default_cache_root(),
             state_dir: state_dir(),
             check_time_limit: Duration::from_secs(30),
+            approvals: Approvals {
+                routine: args.run.yes,
+                steps: approved,
+            },
         };
-        // The guided flow's decisions, so they are not read from the data a second time.
-        let mut decided = None;
+        // The guided flow's decision: its facts feed the questions and the run, so the data
+        // is read once.
+        let mut guided = None;
         if interactive && !opts.dry_run {
-            decided =
-                Some(guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?);
+            guided = Some(guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?);
         }
         let plan = executor::full_plan(&opts)?;
         let needs_redis = plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
@@ -237,16 +249,11 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         if interactive {
             interactive::spawn_stop_prompt(watcher.clone(), multi.clone());
         }
-        confirm_risky_steps(
-            &opts,
-            &plan,
-            &connected.store,
-            decided,
-            interactive,
-            args.run.yes,
-            reporter.as_mut(),
-        )
-        .await?;
+        let mut known = None;
+        if let Some((decided, facts)) = guided {
+            confirm_risky_steps(&mut opts, &plan, &decided, reporter.as_mut()).await?;
+            known = Some(facts);
+        }
         let mut tunnel = connected.tunnel;
         let summary = executor::run_upgrade(
             &opts,
@@ -254,6 +261,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             watcher,
             reporter.as_mut(),
             tunnel.as_mut(),
+            known,
         )
         .await;
         if let Some(t) = tunnel {
@@ -279,6 +287,22 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
+/// `--approve <id>`: each id must be a migration of the map (a typo would approve nothing).
+fn approved_steps(map: &ReleaseMap, ids: &[String]) -> Result<BTreeSet<String>> {
+    for id in ids {
+        if map.migration(id).is_none() {
+            return Err(Error::usage(
+                format!(
+                    "--approve {id}: the release map {} has no migration {id:?}",
+                    map.source
+                ),
+                "use an id from `upstep plan` or `upstep map show`",
+            ));
+        }
+    }
+    Ok(ids.iter().cloned().collect())
+}
+
 /// Legacy migrations cannot be undone, so a run either takes a backup or says it will not:
 /// `--backup DIR`, `--no-backup`, or (at a terminal) the answer to a question that defaults
 /// to yes. Unattended runs must choose explicitly.
@@ -300,14 +324,16 @@ fn choose_backup(args: &UpgradeArgs, interactive: bool) -> Result<Option<std::pa
 }
 
 /// The interactive flow before a run: where the data stands, the target, the plan, what to
-/// do about unfinished steps, the go-ahead, and the backup.
+/// do about unfinished steps, the go-ahead, and the backup. Returns its decision and the facts
+/// it was made from (each data check read once: by the detection when it runs).
 async fn guided_flow(
     args: &UpgradeArgs,
     opts: &mut UpgradeOptions,
     store: &Store,
     reporter: &mut dyn Reporter,
-) -> Result<Vec<executor::DecidedStep>> {
-    let entries = crate::store::journal::read_entries(store).await?;
+) -> Result<(Vec<executor::DecidedStep>, KnownFacts)> {
+    let mut entries = crate::store::journal::read_entries(store).await?;
+    let mut data = DataStates::default();
     if args.range.to.is_none() {
         // Where the data stands, with its evidence and gaps, before choosing where to go.
         let detect_opts = crate::detect::DetectOptions {
@@ -327,10 +353,16 @@ async fn guided_flow(
             .detected
             .as_deref()
             .and_then(|v| semver::Version::parse(v).ok());
+        data = report
+            .migrations
+            .iter()
+            .map(|m| (m.id.clone(), m.data))
+            .collect();
         opts.to = interactive::choose_target(&opts.map, detected.as_ref())?;
     }
     let plan = executor::full_plan(opts)?;
-    let mut decided = executor::decide_steps(opts, &plan, store, &entries).await;
+    let data = executor::read_data(opts, &plan, store, data).await;
+    let mut decided = executor::decide_all(opts, &plan, &entries, &data);
     reporter.report(&executor::plan_event(&decided));
     let blocked: Vec<&executor::DecidedStep> = decided
         .iter()
@@ -357,15 +389,17 @@ async fn guided_flow(
                 ));
             }
         }
-        let entries = crate::store::journal::read_entries(store).await?;
-        decided = executor::decide_steps(opts, &plan, store, &entries).await;
+        // The answer changed the journal or the flags, not the data.
+        entries = crate::store::journal::read_entries(store).await?;
+        decided = executor::decide_all(opts, &plan, &entries, &data);
     }
+    let facts = KnownFacts { entries, data };
     let to_run = decided
         .iter()
         .filter(|d| d.decision.action == Action::Run)
         .count();
     if to_run == 0 {
-        return Ok(decided);
+        return Ok((decided, facts));
     }
     if !interactive::confirm_run(to_run)? {
         return Err(Error::usage(
@@ -376,7 +410,7 @@ async fn guided_flow(
     if args.run.backup.is_none() && !args.run.no_backup {
         opts.backup_dir = interactive::ask_backup()?;
     }
-    Ok(decided)
+    Ok((decided, facts))
 }
 
 /// Record a mark while holding the run lock, so it never lands in the middle of a run.
@@ -421,6 +455,7 @@ async fn preflight(
         path_env: std::env::var_os("PATH").unwrap_or_default(),
         cache_dir: opts.cache_root.clone(),
         toolchain: opts.toolchain,
+        keep_worktrees: opts.keep_worktrees,
     };
     let report = doctor::run_checks(&inputs).await;
     for check in report.checks.iter().filter(|c| c.severity != Severity::Ok) {
@@ -460,98 +495,60 @@ async fn preflight(
     Ok(())
 }
 
-/// Steps that are not idempotent, destructive, or unverifiable need a yes: --yes, or a person
-/// at a terminal. Without either, refuse rather than hang on a prompt nobody sees.
-#[allow(clippy::too_many_arguments)]
+/// At the terminal, the steps that need a yes are asked about: one question for each step
+/// that needs an approval of its own (not idempotent and unverifiable) unless `--approve`
+/// named it, then one for the routine ones. The answers become the run's approvals, which the
+/// executor checks against its decision (unattended runs get theirs from --yes / --approve).
 async fn confirm_risky_steps(
-    opts: &UpgradeOptions,
+    opts: &mut UpgradeOptions,
     plan: &crate::plan::Plan,
-    store: &Store,
-    known: Option<Vec<executor::DecidedStep>>,
-    interactive: bool,
-    yes: bool,
+    decided: &[executor::DecidedStep],
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
-    if opts.dry_run || yes {
-        return Ok(());
-    }
-    let decided = match known {
-        Some(decided) => decided,
-        None => {
-            let entries = crate::store::journal::read_entries(store).await?;
-            executor::decide_steps(opts, plan, store, &entries).await
-        }
-    };
-    let risky: Vec<String> = plan
-        .steps()
-        .filter(|(_, s)| {
-            decided.iter().any(|d| {
-                d.id == s.id
-                    && d.decision.action == Action::Run
-                    && (d.decision.unknown
-                        || s.idempotent == crate::release_map::Idempotency::No
-                        || s.destructive
-                        || s.lossy)
-            })
-        })
-        .map(|(_, s)| {
-            let mut why = Vec::new();
-            if s.idempotent == crate::release_map::Idempotency::No {
-                why.push("not idempotent".to_string());
-            }
-            if s.destructive {
-                why.push("destructive".into());
-            }
-            if s.lossy {
-                why.push("lossy".into());
-            }
-            let warnings = if s.warnings.is_empty() {
-                String::new()
-            } else {
-                format!("\n      {}", s.warnings.join("\n      "))
-            };
-            format!(
-                "{} ({}){warnings}",
-                s.id,
-                if why.is_empty() {
-                    "cannot be verified from the data".into()
-                } else {
-                    why.join(", ")
-                }
-            )
-        })
+    let risky = approval::risky_steps(&opts.map, plan, decided);
+    let to_approve: Vec<&approval::RiskyStep> = risky
+        .iter()
+        .filter(|r| r.needs_approval && !opts.approvals.steps.contains(&r.id))
         .collect();
-    if risky.is_empty() {
-        return Ok(());
+    for step in to_approve {
+        reporter.report(&RunEvent::Notice {
+            message: format!(
+                "{}\n  It is not idempotent, and no data check can tell whether it already ran: \
+                 a repeat or a partial run would go unnoticed. Check `upstep status` and its \
+                 warnings first.",
+                step.describe()
+            ),
+        });
+        if !interactive::approve_step(&step.id).await? {
+            return Err(Error::NeedsDecision(format!(
+                "{} was not approved; nothing was run. Approve it when you are sure it has not \
+                 run on this database (at this prompt, or with --approve {})",
+                step.id, step.id
+            )));
+        }
+        opts.approvals.steps.insert(step.id.clone());
     }
-    if !interactive {
-        return Err(Error::NoTerminal(format!(
-            "these steps need a confirmation and there is no terminal to ask at:\n  {}",
-            risky.join("\n  ")
-        )));
+    let routine: Vec<String> = risky
+        .iter()
+        .filter(|r| !r.needs_approval && !opts.approvals.steps.contains(&r.id))
+        .map(|r| r.describe())
+        .collect();
+    if !routine.is_empty() {
+        reporter.report(&RunEvent::Notice {
+            message: format!(
+                "Steps that need your confirmation:\n  {}",
+                routine.join("\n  ")
+            ),
+        });
+        if !interactive::confirm_risky().await? {
+            return Err(Error::usage(
+                "not confirmed: nothing was run",
+                "re-run when ready, or record steps with `upstep mark`",
+            ));
+        }
     }
-    reporter.report(&RunEvent::Notice {
-        message: format!(
-            "Steps that need your confirmation:\n  {}",
-            risky.join("\n  ")
-        ),
-    });
-    let answer = tokio::task::spawn_blocking(|| {
-        dialoguer::Confirm::new()
-            .with_prompt("Run them?")
-            .default(false)
-            .interact()
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    match answer {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::usage(
-            "not confirmed: nothing was run",
-            "re-run when ready, or record steps with `upstep mark`",
-        )),
-        Err(_) => Err(Error::Interrupted),
-    }
+    opts.approvals.routine = true;
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -579,7 +576,7 @@ struct StatusReport {
 pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     let settings = resolve_settings(&args.connect, &crate::cli::RepoOpts::default(), &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let to = super::to_version(&map, args.to.as_deref())?;
+    let to = super::to_version(&map, args.to.as_deref(), None, false)?;
     let report = runtime()?.block_on(async {
         let connected = connect(&settings, !is_interactive(false)).await?;
         let store = &connected.store;
@@ -720,6 +717,7 @@ pub(super) fn read_only_options(map: ReleaseMap, to: semver::Version) -> Upgrade
         cache_root: crate::git::default_cache_root(),
         state_dir: state_dir(),
         check_time_limit: Duration::from_secs(30),
+        approvals: Approvals::default(),
     }
 }
 

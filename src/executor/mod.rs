@@ -7,6 +7,7 @@
 //! journal `running` -> spawn -> journal the child's group -> wait (hang detection) -> verify
 //! the data -> journal the outcome -> release the lock.
 
+pub mod approval;
 pub mod command;
 pub mod decide;
 
@@ -65,6 +66,8 @@ pub struct UpgradeOptions {
     pub cache_root: PathBuf,
     pub state_dir: PathBuf,
     pub check_time_limit: Duration,
+    /// What the operator approved (`--yes`, `--approve`, answers at the terminal).
+    pub approvals: approval::Approvals,
 }
 
 /// One step with everything decided about it.
@@ -74,6 +77,44 @@ pub struct DecidedStep {
     pub id: String,
     pub git_ref: String,
     pub decision: Decision,
+    /// What its data check said (None: the step is not in the map).
+    pub data: Option<FpState>,
+}
+
+/// What the data says about each step: read once per decision and shared by everything that
+/// decision feeds (the plan shown, the questions asked, the approval check, the run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataStates(BTreeMap<String, FpState>);
+
+impl FromIterator<(String, FpState)> for DataStates {
+    fn from_iter<I: IntoIterator<Item = (String, FpState)>>(iter: I) -> Self {
+        DataStates(iter.into_iter().collect())
+    }
+}
+
+impl DataStates {
+    pub fn get(&self, id: &str) -> Option<FpState> {
+        self.0.get(id).copied()
+    }
+}
+
+/// The facts one decision was made from before the run (the guided flow's), so the run
+/// reuses them instead of reading every data check again. The run still takes them only when
+/// the journal has not changed since.
+#[derive(Debug, Clone)]
+pub struct KnownFacts {
+    pub entries: BTreeMap<String, JournalEntry>,
+    pub data: DataStates,
+}
+
+/// Whether two reads of the journal agree on every step (another run in between changes a
+/// status, an attempt count or a time).
+fn same_journal(a: &BTreeMap<String, JournalEntry>, b: &BTreeMap<String, JournalEntry>) -> bool {
+    let key = |e: &JournalEntry| (e.status, e.attempts, e.started_at, e.finished_at);
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ia, ea), (ib, eb))| ia == ib && key(ea) == key(eb))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -144,51 +185,79 @@ fn at_or_before_from(map: &ReleaseMap, id: &str, from: Option<&semver::Version>)
     }
 }
 
-/// Read the journal and the data and decide every step.
+/// Read the data checks of the plan's steps that `known` does not already hold, at most
+/// `fingerprint::MIGRATIONS_AT_ONCE` migrations at a time.
+pub async fn read_data(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    store: &Store,
+    known: DataStates,
+) -> DataStates {
+    use futures_util::StreamExt;
+    let eval = EvalOptions {
+        time_limit: opts.check_time_limit,
+        count_limit: None,
+    };
+    let missing: Vec<(String, Fingerprint)> = plan
+        .steps()
+        .filter(|(_, step)| known.get(&step.id).is_none())
+        .filter_map(|(_, step)| {
+            let m = opts.map.migration(&step.id)?;
+            Some((step.id.clone(), m.fingerprint.clone()))
+        })
+        .collect();
+    let read: Vec<(String, FpState)> =
+        futures_util::stream::iter(missing.into_iter().map(|(id, fp)| {
+            let db = store.db.clone();
+            async move { (id, fingerprint::evaluate(&db, &fp, eval).await.state) }
+        }))
+        .buffer_unordered(fingerprint::MIGRATIONS_AT_ONCE)
+        .collect()
+        .await;
+    let DataStates(mut states) = known;
+    states.extend(read);
+    DataStates(states)
+}
+
+/// Decide every step from the journal and what the data said: no I/O.
+pub fn decide_all(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    entries: &BTreeMap<String, JournalEntry>,
+    data: &DataStates,
+) -> Vec<DecidedStep> {
+    plan.groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| group.steps.iter().map(move |s| (g, group, s)))
+        .map(|(g, group, step)| {
+            let data = data.get(&step.id);
+            let facts = StepFacts {
+                journal: entries.get(&step.id).map(|e| e.status),
+                data,
+                idempotent: step.idempotent,
+                at_or_before_from: at_or_before_from(&opts.map, &step.id, opts.from.as_ref()),
+            };
+            DecidedStep {
+                group: g,
+                id: step.id.clone(),
+                git_ref: group.git_ref.clone(),
+                decision: decide(facts, opts.flags),
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Read the data and decide every step (one read of each data check).
 pub async fn decide_steps(
     opts: &UpgradeOptions,
     plan: &Plan,
     store: &Store,
     entries: &BTreeMap<String, JournalEntry>,
 ) -> Vec<DecidedStep> {
-    let eval = EvalOptions {
-        time_limit: opts.check_time_limit,
-        count_limit: None,
-    };
-    let checks = plan.steps().map(|(_, step)| {
-        let fingerprint = opts.map.migration(&step.id).map(|m| m.fingerprint.clone());
-        let db = store.db.clone();
-        async move {
-            match fingerprint {
-                Some(fp) => Some(fingerprint::evaluate(&db, &fp, eval).await.state),
-                None => None,
-            }
-        }
-    });
-    let states = futures_util::future::join_all(checks).await;
-    let mut decided = Vec::new();
-    for (((g, (group, step)), data), _) in plan
-        .groups
-        .iter()
-        .enumerate()
-        .flat_map(|(g, group)| group.steps.iter().map(move |s| (g, (group, s))))
-        .zip(states)
-        .zip(0..)
-    {
-        let facts = StepFacts {
-            journal: entries.get(&step.id).map(|e| e.status),
-            data,
-            idempotent: step.idempotent,
-            at_or_before_from: at_or_before_from(&opts.map, &step.id, opts.from.as_ref()),
-        };
-        decided.push(DecidedStep {
-            group: g,
-            id: step.id.clone(),
-            git_ref: group.git_ref.clone(),
-            decision: decide(facts, opts.flags),
-        });
-    }
-    decided
+    let data = read_data(opts, plan, store, DataStates::default()).await;
+    decide_all(opts, plan, entries, &data)
 }
 
 pub fn plan_event(decided: &[DecidedStep]) -> RunEvent {
@@ -368,13 +437,15 @@ fn script_sha256(repo: &GitRepo, commit: &str, script: &str) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-/// The run: everything after the options are resolved.
+/// The run: everything after the options are resolved. `known`: the facts a decision before
+/// the run was made from (the guided flow's), reused when the journal has not changed.
 pub async fn run_upgrade(
     opts: &UpgradeOptions,
     store: &Store,
     watcher: Arc<SignalWatcher>,
     reporter: &mut dyn Reporter,
     tunnel: Option<&mut Tunnel>,
+    known: Option<KnownFacts>,
 ) -> Result<Summary> {
     let started = Instant::now();
     let plan = full_plan(opts)?;
@@ -387,6 +458,18 @@ pub async fn run_upgrade(
         let entries = crate::store::journal::read_entries(store).await?;
         let decided = decide_steps(opts, &plan, store, &entries).await;
         reporter.report(&plan_event(&decided));
+        for step in approval::risky_steps(&opts.map, &plan, &decided)
+            .iter()
+            .filter(|r| r.needs_approval && !opts.approvals.steps.contains(&r.id))
+        {
+            reporter.report(&RunEvent::Notice {
+                message: format!(
+                    "{} would need --approve {}: not idempotent, and no data check can tell \
+                     whether it ran",
+                    step.id, step.id
+                ),
+            });
+        }
         // In a dry run, `ran` counts the steps that would run.
         let summary = Summary {
             ran: decided
@@ -423,6 +506,7 @@ pub async fn run_upgrade(
         &lost,
         reporter,
         tunnel,
+        known,
         &mut summary,
     )
     .await;
@@ -461,6 +545,7 @@ async fn run_locked(
     lost: &Arc<AtomicBool>,
     reporter: &mut dyn Reporter,
     mut tunnel: Option<&mut Tunnel>,
+    known: Option<KnownFacts>,
     summary: &mut Summary,
 ) -> Result<Summary> {
     journal
@@ -472,7 +557,13 @@ async fn run_locked(
         .await?;
     settle_abandoned(journal, opts).await?;
     let entries = journal.entries().await?;
-    let decided = decide_steps(opts, plan, store, &entries).await;
+    // One decision: the data read before the run is reused while the journal is unchanged.
+    let data = match known {
+        Some(known) if same_journal(&known.entries, &entries) => known.data,
+        _ => DataStates::default(),
+    };
+    let data = read_data(opts, plan, store, data).await;
+    let decided = decide_all(opts, plan, &entries, &data);
     reporter.report(&plan_event(&decided));
 
     let blocked: Vec<&DecidedStep> = decided
@@ -489,6 +580,10 @@ async fn run_locked(
             list.join("\n  ")
         )));
     }
+    approval::check(
+        &approval::risky_steps(&opts.map, plan, &decided),
+        &opts.approvals,
+    )?;
     for d in decided
         .iter()
         .filter(|d| d.decision.unknown && d.decision.action == Action::Run)
@@ -525,7 +620,6 @@ async fn run_locked(
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
     let mut index = 0;
-    let mut used_tags = Vec::new();
 
     for (g, group) in plan.groups.iter().enumerate() {
         let steps: Vec<&&DecidedStep> = to_run.iter().filter(|d| d.group == g).collect();
@@ -534,7 +628,6 @@ async fn run_locked(
         }
         let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
         let worktree = prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter)?;
-        used_tags.push(tag.clone());
         let era = group_era(&opts.map, group)?;
         let toolchain = toolchain::resolve(
             &ToolchainRequest {
@@ -560,7 +653,7 @@ async fn run_locked(
         });
         let mut path_prefix = vec![toolchain.node_dir.clone()];
         path_prefix.extend(toolchain.pnpm_dir.clone());
-        run_setup(
+        let setup = run_setup(
             opts,
             era,
             &worktree.path,
@@ -572,7 +665,15 @@ async fn run_locked(
             watcher,
             reporter,
         )
-        .await?;
+        .await;
+        if let Err(e) = setup {
+            // A failed setup leaves a half-installed tree that no later run may build on (an
+            // interrupted one has no setup stamp either, and a stop must stay quick).
+            if !opts.keep_worktrees && !matches!(e, Error::Interrupted | Error::Terminated) {
+                remove_worktree(&worktrees, repo, &tag, reporter);
+            }
+            return Err(e);
+        }
 
         for step in steps {
             index += 1;
@@ -632,12 +733,14 @@ async fn run_locked(
                 return Err(Error::Interrupted);
             }
         }
-    }
-    if !opts.keep_worktrees {
-        for tag in &used_tags {
-            if let Err(e) = worktrees.remove(repo, tag) {
-                tracing::warn!("could not remove the worktree of {}: {e}", tag.name);
-            }
+        // Its steps are settled: free its disk (a prepared tag holds gigabytes of
+        // node_modules) before the next tag is prepared. A failed step returned above and
+        // keeps its tag's worktree for the retry.
+        let needed_later = plan.groups[g + 1..].iter().zip(g + 1..).any(|(later, h)| {
+            later.git_ref == group.git_ref && to_run.iter().any(|d| d.group == h)
+        });
+        if !opts.keep_worktrees && !needed_later {
+            remove_worktree(&worktrees, repo, &tag, reporter);
         }
     }
     journal
@@ -862,6 +965,21 @@ fn prepare_worktree(
             worktrees.repair(repo, tag)
         }
         _ => worktrees.ensure(repo, tag),
+    }
+}
+
+/// Delete a tag's worktree; a failure to do so costs disk, not correctness, so it is reported
+/// and the run goes on.
+fn remove_worktree(
+    worktrees: &Worktrees,
+    repo: &GitRepo,
+    tag: &crate::git::TagInfo,
+    reporter: &mut dyn Reporter,
+) {
+    if let Err(e) = worktrees.remove(repo, tag) {
+        reporter.report(&RunEvent::Notice {
+            message: format!("could not remove the worktree of {}: {e}", tag.name),
+        });
     }
 }
 

@@ -46,8 +46,8 @@ pub fn check_disk(path: &Path, needed_bytes: u64) -> CheckResult {
                 human_bytes(needed_bytes)
             ),
             format!(
-                "free {} on that disk, or point the work directory (--work-dir) at a disk with \
-                 {} free",
+                "free {} on that disk, or point upstep's cache (UPSTEP_CACHE_DIR, where the \
+                 worktrees go) at a disk with {} free",
                 human_bytes(needed_bytes - available),
                 human_bytes(needed_bytes)
             ),

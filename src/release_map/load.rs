@@ -908,6 +908,21 @@ filter = { done = { "$exists" = false }, _id = { "$oid" = "507f1f77bcf86cd799439
     }
 
     #[test]
+    fn the_default_target_is_the_newest_verified_release() {
+        let map = load(None).unwrap();
+        let newest = map.newest_release().unwrap();
+        assert!(
+            !newest.verified,
+            "the embedded map's newest release is unverified"
+        );
+        let target = map.default_target(false).unwrap();
+        assert!(target.verified && target.version < newest.version);
+        assert_eq!(target.version, semver::Version::new(2, 0, 0));
+        // Asking for unreleased scripts is asking to go past every release.
+        assert_eq!(map.default_target(true).unwrap().version, newest.version);
+    }
+
+    #[test]
     fn base_map_is_valid_and_converts_extended_json() {
         let map = parse_map(BASE, "test.toml").unwrap();
         let Fingerprint::Checks(checks) = &map.migrations[0].fingerprint else {

@@ -193,7 +193,29 @@ impl ReleaseMap {
         self.releases.last()
     }
 
-    /// The default target of an upgrade: the newest release.
+    /// The default target of an upgrade (and of `plan`, `status`, `detect`): the newest
+    /// *verified* release. An unverified one (newer than the history the map was checked
+    /// against) is a target only when named with `--to`, or with `include_unreleased`: asking
+    /// for scripts no release ships yet is asking to go past every release.
+    pub fn default_target(&self, include_unreleased: bool) -> crate::error::Result<&Release> {
+        let newest = if include_unreleased {
+            self.newest_release()
+        } else {
+            self.releases.iter().rev().find(|r| r.verified)
+        };
+        newest.ok_or_else(|| {
+            let newest = self
+                .newest_release()
+                .map(|r| format!(" (e.g. --to {})", r.tag))
+                .unwrap_or_default();
+            crate::error::Error::usage(
+                format!("the release map {} lists no verified release", self.source),
+                format!("name the target with --to{newest}, or use a map with verified releases"),
+            )
+        })
+    }
+
+    /// The newest release, verified or not (the end of what detection reads).
     pub fn newest_version(&self) -> crate::error::Result<Version> {
         self.newest_release()
             .map(|r| r.version.clone())

@@ -78,6 +78,11 @@ impl Default for EvalOptions {
     }
 }
 
+/// How many migrations' data checks read the database at once (each runs its own few checks
+/// concurrently): a production database keeps serving its users meanwhile. Every pass over
+/// many migrations (decisions, detection) uses it.
+pub const MIGRATIONS_AT_ONCE: usize = 4;
+
 /// Evaluate a migration's fingerprint against the database.
 pub async fn evaluate(
     db: &Database,
@@ -94,6 +99,8 @@ pub async fn evaluate(
         }
         Fingerprint::Checks(checks) => checks,
     };
+    // Counted by tests (each read must serve one decision, not several passes).
+    tracing::debug!(target: "upstep::data_check", checks = checks.len(), "reading a data check");
     let existing = match db.list_collection_names().await {
         Ok(names) => names.into_iter().collect::<HashSet<_>>(),
         Err(e) => {

@@ -631,10 +631,20 @@ fn v0_16_with_a_skipped_v0_12_migration_is_detected_with_the_gap() {
             )
         })
         .collect();
+    // The default target is the newest verified release (v2.0.0): later scripts are not read.
+    let target = map.default_target(false).unwrap().version.clone();
     for m in &map.migrations {
         let Some(v) = m.introduced_version() else {
             continue;
         };
+        if *v > target {
+            assert!(
+                verdicts.iter().all(|(id, _)| id != &m.id),
+                "{} is past the target: {verdicts:?}",
+                m.id
+            );
+            continue;
+        }
         let got = &verdicts.iter().find(|(id, _)| id == &m.id).unwrap().1;
         if m.id == "normalize-users-email" {
             assert_eq!(got, "pending", "{verdicts:?}");
@@ -666,7 +676,7 @@ fn v0_16_with_a_skipped_v0_12_migration_is_detected_with_the_gap() {
         "Detected version: v0.9.0",
         "looks like v0.16.0",
         "normalize-users-email (v0.12.0): pending while v0.16.0's migrations are applied",
-        "Target: v2.1.0 (the newest release in the map)",
+        "Target: v2.0.0 (the newest verified release in the map)",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
@@ -678,7 +688,7 @@ fn an_empty_database_needs_nothing() {
     let report = json(&["detect", "--mongo-uri", &uri]);
     assert_eq!(report["schema"], "upstep.detect/1");
     assert_eq!(report["nothing_to_migrate"], true, "{report:#}");
-    assert_eq!(report["detected"], "v2.1.0");
+    assert_eq!(report["detected"], "v2.0.0", "up to the default target");
     assert!(report["gaps"].as_array().unwrap().is_empty());
     for m in report["migrations"].as_array().unwrap() {
         assert_eq!(m["verdict"], "not-applicable", "{m:#}");
@@ -996,7 +1006,7 @@ fn plan_without_detect_never_connects() {
 }
 
 #[test]
-fn the_target_comes_from_to_then_the_repo_head_tag_then_the_newest_release() {
+fn the_target_comes_from_to_then_the_repo_head_tag_then_the_newest_verified_release() {
     let map = small_map();
     let map_arg = map.path().to_str().unwrap();
     let uri = mongo().uri_for_db(&fresh_db_name("detect_target"));
@@ -1064,7 +1074,7 @@ fn the_target_comes_from_to_then_the_repo_head_tag_then_the_newest_release() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("Target: v2.0.0 (the newest release in the map)"));
+        .contains("Target: v2.0.0 (the newest verified release in the map)"));
 }
 
 #[test]

@@ -147,3 +147,38 @@ fn the_first_ctrl_c_asks_and_stop_after_the_step_keeps_the_journal_clean() {
     );
     assert_eq!(env.status_of("export-only"), "-", "nothing after it ran");
 }
+
+#[test]
+fn at_a_terminal_an_unverifiable_non_idempotent_step_is_asked_about_by_name() {
+    let env = Env::new("interactive_approve");
+    let map = env.project.map_variant("unverifiable", |m| {
+        m.replace(
+            "exits = \"never\"\nidempotent = \"guarded\"\n[[migrations.pending]]\n\
+             collection = \"items\"\nfilter = { tagged = { \"$exists\" = false } }",
+            "exits = \"never\"\nidempotent = \"no\"\nno_fingerprint = \"nothing shows it\"",
+        )
+    });
+    // With no data check, only its done line may end `hangs` (not a quiet window).
+    let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "120"];
+    // Declined: nothing runs, and the way to approve it later is named.
+    let tmux = Tmux::start("approve_no", &shell_line(&env, &map, &argv));
+    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.keys(&["y"]);
+    tmux.wait_for("Approve running hangs?", Duration::from_secs(30));
+    tmux.keys(&["n"]);
+    let screen = tmux.wait_for("EXIT=", Duration::from_secs(30));
+    assert!(screen.contains("EXIT=9"), "{screen}");
+    assert!(screen.contains("--approve hangs"), "{screen}");
+    assert!(env.project.executed().is_empty());
+    drop(tmux);
+
+    // Approved at the prompt: it runs.
+    let tmux = Tmux::start("approve_yes", &shell_line(&env, &map, &argv));
+    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.keys(&["y"]);
+    tmux.wait_for("Approve running hangs?", Duration::from_secs(30));
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("EXIT=", Duration::from_secs(120));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
+}

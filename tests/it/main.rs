@@ -18,4 +18,5 @@ mod services;
 mod store;
 mod support;
 mod upgrade;
+mod upgrade_gentle;
 mod upgrade_ssh;

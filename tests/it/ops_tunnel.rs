@@ -192,6 +192,129 @@ async fn ops_tunnel_drop_is_detected_and_reopened() {
     tunnel.close().await;
 }
 
+/// A TCP relay to `target` on loopback that counts the connections made through it: put
+/// between sshd and MongoDB, it sees every connection the tunnel makes to the database.
+struct CountingRelay {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingRelay {
+    fn start(target: u16) -> CountingRelay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for inbound in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CountingRelay { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_tunnel_watching_makes_no_connection_to_the_database() {
+    let server = start_sshd();
+    let relay = CountingRelay::start(mongo().port);
+    let tunnel = tunnel::open(spec_for(&server, relay.port)).await.unwrap();
+    let after_open = relay.accepted();
+    assert!(
+        after_open >= 1,
+        "the readiness hello went through the relay"
+    );
+
+    // Ten seconds of watching: the monitor must not reach the database (each probe of the
+    // forwarded port was one SSH channel and one MongoDB connection on the server).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(tunnel.state(), TunnelState::Up);
+    assert_eq!(
+        relay.accepted() - after_open,
+        0,
+        "the tunnel monitor connected to the database while watching"
+    );
+
+    // The relay does count what goes through the tunnel (a driver's hello: a connection or two).
+    assert!(tunnel::mongo_hello(tunnel.local_ports[0]).await);
+    assert!(relay.accepted() > after_open);
+    tunnel.close().await;
+}
+
+/// The processes below `pid` (sshd's per-connection children).
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![pid as i32];
+    while let Some(parent) = frontier.pop() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(parent) {
+                frontier.push(child);
+                found.push(child);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_tunnel_a_dead_link_ends_ssh_and_is_reported_within_seconds() {
+    let server = start_sshd();
+    let tunnel = tunnel::open(spec_for(&server, mongo().port)).await.unwrap();
+    let mut watch = tunnel.watch();
+    // Freeze the server side of the connection: the link is dead but nothing closes it, so
+    // only ssh's keep-alives can tell.
+    let frozen = descendants(server.process.pid);
+    assert!(!frozen.is_empty(), "no sshd session process");
+    for pid in &frozen {
+        // SAFETY: kill(2) on processes of the sshd this test started.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    let frozen_at = Instant::now();
+    let down = tokio::time::timeout(
+        Duration::from_secs(20),
+        watch.wait_for(|s| matches!(s, TunnelState::Down { .. })),
+    )
+    .await;
+    for pid in &frozen {
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    down.expect("a dead link is reported Down within 20 s")
+        .expect("the watch channel is open");
+    let took = frozen_at.elapsed();
+    eprintln!("a dead link was reported Down after {took:?}");
+    assert!(
+        took >= Duration::from_secs(tunnel::SERVER_ALIVE_INTERVAL as u64),
+        "Down after {took:?}: before ssh's keep-alives could have timed out"
+    );
+    assert!(!pid_alive(tunnel.pid), "ssh is still running");
+}
+
 #[tokio::test]
 async fn ops_tunnel_drop_leaves_no_ssh_process() {
     let server = start_sshd();

@@ -67,8 +67,13 @@ fn partial_versions_mean_the_newest_known_patch() {
 }
 
 #[test]
-fn default_target_is_the_newest_release() {
-    let out = stdout_of(&["plan", "--from", "v2.0.0", "--json"]);
+fn default_target_is_the_newest_verified_release() {
+    // v2.1.0 is the newest release, but unverified: only a target when named.
+    let out = stdout_of(&["plan", "--from", "v0.24.0", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["to"], "v2.0.0");
+    assert!(!out.contains("preference-centralization"), "{out}");
+    let out = stdout_of(&["plan", "--from", "v2.0.0", "--to", "v2.1.0", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["to"], "v2.1.0");
     assert_eq!(
@@ -76,6 +81,13 @@ fn default_target_is_the_newest_release() {
         "preference-centralization"
     );
     assert_eq!(json["groups"][0]["verified"], false);
+    // Asking for unreleased scripts goes past every release.
+    let out = stdout_of(&["plan", "--from", "v2.0.0", "--include-unreleased", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["to"], "v2.1.0");
+    // Data already past the default target: nothing to do, not a "downgrade".
+    let out = stdout_of(&["plan", "--from", "v2.1.0"]);
+    assert!(out.contains("Nothing to do"), "{out}");
 }
 
 #[test]

@@ -25,8 +25,14 @@ module.exports = {
 };
 "#;
 
+/// Logs `<id> <pid> <argv>` to FIXTURE_LOG; with FIXTURE_WORKTREES (upstep's worktree cache
+/// folder) set, also `<id> <tag,tag,...>` (the prepared worktrees as the script starts) to
+/// `<FIXTURE_LOG>.worktrees`.
 fn log_line(id: &str) -> String {
-    format!("require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + ' ' + JSON.stringify(process.argv) + '\\n');")
+    format!(
+        "require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + ' ' + JSON.stringify(process.argv) + '\\n');
+if (process.env.FIXTURE_WORKTREES) {{ const fs = require('fs'), path = require('path'); const root = process.env.FIXTURE_WORKTREES; const tags = []; for (const repo of fs.existsSync(root) ? fs.readdirSync(root) : []) for (const tag of fs.readdirSync(path.join(root, repo))) if (tag !== '.meta') tags.push(tag); fs.appendFileSync(process.env.FIXTURE_LOG + '.worktrees', '{id} ' + tags.sort().join(',') + '\\n'); }}"
+    )
 }
 
 /// A script that connects with the driver, runs `body` (with `db` in scope), then `tail`.
@@ -188,6 +194,18 @@ impl FixtureProject {
         let path = self.work.path().join(format!("{name}.toml"));
         std::fs::write(&path, edit(&text)).expect("write a map variant");
         path
+    }
+
+    /// `(id, prepared worktrees)` as each script started (needs FIXTURE_WORKTREES).
+    pub fn worktrees_seen(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.log_path.with_extension("log.worktrees"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (id, tags) = l.split_once(' ').unwrap_or((l, ""));
+                (id.to_string(), tags.to_string())
+            })
+            .collect()
     }
 
     /// The ids the scripts logged, in execution order.
