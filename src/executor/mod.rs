@@ -392,7 +392,9 @@ async fn check_journalled_scripts(
             let short = |s: &str| s[..s.len().min(12)].to_string();
             let was_at = entry.tag.as_deref().unwrap_or("?");
             let was_commit = entry.commit.as_deref().map(short).unwrap_or_default();
-            let moved = if was_at == group.git_ref && entry.commit.as_deref() != Some(tag.commit.as_str()) {
+            let moved = if was_at == group.git_ref
+                && entry.commit.as_deref() != Some(tag.commit.as_str())
+            {
                 format!(" (the tag {was_at} was moved)")
             } else {
                 String::new()

@@ -226,10 +226,7 @@ impl JournalEntry {
             out.push_str(&format!(", started {}", rfc3339(started)));
         }
         match self.heartbeat_age() {
-            Some(age) => out.push_str(&format!(
-                ", last heartbeat {}s ago",
-                age.as_secs()
-            )),
+            Some(age) => out.push_str(&format!(", last heartbeat {}s ago", age.as_secs())),
             None => out.push_str(", no heartbeat recorded"),
         }
         out
@@ -394,7 +391,8 @@ pub(crate) fn heartbeat_fresh_expr() -> Document {
 /// A `running` entry of `run_id`, only while its heartbeat is stale (or, for a run known to
 /// be dead, whatever its heartbeat says).
 pub(crate) fn abandoned_filter(id: &str, run_id: &str, known_dead: bool) -> Document {
-    let mut filter = doc! { "_id": id, "status": StepStatus::Running.as_str(), "actor.run_id": run_id };
+    let mut filter =
+        doc! { "_id": id, "status": StepStatus::Running.as_str(), "actor.run_id": run_id };
     if !known_dead {
         filter.insert("$expr", doc! { "$not": [heartbeat_fresh_expr()] });
     }
@@ -424,7 +422,10 @@ pub(crate) fn beat_pipeline(lease: Duration) -> Vec<Document> {
 const WHILE_RUNNING: [&str; 4] = ["child_pid", "child_pgid", "heartbeat_at", "heartbeat_until"];
 
 fn unset_while_running() -> Document {
-    WHILE_RUNNING.iter().map(|f| (f.to_string(), Bson::from(""))).collect()
+    WHILE_RUNNING
+        .iter()
+        .map(|f| (f.to_string(), Bson::from("")))
+        .collect()
 }
 
 /// Records the step as running, in one server-side write: the start time and the first
@@ -797,10 +798,7 @@ pub async fn read_entries(store: &Store) -> Result<BTreeMap<String, JournalEntry
         .aggregate(read_pipeline())
         .await
         .map_err(|e| db_error(store, e))?;
-    let raw: Vec<Document> = cursor
-        .try_collect()
-        .await
-        .map_err(|e| db_error(store, e))?;
+    let raw: Vec<Document> = cursor.try_collect().await.map_err(|e| db_error(store, e))?;
     if let Some(newest) = raw.iter().max_by_key(|d| super::schema_of(d)) {
         if super::schema_of(newest) > i64::from(JOURNAL_SCHEMA) {
             return Err(newer_journal(newest));

@@ -130,16 +130,13 @@ impl RunLock {
         };
         let schema = schema_of(&raw);
         if schema > i64::from(JOURNAL_SCHEMA) {
-            let writer = raw
-                .get_document("holder")
-                .ok()
-                .map(|h| {
-                    format!(
-                        "upstep {} on {}",
-                        h.get_str("upstep_version").unwrap_or("?"),
-                        h.get_str("host").unwrap_or("?")
-                    )
-                });
+            let writer = raw.get_document("holder").ok().map(|h| {
+                format!(
+                    "upstep {} on {}",
+                    h.get_str("upstep_version").unwrap_or("?"),
+                    h.get_str("host").unwrap_or("?")
+                )
+            });
             return Err(newer_schema_error("run lock", schema, writer.as_deref()));
         }
         bson::from_document(raw).map(Some).map_err(|e| {
@@ -199,10 +196,7 @@ impl RunLock {
     pub async fn renew(&self, actor: &Actor, lease: Duration) -> Result<bool> {
         let r = self
             .coll()
-            .update_one(
-                held_by_filter(&actor.run_id),
-                renew_pipeline(lease),
-            )
+            .update_one(held_by_filter(&actor.run_id), renew_pipeline(lease))
             .await
             .map_err(|e| self.err(e))?;
         Ok(r.matched_count == 1)

@@ -213,7 +213,10 @@ mod tests {
         let filter = |d: Document| needs(&Bson::Document(d));
         let mut sent: Vec<(String, Vec<Need>)> = vec![
             ("lock: filter".into(), filter(lock::lock_filter())),
-            ("lock: holder filter".into(), filter(lock::held_by_filter("r"))),
+            (
+                "lock: holder filter".into(),
+                filter(lock::held_by_filter("r")),
+            ),
             (
                 "lock: acquire".into(),
                 needs_of_update_pipeline(&lock::acquire_pipeline(&actor, lease).unwrap()),
@@ -227,7 +230,10 @@ mod tests {
                 needs_of_update_pipeline(&lock::renew_pipeline(lease)),
             ),
             ("journal: entry".into(), filter(journal::entry_filter("m"))),
-            ("journal: owned entry".into(), filter(journal::owned_filter("m", "r"))),
+            (
+                "journal: owned entry".into(),
+                filter(journal::owned_filter("m", "r")),
+            ),
             (
                 "journal: running entries of a run".into(),
                 filter(journal::running_of_run_filter("r")),
@@ -248,7 +254,7 @@ mod tests {
                 "journal: read".into(),
                 journal::read_pipeline()
                     .into_iter()
-                    .flat_map(|s| filter(s))
+                    .flat_map(&filter)
                     .collect(),
             ),
             (
@@ -296,8 +302,14 @@ mod tests {
                 "events: by kind".into(),
                 filter(journal::event_kind_filter("backup-taken")),
             ),
-            ("events: oldest first".into(), filter(journal::oldest_first())),
-            ("events: newest first".into(), filter(journal::newest_first())),
+            (
+                "events: oldest first".into(),
+                filter(journal::oldest_first()),
+            ),
+            (
+                "events: newest first".into(),
+                filter(journal::newest_first()),
+            ),
             (
                 "fingerprints: projection".into(),
                 filter(fingerprint::id_only()),
@@ -362,7 +374,9 @@ mod tests {
             version: Some((5, 0))
         }));
         assert!(found.iter().any(|n| n.name == "$$NOW"));
-        let unknown = needs(&Bson::Document(doc! { "$match": { "a": { "$frobnicate": 1 } } }));
+        let unknown = needs(&Bson::Document(
+            doc! { "$match": { "a": { "$frobnicate": 1 } } },
+        ));
         assert!(unknown.contains(&Need {
             name: "$frobnicate".into(),
             version: None
@@ -381,7 +395,9 @@ mod tests {
             }]
         );
         assert_eq!(
-            needs_of_update_pipeline(&[]).first().and_then(|n| n.version),
+            needs_of_update_pipeline(&[])
+                .first()
+                .and_then(|n| n.version),
             Some((4, 2))
         );
     }

@@ -87,10 +87,16 @@ fn a_journal_from_a_newer_upstep_stops_every_command_before_anything_is_written(
         all.contains("this journal was written by a newer upstep (upstep 0.1.0 on host-b) (schema 2, this upstep reads up to 1): upgrade upstep"),
         "{all}"
     );
-    assert!(!all.contains("unreachable") && !all.contains("cannot reach"), "{all}");
+    assert!(
+        !all.contains("unreachable") && !all.contains("cannot reach"),
+        "{all}"
+    );
     assert!(env.project.executed().is_empty());
     assert!(env.find("upstep_lock", doc! {}).is_empty(), "no lock taken");
-    assert!(env.find("upstep_events", doc! {}).is_empty(), "no event written");
+    assert!(
+        env.find("upstep_events", doc! {}).is_empty(),
+        "no event written"
+    );
     assert_eq!(env.journal(), vec![newer.clone()]);
 
     for args in [
@@ -139,12 +145,18 @@ fn a_moved_tag_is_reported_for_done_steps_and_stops_a_step_that_would_run_again(
     let recorded = entry(&env, "exits");
 
     // v1.0.0 re-tagged with a changed script: the done step gets a notice, runs not again.
-    let changed = format!("{}\n// re-tagged\n", file_at(&env, "v1.0.0", "migrations/001-exits.js"));
+    let changed = format!(
+        "{}\n// re-tagged\n",
+        file_at(&env, "v1.0.0", "migrations/001-exits.js")
+    );
     move_tag(&env, "v1.0.0", "migrations/001-exits.js", &changed);
     let out = env.upgrade(&["--to", "1.1.0"]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("exits: migrations/001-exits.js changed since it ran"), "{all}");
+    assert!(
+        all.contains("exits: migrations/001-exits.js changed since it ran"),
+        "{all}"
+    );
     assert!(all.contains("the tag v1.0.0 was moved"), "{all}");
     assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
     assert_eq!(
@@ -164,14 +176,23 @@ fn a_moved_tag_is_reported_for_done_steps_and_stops_a_step_that_would_run_again(
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     assert_eq!(env.status_of("fails"), "failed");
     delete_all(&env, "control");
-    let fixed = format!("{}\n// fixed upstream\n", file_at(&env, "v1.2.0", "migrations/004-fails.js"));
+    let fixed = format!(
+        "{}\n// fixed upstream\n",
+        file_at(&env, "v1.2.0", "migrations/004-fails.js")
+    );
     move_tag(&env, "v1.2.0", "migrations/004-fails.js", &fixed);
     let before = env.project.executed().len();
     let out = env.upgrade(&["--retry", "--yes"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(9), "{all}");
-    assert!(all.contains("fails: migrations/004-fails.js changed since it ran"), "{all}");
-    assert!(all.contains("upstep mark") && all.contains("--retry"), "{all}");
+    assert!(
+        all.contains("fails: migrations/004-fails.js changed since it ran"),
+        "{all}"
+    );
+    assert!(
+        all.contains("upstep mark") && all.contains("--retry"),
+        "{all}"
+    );
     assert_eq!(env.project.executed().len(), before, "nothing ran");
     assert_eq!(env.status_of("fails"), "failed");
 
@@ -190,10 +211,20 @@ fn a_moved_tag_is_reported_for_done_steps_and_stops_a_step_that_would_run_again(
 /// A `running` entry of a run on host-b, its heartbeat good until `until_ms` from now.
 fn running_on_host_b(env: &Env, id: &str, until_ms: i64) -> Document {
     let now = bson::DateTime::now().timestamp_millis();
+    let script = "migrations/001-exits.js";
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        file_at(env, "v1.0.0", script).as_bytes(),
+    ));
+    let commit = git2::Repository::open(env.project.repo_path())
+        .unwrap()
+        .revparse_single("v1.0.0^{commit}")
+        .unwrap()
+        .id()
+        .to_string();
     let doc = doc! {
         "_id": id, "schema": 1, "status": "running", "attempts": 1, "tag": "v1.0.0",
-        "commit": "0000000000000000000000000000000000000000", "script": "migrations/001-exits.js",
-        "script_sha256": "00", "actor": other_host_actor(), "output_tail": [],
+        "commit": commit, "script": script,
+        "script_sha256": sha, "actor": other_host_actor(), "output_tail": [],
         "started_at": bson::DateTime::from_millis(now - 60_000),
         "heartbeat_at": bson::DateTime::from_millis(now.min(now + until_ms - 3_000)),
         "heartbeat_until": bson::DateTime::from_millis(now + until_ms),
@@ -226,7 +257,10 @@ fn a_step_running_on_another_host_is_left_alone_while_its_heartbeat_is_fresh() {
     let row = &status["migrations"][0];
     assert_eq!(row["state"], "running", "{status}");
     assert!(
-        row["detail"].as_str().unwrap().contains("running elsewhere"),
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("running elsewhere"),
         "{status}"
     );
     assert_eq!(row["journal_entry"]["running_elsewhere"], true, "{status}");
@@ -280,7 +314,11 @@ fn a_running_step_renews_its_heartbeat_and_clears_it_when_settled() {
     }
     let first = entry(&env, "hangs");
     assert_eq!(first.get_str("status"), Ok("running"), "{first}");
-    let until = |d: &Document| d.get_datetime("heartbeat_until").unwrap().timestamp_millis();
+    let until = |d: &Document| {
+        d.get_datetime("heartbeat_until")
+            .unwrap()
+            .timestamp_millis()
+    };
     let at = |d: &Document| d.get_datetime("heartbeat_at").unwrap().timestamp_millis();
     // The lease is 3 s (`--lease-secs 3`): the first heartbeat runs that far ahead.
     assert!(until(&first) - at(&first) == 3_000, "{first}");

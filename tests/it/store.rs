@@ -425,10 +425,7 @@ fn a_journal_or_lock_from_a_newer_upstep_is_refused_as_such() {
             .expect_err("refused before anything is written");
         assert!(err.to_string().contains("newer upstep"), "{err}");
         // A mark does not overwrite the newer entry.
-        assert!(journal
-            .mark("m2", StepStatus::Pending, "x")
-            .await
-            .is_err());
+        assert!(journal.mark("m2", StepStatus::Pending, "x").await.is_err());
         let stored = raw(&store, "upstep_journal")
             .find_one(doc! { "_id": "m2" })
             .await
@@ -454,7 +451,9 @@ fn a_journal_or_lock_from_a_newer_upstep_is_refused_as_such() {
             "{err}"
         );
         assert_eq!(err.code(), upstep::error::ExitCode::Preflight);
-        assert!(upstep::store::journal::ensure_readable(&store).await.is_err());
+        assert!(upstep::store::journal::ensure_readable(&store)
+            .await
+            .is_err());
         let stored = raw(&store, "upstep_lock")
             .find_one(doc! {})
             .await
@@ -515,7 +514,11 @@ fn a_running_step_keeps_a_server_clock_heartbeat_that_goes_stale_when_it_stops()
         assert!(entry.heartbeat_is_fresh());
         assert!(entry.running_elsewhere(), "another host, fresh heartbeat");
         assert!(entry.heartbeat_age().unwrap() < Duration::from_secs(2));
-        assert!(entry.describe_run().contains("other-host"), "{}", entry.describe_run());
+        assert!(
+            entry.describe_run().contains("other-host"),
+            "{}",
+            entry.describe_run()
+        );
         let first_beat = entry.heartbeat_until.unwrap();
 
         // The heartbeat keeps it fresh past its first lease.
@@ -534,16 +537,16 @@ fn a_running_step_keeps_a_server_clock_heartbeat_that_goes_stale_when_it_stops()
 
         // A run that holds the lock now may not settle it, nor mark it.
         let (mine, _d2) = journal(&store, actor("here"));
-        assert!(!mine
-            .settle_abandoned(&entry, "gone", false)
-            .await
-            .unwrap());
+        assert!(!mine.settle_abandoned(&entry, "gone", false).await.unwrap());
         let err = mine
             .mark("m1", StepStatus::MarkedApplied, "x")
             .await
             .expect_err("a step running elsewhere is not marked");
         assert!(err.to_string().contains("running elsewhere"), "{err}");
-        assert_eq!(mine.entries().await.unwrap()["m1"].status, StepStatus::Running);
+        assert_eq!(
+            mine.entries().await.unwrap()["m1"].status,
+            StepStatus::Running
+        );
 
         // Without heartbeats it goes stale, and is then settled as today.
         tokio::time::sleep(Duration::from_millis(1800)).await;
@@ -613,7 +616,10 @@ fn begin_step_counts_attempts_and_takes_names_literally() {
         assert_eq!(entry.tag.as_deref(), Some("$tag"));
         assert_eq!(entry.backup.as_deref(), Some("$HOME/backups"));
         assert!(entry.started_at.is_some());
-        assert!(entry.finished_at.is_none(), "a new attempt clears the old end");
+        assert!(
+            entry.finished_at.is_none(),
+            "a new attempt clears the old end"
+        );
         assert!(entry.summary().contains("attempt 2"), "{}", entry.summary());
     });
 }
