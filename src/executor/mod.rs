@@ -454,15 +454,16 @@ fn spawn_heartbeat(
         let period = (lease / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(period).await;
-            match lock.renew(&actor, lease).await {
-                // The running step's journal entry shares the lease's heartbeat, so a run on
-                // another host can tell it is alive even without the lock (`upstep unlock`).
-                Ok(true) => {
-                    if let Err(e) = crate::store::journal::beat(&store, &actor, lease).await {
+            match lock.renew_lease(&actor, lease).await {
+                // The running step's journal entry gets the same end as the lease, so a run on
+                // another host can tell it is alive even without the lock (`upstep unlock`),
+                // and once the lease has run out, so has the heartbeat.
+                Ok(Some(until)) => {
+                    if let Err(e) = crate::store::journal::beat(&store, &actor, until).await {
                         tracing::warn!("could not renew the running step's heartbeat: {e}");
                     }
                 }
-                Ok(false) => {
+                Ok(None) => {
                     tracing::error!(
                         "lost the run lock: another run took it over; stopping the running step"
                     );

@@ -409,13 +409,13 @@ pub(crate) fn read_pipeline() -> Vec<Document> {
     vec![doc! { "$addFields": { "read_at": "$$NOW" } }]
 }
 
-/// Sets the heartbeat of running entries: now, and fresh until now + `lease`.
-pub(crate) fn heartbeat_set(lease: Duration) -> Document {
-    doc! { "heartbeat_at": "$$NOW", "heartbeat_until": super::server_now_plus(lease) }
+/// Sets the heartbeat of running entries: now, and fresh until `until` (the run's lease end).
+pub(crate) fn heartbeat_set(until: Bson) -> Document {
+    doc! { "heartbeat_at": "$$NOW", "heartbeat_until": until }
 }
 
-pub(crate) fn beat_pipeline(lease: Duration) -> Vec<Document> {
-    vec![doc! { "$set": heartbeat_set(lease) }]
+pub(crate) fn beat_pipeline(until: DateTime) -> Vec<Document> {
+    vec![doc! { "$set": heartbeat_set(Bson::DateTime(until)) }]
 }
 
 /// Fields that only mean something while a step runs.
@@ -434,7 +434,7 @@ fn unset_while_running() -> Document {
 pub(crate) fn begin_pipeline(
     start: &StepStart<'_>,
     actor: &Actor,
-    lease: Duration,
+    heartbeat_until: Bson,
 ) -> Result<Vec<Document>> {
     let actor = bson::to_bson(actor).map_err(|e| Error::Internal(e.to_string()))?;
     let literal = |v: Bson| doc! { "$literal": v };
@@ -451,7 +451,7 @@ pub(crate) fn begin_pipeline(
         "started_at": "$$NOW",
         "attempts": { "$add": [{ "$ifNull": ["$attempts", 0] }, 1] },
     };
-    set.extend(heartbeat_set(lease));
+    set.extend(heartbeat_set(heartbeat_until));
     Ok(vec![
         doc! { "$set": set },
         doc! { "$unset": ["finished_at", "duration_ms", "exit_code", "signal", "ended_by", "reason", "child_pid", "child_pgid"] },
@@ -509,6 +509,13 @@ pub(crate) fn newest_first() -> Document {
     doc! { "_id": -1 }
 }
 
+/// How long a step's first heartbeat lasts. The run renews its lease every third of it, so
+/// the lease always has at least two thirds left: a first heartbeat that long never outlasts
+/// the lease, and the heartbeat task renews it within a third.
+fn first_heartbeat_span(lease: Duration) -> Duration {
+    lease - lease / 3
+}
+
 /// The journal of one database, for one run (actor).
 pub struct Journal {
     store: Store,
@@ -531,8 +538,9 @@ impl Journal {
         }
     }
 
-    /// How long a step's first heartbeat counts as fresh: the run's lease, which its
-    /// heartbeat task renews (see [`beat`]).
+    /// The run's lease, for a step's first heartbeat when this run holds no lock (with the
+    /// lock, the heartbeat ends with the lease; the run's heartbeat task renews both, see
+    /// [`beat`]).
     pub fn with_heartbeat_lease(mut self, lease: Duration) -> Journal {
         self.heartbeat_lease = lease;
         self
@@ -555,12 +563,19 @@ impl Journal {
         read_entries(&self.store).await
     }
 
-    /// Record the step as running (before its script starts), with a first heartbeat.
+    /// Record the step as running (before its script starts), with a first heartbeat that
+    /// ends with this run's lease (without a lock, e.g. in tests: two thirds of the lease).
     pub async fn begin_step(&self, start: &StepStart<'_>) -> Result<()> {
+        let heartbeat_until = match super::lock::RunLock::new(&self.store).current().await? {
+            Some(lock) if lock.holder.run_id == self.actor.run_id => {
+                Bson::DateTime(lock.lease_until)
+            }
+            _ => super::server_now_plus(first_heartbeat_span(self.heartbeat_lease)),
+        };
         self.raw_coll()
             .update_one(
                 entry_filter(start.id),
-                begin_pipeline(start, &self.actor, self.heartbeat_lease)?,
+                begin_pipeline(start, &self.actor, heartbeat_until)?,
             )
             .upsert(true)
             .await
@@ -751,13 +766,15 @@ impl Journal {
     }
 }
 
-/// Renew the heartbeat of every step `actor`'s run has running (called with the lease
-/// renewal). Returns how many entries it renewed.
-pub async fn beat(store: &Store, actor: &Actor, lease: Duration) -> Result<u64> {
+/// Renew the heartbeat of every step `actor`'s run has running, until `until`: the end of
+/// the lease the run just renewed, so the heartbeat never outlives the lease and a run that
+/// takes over an expired lease never mistakes the dead run's step for a live one. Returns how
+/// many entries it renewed.
+pub async fn beat(store: &Store, actor: &Actor, until: DateTime) -> Result<u64> {
     let result = store
         .db
         .collection::<Document>(JOURNAL)
-        .update_many(running_of_run_filter(&actor.run_id), beat_pipeline(lease))
+        .update_many(running_of_run_filter(&actor.run_id), beat_pipeline(until))
         .await
         .map_err(|e| db_error(store, e))?;
     Ok(result.modified_count)

@@ -94,6 +94,11 @@ pub(crate) fn acquire_pipeline(actor: &Actor, lease: Duration) -> Result<Vec<Doc
     }}])
 }
 
+/// The fields a renewal reads back.
+pub(crate) fn lease_projection() -> Document {
+    doc! { "lease_until": 1 }
+}
+
 /// Extends the holder's lease to now + `lease`.
 pub(crate) fn renew_pipeline(lease: Duration) -> Vec<Document> {
     vec![doc! { "$set": { "lease_until": lease_until(lease) } }]
@@ -194,12 +199,30 @@ impl RunLock {
 
     /// Renew our lease. `false`: we no longer hold the lock (it expired and was taken).
     pub async fn renew(&self, actor: &Actor, lease: Duration) -> Result<bool> {
-        let r = self
+        Ok(self.renew_lease(actor, lease).await?.is_some())
+    }
+
+    /// Renew our lease and return its new end (server time); `None`: we no longer hold the
+    /// lock. The running step's heartbeat is set to the same end, so it never outlives it.
+    pub async fn renew_lease(
+        &self,
+        actor: &Actor,
+        lease: Duration,
+    ) -> Result<Option<bson::DateTime>> {
+        let renewed = self
             .coll()
-            .update_one(held_by_filter(&actor.run_id), renew_pipeline(lease))
+            .find_one_and_update(held_by_filter(&actor.run_id), renew_pipeline(lease))
+            .return_document(mongodb::options::ReturnDocument::After)
+            .projection(lease_projection())
             .await
             .map_err(|e| self.err(e))?;
-        Ok(r.matched_count == 1)
+        match renewed {
+            None => Ok(None),
+            Some(doc) => doc
+                .get_datetime("lease_until")
+                .map(|d| Some(*d))
+                .map_err(|e| Error::Internal(format!("the renewed lock has no lease_until: {e}"))),
+        }
     }
 
     /// Release our lock (a no-op if we no longer hold it).

@@ -259,7 +259,7 @@ mod tests {
             ),
             (
                 "journal: heartbeat".into(),
-                needs_of_update_pipeline(&journal::beat_pipeline(lease)),
+                needs_of_update_pipeline(&journal::beat_pipeline(bson::DateTime::now())),
             ),
             (
                 "journal: begin step".into(),
@@ -274,7 +274,7 @@ mod tests {
                             backup: Some("/b"),
                         },
                         &actor,
-                        lease,
+                        crate::store::server_now_plus(lease),
                     )
                     .unwrap(),
                 ),

@@ -524,8 +524,11 @@ fn a_running_step_keeps_a_server_clock_heartbeat_that_goes_stale_when_it_stops()
         // The heartbeat keeps it fresh past its first lease.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(600)).await;
+            let until = bson::DateTime::from_millis(
+                server_now(&store).await.timestamp_millis() + lease.as_millis() as i64,
+            );
             assert_eq!(
-                upstep::store::journal::beat(&store, &remote, lease)
+                upstep::store::journal::beat(&store, &remote, until)
                     .await
                     .unwrap(),
                 1
@@ -567,7 +570,7 @@ fn a_running_step_keeps_a_server_clock_heartbeat_that_goes_stale_when_it_stops()
         assert!(!settled.contains_key("heartbeat_until"), "{settled}");
         // A beat after settling touches nothing: only running entries are renewed.
         assert_eq!(
-            upstep::store::journal::beat(&store, &remote, lease)
+            upstep::store::journal::beat(&store, &remote, bson::DateTime::now())
                 .await
                 .unwrap(),
             0
@@ -621,5 +624,41 @@ fn begin_step_counts_attempts_and_takes_names_literally() {
             "a new attempt clears the old end"
         );
         assert!(entry.summary().contains("attempt 2"), "{}", entry.summary());
+    });
+}
+
+#[test]
+fn a_step_heartbeat_ends_with_its_runs_lease() {
+    block_on(async {
+        let store = store_for("heartbeat_lease").await;
+        let me = actor("me");
+        let lock = RunLock::new(&store);
+        lock.try_acquire(&me, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let (journal, _d) = journal(&store, me.clone());
+        journal.begin_step(&start("m1")).await.unwrap();
+        let lease_until = lock.current().await.unwrap().unwrap().lease_until;
+        let entry = journal.entries().await.unwrap().remove("m1").unwrap();
+        assert_eq!(entry.heartbeat_until, Some(lease_until));
+
+        let renewed = lock
+            .renew_lease(&me, Duration::from_secs(45))
+            .await
+            .unwrap()
+            .expect("still ours");
+        assert!(renewed > lease_until);
+        assert_eq!(lock.current().await.unwrap().unwrap().lease_until, renewed);
+        upstep::store::journal::beat(&store, &me, renewed)
+            .await
+            .unwrap();
+        let entry = journal.entries().await.unwrap().remove("m1").unwrap();
+        assert_eq!(entry.heartbeat_until, Some(renewed));
+        assert!(entry.heartbeat_at.unwrap() <= renewed);
+        assert!(lock
+            .renew_lease(&actor("someone-else"), Duration::from_secs(45))
+            .await
+            .unwrap()
+            .is_none());
     });
 }
