@@ -422,11 +422,16 @@ async fn check_journalled_scripts(
             if stop {
                 stops.push(what);
             } else {
-                reporter.report(&RunEvent::Notice {
-                    message: format!(
-                        "{what}; the journal's record ({}) stands",
+                let outcome = if action == Action::Run {
+                    format!(
+                        "it runs as the script is now (the journal says {})",
                         entry.status.as_str()
-                    ),
+                    )
+                } else {
+                    format!("the journal's record ({}) stands", entry.status.as_str())
+                };
+                reporter.report(&RunEvent::Notice {
+                    message: format!("{what}; {outcome}"),
                 });
             }
         }

@@ -201,6 +201,11 @@ fn a_moved_tag_is_reported_for_done_steps_and_stops_a_step_that_would_run_again(
     assert!(out.status.success(), "{}", text(&out));
     let out = env.upgrade(&["--yes"]);
     assert_eq!(env.status_of("fails"), "succeeded", "{}", text(&out));
+    assert!(
+        text(&out).contains("it runs as the script is now (the journal says pending)"),
+        "{}",
+        text(&out)
+    );
     let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(fixed.as_bytes()));
     assert_eq!(
         entry(&env, "fails").get_str("script_sha256"),
