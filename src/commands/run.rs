@@ -559,6 +559,8 @@ struct StatusRow {
     data: Option<String>,
     state: String,
     detail: String,
+    /// The journal's record of the step's last run (where, when, by whom, how it ended).
+    journal_entry: Option<crate::store::journal::EntryView>,
 }
 
 #[derive(Serialize)]
@@ -613,9 +615,11 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 journal: entry.map(|e| e.status.as_str().to_string()),
                 data: None,
                 detail: entry
-                    .and_then(|e| e.reason.clone())
+                    .map(|e| e.summary())
+                    .filter(|s| !s.is_empty())
                     .or_else(|| d.map(|d| d.decision.reason.clone()))
                     .unwrap_or_default(),
+                journal_entry: entry.map(|e| e.view()),
                 state,
             });
         }

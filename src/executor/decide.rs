@@ -38,6 +38,8 @@ pub struct StepFacts {
     pub idempotent: Idempotency,
     /// The script was introduced at or before the version the user says the data is at.
     pub at_or_before_from: bool,
+    /// The journal shows it `running` for another run whose heartbeat is fresh.
+    pub running_elsewhere: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,7 +59,13 @@ fn decision(action: Action, reason: impl Into<String>) -> Decision {
     }
 }
 
+/// What a step another run is still running gets: left alone, whatever the flags.
+pub const RUNNING_ELSEWHERE: &str = "running elsewhere: another run's heartbeat on it is fresh; it is left alone whatever the flags (--retry, --force, `upstep mark` included): wait for that run to finish";
+
 pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
+    if facts.running_elsewhere {
+        return decision(Action::Block, RUNNING_ELSEWHERE);
+    }
     let data = facts.data.unwrap_or(FpState::Unknown);
     let not_idempotent = facts.idempotent == Idempotency::No;
     match facts.journal {
@@ -129,6 +137,14 @@ pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
     }
 }
 
+/// A step's script at its tag is not the one the journal records (a moved tag). Running it
+/// again would put a different script over the recorded one's (possibly partial) work: that
+/// needs the operator's word. A step that is done, or was reset to pending on purpose, only
+/// gets a notice.
+pub fn changed_script_stops(journal: StepStatus, action: Action) -> bool {
+    action == Action::Run && !matches!(journal, StepStatus::Pending | StepStatus::Skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +184,7 @@ mod tests {
                                     data,
                                     idempotent,
                                     at_or_before_from,
+                                    running_elsewhere: false,
                                 },
                                 Flags { retry, force },
                             ));
@@ -229,6 +246,7 @@ mod tests {
             data,
             idempotent: Idempotency::Guarded,
             at_or_before_from,
+            running_elsewhere: false,
         };
         let no = Flags::default();
         assert_eq!(
@@ -262,6 +280,42 @@ mod tests {
             .action,
             Action::Run
         );
+    }
+
+    #[test]
+    fn a_step_running_elsewhere_is_left_alone_whatever_the_flags() {
+        for (facts, flags) in every_case() {
+            let facts = StepFacts {
+                journal: Some(StepStatus::Running),
+                running_elsewhere: true,
+                ..facts
+            };
+            let d = decide(facts, flags);
+            assert_eq!(d.action, Action::Block, "{facts:?} {flags:?}");
+            assert!(d.reason.contains("running elsewhere"), "{}", d.reason);
+        }
+    }
+
+    #[test]
+    fn a_changed_script_stops_only_a_step_that_would_run_again() {
+        for (facts, flags) in every_case() {
+            let Some(status) = facts.journal else {
+                continue;
+            };
+            let d = decide(facts, flags);
+            let stops = changed_script_stops(status, d.action);
+            if d.action != Action::Run || status == StepStatus::Pending {
+                assert!(!stops, "{facts:?} {flags:?}");
+            }
+            if d.action == Action::Run
+                && matches!(
+                    status,
+                    StepStatus::Failed | StepStatus::Interrupted | StepStatus::Succeeded
+                )
+            {
+                assert!(stops, "{facts:?} {flags:?}");
+            }
+        }
     }
 
     #[test]

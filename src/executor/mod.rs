@@ -237,6 +237,7 @@ pub fn decide_all(
                 data,
                 idempotent: step.idempotent,
                 at_or_before_from: at_or_before_from(&opts.map, &step.id, opts.from.as_ref()),
+                running_elsewhere: entries.get(&step.id).is_some_and(|e| e.running_elsewhere()),
             };
             DecidedStep {
                 group: g,
@@ -355,30 +356,162 @@ async fn end_dead_run(holder: &LockDoc, journal: &Journal, opts: &UpgradeOptions
 }
 
 /// Entries left `running` by runs that are gone become interrupted (we hold the lock now).
+/// One whose heartbeat is fresh is still running somewhere (say, on another host after an
+/// `upstep unlock`): it is left alone, and this run stops before touching anything.
 async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -> Result<()> {
+    let mut elsewhere = Vec::new();
     for entry in journal.entries().await?.values() {
         let theirs = entry
             .actor
             .as_ref()
             .is_some_and(|a| a.run_id != journal.actor().run_id);
-        if entry.status == StepStatus::Running && theirs {
-            if let Some(pgid) = entry.child_pgid.map(|p| p as i32) {
-                let local = entry
-                    .actor
-                    .as_ref()
-                    .is_some_and(|a| a.is_dead_local_process());
-                if local && process::group_alive(pgid) {
-                    let grace = opts.grace;
-                    let _ =
-                        tokio::task::spawn_blocking(move || process::kill_group(pgid, grace)).await;
+        if entry.status != StepStatus::Running || !theirs {
+            continue;
+        }
+        if entry.running_elsewhere() {
+            elsewhere.push(entry.clone());
+            continue;
+        }
+        let known_dead = entry
+            .actor
+            .as_ref()
+            .is_some_and(|a| a.is_dead_local_process());
+        if let Some(pgid) = entry.child_pgid.map(|p| p as i32) {
+            if known_dead && process::group_alive(pgid) {
+                let grace = opts.grace;
+                let _ = tokio::task::spawn_blocking(move || process::kill_group(pgid, grace)).await;
+            }
+        }
+        let reason = match entry.heartbeat_age() {
+            Some(age) => format!(
+                "the run that started it is gone (last heartbeat {}s ago)",
+                age.as_secs()
+            ),
+            None => "the run that started it is gone".to_string(),
+        };
+        if !journal.settle_abandoned(entry, &reason, known_dead).await? {
+            // Its heartbeat came back between the read and the write: it is alive.
+            if let Some(now) = journal.entries().await?.remove(&entry.id) {
+                if now.status == StepStatus::Running {
+                    elsewhere.push(now);
                 }
             }
-            journal
-                .settle_abandoned(entry, "the run that started it is gone")
-                .await?;
         }
     }
-    Ok(())
+    if elsewhere.is_empty() {
+        return Ok(());
+    }
+    let mut lines = Vec::new();
+    for entry in &elsewhere {
+        journal
+            .event(
+                "running-elsewhere",
+                Some(&entry.id),
+                bson::doc! { "run": entry.describe_run() },
+            )
+            .await?;
+        lines.push(format!("{}: {}", entry.id, entry.describe_run()));
+    }
+    Err(Error::Locked(format!(
+        "running elsewhere: another upstep run is still running this step (its heartbeat is fresh); this run leaves it alone and stops before running anything:\n  {}\n  fix: wait for that run to finish (`upstep status` shows its heartbeat); if its host is down for good, its heartbeat goes stale within its lease and the next run records the step as interrupted",
+        lines.join("\n  ")
+    )))
+}
+
+/// A tag that moved since a step ran (Novu re-tagged v2.1.1): the script at the tag now is
+/// not the one the journal records. Reported before anything runs: a notice (and an event)
+/// for a step that is done or will not run, a stop for one that would run again.
+async fn check_journalled_scripts(
+    plan: &Plan,
+    repo: &GitRepo,
+    entries: &BTreeMap<String, JournalEntry>,
+    decided: &[DecidedStep],
+    journal: &Journal,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    let mut stops = Vec::new();
+    for group in &plan.groups {
+        let journalled: Vec<(&crate::plan::PlanStep, &JournalEntry, &str)> = group
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let e = entries.get(&s.id)?;
+                Some((s, e, e.script_sha256.as_deref()?))
+            })
+            .collect();
+        if journalled.is_empty() {
+            continue;
+        }
+        // A tag this repository lacks cannot be compared; a step that needs it fails later.
+        let Ok(tag) = crate::repo_facts::resolve_group_ref(repo, group) else {
+            continue;
+        };
+        for (step, entry, recorded) in journalled {
+            let now = repo
+                .read_file_at(&tag.commit, &step.script)?
+                .map(|bytes| hex::encode(Sha256::digest(&bytes)));
+            if now.as_deref() == Some(recorded) {
+                continue;
+            }
+            let action = decided
+                .iter()
+                .find(|d| d.id == step.id)
+                .map_or(Action::Skip, |d| d.decision.action);
+            let stop = decide::changed_script_stops(entry.status, action);
+            let short = |s: &str| s[..s.len().min(12)].to_string();
+            let was_at = entry.tag.as_deref().unwrap_or("?");
+            let was_commit = entry.commit.as_deref().map(short).unwrap_or_default();
+            let moved = if was_at == group.git_ref
+                && entry.commit.as_deref() != Some(tag.commit.as_str())
+            {
+                format!(" (the tag {was_at} was moved)")
+            } else {
+                String::new()
+            };
+            let what = format!(
+                "{}: {} changed since it ran: the journal records sha256 {} from {was_at} (commit {was_commit}); {} (commit {}) now has {}{moved}",
+                step.id,
+                step.script,
+                short(recorded),
+                group.git_ref,
+                short(&tag.commit),
+                now.as_deref().map_or("no such file".to_string(), |n| format!("sha256 {}", short(n))),
+            );
+            journal
+                .event(
+                    "script-changed",
+                    Some(&step.id),
+                    bson::doc! {
+                        "journalled_sha256": recorded, "current_sha256": now.clone(),
+                        "journalled_tag": was_at, "journalled_commit": entry.commit.clone(),
+                        "tag": &group.git_ref, "commit": &tag.commit, "stops": stop,
+                    },
+                )
+                .await?;
+            if stop {
+                stops.push(what);
+            } else {
+                let outcome = if action == Action::Run {
+                    format!(
+                        "it runs as the script is now (the journal says {})",
+                        entry.status.as_str()
+                    )
+                } else {
+                    format!("the journal's record ({}) stands", entry.status.as_str())
+                };
+                reporter.report(&RunEvent::Notice {
+                    message: format!("{what}; {outcome}"),
+                });
+            }
+        }
+    }
+    if stops.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NeedsDecision(format!(
+        "a step that would run again has a different script than the one that ran; nothing was run:\n  {}\n  choices: `upstep mark <id> --applied` if its work is done; `upstep mark <id> --pending` to accept the new script, then run again; or restore the tag to the commit the journal records and re-run with --retry to repeat the script that ran",
+        stops.join("\n  ")
+    )))
 }
 
 /// Renews the lease until stopped; on losing it, stops the running step.
@@ -390,13 +523,21 @@ fn spawn_heartbeat(
     lost: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     let lock = RunLock::new(store);
+    let store = store.clone();
     tokio::spawn(async move {
         let period = (lease / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(period).await;
-            match lock.renew(&actor, lease).await {
-                Ok(true) => {}
-                Ok(false) => {
+            match lock.renew_lease(&actor, lease).await {
+                // The running step's journal entry gets the same end as the lease, so a run on
+                // another host can tell it is alive even without the lock (`upstep unlock`),
+                // and once the lease has run out, so has the heartbeat.
+                Ok(Some(until)) => {
+                    if let Err(e) = crate::store::journal::beat(&store, &actor, until).await {
+                        tracing::warn!("could not renew the running step's heartbeat: {e}");
+                    }
+                }
+                Ok(None) => {
                     tracing::error!(
                         "lost the run lock: another run took it over; stopping the running step"
                     );
@@ -451,7 +592,7 @@ pub async fn run_upgrade(
     let plan = full_plan(opts)?;
     let mirror = Mirror::for_database(&opts.state_dir, &store.redacted_uri);
     let actor = Actor::current();
-    let journal = Journal::new(store, actor.clone(), mirror);
+    let journal = Journal::new(store, actor.clone(), mirror).with_heartbeat_lease(opts.lease);
 
     if opts.dry_run {
         // Reads only: no lock, no journal write, no script.
@@ -485,6 +626,8 @@ pub async fn run_upgrade(
         return Ok(summary);
     }
 
+    // A journal or lock from a newer upstep is refused before anything is written.
+    crate::store::journal::ensure_readable(store).await?;
     let lock = RunLock::new(store);
     take_lock(&lock, &journal, opts, reporter).await?;
     let lost = Arc::new(AtomicBool::new(false));
@@ -565,6 +708,9 @@ async fn run_locked(
     let data = read_data(opts, plan, store, data).await;
     let decided = decide_all(opts, plan, &entries, &data);
     reporter.report(&plan_event(&decided));
+    if let Some(repo) = opts.repo.as_ref() {
+        check_journalled_scripts(plan, repo, &entries, &decided, journal, reporter).await?;
+    }
 
     let blocked: Vec<&DecidedStep> = decided
         .iter()

@@ -261,7 +261,7 @@ async fn is_empty(db: &Database, collection: &str, opts: EvalOptions) -> Result<
         }
     }
     coll.find_one(doc! {})
-        .projection(doc! { "_id": 1 })
+        .projection(id_only())
         .max_time(opts.time_limit)
         .await
         .map(|d| d.is_none())
@@ -280,7 +280,7 @@ async fn run_filter(
         Some(limit) => {
             let mut cursor = coll
                 .find(filter.clone())
-                .projection(doc! { "_id": 1 })
+                .projection(id_only())
                 .limit(limit.min(i64::MAX as u64) as i64)
                 .batch_size(limit.clamp(1, 10_000) as u32)
                 .max_time(opts.time_limit)
@@ -316,7 +316,7 @@ async fn run_filter(
         }
         None => (
             coll.find_one(filter.clone())
-                .projection(doc! { "_id": 1 })
+                .projection(id_only())
                 .max_time(opts.time_limit)
                 .await
                 .map_err(|e| failure_reason(&e, collection))?,
@@ -329,6 +329,24 @@ async fn run_filter(
     }
 }
 
+/// The projection every check reads with: `_id` only.
+pub(crate) fn id_only() -> Document {
+    doc! { "_id": 1 }
+}
+
+/// The stages sent for a map pipeline: counting needs every output document (up to the
+/// limit); otherwise the map's own pipeline, which ends in `$limit 1`.
+pub(crate) fn stages_to_send(pipeline: &[Document], count_limit: Option<u64>) -> Vec<Document> {
+    let mut stages = pipeline.to_vec();
+    if let Some(limit) = count_limit {
+        if stages.last().is_some_and(|s| s.contains_key("$limit")) {
+            stages.pop();
+        }
+        stages.push(doc! { "$limit": limit as i64 });
+    }
+    stages
+}
+
 async fn run_pipeline(
     db: &Database,
     collection: &str,
@@ -336,15 +354,8 @@ async fn run_pipeline(
     opts: EvalOptions,
 ) -> Outcome {
     let coll = db.collection::<Document>(collection);
-    let mut stages = pipeline.to_vec();
-    // Counting needs every output document; otherwise the map's pipelines end in $limit 1.
     let count_limit = opts.count_limit;
-    if let Some(limit) = count_limit {
-        if stages.last().is_some_and(|s| s.contains_key("$limit")) {
-            stages.pop();
-        }
-        stages.push(doc! { "$limit": limit as i64 });
-    }
+    let stages = stages_to_send(pipeline, count_limit);
     let mut cursor = coll
         .aggregate(stages)
         .max_time(opts.time_limit)

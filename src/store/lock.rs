@@ -8,11 +8,14 @@
 
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use serde::Deserialize;
 
 use super::journal::Actor;
-use super::{error_code, mongo_error, Store, JOURNAL_SCHEMA, LOCK};
+use super::{
+    error_code, mongo_error, newer_schema_error, schema_of, server_now_plus, Store, JOURNAL_SCHEMA,
+    LOCK,
+};
 use crate::error::{Error, Result};
 
 const LOCK_ID: &str = "run";
@@ -48,14 +51,57 @@ pub enum Acquire {
     Held(LockDoc),
 }
 
-fn lease_pipeline(actor: &Actor, lease: Duration) -> Result<Vec<Document>> {
+/// The lock document's filter (`_id` is the one lock).
+pub(crate) fn lock_filter() -> Document {
+    doc! { "_id": LOCK_ID }
+}
+
+/// The lock document while `run_id` holds it.
+pub(crate) fn held_by_filter(run_id: &str) -> Document {
+    doc! { "_id": LOCK_ID, "holder.run_id": run_id }
+}
+
+/// A lease from the server's clock: now + `lease`.
+fn lease_until(lease: Duration) -> Bson {
+    server_now_plus(lease)
+}
+
+/// Writes `actor` in as the holder, unconditionally (taking over a dead holder).
+pub(crate) fn lease_pipeline(actor: &Actor, lease: Duration) -> Result<Vec<Document>> {
     let holder = bson::to_bson(actor).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(vec![doc! { "$set": {
         "schema": JOURNAL_SCHEMA,
-        "holder": holder,
+        "holder": { "$literal": holder },
         "acquired_at": "$$NOW",
-        "lease_until": { "$dateAdd": { "startDate": "$$NOW", "unit": "millisecond", "amount": lease.as_millis() as i64 } },
+        "lease_until": lease_until(lease),
     }}])
+}
+
+/// Writes `actor` in only if the current lease has expired (or there is none); otherwise
+/// leaves the holder as it is. Decided on the server, with the server's clock.
+pub(crate) fn acquire_pipeline(actor: &Actor, lease: Duration) -> Result<Vec<Document>> {
+    let holder = bson::to_bson(actor).map_err(|e| Error::Internal(e.to_string()))?;
+    let expired = doc! { "$or": [
+        { "$eq": [{ "$type": "$lease_until" }, "missing"] },
+        { "$lt": ["$lease_until", "$$NOW"] },
+    ]};
+    let pick = |new: Bson, old: &str| doc! { "$cond": [expired.clone(), new, old] };
+    Ok(vec![doc! { "$set": {
+        "schema": pick(JOURNAL_SCHEMA.into(), "$schema"),
+        "holder": pick(doc! { "$literal": holder }.into(), "$holder"),
+        "acquired_at": pick("$$NOW".into(), "$acquired_at"),
+        "lease_until": pick(lease_until(lease), "$lease_until"),
+    }}])
+}
+
+/// The fields a renewal reads back.
+pub(crate) fn lease_projection() -> Document {
+    doc! { "lease_until": 1 }
+}
+
+/// Extends the holder's lease to now + `lease`.
+pub(crate) fn renew_pipeline(lease: Duration) -> Vec<Document> {
+    vec![doc! { "$set": { "lease_until": lease_until(lease) } }]
 }
 
 pub struct RunLock {
@@ -77,15 +123,33 @@ impl RunLock {
         mongo_error(&e, &self.store.redacted_uri, "")
     }
 
+    /// The lock as it is now. A lock written by a newer upstep is refused, not misread.
     pub async fn current(&self) -> Result<Option<LockDoc>> {
-        let found = self
-            .store
-            .db
-            .collection::<LockDoc>(LOCK)
-            .find_one(doc! { "_id": LOCK_ID })
+        let Some(raw) = self
+            .coll()
+            .find_one(lock_filter())
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(found)
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let schema = schema_of(&raw);
+        if schema > i64::from(JOURNAL_SCHEMA) {
+            let writer = raw.get_document("holder").ok().map(|h| {
+                format!(
+                    "upstep {} on {}",
+                    h.get_str("upstep_version").unwrap_or("?"),
+                    h.get_str("host").unwrap_or("?")
+                )
+            });
+            return Err(newer_schema_error("run lock", schema, writer.as_deref()));
+        }
+        bson::from_document(raw).map(Some).map_err(|e| {
+            Error::Preflight(format!(
+                "upstep's run lock in {} cannot be read ({e})\n  fix: if no upstep runs against this database, remove it with `upstep unlock`",
+                self.store.redacted_uri
+            ))
+        })
     }
 
     /// One attempt to take the lock.
@@ -96,24 +160,10 @@ impl RunLock {
     /// condition lives in the update pipeline.)
     pub async fn try_acquire(&self, actor: &Actor, lease: Duration) -> Result<Acquire> {
         let before = self.current().await?;
-        let holder = bson::to_bson(actor).map_err(|e| Error::Internal(e.to_string()))?;
-        let expired = doc! { "$or": [
-            { "$eq": [{ "$type": "$lease_until" }, "missing"] },
-            { "$lt": ["$lease_until", "$$NOW"] },
-        ]};
-        let pick = |new: bson::Bson, old: &str| doc! { "$cond": [expired.clone(), new, old] };
-        let update = vec![doc! { "$set": {
-            "schema": JOURNAL_SCHEMA,
-            "holder": pick(doc! { "$literal": holder }.into(), "$holder"),
-            "acquired_at": pick("$$NOW".into(), "$acquired_at"),
-            "lease_until": pick(
-                doc! { "$dateAdd": { "startDate": "$$NOW", "unit": "millisecond", "amount": lease.as_millis() as i64 } }.into(),
-                "$lease_until",
-            ),
-        }}];
+        let update = acquire_pipeline(actor, lease)?;
         let result = self
             .coll()
-            .update_one(doc! { "_id": LOCK_ID }, update)
+            .update_one(lock_filter(), update)
             .upsert(true)
             .await;
         match result {
@@ -139,7 +189,7 @@ impl RunLock {
         let r = self
             .coll()
             .update_one(
-                doc! { "_id": LOCK_ID, "holder.run_id": &dead.holder.run_id },
+                held_by_filter(&dead.holder.run_id),
                 lease_pipeline(actor, lease)?,
             )
             .await
@@ -149,23 +199,36 @@ impl RunLock {
 
     /// Renew our lease. `false`: we no longer hold the lock (it expired and was taken).
     pub async fn renew(&self, actor: &Actor, lease: Duration) -> Result<bool> {
-        let r = self
+        Ok(self.renew_lease(actor, lease).await?.is_some())
+    }
+
+    /// Renew our lease and return its new end (server time); `None`: we no longer hold the
+    /// lock. The running step's heartbeat is set to the same end, so it never outlives it.
+    pub async fn renew_lease(
+        &self,
+        actor: &Actor,
+        lease: Duration,
+    ) -> Result<Option<bson::DateTime>> {
+        let renewed = self
             .coll()
-            .update_one(
-                doc! { "_id": LOCK_ID, "holder.run_id": &actor.run_id },
-                vec![doc! { "$set": {
-                    "lease_until": { "$dateAdd": { "startDate": "$$NOW", "unit": "millisecond", "amount": lease.as_millis() as i64 } },
-                }}],
-            )
+            .find_one_and_update(held_by_filter(&actor.run_id), renew_pipeline(lease))
+            .return_document(mongodb::options::ReturnDocument::After)
+            .projection(lease_projection())
             .await
             .map_err(|e| self.err(e))?;
-        Ok(r.matched_count == 1)
+        match renewed {
+            None => Ok(None),
+            Some(doc) => doc
+                .get_datetime("lease_until")
+                .map(|d| Some(*d))
+                .map_err(|e| Error::Internal(format!("the renewed lock has no lease_until: {e}"))),
+        }
     }
 
     /// Release our lock (a no-op if we no longer hold it).
     pub async fn release(&self, actor: &Actor) -> Result<()> {
         self.coll()
-            .delete_one(doc! { "_id": LOCK_ID, "holder.run_id": &actor.run_id })
+            .delete_one(held_by_filter(&actor.run_id))
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -175,7 +238,7 @@ impl RunLock {
     pub async fn force_unlock(&self) -> Result<Option<LockDoc>> {
         let current = self.current().await?;
         self.coll()
-            .delete_one(doc! { "_id": LOCK_ID })
+            .delete_one(lock_filter())
             .await
             .map_err(|e| self.err(e))?;
         Ok(current)

@@ -10,6 +10,8 @@ pub mod fingerprint;
 pub mod journal;
 pub mod lock;
 pub mod mirror;
+#[cfg(test)]
+mod operators;
 
 use std::time::Duration;
 
@@ -22,8 +24,35 @@ use crate::redact::redact_uri;
 pub const JOURNAL: &str = "upstep_journal";
 pub const EVENTS: &str = "upstep_events";
 pub const LOCK: &str = "upstep_lock";
-/// Version of the journal/event/lock documents; bump on an incompatible change.
+/// Version of the journal/event/lock documents; bump on an incompatible change. Every read
+/// checks it: a document from a newer upstep stops the run instead of being misread.
 pub const JOURNAL_SCHEMA: i32 = 1;
+
+/// The server's clock plus `duration`, as a date. Plain epoch-millisecond arithmetic
+/// (`$toLong`/`$add`/`$toDate`, MongoDB 4.0+) rather than `$dateAdd` (5.0+): upstep accepts
+/// MongoDB 4.4 (see `preflight::mongo::MIN_MONGO_VERSION`).
+pub(crate) fn server_now_plus(duration: Duration) -> bson::Bson {
+    let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    bson::doc! { "$toDate": { "$add": [{ "$toLong": "$$NOW" }, ms] } }.into()
+}
+
+/// The refusal for a document written by a newer upstep (`what`: "journal", "run lock").
+pub(crate) fn newer_schema_error(what: &str, schema: i64, writer: Option<&str>) -> Error {
+    let by = writer.map(|w| format!(" ({w})")).unwrap_or_default();
+    Error::Preflight(format!(
+        "this {what} was written by a newer upstep{by} (schema {schema}, this upstep reads up to {JOURNAL_SCHEMA}): upgrade upstep\n  fix: install the upstep release that wrote it, or a newer one, and run the command again; nothing was changed"
+    ))
+}
+
+/// The schema number of a stored document (absent: from before the field existed, read as 1).
+pub(crate) fn schema_of(doc: &bson::Document) -> i64 {
+    match doc.get("schema") {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Double(n)) => *n as i64,
+        _ => 1,
+    }
+}
 
 /// A connection to the target database.
 #[derive(Clone)]

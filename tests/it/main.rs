@@ -6,6 +6,7 @@ mod detect;
 mod doctor_cli;
 mod git_layer;
 mod interactive;
+mod journal_contract;
 mod ops_redis;
 mod ops_settings;
 mod ops_tunnel;

@@ -353,3 +353,312 @@ fn fingerprints_classify_pending_applied_absent_and_rejected() {
         assert_eq!(evaluate(&db, &none, opts).await.state, FpState::Unknown);
     });
 }
+
+/// Raw access to a test database's collections.
+fn raw(store: &Store, coll: &str) -> mongodb::Collection<Document> {
+    store.db.collection::<Document>(coll)
+}
+
+async fn server_now(store: &Store) -> bson::DateTime {
+    let hello = store.db.run_command(doc! { "hello": 1 }).await.unwrap();
+    *hello.get_datetime("localTime").unwrap()
+}
+
+#[test]
+fn the_lease_is_server_time_plus_the_lease_as_a_date() {
+    block_on(async {
+        let store = store_for("lease_date").await;
+        let lock = RunLock::new(&store);
+        let me = actor("me");
+        let before = server_now(&store).await.timestamp_millis();
+        lock.try_acquire(&me, Duration::from_secs(600))
+            .await
+            .unwrap();
+        let after = server_now(&store).await.timestamp_millis();
+        let doc = raw(&store, "upstep_lock")
+            .find_one(doc! {})
+            .await
+            .unwrap()
+            .unwrap();
+        // A BSON date (not a number): comparisons with $$NOW depend on it.
+        let until = doc.get_datetime("lease_until").unwrap().timestamp_millis();
+        assert!(
+            (before + 600_000..=after + 600_000).contains(&until),
+            "{before} {until} {after}"
+        );
+        assert!(lock.renew(&me, Duration::from_secs(1200)).await.unwrap());
+        let renewed = RunLock::new(&store).current().await.unwrap().unwrap();
+        assert!(renewed.lease_until.timestamp_millis() >= before + 1_200_000);
+    });
+}
+
+fn newer_actor() -> Document {
+    doc! { "run_id": "r-new", "host": "other-host", "user": "ops", "boot_id": "b", "pid": 7_i64, "pid_start": 1_i64, "upstep_version": "9.9.9" }
+}
+
+#[test]
+fn a_journal_or_lock_from_a_newer_upstep_is_refused_as_such() {
+    block_on(async {
+        let store = store_for("newer_schema").await;
+        let (journal, _dir) = journal(&store, actor("old"));
+        journal
+            .mark("m1", StepStatus::MarkedApplied, "by hand")
+            .await
+            .unwrap();
+        // A newer upstep's entry: a higher schema and a status this upstep does not know.
+        let newer = doc! { "_id": "m2", "schema": 2, "status": "ended-in-a-new-way", "actor": newer_actor(), "attempts": "many" };
+        raw(&store, "upstep_journal")
+            .insert_one(newer.clone())
+            .await
+            .unwrap();
+        let err = upstep::store::journal::read_entries(&store)
+            .await
+            .expect_err("a newer journal is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("this journal was written by a newer upstep (upstep 9.9.9 on other-host) (schema 2, this upstep reads up to 1): upgrade upstep"),
+            "{text}"
+        );
+        assert_eq!(err.code(), upstep::error::ExitCode::Preflight, "{text}");
+        let err = upstep::store::journal::ensure_readable(&store)
+            .await
+            .expect_err("refused before anything is written");
+        assert!(err.to_string().contains("newer upstep"), "{err}");
+        // A mark does not overwrite the newer entry.
+        assert!(journal.mark("m2", StepStatus::Pending, "x").await.is_err());
+        let stored = raw(&store, "upstep_journal")
+            .find_one(doc! { "_id": "m2" })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, newer);
+
+        // The same for the run lock: not taken, not described, not overwritten.
+        let store = store_for("newer_lock").await;
+        let lock_doc = doc! { "_id": "run", "schema": 3, "holder": newer_actor(), "acquired_at": bson::DateTime::now(), "lease_until": bson::DateTime::from_millis(0), "generation": 1 };
+        raw(&store, "upstep_lock")
+            .insert_one(lock_doc.clone())
+            .await
+            .unwrap();
+        let lock = RunLock::new(&store);
+        let err = lock
+            .try_acquire(&actor("old"), Duration::from_secs(60))
+            .await
+            .expect_err("the expired lease of a newer upstep's lock is not taken");
+        assert!(
+            err.to_string()
+                .contains("this run lock was written by a newer upstep"),
+            "{err}"
+        );
+        assert_eq!(err.code(), upstep::error::ExitCode::Preflight);
+        assert!(upstep::store::journal::ensure_readable(&store)
+            .await
+            .is_err());
+        let stored = raw(&store, "upstep_lock")
+            .find_one(doc! {})
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, lock_doc);
+    });
+}
+
+#[test]
+fn a_broken_entry_is_named_with_a_fix_not_reported_as_a_connection_problem() {
+    block_on(async {
+        let store = store_for("broken_entry").await;
+        raw(&store, "upstep_journal")
+            .insert_one(doc! { "_id": "hand-made", "schema": 1, "state": "done" })
+            .await
+            .unwrap();
+        let err = upstep::store::journal::read_entries(&store)
+            .await
+            .expect_err("an entry without a status cannot be read");
+        let text = err.to_string();
+        assert!(text.contains("\"hand-made\""), "{text}");
+        assert!(text.contains("upstep mark"), "{text}");
+        assert_ne!(err.code(), upstep::error::ExitCode::Connection, "{text}");
+    });
+}
+
+fn start(id: &str) -> StepStart<'_> {
+    StepStart {
+        id,
+        tag: "v1.0.0",
+        commit: "abc",
+        script: "m/1.js",
+        script_sha256: "00",
+        backup: None,
+    }
+}
+
+fn other_host(name: &str) -> Actor {
+    let mut a = actor(name);
+    a.host = "other-host".into();
+    a.boot_id = "another-boot".into();
+    a
+}
+
+#[test]
+fn a_running_step_keeps_a_server_clock_heartbeat_that_goes_stale_when_it_stops() {
+    block_on(async {
+        let store = store_for("heartbeat").await;
+        let lease = Duration::from_millis(1500);
+        let remote = other_host("remote");
+        let (theirs, _d1) = journal(&store, remote.clone());
+        let theirs = theirs.with_heartbeat_lease(lease);
+        theirs.begin_step(&start("m1")).await.unwrap();
+        let entries = theirs.entries().await.unwrap();
+        let entry = &entries["m1"];
+        assert!(entry.heartbeat_at.is_some() && entry.heartbeat_until.is_some());
+        assert!(entry.heartbeat_is_fresh());
+        assert!(entry.running_elsewhere(), "another host, fresh heartbeat");
+        assert!(entry.heartbeat_age().unwrap() < Duration::from_secs(2));
+        assert!(
+            entry.describe_run().contains("other-host"),
+            "{}",
+            entry.describe_run()
+        );
+        let first_beat = entry.heartbeat_until.unwrap();
+
+        // The heartbeat keeps it fresh past its first lease.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let until = bson::DateTime::from_millis(
+                server_now(&store).await.timestamp_millis() + lease.as_millis() as i64,
+            );
+            assert_eq!(
+                upstep::store::journal::beat(&store, &remote, until)
+                    .await
+                    .unwrap(),
+                1
+            );
+        }
+        let entry = theirs.entries().await.unwrap().remove("m1").unwrap();
+        assert!(entry.heartbeat_until.unwrap() > first_beat);
+        assert!(entry.running_elsewhere());
+
+        // A run that holds the lock now may not settle it, nor mark it.
+        let (mine, _d2) = journal(&store, actor("here"));
+        assert!(!mine.settle_abandoned(&entry, "gone", false).await.unwrap());
+        let err = mine
+            .mark("m1", StepStatus::MarkedApplied, "x")
+            .await
+            .expect_err("a step running elsewhere is not marked");
+        assert!(err.to_string().contains("running elsewhere"), "{err}");
+        assert_eq!(
+            mine.entries().await.unwrap()["m1"].status,
+            StepStatus::Running
+        );
+
+        // Without heartbeats it goes stale, and is then settled as today.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        let entry = mine.entries().await.unwrap().remove("m1").unwrap();
+        assert!(!entry.heartbeat_is_fresh());
+        assert!(!entry.running_elsewhere());
+        assert!(entry.heartbeat_age().unwrap() >= lease);
+        assert!(mine
+            .settle_abandoned(&entry, "the run that started it is gone", false)
+            .await
+            .unwrap());
+        let settled = raw(&store, "upstep_journal")
+            .find_one(doc! { "_id": "m1" })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(settled.get_str("status").unwrap(), "interrupted");
+        assert!(!settled.contains_key("heartbeat_until"), "{settled}");
+        // A beat after settling touches nothing: only running entries are renewed.
+        assert_eq!(
+            upstep::store::journal::beat(&store, &remote, bson::DateTime::now())
+                .await
+                .unwrap(),
+            0
+        );
+    });
+}
+
+#[test]
+fn a_dead_local_run_is_settled_even_with_a_fresh_heartbeat() {
+    block_on(async {
+        let store = store_for("heartbeat_dead").await;
+        let mut ghost = actor("ghost");
+        ghost.pid = 999_999_999; // no such process on this host
+        let (theirs, _d1) = journal(&store, ghost);
+        let theirs = theirs.with_heartbeat_lease(Duration::from_secs(600));
+        theirs.begin_step(&start("m1")).await.unwrap();
+        let entry = theirs.entries().await.unwrap().remove("m1").unwrap();
+        assert!(entry.heartbeat_is_fresh());
+        assert!(!entry.running_elsewhere(), "its process is known gone");
+        let (mine, _d2) = journal(&store, actor("here"));
+        assert!(!mine.settle_abandoned(&entry, "gone", false).await.unwrap());
+        assert!(mine.settle_abandoned(&entry, "gone", true).await.unwrap());
+    });
+}
+
+#[test]
+fn begin_step_counts_attempts_and_takes_names_literally() {
+    block_on(async {
+        let store = store_for("begin_literal").await;
+        let (journal, _d) = journal(&store, actor("runner"));
+        let odd = StepStart {
+            script: "$script.js",
+            tag: "$tag",
+            backup: Some("$HOME/backups"),
+            ..start("m1")
+        };
+        journal.begin_step(&odd).await.unwrap();
+        journal
+            .settle("m1", StepStatus::Failed, &StepEnd::default())
+            .await
+            .unwrap();
+        journal.begin_step(&odd).await.unwrap();
+        let entry = journal.entries().await.unwrap().remove("m1").unwrap();
+        assert_eq!(entry.attempts, 2);
+        assert_eq!(entry.script.as_deref(), Some("$script.js"));
+        assert_eq!(entry.tag.as_deref(), Some("$tag"));
+        assert_eq!(entry.backup.as_deref(), Some("$HOME/backups"));
+        assert!(entry.started_at.is_some());
+        assert!(
+            entry.finished_at.is_none(),
+            "a new attempt clears the old end"
+        );
+        assert!(entry.summary().contains("attempt 2"), "{}", entry.summary());
+    });
+}
+
+#[test]
+fn a_step_heartbeat_ends_with_its_runs_lease() {
+    block_on(async {
+        let store = store_for("heartbeat_lease").await;
+        let me = actor("me");
+        let lock = RunLock::new(&store);
+        lock.try_acquire(&me, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let (journal, _d) = journal(&store, me.clone());
+        journal.begin_step(&start("m1")).await.unwrap();
+        let lease_until = lock.current().await.unwrap().unwrap().lease_until;
+        let entry = journal.entries().await.unwrap().remove("m1").unwrap();
+        assert_eq!(entry.heartbeat_until, Some(lease_until));
+
+        let renewed = lock
+            .renew_lease(&me, Duration::from_secs(45))
+            .await
+            .unwrap()
+            .expect("still ours");
+        assert!(renewed > lease_until);
+        assert_eq!(lock.current().await.unwrap().unwrap().lease_until, renewed);
+        upstep::store::journal::beat(&store, &me, renewed)
+            .await
+            .unwrap();
+        let entry = journal.entries().await.unwrap().remove("m1").unwrap();
+        assert_eq!(entry.heartbeat_until, Some(renewed));
+        assert!(entry.heartbeat_at.unwrap() <= renewed);
+        assert!(lock
+            .renew_lease(&actor("someone-else"), Duration::from_secs(45))
+            .await
+            .unwrap()
+            .is_none());
+    });
+}
