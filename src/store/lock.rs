@@ -19,6 +19,8 @@ use super::{
 use crate::error::{Error, Result};
 
 const LOCK_ID: &str = "run";
+/// How often `try_acquire` tries again when the holder released the lock mid-attempt.
+const RELEASED_MEANWHILE_RETRIES: usize = 5;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LockDoc {
@@ -159,6 +161,20 @@ impl RunLock {
     /// document back tells who holds it. (`$expr` is not allowed in an upsert's filter, so the
     /// condition lives in the update pipeline.)
     pub async fn try_acquire(&self, actor: &Actor, lease: Duration) -> Result<Acquire> {
+        // The holder may release between our update and the read-back: the lock is then free,
+        // so the next attempt takes it (or sees whoever beat us to it).
+        for _ in 0..RELEASED_MEANWHILE_RETRIES {
+            if let Some(acquire) = self.acquire_once(actor, lease).await? {
+                return Ok(acquire);
+            }
+        }
+        Err(Error::Locked(
+            "the run lock changed hands repeatedly while upstep tried to take it; try again".into(),
+        ))
+    }
+
+    /// One upsert and read-back; `None` when the lock document vanished in between.
+    async fn acquire_once(&self, actor: &Actor, lease: Duration) -> Result<Option<Acquire>> {
         let before = self.current().await?;
         let update = acquire_pipeline(actor, lease)?;
         let result = self
@@ -172,15 +188,13 @@ impl RunLock {
             Err(e) if error_code(&e) == Some(11000) => {}
             Err(e) => return Err(self.err(e)),
         }
-        match self.current().await? {
-            Some(now) if now.holder.run_id == actor.run_id => Ok(Acquire::Acquired {
+        Ok(match self.current().await? {
+            Some(now) if now.holder.run_id == actor.run_id => Some(Acquire::Acquired {
                 took_over: before.filter(|b| b.holder.run_id != actor.run_id),
             }),
-            Some(now) => Ok(Acquire::Held(now)),
-            None => Err(Error::Locked(
-                "the run lock changed hands while upstep tried to take it; try again".into(),
-            )),
-        }
+            Some(now) => Some(Acquire::Held(now)),
+            None => None,
+        })
     }
 
     /// Take the lock from a holder known to be dead (same host, process gone), without

@@ -120,6 +120,52 @@ fn racing_runs_get_exactly_one_lock() {
 }
 
 #[test]
+fn a_waiting_run_takes_the_lock_when_the_holder_releases_mid_attempt() {
+    // A holder that releases between a waiter's upsert and its read-back must make the waiter
+    // try again, not fail ("the run lock changed hands", seen under load).
+    let errors = block_on(async {
+        let store = store_for("lock_release_race").await;
+        let lock = RunLock::new(&store);
+        let holder = actor("holder");
+        let waiter = actor("waiter");
+        let mut errors = Vec::new();
+        for round in 0..200u64 {
+            assert!(matches!(
+                lock.try_acquire(&holder, Duration::from_secs(30)).await,
+                Ok(Acquire::Acquired { .. })
+            ));
+            let release = {
+                let store = store.clone();
+                let holder = holder.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(round % 7 * 300)).await;
+                    RunLock::new(&store).release(&holder).await.unwrap();
+                })
+            };
+            loop {
+                match lock.try_acquire(&waiter, Duration::from_secs(30)).await {
+                    Ok(Acquire::Acquired { .. }) => break,
+                    Ok(Acquire::Held(_)) => tokio::task::yield_now().await,
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        break;
+                    }
+                }
+            }
+            release.await.unwrap();
+            lock.release(&waiter).await.unwrap();
+        }
+        errors
+    });
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+}
+
+#[test]
 fn a_dead_holder_can_be_taken_over_at_once() {
     block_on(async {
         let store = store_for("lock_dead").await;
