@@ -40,7 +40,7 @@ pub enum ExitCode {
     Config = 13,
     /// Stopped by SIGINT (Ctrl-C).
     Interrupted = 130,
-    /// Stopped by SIGTERM.
+    /// Stopped by SIGTERM, or by SIGHUP (a dropped terminal or SSH session), treated alike.
     Terminated = 143,
 }
 
@@ -58,7 +58,7 @@ impl ExitCode {
         (8, "a migration step failed"),
         (
             9,
-            "journal shows a failed/interrupted step: --retry or `upstep mark`",
+            "journal shows a failed/interrupted/ended-unverified step: --retry or `upstep mark`",
         ),
         (10, "status --check: migrations pending"),
         (11, "SSH tunnel failed"),
@@ -68,7 +68,7 @@ impl ExitCode {
         ),
         (13, "configuration file or profile error"),
         (130, "interrupted (SIGINT)"),
-        (143, "terminated (SIGTERM)"),
+        (143, "terminated (SIGTERM, or SIGHUP: the session that started it is gone)"),
     ];
 
     pub fn as_i32(self) -> i32 {
