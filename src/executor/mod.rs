@@ -920,13 +920,21 @@ async fn prepare_worktree(
     repair: bool,
     reporter: &mut dyn Reporter,
 ) -> Result<crate::git::Worktree> {
-    // libgit2's handle stays on this thread; the blocking thread opens its own.
+    // libgit2's handle stays on this thread; the checkout thread opens its own. A plain thread,
+    // not spawn_blocking: a runtime shutting down waits for its blocking tasks, so a stopped
+    // run would wait for the checkout it abandoned.
     let blocking = |work: Box<dyn FnOnce(&GitRepo) -> Result<crate::git::Worktree> + Send>| {
         let path = repo.path().to_path_buf();
         async move {
-            tokio::task::spawn_blocking(move || work(&GitRepo::open(&path)?))
-                .await
-                .map_err(|e| Error::Internal(format!("the checkout thread failed: {e}")))?
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("upstep-checkout".into())
+                .spawn(move || {
+                    let _ = tx.send(GitRepo::open(&path).and_then(|repo| work(&repo)));
+                })
+                .map_err(|e| Error::Internal(format!("cannot start the checkout thread: {e}")))?;
+            rx.await
+                .map_err(|_| Error::Internal("the checkout thread ended early".into()))?
         }
     };
     let (wt, tg) = (worktrees.clone(), tag.clone());

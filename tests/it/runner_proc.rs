@@ -921,7 +921,10 @@ fn unprovable_map(env: &Env) -> PathBuf {
 fn a_quiet_end_nothing_proves_is_ended_unverified_and_needs_a_decision() {
     let env = Env::new("ended_unverified");
     let map = unprovable_map(&env);
-    let out = env.upgrade_with(&map, &["--to", "1.1.0", "--quiet-secs", "1", "--json"]);
+    let out = env.upgrade_with(
+        &map,
+        &["--to", "1.1.0", "--quiet-secs", "1", "--json", "--yes"],
+    );
     assert_eq!(out.status.code(), Some(9), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -967,7 +970,7 @@ fn a_quiet_end_nothing_proves_is_ended_unverified_and_needs_a_decision() {
         "{}",
         text(&detect)
     );
-    let again = env.upgrade_with(&map, &["--to", "1.1.0", "--quiet-secs", "1"]);
+    let again = env.upgrade_with(&map, &["--to", "1.1.0", "--quiet-secs", "1", "--yes"]);
     assert_eq!(again.status.code(), Some(9), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--retry"));
     assert_eq!(env.project.executed(), ["exits", "hangs"]);
@@ -978,7 +981,7 @@ fn a_quiet_end_nothing_proves_is_ended_unverified_and_needs_a_decision() {
         .output()
         .unwrap();
     assert!(mark.status.success(), "{}", text(&mark));
-    let done = env.upgrade_with(&map, &["--to", "1.1.0", "--quiet-secs", "1"]);
+    let done = env.upgrade_with(&map, &["--to", "1.1.0", "--quiet-secs", "1", "--yes"]);
     assert!(done.status.success(), "{}", text(&done));
     assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
 }
