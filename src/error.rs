@@ -68,7 +68,10 @@ impl ExitCode {
         ),
         (13, "configuration file or profile error"),
         (130, "interrupted (SIGINT)"),
-        (143, "terminated (SIGTERM, or SIGHUP: the session that started it is gone)"),
+        (
+            143,
+            "terminated (SIGTERM, or SIGHUP: the session that started it is gone)",
+        ),
     ];
 
     pub fn as_i32(self) -> i32 {

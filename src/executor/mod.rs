@@ -545,21 +545,25 @@ async fn run_locked(
         let era = group_era(&opts.map, group)?;
         stop_requested(watcher, lost)?;
         // Dropping the resolution (on a stop) ends its npm install's group.
-        let toolchain = until_stopped(watcher, lost, toolchain::resolve(
-            &ToolchainRequest {
-                node: group.node.clone(),
-                node_range: group.node_engines.clone(),
-                pnpm: if era.setup.is_empty() {
-                    None
-                } else {
-                    group.pnpm.clone()
+        let toolchain = until_stopped(
+            watcher,
+            lost,
+            toolchain::resolve(
+                &ToolchainRequest {
+                    node: group.node.clone(),
+                    node_range: group.node_engines.clone(),
+                    pnpm: if era.setup.is_empty() {
+                        None
+                    } else {
+                        group.pnpm.clone()
+                    },
+                    policy: opts.toolchain,
                 },
-                policy: opts.toolchain,
-            },
-            &opts.cache_root,
-            &std::env::var_os("PATH").unwrap_or_default(),
-            opts.allow_provision,
-        ))
+                &opts.cache_root,
+                &std::env::var_os("PATH").unwrap_or_default(),
+                opts.allow_provision,
+            ),
+        )
         .await?;
         reporter.report(&RunEvent::Notice {
             message: format!(
@@ -908,6 +912,9 @@ struct StepAt<'a> {
     total: usize,
 }
 
+/// A checkout, run on its own thread with a repository handle of its own.
+type CheckoutWork = dyn FnOnce(&GitRepo) -> Result<crate::git::Worktree> + Send;
+
 /// The tag's worktree. One damaged by an interrupted checkout holds nothing but upstep's own
 /// partial work, so it is rebuilt at once; one with local changes may hold someone's
 /// debugging, so it is reset only with --repair. The checkout runs on a blocking thread so a
@@ -923,7 +930,7 @@ async fn prepare_worktree(
     // libgit2's handle stays on this thread; the checkout thread opens its own. A plain thread,
     // not spawn_blocking: a runtime shutting down waits for its blocking tasks, so a stopped
     // run would wait for the checkout it abandoned.
-    let blocking = |work: Box<dyn FnOnce(&GitRepo) -> Result<crate::git::Worktree> + Send>| {
+    let blocking = |work: Box<CheckoutWork>| {
         let path = repo.path().to_path_buf();
         async move {
             let (tx, rx) = tokio::sync::oneshot::channel();

@@ -250,7 +250,14 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
     // functions (prctl, getppid); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // upstep died between the fork and the prctl: no death signal will ever come.
@@ -323,7 +330,12 @@ fn spawn_on_spawner_thread(cmd: tokio::process::Command) -> std::io::Result<toki
     });
     let sender = match sender {
         Ok(sender) => sender,
-        Err(e) => return Err(std::io::Error::new(e.kind(), format!("no spawner thread: {e}"))),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("no spawner thread: {e}"),
+            ))
+        }
     };
     let (reply, answer) = std::sync::mpsc::sync_channel(1);
     let job = SpawnJob {
@@ -368,7 +380,10 @@ pub fn group_cpu(pgid: i32) -> Option<GroupCpu> {
         }
         members.push(pid);
         for i in 11..=14 {
-            ticks += fields.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+            ticks += fields
+                .get(i)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
     members.sort_unstable();

@@ -1116,14 +1116,18 @@ fn expire_at_checks_every_collection_it_can_prove() {
     };
     let (skipped, digested, done) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
     let pending_job = |n: ObjectId| doc! { "_notificationId": n, "status": "pending" };
-    let cases: Vec<(&str, Vec<(&str, Vec<Document>)>, FpState)> = vec![
+    type Seed = Vec<(&'static str, Vec<Document>)>;
+    let cases: Vec<(&str, Seed, FpState)> = vec![
         (
             "a message without expireAt",
-            vec![("messages", vec![{
-                let mut m = message(doc! {});
-                m.remove("expireAt");
-                m
-            }])],
+            vec![(
+                "messages",
+                vec![{
+                    let mut m = message(doc! {});
+                    m.remove("expireAt");
+                    m
+                }],
+            )],
             FpState::Pending,
         ),
         (
@@ -1131,7 +1135,10 @@ fn expire_at_checks_every_collection_it_can_prove() {
             vec![
                 ("messages", vec![message(doc! {})]),
                 ("notifications", vec![no_expire(doc! { "_id": done })]),
-                ("jobs", vec![doc! { "_notificationId": done, "status": "completed" }]),
+                (
+                    "jobs",
+                    vec![doc! { "_notificationId": done, "status": "completed" }],
+                ),
             ],
             FpState::Pending,
         ),
@@ -1141,7 +1148,9 @@ fn expire_at_checks_every_collection_it_can_prove() {
                 ("messages", vec![message(doc! {})]),
                 (
                     "notifications",
-                    vec![no_expire(doc! { "_id": digested, "_digestedNotificationId": ObjectId::new() })],
+                    vec![no_expire(
+                        doc! { "_id": digested, "_digestedNotificationId": ObjectId::new() },
+                    )],
                 ),
                 ("jobs", vec![pending_job(digested)]),
             ],

@@ -291,7 +291,10 @@ async fn a_declared_done_line_is_never_overridden_by_the_quiet_window() {
             line: "end migration".into()
         }
     );
-    assert!(outcome.duration >= Duration::from_millis(2500), "{outcome:?}");
+    assert!(
+        outcome.duration >= Duration::from_millis(2500),
+        "{outcome:?}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the probe was asked");
     assert!(!group_alive(outcome.pgid));
 }
@@ -829,7 +832,9 @@ fn exit_within(child: &mut std::process::Child, limit: Duration, what: &str) -> 
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            let code = status.code().unwrap_or_else(|| panic!("{what}: killed by a signal: {status:?}\n{err}"));
+            let code = status
+                .code()
+                .unwrap_or_else(|| panic!("{what}: killed by a signal: {status:?}\n{err}"));
             return (code, started.elapsed());
         }
         if started.elapsed() > limit {
@@ -863,7 +868,10 @@ fn assert_clean_stop(env: &Env, what: &str, started: &[&str]) {
     }
     for e in env.find("upstep_events", doc! { "kind": "step-started" }) {
         let id = e.get_str("migration").unwrap_or("?");
-        assert!(started.contains(&id), "{what}: a step-started event for {id}");
+        assert!(
+            started.contains(&id),
+            "{what}: a step-started event for {id}"
+        );
     }
 }
 
@@ -953,7 +961,15 @@ fn a_quiet_end_nothing_proves_is_ended_unverified_and_needs_a_decision() {
     // status and detect show it; a rerun without a decision stops before running anything.
     let map_arg = map.display().to_string();
     let status = env
-        .command(&["status", "--map", &map_arg, "--mongo-uri", &env.uri, "--to", "1.1.0"])
+        .command(&[
+            "status",
+            "--map",
+            &map_arg,
+            "--mongo-uri",
+            &env.uri,
+            "--to",
+            "1.1.0",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -962,7 +978,14 @@ fn a_quiet_end_nothing_proves_is_ended_unverified_and_needs_a_decision() {
         text(&status)
     );
     let detect = env
-        .command(&["detect", "--map", &map_arg, "--mongo-uri", &env.uri, "--json"])
+        .command(&[
+            "detect",
+            "--map",
+            &map_arg,
+            "--mongo-uri",
+            &env.uri,
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -977,7 +1000,15 @@ fn a_quiet_end_nothing_proves_is_ended_unverified_and_needs_a_decision() {
 
     // The operator's word settles it, and the run goes on.
     let mark = env
-        .command(&["mark", "hangs", "--applied", "--map", &map_arg, "--mongo-uri", &env.uri])
+        .command(&[
+            "mark",
+            "hangs",
+            "--applied",
+            "--map",
+            &map_arg,
+            "--mongo-uri",
+            &env.uri,
+        ])
         .output()
         .unwrap();
     assert!(mark.status.success(), "{}", text(&mark));
@@ -1002,7 +1033,11 @@ fn loose_object(env: &Env, rev_path: &str) -> PathBuf {
         .join(".git/objects")
         .join(&id[..2])
         .join(&id[2..]);
-    assert!(file.is_file(), "{rev_path} is not a loose object: {}", file.display());
+    assert!(
+        file.is_file(),
+        "{rev_path} is not a loose object: {}",
+        file.display()
+    );
     file
 }
 
@@ -1016,10 +1051,14 @@ fn fifo_in_place_of(object: &Path) {
 }
 
 fn has_dir_named(root: &Path, name: &str) -> bool {
-    std::fs::read_dir(root).into_iter().flatten().flatten().any(|e| {
-        let p = e.path();
-        p.is_dir() && (e.file_name() == name || has_dir_named(&p, name))
-    })
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            p.is_dir() && (e.file_name() == name || has_dir_named(&p, name))
+        })
 }
 
 #[test]
@@ -1097,7 +1136,10 @@ fn a_signal_during_the_setup_ends_its_commands_and_stops_the_run() {
         assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
         for pid in std::fs::read_to_string(&pids).unwrap().lines() {
             let pid: u32 = pid.trim().parse().unwrap();
-            assert!(pid_gone(pid), "{what}: setup process {pid} is still running");
+            assert!(
+                pid_gone(pid),
+                "{what}: setup process {pid} is still running"
+            );
         }
         assert_clean_stop(&env, &what, &[]);
         assert!(env.project.executed().is_empty());
@@ -1153,7 +1195,10 @@ fn a_signal_during_node_provisioning_ends_npm_and_stops_the_run() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".tmp-"))
             .collect();
-        assert!(leftovers.is_empty(), "{what}: {leftovers:?} left in the cache");
+        assert!(
+            leftovers.is_empty(),
+            "{what}: {leftovers:?} left in the cache"
+        );
         assert_clean_stop(&env, &what, &[]);
     }
 }
@@ -1176,7 +1221,8 @@ fn throttling_proxy(bytes_per_sec: usize) -> u16 {
             let Ok(server) = std::net::TcpStream::connect(&target) else {
                 continue;
             };
-            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c_read, &mut s_write);
                 let _ = s_write.shutdown(std::net::Shutdown::Write);
@@ -1220,7 +1266,10 @@ fn a_signal_during_the_backup_stops_the_run_before_any_step() {
                 .await
                 .unwrap();
         });
-        let proxied = format!("mongodb://127.0.0.1:{port}/{}?directConnection=true", env.db);
+        let proxied = format!(
+            "mongodb://127.0.0.1:{port}/{}?directConnection=true",
+            env.db
+        );
         let dir = env.state.path().join("backup");
         let mut args: Vec<String> = env
             .upgrade_args()
@@ -1231,7 +1280,9 @@ fn a_signal_during_the_backup_stops_the_run_before_any_step() {
         args.extend(["--to", "1.1.0", "--backup", dir.to_str().unwrap()].map(String::from));
         let mut upstep = start_upstep(&env, &args, &[]);
         let data = dir.join(&env.db).join("bulk.bson");
-        wait_until("the backup of bulk", Duration::from_secs(60), || data.exists());
+        wait_until("the backup of bulk", Duration::from_secs(60), || {
+            data.exists()
+        });
         std::thread::sleep(Duration::from_millis(300));
         unsafe { libc::kill(upstep.id() as i32, signal) };
         let what = format!("{name} during the backup");

@@ -547,7 +547,11 @@ pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
     let needle = format!("{key}={value}");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -674,7 +678,9 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
                     .and_then(|d| d.get_str("status").ok());
                 if succeeded && kind == "step-started" {
                     double_runs += 1;
-                    problems.push(format!("round {round}: {id} started again after it succeeded"));
+                    problems.push(format!(
+                        "round {round}: {id} started again after it succeeded"
+                    ));
                 }
                 if kind == "step-finished" && status == Some("succeeded") {
                     succeeded = true;
@@ -696,13 +702,17 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
                 lost_rows += (runs - attempts) as usize;
             }
             if !(runs >= 1 && runs <= attempts) {
-                problems.push(format!("round {round}: {id} ran {runs} times in {attempts} attempts"));
+                problems.push(format!(
+                    "round {round}: {id} ran {runs} times in {attempts} attempts"
+                ));
             }
         }
         let left = processes_with_env("FIXTURE_LOG", &log);
         if !left.is_empty() {
             orphans += left.len();
-            problems.push(format!("round {round}: {left:?} still running after the rerun"));
+            problems.push(format!(
+                "round {round}: {left:?} still running after the rerun"
+            ));
         }
         for pid in env.project.executed_pids() {
             if !pid_gone(pid) {
