@@ -82,8 +82,8 @@ pub struct ChildSpec {
 #[derive(Debug, Clone)]
 pub struct Watch {
     /// The script may never exit: end it on a done line; without a done line, also when it was
-    /// silent for the quiet window, its whole group spent no CPU time over the window, and the
-    /// probe agrees (or, with no probe to ask, as `QuietUnverified`).
+    /// silent for the quiet window, its whole group was idle over the window (`stayed_idle`),
+    /// and the probe agrees (or, with no probe to ask, as `QuietUnverified`).
     pub finish_detection: bool,
     pub quiet_window: Duration,
     /// Matched as line prefixes after trimming leading whitespace.
@@ -348,8 +348,8 @@ fn spawn_on_spawner_thread(cmd: tokio::process::Command) -> std::io::Result<toki
     answer.recv().map_err(|_| gone())?
 }
 
-/// The CPU time (clock ticks) group `pgid` has used, and its members: equal snapshots taken
-/// a window apart mean the group did no work in between. A member's reaped children count
+/// The CPU time (clock ticks) group `pgid` has used, and its members: two readings a window
+/// apart tell whether the group did work in between (`stayed_idle`). A member's reaped children count
 /// (cutime/cstime), so a short-lived worker that came and went still shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupCpu {
@@ -388,6 +388,28 @@ pub fn group_cpu(pgid: i32) -> Option<GroupCpu> {
     }
     members.sort_unstable();
     Some(GroupCpu { members, ticks })
+}
+
+/// The share of one CPU an idle group may still use: an event loop waiting on nothing still
+/// wakes for its timers and its database driver's heartbeats (a fraction of a millisecond each),
+/// while a script at work spends far more.
+const IDLE_CPU_SHARE: f64 = 0.01;
+
+/// Whether the group did no work over `elapsed`: the same members, and at most
+/// `IDLE_CPU_SHARE` of one CPU (at least one clock tick) spent. Unknown readings are not idle.
+fn stayed_idle(before: &Option<GroupCpu>, now: &Option<GroupCpu>, elapsed: Duration) -> bool {
+    let (Some(before), Some(now)) = (before, now) else {
+        return false;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let allowed = (elapsed.as_secs_f64() * ticks_per_sec * IDLE_CPU_SHARE).max(1.0) as u64;
+    before.members == now.members
+        && now.ticks >= before.ticks
+        && now.ticks - before.ticks <= allowed
 }
 
 fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
@@ -587,8 +609,9 @@ impl RunningChild {
                         ending = Some((Ending::TimedOut, libc::SIGTERM));
                     } else if quiet_due.is_some_and(|q| now >= q) {
                         let cpu = group_cpu(self.pgid);
-                        let idle = cpu.is_some()
-                            && idle_since.as_ref().is_some_and(|(_, before)| *before == cpu);
+                        let idle = idle_since
+                            .as_ref()
+                            .is_some_and(|(since, before)| stayed_idle(before, &cpu, now - *since));
                         if !idle {
                             // The first reading, or the group worked: the idle window starts now.
                             idle_since = Some((now, cpu));
@@ -605,9 +628,9 @@ impl RunningChild {
                                 },
                             };
                             // The group must still be idle after the (possibly slow) probe.
-                            let still_idle = idle_since
-                                .as_ref()
-                                .is_some_and(|(_, before)| *before == group_cpu(self.pgid));
+                            let still_idle = idle_since.as_ref().is_some_and(|(since, before)| {
+                                stayed_idle(before, &group_cpu(self.pgid), since.elapsed())
+                            });
                             // The loop re-reads the stop request and the exit before acting again.
                             match answer {
                                 ProbeAnswer::NotYet => {}
@@ -1131,6 +1154,32 @@ mod tests {
         append_capped(&mut partial, b"def", 4, &mut cut);
         assert!(cut);
         assert_eq!(partial, b"abcd");
+    }
+
+    #[test]
+    fn idle_allows_an_event_loop_s_heartbeat_but_not_work() {
+        let reading = |members: &[u32], ticks| {
+            Some(GroupCpu {
+                members: members.to_vec(),
+                ticks,
+            })
+        };
+        let window = Duration::from_secs(10);
+        let before = reading(&[10, 11], 500);
+        assert!(stayed_idle(&before, &reading(&[10, 11], 500), window));
+        // 10 s at 100 ticks/s: up to 10 ticks (1% of one CPU) is an idle event loop.
+        assert!(stayed_idle(&before, &reading(&[10, 11], 510), window));
+        assert!(!stayed_idle(&before, &reading(&[10, 11], 511), window));
+        // One tick is always allowed, even over a short window.
+        assert!(stayed_idle(
+            &before,
+            &reading(&[10, 11], 501),
+            Duration::from_millis(300)
+        ));
+        assert!(!stayed_idle(&before, &reading(&[10, 11, 12], 500), window));
+        assert!(!stayed_idle(&before, &reading(&[10], 400), window));
+        assert!(!stayed_idle(&before, &None, window));
+        assert!(!stayed_idle(&None, &None, window));
     }
 
     #[test]
