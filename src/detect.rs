@@ -337,7 +337,12 @@ fn verdict(
             "journal",
             format!("journal: {}", s.as_str()),
         ),
-        Some(s @ (StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)) => (
+        Some(
+            s @ (StepStatus::Failed
+            | StepStatus::Interrupted
+            | StepStatus::EndedUnverified
+            | StepStatus::Running),
+        ) => (
             Verdict::Incomplete,
             "journal",
             format!("journal: {} (see `upstep status`)", s.as_str()),

@@ -41,7 +41,7 @@ pub enum ExitCode {
     Config = 13,
     /// Stopped by SIGINT (Ctrl-C).
     Interrupted = 130,
-    /// Stopped by SIGTERM.
+    /// Stopped by SIGTERM, or by SIGHUP (a dropped terminal or SSH session), treated alike.
     Terminated = 143,
 }
 
@@ -59,7 +59,7 @@ impl ExitCode {
         (8, "a migration step failed"),
         (
             9,
-            "a step needs a decision: --retry, --approve <id> or `upstep mark`",
+            "a step needs a decision (failed, interrupted or ended-unverified in the journal, or an approval): --retry, --approve <id> or `upstep mark`",
         ),
         (10, "status --check: migrations pending"),
         (11, "SSH tunnel failed"),
@@ -69,7 +69,10 @@ impl ExitCode {
         ),
         (13, "configuration file or profile error"),
         (130, "interrupted (SIGINT)"),
-        (143, "terminated (SIGTERM)"),
+        (
+            143,
+            "terminated (SIGTERM, or SIGHUP: the session that started it is gone)",
+        ),
     ];
 
     pub fn as_i32(self) -> i32 {

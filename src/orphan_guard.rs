@@ -1,15 +1,27 @@
-//! A guard for helper processes that live in their own process group (the SSH tunnel, the
-//! throwaway Redis) so that even a SIGKILLed upstep, which runs no destructors, leaves nothing
-//! running: a tiny `sh` loop, in a process group of its own, waits for upstep to disappear and
-//! then stops the helper's whole group. Disarmed (killed and reaped) when the helper is stopped
-//! normally.
+//! A guard for children that live in their own process group (the SSH tunnel, the throwaway
+//! Redis, every migration script and setup command) so that even a SIGKILLed upstep, which runs
+//! no destructors, leaves nothing running: a tiny `sh` loop, in a process group of its own,
+//! waits for upstep to disappear (or to be a zombie its parent has not reaped yet) and then
+//! stops the guarded group: SIGTERM, then SIGKILL a second later. Disarmed (its group killed
+//! and the `sh` reaped) when the child is stopped normally.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 const SCRIPT: &str = r#"
 parent=$1; group=$2
-while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+alive() {
+  kill -0 "$parent" 2>/dev/null || return 1
+  [ -r "/proc/$parent/status" ] || return 0
+  while read -r key value rest; do
+    if [ "$key" = "State:" ]; then
+      [ "$value" != Z ] && [ "$value" != X ]
+      return
+    fi
+  done < "/proc/$parent/status"
+  return 0
+}
+while alive; do sleep 1; done
 kill -TERM "-$group" 2>/dev/null
 sleep 1
 kill -KILL "-$group" 2>/dev/null
@@ -61,6 +73,11 @@ impl OrphanGuard {
     /// Stops the guard (the helper is being stopped normally). Idempotent.
     pub fn disarm(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Its whole group (the `sh` and a `sleep` it may be in), so no sleeper lingers.
+            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) has no memory-safety preconditions; the group is the guard's own.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -255,15 +255,27 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             known = Some(facts);
         }
         let mut tunnel = connected.tunnel;
-        let summary = executor::run_upgrade(
-            &opts,
-            &connected.store,
-            watcher,
-            reporter.as_mut(),
-            tunnel.as_mut(),
-            known,
-        )
-        .await;
+        let summary = loop {
+            let result = executor::run_upgrade(
+                &opts,
+                &connected.store,
+                watcher.clone(),
+                reporter.as_mut(),
+                tunnel.as_mut(),
+                // The guided flow's facts serve the first attempt only: a decision changes the
+                // journal.
+                known.take(),
+            )
+            .await;
+            // A step ended with nothing proving it finished: at a terminal, ask now and go on.
+            let undecided = interactive
+                && matches!(result, Err(Error::NeedsDecision(_)))
+                && watcher.current() == crate::runner::StopRequest::None;
+            if undecided && decide_unverified(&mut opts, &connected.store).await? {
+                continue;
+            }
+            break result;
+        };
         if let Some(t) = tunnel {
             t.close().await;
         }
@@ -411,6 +423,42 @@ async fn guided_flow(
         opts.backup_dir = interactive::ask_backup()?;
     }
     Ok((decided, facts))
+}
+
+/// After a run stopped on a step journalled `ended-unverified`: asks the operator to mark it
+/// applied, retry it, or stop. True when the run should go on.
+async fn decide_unverified(opts: &mut UpgradeOptions, store: &Store) -> Result<bool> {
+    let entries = crate::store::journal::read_entries(store).await?;
+    let plan = executor::full_plan(opts)?;
+    let decided = executor::decide_steps(opts, &plan, store, &entries).await;
+    let blocked: Vec<&executor::DecidedStep> = decided
+        .iter()
+        .filter(|d| {
+            d.decision.action == Action::Block
+                && entries
+                    .get(&d.id)
+                    .is_some_and(|e| e.status == StepStatus::EndedUnverified)
+        })
+        .collect();
+    if blocked.is_empty() {
+        return Ok(false);
+    }
+    match interactive::resolve_blocked(&blocked)? {
+        interactive::BlockedChoice::Retry => opts.flags.retry = true,
+        interactive::BlockedChoice::MarkApplied => {
+            for d in &blocked {
+                mark_locked(
+                    store,
+                    &d.id,
+                    StepStatus::MarkedApplied,
+                    "marked applied at the interactive prompt after it ended unverified",
+                )
+                .await?;
+            }
+        }
+        interactive::BlockedChoice::Stop => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Record a mark while holding the run lock, so it never lands in the middle of a run.
@@ -664,7 +712,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 {
                     st.good(s)
                 }
-                s @ ("failed" | "interrupted" | "regressed" | "running") => st.bad(s),
+                s @ ("failed" | "interrupted" | "ended-unverified" | "regressed" | "running") => {
+                    st.bad(s)
+                }
                 s => st.warn(s),
             };
             out.push_str(&format!(

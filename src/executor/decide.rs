@@ -86,11 +86,18 @@ pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
             d.regressed = true;
             d
         }
-        Some(status @ (StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)) => {
-            let what = if status == StepStatus::Running {
-                "interrupted (its run is gone)"
-            } else {
-                status.as_str()
+        Some(
+            status @ (StepStatus::Failed
+            | StepStatus::Interrupted
+            | StepStatus::EndedUnverified
+            | StepStatus::Running),
+        ) => {
+            let what = match status {
+                StepStatus::Running => "interrupted (its run is gone)",
+                StepStatus::EndedUnverified => {
+                    "ended-unverified (ended after its quiet window; nothing proves it had finished)"
+                }
+                _ => status.as_str(),
             };
             if !flags.retry {
                 return decision(Action::Block, format!("journal: {what}; re-run it with --retry, or record it with `upstep mark <id> --applied|--pending`"));
@@ -158,12 +165,13 @@ mod tests {
         Some(FpState::NotApplicable),
         Some(FpState::Unknown),
     ];
-    const ALL_JOURNAL: [Option<StepStatus>; 8] = [
+    const ALL_JOURNAL: [Option<StepStatus>; 9] = [
         None,
         Some(StepStatus::Running),
         Some(StepStatus::Succeeded),
         Some(StepStatus::Failed),
         Some(StepStatus::Interrupted),
+        Some(StepStatus::EndedUnverified),
         Some(StepStatus::MarkedApplied),
         Some(StepStatus::Pending),
         Some(StepStatus::Skipped),
@@ -214,11 +222,36 @@ mod tests {
             let d = decide(facts, flags);
             if matches!(
                 facts.journal,
-                Some(StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)
+                Some(
+                    StepStatus::Failed
+                        | StepStatus::Interrupted
+                        | StepStatus::EndedUnverified
+                        | StepStatus::Running
+                )
             ) && !flags.retry
             {
                 assert_eq!(d.action, Action::Block, "{facts:?} {flags:?}");
                 assert!(d.reason.contains("--retry"), "{}", d.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn an_ended_unverified_step_is_not_done_and_needs_a_decision() {
+        assert!(!StepStatus::EndedUnverified.is_done());
+        for (facts, flags) in every_case() {
+            if facts.journal != Some(StepStatus::EndedUnverified) {
+                continue;
+            }
+            let d = decide(facts, flags);
+            assert_ne!(d.action, Action::Skip, "{facts:?} {flags:?}");
+            if !flags.retry {
+                assert_eq!(d.action, Action::Block, "{facts:?} {flags:?}");
+                assert!(
+                    d.reason.contains("--retry") && d.reason.contains("upstep mark"),
+                    "{}",
+                    d.reason
+                );
             }
         }
     }

@@ -762,7 +762,8 @@ async fn run_locked(
             "pass --repo <path or URL of the project's repository>",
         )
     })?;
-    let backup = take_backup(opts, journal, reporter).await?;
+    stop_requested(watcher, lost)?;
+    let backup = until_stopped(watcher, lost, take_backup(opts, journal, reporter)).await?;
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
     let mut index = 0;
@@ -772,23 +773,35 @@ async fn run_locked(
         if steps.is_empty() {
             continue;
         }
+        stop_requested(watcher, lost)?;
         let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
-        let worktree = prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter)?;
+        let worktree = until_stopped(
+            watcher,
+            lost,
+            prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter),
+        )
+        .await?;
         let era = group_era(&opts.map, group)?;
-        let toolchain = toolchain::resolve(
-            &ToolchainRequest {
-                node: group.node.clone(),
-                node_range: group.node_engines.clone(),
-                pnpm: if era.setup.is_empty() {
-                    None
-                } else {
-                    group.pnpm.clone()
+        stop_requested(watcher, lost)?;
+        // Dropping the resolution (on a stop) ends its npm install's group.
+        let toolchain = until_stopped(
+            watcher,
+            lost,
+            toolchain::resolve(
+                &ToolchainRequest {
+                    node: group.node.clone(),
+                    node_range: group.node_engines.clone(),
+                    pnpm: if era.setup.is_empty() {
+                        None
+                    } else {
+                        group.pnpm.clone()
+                    },
+                    policy: opts.toolchain,
                 },
-                policy: opts.toolchain,
-            },
-            &opts.cache_root,
-            &std::env::var_os("PATH").unwrap_or_default(),
-            opts.allow_provision,
+                &opts.cache_root,
+                &std::env::var_os("PATH").unwrap_or_default(),
+                opts.allow_provision,
+            ),
         )
         .await?;
         reporter.report(&RunEvent::Notice {
@@ -809,6 +822,7 @@ async fn run_locked(
             &path_prefix,
             journal,
             watcher,
+            lost,
             reporter,
         )
         .await;
@@ -822,6 +836,8 @@ async fn run_locked(
         }
 
         for step in steps {
+            // A stop that came between steps (or during the setup) starts no further step.
+            stop_requested(watcher, lost)?;
             index += 1;
             let at = StepAt {
                 group_index: g,
@@ -859,13 +875,17 @@ async fn run_locked(
             summary.ran += 1;
             match outcome {
                 StepStatus::Succeeded => summary.succeeded += 1,
+                StepStatus::EndedUnverified => {
+                    return Err(Error::NeedsDecision(format!(
+                        "{id} never exited and was ended after its quiet window, but nothing proves it had finished (no done line, no data check); later steps were not run.\n  choices: `upstep mark {id} --applied` if its work is done, re-run with --retry to run it again, or stop here",
+                        id = step.id
+                    )));
+                }
                 StepStatus::Interrupted => {
                     return Err(if lost.load(Ordering::SeqCst) {
                         Error::Locked("the run lock was lost mid-step (another run took over after the lease expired); the step is recorded as interrupted".into())
-                    } else if watcher.last_signal() == Some(libc::SIGTERM) {
-                        Error::Terminated
                     } else {
-                        Error::Interrupted
+                        stop_error(watcher, lost)
                     });
                 }
                 _ => {
@@ -897,6 +917,60 @@ async fn run_locked(
         )
         .await?;
     Ok(summary.clone())
+}
+
+/// The error a run stops with once a stop was requested: 130 for SIGINT (or "stop after this
+/// step"), 143 for SIGTERM and SIGHUP, "locked" when the run lock was lost.
+fn stop_error(watcher: &SignalWatcher, lost: &AtomicBool) -> Error {
+    if lost.load(Ordering::SeqCst) {
+        return Error::Locked(
+            "the run lock was lost (another run took over after the lease expired); this run stops"
+                .into(),
+        );
+    }
+    match watcher.current() {
+        StopRequest::Now {
+            signal: libc::SIGTERM,
+        } => Error::Terminated,
+        StopRequest::None if watcher.last_signal() == Some(libc::SIGTERM) => Error::Terminated,
+        _ => Error::Interrupted,
+    }
+}
+
+/// Err when a stop was requested (now, or after the running step): checked before each phase
+/// and before a step is journalled, so no step is recorded as started that never started.
+fn stop_requested(watcher: &SignalWatcher, lost: &AtomicBool) -> Result<()> {
+    match watcher.current() {
+        StopRequest::None if !lost.load(Ordering::SeqCst) => Ok(()),
+        _ => Err(stop_error(watcher, lost)),
+    }
+}
+
+/// Runs a phase that is not a step (backup, checkout, toolchain) unless a "stop now" ends it
+/// first. The phase is dropped: a child it runs is killed with its group (`RunningChild`'s
+/// Drop), and each phase leaves only work a later run recognises as unfinished (a backup
+/// without its manifest, a worktree without its stamp, a toolchain still in its temp dir).
+async fn until_stopped<T>(
+    watcher: &SignalWatcher,
+    lost: &AtomicBool,
+    phase: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let mut stop = watcher.stop_receiver();
+    let stopped = async {
+        if stop
+            .wait_for(|s| matches!(s, StopRequest::Now { .. }))
+            .await
+            .is_err()
+        {
+            // No one can ask for a stop any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = stopped => Err(stop_error(watcher, lost)),
+        result = phase => result,
+    }
 }
 
 /// What one step watches besides its child: the stop requests (signals, and a dropped
@@ -1087,30 +1161,53 @@ struct StepAt<'a> {
     total: usize,
 }
 
+/// A checkout, run on its own thread with a repository handle of its own.
+type CheckoutWork = dyn FnOnce(&GitRepo) -> Result<crate::git::Worktree> + Send;
+
 /// The tag's worktree. One damaged by an interrupted checkout holds nothing but upstep's own
 /// partial work, so it is rebuilt at once; one with local changes may hold someone's
-/// debugging, so it is reset only with --repair.
-fn prepare_worktree(
+/// debugging, so it is reset only with --repair. The checkout runs on a blocking thread so a
+/// signal is heard meanwhile: dropped on a stop, it leaves a worktree without its stamp, which
+/// the next run rebuilds.
+async fn prepare_worktree(
     worktrees: &Worktrees,
     repo: &GitRepo,
     tag: &crate::git::TagInfo,
     repair: bool,
     reporter: &mut dyn Reporter,
 ) -> Result<crate::git::Worktree> {
+    // libgit2's handle stays on this thread; the checkout thread opens its own. A plain thread,
+    // not spawn_blocking: a runtime shutting down waits for its blocking tasks, so a stopped
+    // run would wait for the checkout it abandoned.
+    let blocking = |work: Box<CheckoutWork>| {
+        let path = repo.path().to_path_buf();
+        async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("upstep-checkout".into())
+                .spawn(move || {
+                    let _ = tx.send(GitRepo::open(&path).and_then(|repo| work(&repo)));
+                })
+                .map_err(|e| Error::Internal(format!("cannot start the checkout thread: {e}")))?;
+            rx.await
+                .map_err(|_| Error::Internal("the checkout thread ended early".into()))?
+        }
+    };
+    let (wt, tg) = (worktrees.clone(), tag.clone());
     match worktrees.status(repo, tag)? {
         crate::git::WorktreeStatus::Damaged { reason } => {
             reporter.report(&RunEvent::Notice {
                 message: format!("{}: rebuilding its worktree ({reason})", tag.name),
             });
-            worktrees.repair(repo, tag)
+            blocking(Box::new(move |repo| wt.repair(repo, &tg))).await
         }
         crate::git::WorktreeStatus::Dirty { .. } if repair => {
             reporter.report(&RunEvent::Notice {
                 message: format!("{}: resetting its worktree to the tag (--repair)", tag.name),
             });
-            worktrees.repair(repo, tag)
+            blocking(Box::new(move |repo| wt.repair(repo, &tg))).await
         }
-        _ => worktrees.ensure(repo, tag),
+        _ => blocking(Box::new(move |repo| wt.ensure(repo, &tg))).await,
     }
 }
 
@@ -1142,6 +1239,7 @@ async fn run_setup(
     path_prefix: &[PathBuf],
     journal: &Journal,
     watcher: &Arc<SignalWatcher>,
+    lost: &AtomicBool,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
     if era.setup.is_empty() {
@@ -1178,6 +1276,7 @@ async fn run_setup(
         .join(&journal.actor().run_id)
         .join(format!("setup-{git_ref}.log"));
     for argv in &era.setup {
+        stop_requested(watcher, lost)?;
         reporter.report(&RunEvent::Setup {
             git_ref: git_ref.clone(),
             status: "running".into(),
@@ -1206,7 +1305,7 @@ async fn run_setup(
             )
             .await?;
         if let Ending::Stopped { .. } = outcome.ending {
-            return Err(Error::Interrupted);
+            return Err(stop_error(watcher, lost));
         }
         if outcome.exit_code != Some(0) {
             return Err(Error::StepFailed(format!(
@@ -1433,12 +1532,13 @@ async fn run_step(
         Ending::QuietAndFinished => (
             StepStatus::Succeeded,
             "quiet-window".to_string(),
-            format!("quiet for {quiet}s with nothing pending; ended by upstep"),
+            format!("silent and idle for {quiet}s with nothing pending; ended by upstep"),
         ),
+        // Nothing proves it finished: the operator decides (`upstep mark` or --retry).
         Ending::QuietUnverified => (
-            StepStatus::Succeeded,
+            StepStatus::EndedUnverified,
             "quiet-window".to_string(),
-            format!("quiet for {quiet}s; ended by upstep"),
+            format!("silent and idle for {quiet}s, with no done line and no data check to prove it had finished; ended by upstep"),
         ),
     };
 

@@ -8,6 +8,12 @@
 //!
 //! Output is read line by line from both pipes, capped, redacted, logged and handed to the
 //! caller; only a bounded tail is kept, so memory stays flat however much a child prints.
+//!
+//! No child outlives upstep, however upstep ends (even SIGKILL, which runs no destructors): the
+//! direct child gets `PR_SET_PDEATHSIG` (SIGKILL), and an `OrphanGuard` ends the rest of its group
+//! (`npm exec -> sh -> node`: the signal is not inherited by grandchildren) within about two
+//! seconds. The kernel sends the death signal when the *thread* that forked the child exits,
+//! not the process, so every child is forked by one spawner thread that lives as long as upstep.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -23,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::orphan_guard::OrphanGuard;
 
 /// Longest line kept (bytes); the rest of a longer line is dropped and the line marked.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -33,6 +40,8 @@ pub const TRUNCATED_MARK: &str = " [... line truncated by upstep]";
 
 /// The probe is asked at most this often while the child is quiet.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// After the last output, when the group's CPU time is first read (the idle window starts then).
+const CPU_FIRST_LOOK: Duration = Duration::from_secs(1);
 /// A probe that takes longer than this counts as "not yet" (it may be retried).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the group is checked while it is being ended.
@@ -72,7 +81,9 @@ pub struct ChildSpec {
 /// How to watch a running child.
 #[derive(Debug, Clone)]
 pub struct Watch {
-    /// The script may never exit: end it on a done line, or when quiet and the probe agrees.
+    /// The script may never exit: end it on a done line; without a done line, also when it was
+    /// silent for the quiet window, its whole group was idle over the window (`stayed_idle`),
+    /// and the probe agrees (or, with no probe to ask, as `QuietUnverified`).
     pub finish_detection: bool,
     pub quiet_window: Duration,
     /// Matched as line prefixes after trimming leading whitespace.
@@ -137,9 +148,11 @@ pub enum Ending {
     Exited,
     /// Printed a done line, then upstep ended its group.
     DoneLine { line: String },
-    /// Quiet for the quiet window and the probe said Finished; upstep ended its group.
+    /// No done line declared; silent and idle (no CPU time in its group) for the quiet window,
+    /// and the probe said Finished; upstep ended its group.
     QuietAndFinished,
-    /// Quiet for the quiet window with no probe (or Unknown); upstep ended its group.
+    /// No done line declared; silent and idle for the quiet window, with no probe (or Unknown):
+    /// upstep ended its group, and nothing proves the script had finished.
     QuietUnverified,
     /// Ran past `Watch::timeout`; upstep ended its group.
     TimedOut,
@@ -178,6 +191,8 @@ pub struct RunningChild {
     secrets: Arc<Vec<String>>,
     /// Set once the group is known to be gone and the child reaped: Drop has nothing to do.
     settled: bool,
+    /// Ends the group if upstep dies without ending it; disarmed once the child is settled.
+    guard: OrphanGuard,
 }
 
 /// Starts `spec` in its own process group with stdin closed and both outputs piped.
@@ -230,6 +245,28 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
         .process_group(0)
         // The group is ended by us (Drop and wait); a kill of the direct child alone is not enough.
         .kill_on_drop(false);
+    let upstep = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // upstep died between the fork and the prctl: no death signal will ever come.
+            if libc::getppid() != upstep {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
     for key in &spec.env_remove {
         cmd.env_remove(key);
     }
@@ -240,7 +277,7 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
         cmd.env("PATH", prefixed_path(spec)?);
     }
 
-    let mut child = cmd.spawn().map_err(|e| spawn_error(spec, &program, e))?;
+    let mut child = spawn_on_spawner_thread(cmd).map_err(|e| spawn_error(spec, &program, e))?;
     let Some(pid) = child.id() else {
         return Err(Error::Internal(format!(
             "{program} has no pid right after spawn"
@@ -248,6 +285,7 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
     };
     // process_group(0) makes the child the leader of a group named by its own pid.
     let pgid = pid as i32;
+    let guard = OrphanGuard::for_group(pid, &program);
     Ok(RunningChild {
         stdout: child.stdout.take(),
         stderr: child.stderr.take(),
@@ -260,7 +298,124 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
         log_path: spec.log_file.clone(),
         secrets: Arc::new(secrets),
         settled: false,
+        guard,
     })
+}
+
+/// One spawn, done on the spawner thread in the caller's runtime.
+struct SpawnJob {
+    cmd: tokio::process::Command,
+    runtime: tokio::runtime::Handle,
+    reply: std::sync::mpsc::SyncSender<std::io::Result<tokio::process::Child>>,
+}
+
+/// Forks `cmd` from the spawner thread: a thread that never exits, so the children's
+/// `PR_SET_PDEATHSIG` fires only when upstep itself dies. (Forking from a runtime worker or a
+/// `spawn_blocking` thread would kill the child when that thread retires.)
+fn spawn_on_spawner_thread(cmd: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    static SPAWNER: std::sync::OnceLock<std::io::Result<std::sync::mpsc::Sender<SpawnJob>>> =
+        std::sync::OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("upstep-spawner".into())
+            .spawn(move || {
+                for mut job in rx {
+                    // tokio registers the child with the runtime it is spawned in.
+                    let _runtime = job.runtime.enter();
+                    let _ = job.reply.send(job.cmd.spawn());
+                }
+            })
+            .map(|_| tx)
+    });
+    let sender = match sender {
+        Ok(sender) => sender,
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("no spawner thread: {e}"),
+            ))
+        }
+    };
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    let job = SpawnJob {
+        cmd,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    let gone = || std::io::Error::other("the spawner thread is gone");
+    sender.send(job).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+/// The CPU time (clock ticks) group `pgid` has used, and its members: two readings a window
+/// apart tell whether the group did work in between (`stayed_idle`). A member's reaped children count
+/// (cutime/cstime), so a short-lived worker that came and went still shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCpu {
+    pub members: Vec<u32>,
+    pub ticks: u64,
+}
+
+/// Reads `/proc/<pid>/stat` of every process of group `pgid` (zombies included: their time
+/// is final). None when /proc cannot be read.
+pub fn group_cpu(pgid: i32) -> Option<GroupCpu> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let mut members = Vec::new();
+    let mut ticks = 0u64;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(fields) = stat_fields_after_comm(&stat) else {
+            continue;
+        };
+        // After the comm: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14).
+        if fields.get(2).and_then(|p| p.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        members.push(pid);
+        for i in 11..=14 {
+            ticks += fields
+                .get(i)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    members.sort_unstable();
+    Some(GroupCpu { members, ticks })
+}
+
+/// The share of one CPU an idle group may still use: an event loop waiting on nothing still
+/// wakes for its timers and its database driver's heartbeats (a fraction of a millisecond each),
+/// while a script at work spends far more.
+const IDLE_CPU_SHARE: f64 = 0.01;
+
+/// Whether the group did no work over `elapsed`: the same members, and at most
+/// `IDLE_CPU_SHARE` of one CPU (at least one clock tick) spent. Unknown readings are not idle.
+fn stayed_idle(before: &Option<GroupCpu>, now: &Option<GroupCpu>, elapsed: Duration) -> bool {
+    let (Some(before), Some(now)) = (before, now) else {
+        return false;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let allowed = (elapsed.as_secs_f64() * ticks_per_sec * IDLE_CPU_SHARE).max(1.0) as u64;
+    before.members == now.members
+        && now.ticks >= before.ticks
+        && now.ticks - before.ticks <= allowed
+}
+
+fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
+    // "pid (comm) state ...": comm may contain anything, so split after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().collect())
 }
 
 fn open_log(path: &Path) -> Result<BufWriter<File>> {
@@ -387,8 +542,13 @@ impl RunningChild {
             on_line,
         };
         let deadline = watch.timeout.map(|t| self.started + t);
+        // A declared done line is the script's own word that it finished: silence never
+        // overrides it, so only scripts without one can be ended by the quiet window.
+        let quiet_ends = watch.finish_detection && sink.done_lines.is_empty();
         let mut last_output = Instant::now();
         let mut last_probe: Option<Instant> = None;
+        // Since when the group has spent no CPU time, and its CPU use then.
+        let mut idle_since: Option<(Instant, Option<GroupCpu>)> = None;
         let mut output_open = true;
         let mut stop_open = true;
         let mut exited = false;
@@ -400,11 +560,15 @@ impl RunningChild {
         };
 
         while ending.is_none() && !exited {
-            let quiet_due = watch.finish_detection.then(|| {
-                let quiet = last_output + watch.quiet_window;
-                match last_probe {
-                    Some(p) => quiet.max(p + PROBE_INTERVAL),
-                    None => quiet,
+            let quiet_due = quiet_ends.then(|| match &idle_since {
+                // The first CPU reading starts the idle window, shortly after the last output.
+                None => last_output + CPU_FIRST_LOOK.min(watch.quiet_window),
+                Some((since, _)) => {
+                    let due = (last_output + watch.quiet_window).max(*since + watch.quiet_window);
+                    match last_probe {
+                        Some(p) => due.max(p + PROBE_INTERVAL),
+                        None => due,
+                    }
                 }
             });
             let wake = match (deadline, quiet_due) {
@@ -430,6 +594,7 @@ impl RunningChild {
                     Some(batch) => {
                         last_output = Instant::now();
                         last_probe = None;
+                        idle_since = None;
                         if let Some(line) = sink.take(batch) {
                             if watch.finish_detection {
                                 ending = Some((Ending::DoneLine { line }, libc::SIGTERM));
@@ -443,26 +608,40 @@ impl RunningChild {
                     if deadline.is_some_and(|d| now >= d) {
                         ending = Some((Ending::TimedOut, libc::SIGTERM));
                     } else if quiet_due.is_some_and(|q| now >= q) {
-                        last_probe = Some(now);
-                        let answer = match probe.as_deref_mut() {
-                            None => ProbeAnswer::Unknown,
-                            Some(p) => tokio::select! {
-                                answer = tokio::time::timeout(PROBE_TIMEOUT, p.finished()) => {
-                                    answer.unwrap_or(ProbeAnswer::NotYet)
+                        let cpu = group_cpu(self.pgid);
+                        let idle = idle_since
+                            .as_ref()
+                            .is_some_and(|(since, before)| stayed_idle(before, &cpu, now - *since));
+                        if !idle {
+                            // The first reading, or the group worked: the idle window starts now.
+                            idle_since = Some((now, cpu));
+                        } else {
+                            last_probe = Some(now);
+                            let answer = match probe.as_deref_mut() {
+                                None => ProbeAnswer::Unknown,
+                                Some(p) => tokio::select! {
+                                    answer = tokio::time::timeout(PROBE_TIMEOUT, p.finished()) => {
+                                        answer.unwrap_or(ProbeAnswer::NotYet)
+                                    }
+                                    // Let a stop request or the exit win over a slow probe.
+                                    _ = stop.changed(), if stop_open => ProbeAnswer::NotYet,
+                                },
+                            };
+                            // The group must still be idle after the (possibly slow) probe.
+                            let still_idle = idle_since.as_ref().is_some_and(|(since, before)| {
+                                stayed_idle(before, &group_cpu(self.pgid), since.elapsed())
+                            });
+                            // The loop re-reads the stop request and the exit before acting again.
+                            match answer {
+                                ProbeAnswer::NotYet => {}
+                                _ if exit_rx_ready(&mut exit_rx) => exited = true,
+                                _ if !still_idle => idle_since = Some((Instant::now(), group_cpu(self.pgid))),
+                                ProbeAnswer::Finished => {
+                                    ending = Some((Ending::QuietAndFinished, libc::SIGTERM))
                                 }
-                                // Let a stop request or the exit win over a slow probe.
-                                _ = stop.changed(), if stop_open => ProbeAnswer::NotYet,
-                            },
-                        };
-                        // The loop re-reads the stop request and the exit before acting again.
-                        match answer {
-                            ProbeAnswer::NotYet => {}
-                            _ if exit_rx_ready(&mut exit_rx) => exited = true,
-                            ProbeAnswer::Finished => {
-                                ending = Some((Ending::QuietAndFinished, libc::SIGTERM))
-                            }
-                            ProbeAnswer::Unknown => {
-                                ending = Some((Ending::QuietUnverified, libc::SIGTERM))
+                                ProbeAnswer::Unknown => {
+                                    ending = Some((Ending::QuietUnverified, libc::SIGTERM))
+                                }
                             }
                         }
                         if let StopRequest::Now { signal } = *stop.borrow_and_update() {
@@ -509,6 +688,7 @@ impl RunningChild {
             }
         };
         self.settled = true;
+        self.guard.disarm();
 
         // Whatever is still in the pipes belongs to the run; a process that escaped the group
         // may hold them open, so this is bounded.
@@ -974,6 +1154,32 @@ mod tests {
         append_capped(&mut partial, b"def", 4, &mut cut);
         assert!(cut);
         assert_eq!(partial, b"abcd");
+    }
+
+    #[test]
+    fn idle_allows_an_event_loop_s_heartbeat_but_not_work() {
+        let reading = |members: &[u32], ticks| {
+            Some(GroupCpu {
+                members: members.to_vec(),
+                ticks,
+            })
+        };
+        let window = Duration::from_secs(10);
+        let before = reading(&[10, 11], 500);
+        assert!(stayed_idle(&before, &reading(&[10, 11], 500), window));
+        // 10 s at 100 ticks/s: up to 10 ticks (1% of one CPU) is an idle event loop.
+        assert!(stayed_idle(&before, &reading(&[10, 11], 510), window));
+        assert!(!stayed_idle(&before, &reading(&[10, 11], 511), window));
+        // One tick is always allowed, even over a short window.
+        assert!(stayed_idle(
+            &before,
+            &reading(&[10, 11], 501),
+            Duration::from_millis(300)
+        ));
+        assert!(!stayed_idle(&before, &reading(&[10, 11, 12], 500), window));
+        assert!(!stayed_idle(&before, &reading(&[10], 400), window));
+        assert!(!stayed_idle(&before, &None, window));
+        assert!(!stayed_idle(&None, &None, window));
     }
 
     #[test]

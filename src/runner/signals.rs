@@ -1,9 +1,11 @@
-//! SIGINT/SIGTERM during a run, turned into stop requests for the running child.
+//! SIGINT/SIGTERM/SIGHUP during a run, turned into stop requests for the running child.
 //!
 //! Children run in their own process groups, so a Ctrl-C at the terminal reaches upstep only;
 //! upstep decides what the child gets. Policy (design.md): unattended, the first SIGINT or
 //! SIGTERM stops the child now with that signal; interactive, the first SIGINT asks the user
 //! "stop after this step / stop now", a second SIGINT stops now, SIGTERM always stops now.
+//! SIGHUP (the terminal or SSH session that started upstep is gone) is SIGTERM in every way:
+//! nobody is left to ask, the child gets SIGTERM, and upstep exits 143.
 
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,9 @@ pub enum Reaction {
 pub fn react(policy: SignalPolicy, signal: i32, count: usize) -> Reaction {
     match (policy, signal) {
         (_, libc::SIGTERM) => Reaction::Stop(StopRequest::Now { signal }),
+        (_, libc::SIGHUP) => Reaction::Stop(StopRequest::Now {
+            signal: libc::SIGTERM,
+        }),
         (SignalPolicy::Unattended, libc::SIGINT) => Reaction::Stop(StopRequest::Now { signal }),
         (SignalPolicy::Interactive, libc::SIGINT) if count <= 1 => Reaction::Ask,
         (SignalPolicy::Interactive, libc::SIGINT) => Reaction::Stop(StopRequest::Now { signal }),
@@ -63,8 +68,14 @@ impl Shared {
     fn arrived(&self, signal: i32) {
         let count = match signal {
             libc::SIGINT => self.sigint.fetch_add(1, Ordering::SeqCst) + 1,
-            libc::SIGTERM => self.sigterm.fetch_add(1, Ordering::SeqCst) + 1,
+            // A hang-up counts as the SIGTERM it is treated as.
+            libc::SIGTERM | libc::SIGHUP => self.sigterm.fetch_add(1, Ordering::SeqCst) + 1,
             _ => return,
+        };
+        let signal = if signal == libc::SIGHUP {
+            libc::SIGTERM
+        } else {
+            signal
         };
         self.last.store(signal, Ordering::SeqCst);
         match react(self.policy, signal, count) {
@@ -96,7 +107,7 @@ impl Shared {
     }
 }
 
-/// Watches SIGINT and SIGTERM for a run. Create one per process: once installed, these signals
+/// Watches SIGINT, SIGTERM and SIGHUP for a run. Create one per process: once installed, these signals
 /// no longer kill upstep by default (tokio keeps its handlers for the life of the process).
 pub struct SignalWatcher {
     shared: Arc<Shared>,
@@ -106,10 +117,13 @@ pub struct SignalWatcher {
 }
 
 impl SignalWatcher {
-    /// Installs the handlers for SIGINT and SIGTERM. Must be called inside a tokio runtime.
+    /// Installs the handlers for SIGINT, SIGTERM and SIGHUP. Must be called inside a tokio
+    /// runtime.
     pub fn install(policy: SignalPolicy) -> Result<SignalWatcher> {
         let fail = |e: std::io::Error| {
-            Error::Internal(format!("cannot install the SIGINT/SIGTERM handlers: {e}"))
+            Error::Internal(format!(
+                "cannot install the SIGINT/SIGTERM/SIGHUP handlers: {e}"
+            ))
         };
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Internal(
@@ -118,13 +132,17 @@ impl SignalWatcher {
         }
         let mut int = signal(SignalKind::interrupt()).map_err(fail)?;
         let mut term = signal(SignalKind::terminate()).map_err(fail)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(fail)?;
         let stream = futures_util::stream::poll_fn(move |cx| {
-            // Either signal; a stream that ended (never, for tokio's) just stops counting.
+            // Any of them; a stream that ended (never, for tokio's) just stops counting.
             if let std::task::Poll::Ready(Some(())) = int.poll_recv(cx) {
                 return std::task::Poll::Ready(Some(libc::SIGINT));
             }
             if let std::task::Poll::Ready(Some(())) = term.poll_recv(cx) {
                 return std::task::Poll::Ready(Some(libc::SIGTERM));
+            }
+            if let std::task::Poll::Ready(Some(())) = hup.poll_recv(cx) {
+                return std::task::Poll::Ready(Some(libc::SIGHUP));
             }
             std::task::Poll::Pending
         });
@@ -190,7 +208,7 @@ impl SignalWatcher {
         *self.stop_rx.borrow()
     }
 
-    /// The last SIGINT or SIGTERM that arrived, if any.
+    /// The last SIGINT or SIGTERM (a SIGHUP reads as SIGTERM) that arrived, if any.
     pub fn last_signal(&self) -> Option<i32> {
         match self.shared.last.load(Ordering::SeqCst) {
             0 => None,
@@ -198,7 +216,7 @@ impl SignalWatcher {
         }
     }
 
-    /// How many times `signal` (SIGINT or SIGTERM) arrived.
+    /// How many times `signal` (SIGINT, or SIGTERM including SIGHUPs) arrived.
     pub fn count(&self, signal: i32) -> usize {
         match signal {
             libc::SIGINT => self.shared.sigint.load(Ordering::SeqCst),
@@ -235,7 +253,10 @@ mod tests {
         assert_eq!(react(Interactive, libc::SIGINT, 1), Ask);
         assert_eq!(react(Interactive, libc::SIGINT, 2), Stop(NOW_INT));
         assert_eq!(react(Interactive, libc::SIGTERM, 1), Stop(NOW_TERM));
-        assert_eq!(react(Interactive, libc::SIGHUP, 1), Ignore);
+        // A hang-up is a SIGTERM: the child gets SIGTERM, nobody is asked.
+        assert_eq!(react(Interactive, libc::SIGHUP, 1), Stop(NOW_TERM));
+        assert_eq!(react(Unattended, libc::SIGHUP, 1), Stop(NOW_TERM));
+        assert_eq!(react(Interactive, libc::SIGUSR1, 1), Ignore);
     }
 
     /// Feeds signals through a channel and waits until the watcher has seen them all.
@@ -303,6 +324,17 @@ mod tests {
         tx.send(libc::SIGTERM).unwrap();
         settle(&w, 1).await;
         assert_eq!(w.current(), NOW_TERM);
+        assert!(asks.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn sighup_stops_now_as_sigterm() {
+        let (w, tx) = feed(SignalPolicy::Interactive).await;
+        let mut asks = w.take_ask_receiver().unwrap();
+        tx.send(libc::SIGHUP).unwrap();
+        settle(&w, 1).await;
+        assert_eq!(w.current(), NOW_TERM);
+        assert_eq!(w.last_signal(), Some(libc::SIGTERM));
         assert!(asks.try_recv().is_err());
     }
 

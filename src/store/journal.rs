@@ -23,6 +23,9 @@ pub enum StepStatus {
     Succeeded,
     Failed,
     Interrupted,
+    /// Never exited and was ended after its quiet window, with nothing (no done line, no data
+    /// check) proving it had finished: not done; the operator decides (`mark` or `--retry`).
+    EndedUnverified,
     /// Recorded as applied without running (a database migrated by hand).
     MarkedApplied,
     /// Recorded as pending again (by `mark --pending` or a restore).
@@ -38,6 +41,7 @@ impl StepStatus {
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Interrupted => "interrupted",
+            StepStatus::EndedUnverified => "ended-unverified",
             StepStatus::MarkedApplied => "marked-applied",
             StepStatus::Pending => "pending",
             StepStatus::Skipped => "skipped",

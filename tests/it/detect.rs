@@ -1106,3 +1106,90 @@ fn a_bad_time_limit_or_uri_is_refused_with_a_fix_and_no_secret() {
     assert!(!all.contains("S3cret-pw"), "{all}");
     assert!(all.contains("fix:"), "{all}");
 }
+
+/// expire-at sets expireAt on messages and notifications (skipping a notification with a
+/// pending job and no `_digestedNotificationId`): each of its checks finds its own pending data
+/// and passes the data the script leaves behind.
+#[test]
+fn expire_at_checks_every_collection_it_can_prove() {
+    let map = embedded();
+    let fp = &map.migration("expire-at").unwrap().fingerprint;
+    let notification = |extra: Document| {
+        let mut d = doc! { "_id": ObjectId::new(), "_environmentId": ObjectId::new(), "expireAt": DateTime::now() };
+        d.extend(extra);
+        d
+    };
+    let no_expire = |extra: Document| {
+        let mut d = notification(extra);
+        d.remove("expireAt");
+        d
+    };
+    let (skipped, digested, done) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+    let pending_job = |n: ObjectId| doc! { "_notificationId": n, "status": "pending" };
+    type Seed = Vec<(&'static str, Vec<Document>)>;
+    let cases: Vec<(&str, Seed, FpState)> = vec![
+        (
+            "a message without expireAt",
+            vec![(
+                "messages",
+                vec![{
+                    let mut m = message(doc! {});
+                    m.remove("expireAt");
+                    m
+                }],
+            )],
+            FpState::Pending,
+        ),
+        (
+            "a notification without expireAt and no pending job",
+            vec![
+                ("messages", vec![message(doc! {})]),
+                ("notifications", vec![no_expire(doc! { "_id": done })]),
+                (
+                    "jobs",
+                    vec![doc! { "_notificationId": done, "status": "completed" }],
+                ),
+            ],
+            FpState::Pending,
+        ),
+        (
+            "a digest's notification without expireAt, although a job is pending",
+            vec![
+                ("messages", vec![message(doc! {})]),
+                (
+                    "notifications",
+                    vec![no_expire(
+                        doc! { "_id": digested, "_digestedNotificationId": ObjectId::new() },
+                    )],
+                ),
+                ("jobs", vec![pending_job(digested)]),
+            ],
+            FpState::Pending,
+        ),
+        (
+            "what the script leaves: expireAt everywhere but the notifications it skips",
+            vec![
+                ("messages", vec![message(doc! {})]),
+                (
+                    "notifications",
+                    vec![notification(doc! {}), no_expire(doc! { "_id": skipped })],
+                ),
+                ("jobs", vec![pending_job(skipped)]),
+            ],
+            FpState::Applied,
+        ),
+    ];
+    block_on(async {
+        let opts = EvalOptions {
+            time_limit: Duration::from_secs(10),
+            count_limit: Some(100),
+        };
+        for (i, (label, data, want)) in cases.iter().enumerate() {
+            let uri = mongo().uri_for_db(&fresh_db_name(&format!("fp_expire_at_{i}")));
+            seed(&uri, data).await;
+            let store = Store::connect(&uri).await.unwrap();
+            let report = evaluate(&store.db, fp, opts).await;
+            assert_eq!(report.state, *want, "{label}: {report:?}");
+        }
+    });
+}

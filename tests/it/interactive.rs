@@ -182,3 +182,28 @@ fn at_a_terminal_an_unverifiable_non_idempotent_step_is_asked_about_by_name() {
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
 }
+
+#[test]
+fn a_step_ended_unverified_is_put_to_the_person_who_marks_it_applied_and_the_run_goes_on() {
+    let env = Env::new("interactive_unverified");
+    // `hangs` declares no done line and has no data check: its quiet end proves nothing.
+    let map = env.project.map_variant("unprovable", |m| {
+        let check = "[[migrations.pending]]\ncollection = \"items\"\nfilter = { tagged = { \"$exists\" = false } }";
+        m.replace("done_lines = [\"end migration\"]", "done_lines = []")
+            .replace(check, "no_fingerprint = \"nothing in this test can tell\"")
+    });
+    let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "1"];
+    let tmux = Tmux::start("unverified", &shell_line(&env, &map, &argv));
+    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.keys(&["y"]);
+    tmux.wait_for("Run them?", Duration::from_secs(30));
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("What now?", Duration::from_secs(90));
+    assert!(screen.contains("ended-unverified"), "{screen}");
+    assert_eq!(env.status_of("hangs"), "ended-unverified");
+    tmux.keys(&["Down", "Enter"]); // "Mark them as applied"
+    let screen = tmux.wait_for("EXIT=", Duration::from_secs(90));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert_eq!(env.status_of("hangs"), "marked-applied");
+    assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
+}

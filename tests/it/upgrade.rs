@@ -540,9 +540,48 @@ fn the_canary_password_appears_nowhere() {
     );
 }
 
+/// The processes whose environment holds `key=value` (not zombies): every process of a
+/// fixture script's group inherits `FIXTURE_LOG`, so this finds what is left of the scripts of
+/// one test, logged or not (a script killed before it logged has its group too).
+pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) && !pid_gone(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The fixture map with every script started through `sh` (`sh -> ts-node`), the shape of
+/// Novu's `npm exec -> sh -> node`: the script is a grandchild of upstep, which the kernel's
+/// parent-death signal alone would not reach.
+pub fn map_with_shell_wrapper(env: &Env) -> std::path::PathBuf {
+    env.project.map_variant("sh-wrapped", |m| {
+        m.replacen(
+            "run = [\"",
+            "run = [\"sh\", \"-c\", \"\\\"$0\\\" \\\"$@\\\"; exit $?\", \"",
+            1,
+        )
+    })
+}
+
 /// kill -9 of upstep at a random point, then a rerun: nothing that succeeded runs twice, no
-/// script is left running, and the journal ends consistent. `UPSTEP_KILL_ITERATIONS` sets
-/// the number of rounds (default 20).
+/// journal row is lost, no process of a script's group outlives upstep by more than a few
+/// seconds, and the journal ends consistent. Scripts run as `sh -> ts-node` (a grandchild).
+/// `UPSTEP_KILL_ITERATIONS` sets the number of rounds (default 20; `scripts/bench-kill9.sh`
+/// runs 100 and prints the figures).
 #[test]
 fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
     let rounds: usize = std::env::var("UPSTEP_KILL_ITERATIONS")
@@ -554,13 +593,16 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
         .unwrap()
         .as_nanos() as u64;
     let bin = assert_cmd::cargo::cargo_bin("upstep");
+    let (mut double_runs, mut lost_rows, mut orphans) = (0usize, 0usize, 0usize);
+    let mut problems: Vec<String> = Vec::new();
     for round in 0..rounds {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = std::time::Duration::from_millis((seed >> 33) % 3000);
         let env = Env::new(&format!("kill9_{round}"));
-        let mut args = env.upgrade_args();
+        let map = map_with_shell_wrapper(&env);
+        let mut args = env.upgrade_args_with(&map);
         args.extend(["--to", "1.1.0", "--retry", "--yes", "--quiet-secs", "1"].map(String::from));
         let mut child = std::process::Command::new(&bin)
             .args(&args)
@@ -574,28 +616,56 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();
 
-        let out = env.upgrade(&[
-            "--to",
-            "1.1.0",
-            "--retry",
-            "--yes",
-            "--quiet-secs",
-            "1",
-            "--lock-wait-secs",
-            "10",
-        ]);
-        assert!(
-            out.status.success(),
-            "round {round} (killed after {delay:?}): {}",
-            text(&out)
-        );
-        for id in ["exits", "hangs", "export-only"] {
-            assert_eq!(env.status_of(id), "succeeded", "round {round}: {id}");
+        // Within seconds of upstep's death, nothing of any script's group is left.
+        let log = env.project.log_path.display().to_string();
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut left = processes_with_env("FIXTURE_LOG", &log);
+        while !left.is_empty() && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = processes_with_env("FIXTURE_LOG", &log);
         }
-        assert!(
-            env.find("upstep_lock", doc! {}).is_empty(),
-            "round {round}: the lock was not released"
+        if !left.is_empty() {
+            orphans += left.len();
+            problems.push(format!(
+                "round {round} (killed after {delay:?}): {} process(es) of the scripts' groups outlived upstep by 5 s: {left:?}",
+                left.len()
+            ));
+            for pid in left {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+
+        let out = env.upgrade_with(
+            &map,
+            &[
+                "--to",
+                "1.1.0",
+                "--retry",
+                "--yes",
+                "--quiet-secs",
+                "1",
+                "--lock-wait-secs",
+                "10",
+            ],
         );
+        if !out.status.success() {
+            problems.push(format!(
+                "round {round} (killed after {delay:?}): the rerun failed: {}",
+                text(&out)
+            ));
+        }
+        for id in ["exits", "hangs", "export-only"] {
+            if env.status_of(id) != "succeeded" {
+                lost_rows += 1;
+                problems.push(format!(
+                    "round {round}: {id} is {} after the rerun",
+                    env.status_of(id)
+                ));
+            }
+        }
+        if !env.find("upstep_lock", doc! {}).is_empty() {
+            problems.push(format!("round {round}: the lock was not released"));
+        }
         // Once a step is recorded succeeded, no later run starts it again.
         let events = env.find("upstep_events", doc! {});
         for id in ["exits", "hangs", "export-only"] {
@@ -606,16 +676,19 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
                     .get_document("details")
                     .ok()
                     .and_then(|d| d.get_str("status").ok());
-                assert!(
-                    !(succeeded && kind == "step-started"),
-                    "round {round}: {id} started again after it succeeded"
-                );
+                if succeeded && kind == "step-started" {
+                    double_runs += 1;
+                    problems.push(format!(
+                        "round {round}: {id} started again after it succeeded"
+                    ));
+                }
                 if kind == "step-finished" && status == Some("succeeded") {
                     succeeded = true;
                 }
             }
         }
-        // A script runs at most once per recorded attempt, and nothing is left running.
+        // A script runs at most once per recorded attempt (a run the journal does not show is a
+        // lost row), and nothing is left running.
         let executed = env.project.executed();
         for id in ["exits", "hangs", "export-only"] {
             let runs = executed.iter().filter(|e| *e == id).count() as i32;
@@ -625,15 +698,33 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
                 .find(|d| d.get_str("_id") == Ok(id))
                 .and_then(|d| d.get_i32("attempts").ok())
                 .unwrap_or(0);
-            assert!(
-                runs >= 1 && runs <= attempts,
-                "round {round}: {id} ran {runs} times in {attempts} attempts"
-            );
+            if runs > attempts {
+                lost_rows += (runs - attempts) as usize;
+            }
+            if !(runs >= 1 && runs <= attempts) {
+                problems.push(format!(
+                    "round {round}: {id} ran {runs} times in {attempts} attempts"
+                ));
+            }
+        }
+        let left = processes_with_env("FIXTURE_LOG", &log);
+        if !left.is_empty() {
+            orphans += left.len();
+            problems.push(format!(
+                "round {round}: {left:?} still running after the rerun"
+            ));
         }
         for pid in env.project.executed_pids() {
-            assert!(pid_gone(pid), "round {round}: pid {pid} is still running");
+            if !pid_gone(pid) {
+                problems.push(format!("round {round}: pid {pid} is still running"));
+            }
         }
     }
+    println!(
+        "kill -9 trials: {rounds} rounds; double runs: {double_runs}; lost journal rows: {lost_rows}; orphans: {orphans}"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!((double_runs, lost_rows, orphans), (0, 0, 0));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! run by ts-node), a tiny data-layer package of its own (to prove the shim mechanism), and a
 //! release map describing it.
 //!
-//! Every script appends `<id> <pid>` to the file named by `FIXTURE_LOG`, so tests can assert
+//! Every script appends `<id> <pid> <pgid> <argv>` to the file named by `FIXTURE_LOG`, so tests can assert
 //! the order of execution and that nothing ran twice. Behaviour is steered through the data:
 //! a document `{_id: "fail"}` in `control` makes `fails` fail.
 
@@ -25,12 +25,13 @@ module.exports = {
 };
 "#;
 
-/// Logs `<id> <pid> <argv>` to FIXTURE_LOG; with FIXTURE_WORKTREES (upstep's worktree cache
-/// folder) set, also `<id> <tag,tag,...>` (the prepared worktrees as the script starts) to
-/// `<FIXTURE_LOG>.worktrees`.
+/// Logs `<id> <pid> <pgid> <argv as JSON>` to FIXTURE_LOG: the pgid names the script's process
+/// group (its leader may be a wrapper, e.g. `sh`), so tests can look for anything of that group
+/// left running. With FIXTURE_WORKTREES (upstep's worktree cache folder) set, also
+/// `<id> <tag,tag,...>` (the prepared worktrees as the script starts) to `<FIXTURE_LOG>.worktrees`.
 fn log_line(id: &str) -> String {
     format!(
-        "require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + ' ' + JSON.stringify(process.argv) + '\\n');
+        "require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + ' ' + require('fs').readFileSync('/proc/self/stat', 'utf8').split(')').pop().trim().split(' ')[2] + ' ' + JSON.stringify(process.argv) + '\\n');
 if (process.env.FIXTURE_WORKTREES) {{ const fs = require('fs'), path = require('path'); const root = process.env.FIXTURE_WORKTREES; const tags = []; for (const repo of fs.existsSync(root) ? fs.readdirSync(root) : []) for (const tag of fs.readdirSync(path.join(root, repo))) if (tag !== '.meta') tags.push(tag); fs.appendFileSync(process.env.FIXTURE_LOG + '.worktrees', '{id} ' + tags.sort().join(',') + '\\n'); }}"
     )
 }
@@ -185,6 +186,15 @@ impl FixtureProject {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect()
+    }
+
+    /// The process groups the scripts logged, in execution order.
+    pub fn executed_pgids(&self) -> Vec<i32> {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
             .collect()
     }
 
