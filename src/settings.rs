@@ -146,7 +146,36 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
 }
 
+/// upstep's own variables that may carry a secret (a password in a URI, a repository token).
+const PRIVATE_ENV_VARS: [&str; 3] = ["UPSTEP_MONGO_URI", "UPSTEP_REDIS_URL", "UPSTEP_REPO"];
+
 impl Settings {
+    /// Names of the environment variables that carry upstep's own connection settings (its
+    /// `UPSTEP_*` variables, and any a profile names): migration scripts and setup commands
+    /// must not inherit them (a repository token or a database URI is no business of node's;
+    /// each child gets what its era declares instead).
+    pub fn private_env_vars(&self) -> Vec<String> {
+        let mut names: Vec<String> = PRIVATE_ENV_VARS.iter().map(|s| s.to_string()).collect();
+        let sources = [
+            self.mongo_uri.as_ref().map(|s| &s.source),
+            Some(&self.redis_url.source),
+            self.repo.as_ref().map(|s| &s.source),
+        ];
+        for source in sources.into_iter().flatten() {
+            match source {
+                Source::Env(name) => names.push(name.clone()),
+                Source::Profile {
+                    via_env: Some(name),
+                    ..
+                } => names.push(name.clone()),
+                _ => {}
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Whether Redis is the throwaway local one.
     pub fn redis_is_auto(&self) -> bool {
         self.redis_url.value.eq_ignore_ascii_case(REDIS_AUTO)

@@ -172,6 +172,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         let mut connection = Connection {
             mongo_uri: connected.uri.clone(),
             encryption_key: std::env::var(&key_var).ok().filter(|k| !k.is_empty()),
+            private_env: settings.private_env_vars(),
             ..Connection::default()
         };
         let mut opts = UpgradeOptions {

@@ -19,6 +19,8 @@ pub struct Connection {
     pub redis_db: Option<u32>,
     pub redis_tls: bool,
     pub encryption_key: Option<String>,
+    /// Inherited variables no child may see (`Settings::private_env_vars`).
+    pub private_env: Vec<String>,
 }
 
 impl Connection {

@@ -887,3 +887,45 @@ fn doctor_without_from_checks_the_steps_a_run_would_execute() {
         text(&no_from_no_db)
     );
 }
+
+#[test]
+fn scripts_do_not_inherit_upstep_s_own_connection_variables() {
+    let env = Env::new("private_env");
+    let env_log = env.state.path().join("script-env.log");
+    let args = env.upgrade_args();
+    // The repository and Redis come from upstep's variables this time, not flags.
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--repo" && *a != "--redis-url")
+        .filter(|a| *a != env.project.repo_path().display().to_string() && *a != redis().url)
+        .collect();
+    let out = env
+        .command(&args)
+        .env("UPSTEP_REPO", env.project.repo_path())
+        .env("UPSTEP_REDIS_URL", &redis().url)
+        .env("FIXTURE_ENV_LOG", &env_log)
+        .args(["--to", "1.0.0"])
+        .timeout(std::time::Duration::from_secs(180))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let seen = std::fs::read_to_string(&env_log).unwrap_or_default();
+    assert!(
+        !seen.is_empty(),
+        "no script logged its environment\n{}",
+        text(&out)
+    );
+    for line in seen.lines() {
+        assert!(
+            line.contains("\"MONGO_URL\""),
+            "the era's variables still reach it: {line}"
+        );
+        for private in ["UPSTEP_REPO", "UPSTEP_REDIS_URL", "UPSTEP_MONGO_URI"] {
+            assert!(
+                !line.contains(&format!("\"{private}\"")),
+                "{private} reached a script: {line}"
+            );
+        }
+    }
+}

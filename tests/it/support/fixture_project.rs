@@ -29,10 +29,12 @@ module.exports = {
 /// group (its leader may be a wrapper, e.g. `sh`), so tests can look for anything of that group
 /// left running. With FIXTURE_WORKTREES (upstep's worktree cache folder) set, also
 /// `<id> <tag,tag,...>` (the prepared worktrees as the script starts) to `<FIXTURE_LOG>.worktrees`.
+/// With FIXTURE_ENV_LOG set, `<id> <names of its environment variables as JSON>` there.
 fn log_line(id: &str) -> String {
     format!(
         "require('fs').appendFileSync(process.env.FIXTURE_LOG, '{id} ' + process.pid + ' ' + require('fs').readFileSync('/proc/self/stat', 'utf8').split(')').pop().trim().split(' ')[2] + ' ' + JSON.stringify(process.argv) + '\\n');
-if (process.env.FIXTURE_WORKTREES) {{ const fs = require('fs'), path = require('path'); const root = process.env.FIXTURE_WORKTREES; const tags = []; for (const repo of fs.existsSync(root) ? fs.readdirSync(root) : []) for (const tag of fs.readdirSync(path.join(root, repo))) if (tag !== '.meta') tags.push(tag); fs.appendFileSync(process.env.FIXTURE_LOG + '.worktrees', '{id} ' + tags.sort().join(',') + '\\n'); }}"
+if (process.env.FIXTURE_WORKTREES) {{ const fs = require('fs'), path = require('path'); const root = process.env.FIXTURE_WORKTREES; const tags = []; for (const repo of fs.existsSync(root) ? fs.readdirSync(root) : []) for (const tag of fs.readdirSync(path.join(root, repo))) if (tag !== '.meta') tags.push(tag); fs.appendFileSync(process.env.FIXTURE_LOG + '.worktrees', '{id} ' + tags.sort().join(',') + '\\n'); }}
+if (process.env.FIXTURE_ENV_LOG) require('fs').appendFileSync(process.env.FIXTURE_ENV_LOG, '{id} ' + JSON.stringify(Object.keys(process.env)) + '\\n');"
     )
 }
 
