@@ -246,7 +246,6 @@ async fn mongo_read_only_user_is_a_blocker() {
         "{roles:#?}"
     );
     assert_secret_absent(&results, CANARY);
-
 }
 
 /// The collections of `db` and their document counts, as an admin sees them.
@@ -277,7 +276,9 @@ async fn doctor_leaves_the_database_unchanged() {
     let admin_uri = server.admin_uri("admin");
     seed(&admin_uri, db).await;
     server.create_user("reader", CANARY, &[("read", db)]).await;
-    server.create_user("writer", CANARY, &[("readWrite", db)]).await;
+    server
+        .create_user("writer", CANARY, &[("readWrite", db)])
+        .await;
     server
         .client()
         .await
