@@ -164,11 +164,18 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
         let seconds = started.elapsed().as_secs_f64();
         match outcome {
             Ok(report) => {
-                let reset = reset?;
+                // The data is restored even when the journal could not be set back: say both.
+                let (reset, journal_error) = match reset {
+                    Ok(reset) => (reset, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                };
                 if args.output.json {
                     let mut value = serde_json::to_value(&report)
                         .map_err(|e| Error::Internal(e.to_string()))?;
                     value["journal_set_pending"] = serde_json::json!(reset);
+                    if let Some(e) = &journal_error {
+                        value["error"] = serde_json::json!(e.to_string());
+                    }
                     ui::print_json(&value)?;
                 } else {
                     let mut text = restore_text(&report, seconds);
@@ -179,9 +186,18 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
                             reset.join(", ")
                         ));
                     }
+                    if journal_error.is_some() {
+                        text.push_str(
+                            "journal: NOT set back (see the error below): set the steps that ran \
+                             after the backup pending with `upstep mark <id> --pending`\n",
+                        );
+                    }
                     ui::print_text(&text)?;
                 }
-                Ok(ExitCode::Success)
+                match journal_error {
+                    Some(e) => Err(e),
+                    None => Ok(ExitCode::Success),
+                }
             }
             Err(failure) => {
                 if args.output.json {
@@ -429,13 +445,6 @@ fn restore_text(report: &RestoreReport, seconds: f64) -> String {
          each collection swapped in whole\n",
         human_bytes(bytes)
     ));
-    if report.server_space.free_bytes.is_none() {
-        s.push_str(&format!(
-            "The server does not report its free disk space: it was not checked (the restore \
-             needed up to {} there)\n",
-            human_bytes(report.server_space.needed_bytes)
-        ));
-    }
     s
 }
 

@@ -408,17 +408,8 @@ impl PreparedRestore {
             .collect()
     }
 
-    /// Temporary collections of earlier, interrupted restores (removed by `run`).
-    pub fn leftovers(&self) -> &[String] {
-        &self.leftovers
-    }
-
-    pub fn space(&self) -> &ServerSpace {
-        &self.space
-    }
-
     /// Set it to a signal number to stop the restore: it stops before its next batch (or, once
-    /// every collection is loaded, after the swaps, which take milliseconds).
+    /// every collection is loaded, after the swaps: milliseconds on mongod).
     pub fn stop_flag(&self) -> Arc<AtomicI32> {
         self.stop.clone()
     }
@@ -450,7 +441,7 @@ impl PreparedRestore {
             }
         }
         if !report.leftovers_removed.is_empty() {
-            tracing::warn!(
+            tracing::info!(
                 "removed {} temporary collection(s) an interrupted restore left: {}",
                 report.leftovers_removed.len(),
                 report.leftovers_removed.join(", ")
