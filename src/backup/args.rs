@@ -7,12 +7,17 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
 use super::{
-    backup, now_rfc3339, redact_uri, restore, BackupManifest, BackupOptions, BarProgress,
-    NoProgress, Progress, RestoreOptions, RestoreReport,
+    backup, now_rfc3339, prepare_restore, redact_uri, BackupManifest, BackupOptions, BarProgress,
+    CollectionState, NoProgress, PreparedRestore, Progress, RestoreOptions, RestoreReport,
 };
 use crate::cli::{MongoOpts, OutputOpts};
 use crate::error::{Error, ExitCode, Result};
+use crate::preflight::human_bytes;
 use crate::ui;
 
 #[derive(Debug, Args)]
@@ -56,9 +61,15 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub collections: Option<Vec<String>>,
 
-    /// Replace target collections that already hold documents (they are dropped first).
+    /// Replace target collections that already hold documents. Each collection is loaded
+    /// beside the old one and swapped in whole, so none is ever left half-restored. Asks first
+    /// at a terminal; elsewhere needs --yes.
     #[arg(long)]
     pub drop: bool,
+
+    /// Answer yes to the confirmation --drop asks for (unattended runs).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 
     #[command(flatten)]
     pub output: OutputOpts,
@@ -135,48 +146,160 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "restore");
     let started = Instant::now();
-    let (report, reset) = crate::commands::runtime()?.block_on(async {
-        let report = restore(uri.as_deref(), &args.backup, &opts, progress.as_ref()).await?;
-        // The journal of the database restored into: steps after the backup are undone.
-        let target = args
-            .to_uri
-            .as_deref()
-            .or(uri.as_deref())
-            .unwrap_or_default();
-        let reset = reset_journal(target, &args.backup, &report.backup_created_at).await?;
-        Ok::<_, crate::error::Error>((report, reset))
-    })?;
-    let seconds = started.elapsed().as_secs_f64();
-    if args.output.json {
-        let mut value = serde_json::to_value(&report)
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-        value["journal_set_pending"] = serde_json::json!(reset);
-        ui::print_json(&value)?;
-    } else {
-        let mut text = restore_text(&report, seconds);
-        if !reset.is_empty() {
-            text.push_str(&format!(
-                "journal: {} step(s) ran after this backup and are pending again: {}\n",
-                reset.len(),
-                reset.join(", ")
-            ));
+    crate::commands::runtime()?.block_on(async {
+        let prepared = prepare_restore(uri.as_deref(), &args.backup, &opts).await?;
+        if let Err(e) = confirm_replacing(&prepared, args.yes).await {
+            prepared.release().await;
+            return Err(e);
         }
-        ui::print_text(&text)?;
+        let watch = watch_signals(prepared.stop_flag());
+        let outcome = prepared.run(progress.as_ref()).await;
+        watch.abort();
+        // Still under the lock: the journal of the database restored into is set back.
+        let reset = match &outcome {
+            Ok(report) => reset_journal(&prepared, &args.backup, &report.backup_created_at).await,
+            Err(_) => Ok(Vec::new()),
+        };
+        prepared.release().await;
+        let seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(report) => {
+                // The data is restored even when the journal could not be set back: say both.
+                let (reset, journal_error) = match reset {
+                    Ok(reset) => (reset, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                };
+                if args.output.json {
+                    let mut value = serde_json::to_value(&report)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    value["journal_set_pending"] = serde_json::json!(reset);
+                    if let Some(e) = &journal_error {
+                        value["error"] = serde_json::json!(e.to_string());
+                    }
+                    ui::print_json(&value)?;
+                } else {
+                    let mut text = restore_text(&report, seconds);
+                    if !reset.is_empty() {
+                        text.push_str(&format!(
+                            "journal: {} step(s) ran after this backup and are pending again: {}\n",
+                            reset.len(),
+                            reset.join(", ")
+                        ));
+                    }
+                    if journal_error.is_some() {
+                        text.push_str(
+                            "journal: NOT set back (see the error below): set the steps that ran \
+                             after the backup pending with `upstep mark <id> --pending`\n",
+                        );
+                    }
+                    ui::print_text(&text)?;
+                }
+                match journal_error {
+                    Some(e) => Err(e),
+                    None => Ok(ExitCode::Success),
+                }
+            }
+            Err(failure) => {
+                if args.output.json {
+                    let mut value = serde_json::to_value(&failure.report)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    value["error"] = serde_json::json!(failure.error.to_string());
+                    ui::print_json(&value)?;
+                } else {
+                    eprint!("{}", stopped_text(&failure.report));
+                }
+                Err(failure.error)
+            }
+        }
+    })
+}
+
+/// `--drop` over collections that hold documents destroys them: asked at a terminal, `--yes`
+/// elsewhere.
+async fn confirm_replacing(prepared: &PreparedRestore, yes: bool) -> Result<()> {
+    let replaced = prepared.replaces();
+    if replaced.is_empty() || yes {
+        return Ok(());
     }
-    Ok(ExitCode::Success)
+    let list: Vec<String> = replaced
+        .iter()
+        .map(|(name, n)| format!("{name} (about {n} documents)"))
+        .collect();
+    let what = format!(
+        "restore --drop replaces {} collection(s) of database {} at {} with the backup of {}: {}",
+        replaced.len(),
+        prepared.database(),
+        prepared.target(),
+        prepared.backup_created_at(),
+        list.join(", ")
+    );
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(Error::NoTerminal(format!(
+            "{what}; that needs a confirmation and there is no terminal to ask at; nothing was \
+             restored"
+        )));
+    }
+    eprintln!("{what}");
+    let answer = tokio::task::spawn_blocking(|| {
+        dialoguer::Confirm::new()
+            .with_prompt("Replace them? (their current documents are lost)")
+            .default(false)
+            .interact()
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::usage(
+            "not confirmed: nothing was restored",
+            "restore again when ready (or into another database with --to-uri)",
+        )),
+        Err(_) => Err(Error::Interrupted),
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP (a dropped SSH session) stop the restore at its next batch, so
+/// it can remove its temporary collections and release the lock instead of dying mid-way.
+fn watch_signals(stop: Arc<AtomicI32>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let kinds = [
+            (SignalKind::interrupt(), libc::SIGINT),
+            (SignalKind::terminate(), libc::SIGTERM),
+            (SignalKind::hangup(), libc::SIGHUP),
+        ];
+        let mut streams = Vec::new();
+        for (kind, number) in kinds {
+            match signal(kind) {
+                Ok(stream) => streams.push((stream, number)),
+                Err(e) => tracing::warn!("cannot watch signal {number}: {e}"),
+            }
+        }
+        let waits = streams.iter_mut().map(|(stream, number)| {
+            let number = *number;
+            Box::pin(async move {
+                stream.recv().await;
+                number
+            })
+        });
+        let (number, _, _) = futures_util::future::select_all(waits).await;
+        tracing::warn!("signal {number}: stopping the restore at its next batch");
+        stop.store(number, Ordering::SeqCst);
+    })
 }
 
 /// Record the restore in the target's journal and set back the steps that ran after the
-/// backup. A database without a journal (never upgraded by upstep) has nothing to reset.
+/// backup, as the run that holds the lock. A database without a journal (never upgraded by
+/// upstep) has nothing to reset.
 async fn reset_journal(
-    target_uri: &str,
-    backup: &std::path::Path,
+    prepared: &PreparedRestore,
+    backup: &Path,
     created_at: &str,
 ) -> Result<Vec<String>> {
-    use crate::store::journal::{Actor, Journal};
-    let store = crate::store::Store::connect(target_uri).await?;
+    use crate::store::journal::Journal;
+    let store = prepared.store();
     let since = bson::DateTime::parse_rfc3339_str(created_at).map_err(|e| {
-        crate::error::Error::usage(
+        Error::usage(
             format!("the backup's manifest has an unreadable created_at {created_at:?}: {e}"),
             "the manifest was edited: use an untouched backup",
         )
@@ -185,7 +308,7 @@ async fn reset_journal(
         &crate::store::mirror::state_dir(),
         &store.redacted_uri,
     );
-    let journal = Journal::new(&store, Actor::current(), mirror);
+    let journal = Journal::new(store, prepared.actor().clone(), mirror);
     journal
         .reset_after(since, &backup.display().to_string())
         .await
@@ -292,6 +415,7 @@ fn restore_text(report: &RestoreReport, seconds: f64) -> String {
         "Restored the backup of {} into database {} at {}\n",
         report.backup_created_at, report.database, report.target
     );
+    s.push_str(&leftovers_text(report));
     let width = report
         .collections
         .iter()
@@ -317,10 +441,67 @@ fn restore_text(report: &RestoreReport, seconds: f64) -> String {
         ));
     }
     s.push_str(&format!(
-        "Total: {docs} documents, {} in {seconds:.1}s; counts verified against the manifest\n",
+        "Total: {docs} documents, {} in {seconds:.1}s; counts verified against the manifest; \
+         each collection swapped in whole\n",
         human_bytes(bytes)
     ));
     s
+}
+
+/// Which collections a restore that stopped left restored and which unchanged.
+fn stopped_text(report: &RestoreReport) -> String {
+    let names = |state: CollectionState| -> Vec<&str> {
+        report
+            .collections
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.name.as_str())
+            .collect()
+    };
+    let (restored, unchanged) = (
+        names(CollectionState::Restored),
+        names(CollectionState::Unchanged),
+    );
+    let mut s = format!(
+        "The restore into database {} at {} stopped. No collection is half-restored:\n",
+        report.database, report.target
+    );
+    s.push_str(&leftovers_text(report));
+    let list = |v: &[&str]| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    s.push_str(&format!(
+        "  restored from the backup: {}\n  unchanged (as before the restore): {}\n",
+        list(&restored),
+        list(&unchanged)
+    ));
+    if !report.leftovers_kept.is_empty() {
+        s.push_str(&format!(
+            "  temporary collections left (the next restore removes them): {}\n",
+            report.leftovers_kept.join(", ")
+        ));
+    }
+    if !restored.is_empty() && !unchanged.is_empty() {
+        s.push_str(
+            "  the journal was not changed; restore again with --drop to bring the rest back\n",
+        );
+    }
+    s
+}
+
+fn leftovers_text(report: &RestoreReport) -> String {
+    if report.leftovers_removed.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Removed {} temporary collection(s) an interrupted restore had left: {}\n",
+        report.leftovers_removed.len(),
+        report.leftovers_removed.join(", ")
+    )
 }
 
 fn rate(n: u64, seconds: f64) -> f64 {
@@ -328,21 +509,6 @@ fn rate(n: u64, seconds: f64) -> f64 {
         n as f64 / seconds
     } else {
         0.0
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -14,12 +14,13 @@ use tokio::sync::mpsc;
 
 use super::conn::Connection;
 use super::manifest::{
-    hash_file, io_error, write_json_atomic, BackupManifest, CollectionEntry, SkippedCollection,
-    MANIFEST_FILE, MANIFEST_SCHEMA,
+    create_private_dir, create_private_file, hash_file, io_error, write_json_atomic,
+    BackupManifest, CollectionEntry, SkippedCollection, MANIFEST_FILE, MANIFEST_SCHEMA,
 };
 use super::progress::Progress;
 use super::{is_excluded, now_rfc3339, BackupOptions};
 use crate::error::{Error, Result};
+use crate::preflight::human_bytes;
 
 /// Documents per getMore: large batches keep round trips few; a batch is at most 16 MiB anyway.
 const BATCH_DOCS: u32 = 10_000;
@@ -50,7 +51,10 @@ pub(crate) async fn run(
     }
 
     let db_dir = opts.out_dir.join(&db_name);
-    fs::create_dir_all(&db_dir).map_err(|e| io_error("create", &db_dir, e))?;
+    check_space(&db, &infos, &opts.out_dir, &db_dir, opts.gzip).await?;
+    for dir in [&opts.out_dir, &db_dir] {
+        create_private_dir(dir).map_err(|e| io_error("create", dir, e))?;
+    }
     forget_old_manifest(&opts.out_dir, &db_name)?;
 
     // One snapshot for the whole database where the server supports it: every read below then
@@ -144,6 +148,86 @@ pub(crate) async fn run(
     };
     write_json_atomic(&opts.out_dir.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest)
+}
+
+/// Refuses a backup the disk cannot hold, before anything is written: the estimate is the
+/// collections' data size as the server reports it (uncompressed BSON), less what an earlier
+/// run already wrote into the directory. With `--gzip` the files are smaller by a ratio no one
+/// knows beforehand, so a shortfall is only a warning then.
+async fn check_space(
+    db: &Database,
+    infos: &[CollectionInfo],
+    out_dir: &Path,
+    db_dir: &Path,
+    gzip: bool,
+) -> Result<()> {
+    let mut needed = 0u64;
+    for info in infos {
+        match data_size(db, &info.name).await {
+            Some(size) => needed += size,
+            None => {
+                tracing::warn!(
+                    "the server reports no data size for {}: cannot tell whether the backup                      fits on the disk",
+                    info.name
+                );
+                return Ok(());
+            }
+        }
+    }
+    let written: u64 = fs::read_dir(db_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let needed = needed.saturating_sub(written);
+    let probe = crate::preflight::nearest_existing(out_dir);
+    let available = match crate::preflight::available_bytes(&probe) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!("cannot tell the free space at {}: {e}", probe.display());
+            return Ok(());
+        }
+    };
+    if available >= needed {
+        return Ok(());
+    }
+    let (free, need) = (human_bytes(available), human_bytes(needed));
+    if gzip {
+        tracing::warn!(
+            "{} has {free} free and the data is {need} uncompressed: the gzipped backup fits              only if it compresses to less than that",
+            probe.display()
+        );
+        return Ok(());
+    }
+    Err(Error::Preflight(format!(
+        "not enough free space for the backup: {} has {free} free, and the collections hold          about {need} of data (as the server reports it); nothing was written
+  fix: free          space there, give --out a directory on a disk with {need} free, or add --gzip (the          files are then usually several times smaller)",
+        probe.display()
+    )))
+}
+
+/// A collection's data size in bytes (uncompressed BSON), from `$collStats`.
+async fn data_size(db: &Database, collection: &str) -> Option<u64> {
+    use futures_util::TryStreamExt;
+    let stats: Vec<Document> = db
+        .collection::<Document>(collection)
+        .aggregate(vec![doc! { "$collStats": { "storageStats": {} } }])
+        .await
+        .ok()?
+        .try_collect()
+        .await
+        .ok()?;
+    let storage = stats.first()?.get_document("storageStats").ok()?;
+    match storage.get("size")? {
+        Bson::Double(v) => Some(*v as u64),
+        Bson::Int32(v) => u64::try_from(*v).ok(),
+        Bson::Int64(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
 }
 
 /// The collections of the database upstep backs up, sorted by name, and those it skips.
@@ -607,7 +691,7 @@ enum Sink {
 
 impl Sink {
     fn create(path: &Path, gzip: bool) -> io::Result<Sink> {
-        let file = File::create(path)?;
+        let file = create_private_file(path)?;
         let hashing = Hashing {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: Sha256::new(),

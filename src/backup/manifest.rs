@@ -5,8 +5,9 @@
 //! of the files exactly as they are on disk (compressed when `--gzip`), pinned by the schema
 //! name: changing the algorithm means a new schema version.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -155,7 +156,7 @@ pub fn read_manifest(dir: &Path) -> Result<BackupManifest> {
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = tmp_path(path);
     let write = || -> io::Result<()> {
-        let mut file = File::create(&tmp)?;
+        let mut file = create_private_file(&tmp)?;
         serde_json::to_writer_pretty(&mut file, value)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
@@ -169,6 +170,27 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
         Ok(())
     };
     write().map_err(|e| io_error("write", path, e))
+}
+
+/// Creates (or truncates) a backup file only its owner can read: a backup holds the whole
+/// database, the integrations' credentials included.
+pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file that already existed keeps its mode on open.
+    file.set_permissions(Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Creates a backup directory (and missing parents) only its owner can enter, and tightens
+/// one that already exists.
+pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    fs::set_permissions(path, Permissions::from_mode(0o700))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

@@ -16,7 +16,10 @@ mod progress;
 use std::path::{Path, PathBuf};
 
 pub use conn::redact_uri;
-pub use load::{RestoreOptions, RestoreReport, RestoredCollection};
+pub use load::{
+    prepare as prepare_restore, CollectionState, PreparedRestore, RestoreFailure, RestoreOptions,
+    RestoreReport, RestoredCollection, ServerSpace, TEMP_PREFIX,
+};
 pub use manifest::{
     BackupManifest, CollectionEntry, SkippedCollection, MANIFEST_FILE, MANIFEST_SCHEMA,
 };
@@ -47,7 +50,9 @@ pub async fn backup(
 
 /// Restores the backup in `dir`. The target is `opts.to_uri` if given (database from its path,
 /// else the backup's), else `uri` (whose database, if it names one, must be the backup's).
-/// The backup is verified against its manifest before anything is written.
+/// The backup is verified against its manifest before anything is written; the restore holds
+/// the run lock and swaps each collection in whole (see `load`). No confirmation is asked:
+/// `opts.drop` is the caller's decision (`prepare_restore` lets a command ask first).
 pub async fn restore(
     uri: Option<&str>,
     dir: &Path,
@@ -73,7 +78,8 @@ pub fn verify(dir: &Path) -> Result<BackupManifest> {
 }
 
 /// Collections a backup never includes: the server's `system.*` and upstep's own `upstep_*`
-/// (journal, events, lock: a restore must never roll upstep's history back).
+/// (journal, events, lock: a restore must never roll upstep's history back; and the temporary
+/// collections of a restore).
 pub fn is_excluded(collection: &str) -> bool {
     collection.starts_with("system.") || collection.starts_with("upstep_")
 }

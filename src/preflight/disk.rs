@@ -67,7 +67,7 @@ pub fn check_disk(path: &Path, needed_bytes: u64) -> CheckResult {
     }
 }
 
-fn nearest_existing(path: &Path) -> PathBuf {
+pub(crate) fn nearest_existing(path: &Path) -> PathBuf {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -84,7 +84,7 @@ fn nearest_existing(path: &Path) -> PathBuf {
 
 /// Bytes available to an unprivileged user (`f_bavail`, not `f_bfree`: root's reserve is not
 /// ours to use).
-fn available_bytes(path: &Path) -> Result<u64, String> {
+pub(crate) fn available_bytes(path: &Path) -> Result<u64, String> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| "the path contains a NUL byte".to_string())?;
     // SAFETY: statvfs writes only into `stat`, which is a properly sized, zeroed struct, and

@@ -1,10 +1,13 @@
 //! MongoDB: reachable, new enough, credentials accepted, allowed to read and write the target
 //! database, the right topology, and a database that looks like the one meant.
+//!
+//! Every check only reads: write permission is judged from the user's roles (`usersInfo`),
+//! never by writing, because doctor runs against production databases.
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use bson::{doc, oid::ObjectId, Bson, Document};
+use bson::{doc, Bson, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
@@ -15,9 +18,6 @@ use crate::redact::{redact_uri, scrub, uri_secrets};
 
 /// The oldest MongoDB the Rust driver upstep uses can talk to (wire version 9).
 pub const MIN_MONGO_VERSION: (u64, u64) = (4, 4);
-
-/// The collection the write probe inserts one document into (and removes again).
-const PROBE_COLLECTION: &str = "upstep_preflight_probe";
 
 /// MongoDB's codes for "authentication failed" and "not authorized".
 const AUTH_FAILED: i32 = 18;
@@ -141,15 +141,12 @@ pub async fn check_mongo(
     if authenticated {
         if let Some(db_name) = &target_db {
             let database = client.database(db_name);
-            let (listing, existing) = ctx
+            let (contents, listing) = ctx
                 .database_contents(&database, db_name, has_credentials)
                 .await;
-            results.push(
-                ctx.roles(&client, &database, db_name, has_credentials, &existing)
-                    .await,
-            );
+            results.push(ctx.roles(&client, &options, db_name, &listing).await);
             results.push(topology(&hello, needs_replica_set));
-            results.push(listing);
+            results.push(contents);
             return results;
         }
     }
@@ -327,13 +324,13 @@ impl Context {
         .with_details(details)
     }
 
-    /// The `mongo.database` result, and the collection names found (for the probe's clean-up).
+    /// The `mongo.database` result, and what the listing showed (for the roles check).
     async fn database_contents(
         &self,
         database: &Database,
         db_name: &str,
         has_credentials: bool,
-    ) -> (CheckResult, Vec<String>) {
+    ) -> (CheckResult, Listing) {
         const ID: &str = "mongo.database";
         let title = format!("database {db_name}");
         let names = match bounded(self.timeout, database.list_collection_names()).await {
@@ -354,7 +351,7 @@ impl Context {
                         ADD_USER_FIX,
                     )
                 };
-                return (result, Vec::new());
+                return (result, Listing::Unauthorized);
             }
             Err(failure) => {
                 let result = CheckResult::warning(
@@ -366,12 +363,12 @@ impl Context {
                     ),
                     "check that the database name in the URI is right",
                 );
-                return (result, Vec::new());
+                return (result, Listing::Failed);
             }
         };
         let mut collections: Vec<&String> = names
             .iter()
-            .filter(|name| !name.starts_with("system.") && name.as_str() != PROBE_COLLECTION)
+            .filter(|name| !name.starts_with("system."))
             .collect();
         collections.sort();
         if collections.is_empty() {
@@ -382,7 +379,7 @@ impl Context {
                 "check the database name in the URI path (Novu's default is novu-db); a new, \
                  empty database has nothing to migrate",
             );
-            return (result, names);
+            return (result, Listing::Listed);
         }
         let mut details = Vec::new();
         let mut total: u64 = 0;
@@ -412,147 +409,145 @@ impl Context {
             ),
         )
         .with_details(details);
-        (result, names)
+        (result, Listing::Listed)
     }
 
+    /// Whether the user may read and write `db_name`, judged from its roles only: doctor never
+    /// writes to the database it checks (no probe document, no probe collection).
     async fn roles(
         &self,
         client: &Client,
-        database: &Database,
+        options: &ClientOptions,
         db_name: &str,
-        has_credentials: bool,
-        existing: &[String],
+        listing: &Listing,
     ) -> CheckResult {
         const ID: &str = "mongo.roles";
         let title = format!("read and write access to {db_name}");
-        let fix = grant_fix(db_name);
-
-        let mut details = Vec::new();
-        if has_credentials {
-            match self.privileges(client, db_name).await {
-                Some(Access {
-                    read: true,
-                    write: true,
-                }) => {
-                    return CheckResult::ok(ID, title, "the user's roles allow reading and writing")
-                }
-                Some(access) => details.push(format!(
-                    "roles allow: read {}, write {}; confirming with a probe",
-                    access.read, access.write
-                )),
-                None => details.push("roles not readable; checked with a probe".into()),
-            }
+        if options.credential.is_none() {
+            return match listing {
+                // mongod refuses listCollections to a client that has not logged in when
+                // authentication is on, so an answer means it is off.
+                Listing::Listed => CheckResult::ok(
+                    ID,
+                    title,
+                    "the server lets clients read and write without logging in \
+                     (authentication is off)",
+                ),
+                Listing::Unauthorized => CheckResult::blocker(
+                    ID,
+                    title,
+                    "the server requires authentication and the URI has no user",
+                    ADD_USER_FIX,
+                ),
+                Listing::Failed => CheckResult::warning(
+                    ID,
+                    title,
+                    format!(
+                        "unknown: the collections of {db_name} could not be listed, so whether \
+                         this URI may write there cannot be told"
+                    ),
+                    format!("make sure the URI may read and write {db_name}"),
+                ),
+            };
         }
-
-        // The probe is the final word: insert and delete one document in a collection of ours.
-        match self.probe(database, existing).await {
-            Ok(()) => CheckResult::ok(ID, title, "a probe document was written and removed")
-                .with_details(details),
-            Err(Probe::NoRead) => CheckResult::blocker(
+        let user = user_label(options);
+        match self.privileges(client, options, db_name).await {
+            Ok(Access {
+                read: true,
+                write: true,
+            }) => CheckResult::ok(
                 ID,
                 title,
-                if has_credentials {
-                    format!("the user may not read {db_name}")
-                } else {
-                    "the server requires authentication and the URI has no user".to_string()
-                },
-                if has_credentials {
-                    fix
-                } else {
-                    ADD_USER_FIX.to_string()
-                },
-            )
-            .with_details(details),
-            Err(Probe::NoWrite) => CheckResult::blocker(
+                format!("the roles of {user} allow reading and writing {db_name}"),
+            ),
+            Ok(Access { read: true, .. }) => CheckResult::blocker(
                 ID,
                 title,
-                format!("the user may read {db_name} but not write it"),
-                fix,
-            )
-            .with_details(details),
-            Err(Probe::Other(message)) => CheckResult::warning(
+                format!(
+                    "{user} may read {db_name} but cannot write it: its roles do not grant \
+                     insert, update and remove there"
+                ),
+                grant_fix(db_name),
+            ),
+            Ok(_) => CheckResult::blocker(
                 ID,
                 title,
-                format!("the write probe failed: {message}"),
-                format!("make sure the user can insert and delete in {db_name}"),
-            )
-            .with_details(details),
+                format!("{user} may not read {db_name}: its roles grant no find there"),
+                grant_fix(db_name),
+            ),
+            Err(why) => CheckResult::warning(
+                ID,
+                title,
+                format!("unknown: upstep cannot read the roles of {user} ({why})"),
+                format!(
+                    "make sure the user has readWrite on {db_name} (in mongosh: \
+                     db.getSiblingDB(\"admin\").getUser(\"<user>\", {{showPrivileges: true}})); \
+                     to let doctor tell, allow it viewUser on its own user"
+                ),
+            ),
         }
     }
 
-    /// What `usersInfo` says the logged-in user may do in `db_name`; `None` when it cannot tell
-    /// (`connectionStatus` is not used: some servers return no privileges from it).
-    async fn privileges(&self, client: &Client, db_name: &str) -> Option<Access> {
+    /// What `usersInfo` says the logged-in user may do in `db_name`, or why it cannot tell.
+    /// The user is the URI's (`connectionStatus` only when the URI names none, e.g. X.509; it
+    /// is not asked for privileges: some servers return none from it).
+    async fn privileges(
+        &self,
+        client: &Client,
+        options: &ClientOptions,
+        db_name: &str,
+    ) -> Result<Access, String> {
+        let (name, source) = match uri_user(options) {
+            Some(user) => user,
+            None => self.connected_user(client).await?,
+        };
+        let info = command(
+            &client.database(&source),
+            doc! { "usersInfo": { "user": &name, "db": &source }, "showPrivileges": true },
+            self.timeout,
+        )
+        .await
+        .map_err(|failure| format!("usersInfo failed: {}", self.describe(&failure)))?;
+        let privileges = info
+            .get_array("users")
+            .ok()
+            .and_then(|users| users.iter().find_map(Bson::as_document))
+            .ok_or("usersInfo does not list the user")?
+            .get_array("inheritedPrivileges")
+            .map_err(|_| "usersInfo gave no privileges".to_string())?;
+        if privileges.is_empty() {
+            return Err("usersInfo lists no privileges for the user".into());
+        }
+        Ok(access_from_privileges(privileges, db_name))
+    }
+
+    /// The logged-in user and its database, from `connectionStatus`.
+    async fn connected_user(&self, client: &Client) -> Result<(String, String), String> {
         let status = command(
             &client.database("admin"),
             doc! { "connectionStatus": 1 },
             self.timeout,
         )
         .await
-        .ok()?;
+        .map_err(|failure| format!("connectionStatus failed: {}", self.describe(&failure)))?;
         let user = status
             .get_document("authInfo")
-            .ok()?
-            .get_array("authenticatedUsers")
-            .ok()?
-            .iter()
-            .find_map(Bson::as_document)?
-            .clone();
-        let (name, source) = (user.get_str("user").ok()?, user.get_str("db").ok()?);
-        let info = command(
-            &client.database(source),
-            doc! { "usersInfo": { "user": name, "db": source }, "showPrivileges": true },
-            self.timeout,
-        )
-        .await
-        .ok()?;
-        let privileges = info
-            .get_array("users")
-            .ok()?
-            .iter()
-            .find_map(Bson::as_document)?
-            .get_array("inheritedPrivileges")
-            .ok()?;
-        if privileges.is_empty() {
-            return None;
+            .ok()
+            .and_then(|a| a.get_array("authenticatedUsers").ok())
+            .and_then(|users| users.iter().find_map(Bson::as_document))
+            .ok_or("the server names no logged-in user")?;
+        match (user.get_str("user"), user.get_str("db")) {
+            (Ok(name), Ok(db)) => Ok((name.to_string(), db.to_string())),
+            _ => Err("the server names no logged-in user".into()),
         }
-        Some(access_from_privileges(privileges, db_name))
-    }
-
-    async fn probe(&self, database: &Database, existing: &[String]) -> Result<(), Probe> {
-        let collection = database.collection::<Document>(PROBE_COLLECTION);
-        let id = ObjectId::new();
-        let classify = |failure: Failure, denied: Probe| {
-            if failure.is_unauthorized() {
-                denied
-            } else {
-                Probe::Other(self.describe(&failure))
-            }
-        };
-        bounded(self.timeout, collection.find_one(doc! { "_id": id }))
-            .await
-            .map_err(|f| classify(f, Probe::NoRead))?;
-        bounded(
-            self.timeout,
-            collection.insert_one(doc! { "_id": id, "purpose": "upstep doctor write probe" }),
-        )
-        .await
-        .map_err(|f| classify(f, Probe::NoWrite))?;
-        bounded(self.timeout, collection.delete_one(doc! { "_id": id }))
-            .await
-            .map_err(|f| classify(f, Probe::NoWrite))?;
-        // Leave the database as it was: drop the collection if the probe created it.
-        if !existing.iter().any(|name| name == PROBE_COLLECTION) {
-            let _ = bounded(self.timeout, collection.drop()).await;
-        }
-        Ok(())
     }
 }
 
-enum Probe {
-    NoRead,
-    NoWrite,
-    Other(String),
+/// What listing the target database's collections showed.
+enum Listing {
+    Listed,
+    Unauthorized,
+    Failed,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -612,19 +607,26 @@ fn topology(hello: &Document, needs_replica_set: bool) -> CheckResult {
 }
 
 fn user_label(options: &ClientOptions) -> String {
-    let Some(credential) = &options.credential else {
+    if options.credential.is_none() {
         return "(no user)".into();
-    };
-    let user = credential
-        .username
-        .as_deref()
-        .unwrap_or("(certificate user)");
+    }
+    match uri_user(options) {
+        Some((user, source)) => format!("user {user}, authSource {source}"),
+        None => "(certificate user)".into(),
+    }
+}
+
+/// The URI's user and the database it authenticates against (the driver's rule: authSource,
+/// else the URI's database, else admin); `None` without a user name (e.g. X.509).
+fn uri_user(options: &ClientOptions) -> Option<(String, String)> {
+    let credential = options.credential.as_ref()?;
+    let user = credential.username.clone()?;
     let source = credential
         .source
         .clone()
         .or_else(|| options.default_database.clone())
         .unwrap_or_else(|| "admin".into());
-    format!("user {user}, authSource {source}")
+    Some((user, source))
 }
 
 /// `8.2.11`, `4.4.0-rc1`, `6.0` -> a Version; `None` when there is no leading number.

@@ -980,3 +980,563 @@ async fn backup_reads_one_snapshot_when_the_server_has_them() {
         assert_eq!(count("subscribers"), 501);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A restore never leaves a mix: lock, confirmation, temporary collections swapped in whole
+
+/// A runtime for a test that also runs the binary (its futures borrow the test's locals).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The collections of a restore target, to tell afterwards whether each is as it was, fully
+/// restored, or (the failure these tests exist for) a mix.
+const SWAP_COLLECTIONS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
+
+/// `docs` documents of ~250 bytes in each of SWAP_COLLECTIONS, with a secondary index each.
+async fn seed_swap(db: &Database, docs: i64) {
+    let pad = "p".repeat(200);
+    for name in SWAP_COLLECTIONS {
+        let coll = db.collection::<Document>(name);
+        let batch: Vec<Document> = (0..docs)
+            .map(|i| doc! { "_id": i, "v": "original", "group": i % 50, "pad": &pad })
+            .collect();
+        coll.insert_many(batch).await.expect("seed");
+        coll.create_index(
+            IndexModel::builder()
+                .keys(doc! { "group": 1, "v": 1 })
+                .build(),
+        )
+        .await
+        .expect("index");
+    }
+}
+
+/// A "migration" that changes every collection: every document rewritten, a tenth deleted.
+async fn change_everything(db: &Database, round: i64) {
+    for name in SWAP_COLLECTIONS {
+        let coll = db.collection::<Document>(name);
+        coll.update_many(doc! {}, doc! { "$set": { "v": format!("round {round}") } })
+            .await
+            .expect("update");
+        coll.delete_many(doc! { "_id": { "$mod": [10, round % 10] } })
+            .await
+            .expect("delete");
+    }
+}
+
+/// SHA-256 of a collection's documents (raw bytes, `_id` order) and its index names.
+async fn fingerprint(db: &Database, coll: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let docs = raw_docs(db, coll).await;
+    hasher.update((docs.len() as u64).to_le_bytes());
+    for d in &docs {
+        hasher.update(d);
+    }
+    for spec in index_specs(db, coll).await {
+        hasher.update(spec.get_str("name").unwrap_or_default().as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+async fn fingerprints(db: &Database) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in SWAP_COLLECTIONS {
+        out.push(fingerprint(db, c).await);
+    }
+    out
+}
+
+async fn temp_collections(db: &Database) -> Vec<String> {
+    db.list_collection_names()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.starts_with(upstep::backup::TEMP_PREFIX))
+        .collect()
+}
+
+async fn lock_holder(db: &Database) -> Option<Document> {
+    db.collection::<Document>("upstep_lock")
+        .find_one(doc! { "_id": "run" })
+        .await
+        .expect("read the lock")
+}
+
+/// A seeded database with a backup of it, then changed: a restore has work to do.
+async fn swap_fixture(test: &str, docs: i64) -> (Client, String, String, tempfile::TempDir) {
+    let client = mongo().client().await;
+    let name = fresh_db_name(test);
+    let db = client.database(&name);
+    seed_swap(&db, docs).await;
+    let uri = mongo().uri_for_db(&name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    backup(&uri, &opts(dir.path()), &NoProgress)
+        .await
+        .expect("backup");
+    change_everything(&db, 1).await;
+    (client, name, uri, dir)
+}
+
+#[test]
+fn restore_drop_needs_a_confirmation_or_yes() {
+    let rt = runtime();
+    let (client, name, uri, dir) = rt.block_on(swap_fixture("restore_confirm", 200));
+    let db = client.database(&name);
+    let before = rt.block_on(fingerprints(&db));
+
+    // No terminal (stdin is not one under the test harness) and no --yes: exit 12.
+    let refused = upstep()
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--mongo-uri", &uri])
+        .assert()
+        .code(12);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(
+        stderr.contains("alpha") && stderr.contains("nothing was restored"),
+        "{stderr}"
+    );
+    assert_eq!(
+        rt.block_on(fingerprints(&db)),
+        before,
+        "a refused restore wrote"
+    );
+    assert!(rt.block_on(temp_collections(&db)).is_empty());
+    assert!(
+        rt.block_on(lock_holder(&db)).is_none(),
+        "the refused restore kept the run lock"
+    );
+
+    // With --yes it runs, and the JSON says every collection is restored.
+    let done = upstep()
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--yes", "--json", "--mongo-uri", &uri])
+        .assert()
+        .code(0);
+    let report: serde_json::Value =
+        serde_json::from_slice(&done.get_output().stdout).expect("one JSON document");
+    assert_eq!(report["complete"], true, "{report}");
+    for c in report["collections"].as_array().unwrap() {
+        assert_eq!(c["state"], "restored", "{report}");
+        assert_eq!(c["dropped"], true, "{report}");
+    }
+    assert_ne!(rt.block_on(fingerprints(&db)), before);
+    assert!(
+        rt.block_on(lock_holder(&db)).is_none(),
+        "the lock was not released"
+    );
+
+    // Into a database with nothing to replace, --drop needs no confirmation.
+    let target = fresh_db_name("restore_confirm_fresh");
+    upstep()
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--to-uri", &mongo().uri_for_db(&target)])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn restore_refuses_while_another_run_holds_the_lock() {
+    let rt = runtime();
+    use upstep::store::journal::Actor;
+    use upstep::store::lock::{Acquire, RunLock};
+    use upstep::store::Store;
+
+    let (client, name, uri, dir) = rt.block_on(swap_fixture("restore_locked", 200));
+    let db = client.database(&name);
+    let before = rt.block_on(fingerprints(&db));
+    // This test process is the other run: alive, on this host.
+    let store = rt.block_on(Store::connect(&uri)).expect("store");
+    let holder = Actor::current();
+    let taken = rt
+        .block_on(RunLock::new(&store).try_acquire(&holder, std::time::Duration::from_secs(60)))
+        .expect("take the lock");
+    assert!(matches!(taken, Acquire::Acquired { .. }), "{taken:?}");
+
+    let refused = upstep()
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--yes", "--mongo-uri", &uri])
+        .assert()
+        .code(7);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("holds the lock") && stderr.contains(&holder.run_id),
+        "{stderr}"
+    );
+    assert_eq!(
+        rt.block_on(fingerprints(&db)),
+        before,
+        "a locked-out restore wrote"
+    );
+    assert!(rt.block_on(temp_collections(&db)).is_empty());
+    let still = rt
+        .block_on(lock_holder(&db))
+        .expect("the lock is still there");
+    assert_eq!(
+        still
+            .get_document("holder")
+            .unwrap()
+            .get_str("run_id")
+            .unwrap(),
+        holder.run_id,
+        "the refused restore touched the other run's lock"
+    );
+
+    rt.block_on(RunLock::new(&store).release(&holder))
+        .expect("release");
+    upstep()
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--yes", "--mongo-uri", &uri])
+        .assert()
+        .code(0);
+}
+
+/// Stops the restore (as a signal would) once the first collection is fully loaded.
+struct StopAfterFirst {
+    stop: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl upstep::backup::Progress for StopAfterFirst {
+    fn start(&self, _collection: &str, _total: Option<u64>) {}
+    fn advance(&self, _docs: u64, _bytes: u64) {}
+    fn finish(&self, _collection: &str) {
+        self.stop
+            .store(libc::SIGTERM, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_restore_stopped_while_loading_leaves_everything_as_it_was() {
+    let (client, name, uri, dir) = swap_fixture("restore_stopped", 300).await;
+    let db = client.database(&name);
+    let before = fingerprints(&db).await;
+    let opts = RestoreOptions {
+        to_uri: None,
+        collections: None,
+        drop: true,
+    };
+    let prepared = upstep::backup::prepare_restore(Some(&uri), dir.path(), &opts)
+        .await
+        .expect("prepare");
+    assert_eq!(prepared.replaces().len(), SWAP_COLLECTIONS.len());
+    let progress = StopAfterFirst {
+        stop: prepared.stop_flag(),
+    };
+    let outcome = prepared.run(&progress).await;
+    prepared.release().await;
+    let failure = outcome.expect_err("the restore was stopped");
+    assert_eq!(
+        failure.error.code(),
+        upstep::error::ExitCode::Terminated,
+        "{}",
+        failure.error
+    );
+    assert!(!failure.report.complete);
+    assert!(failure
+        .report
+        .collections
+        .iter()
+        .all(|c| c.state == upstep::backup::CollectionState::Unchanged));
+    assert_eq!(
+        fingerprints(&db).await,
+        before,
+        "a stopped restore changed data"
+    );
+    assert!(
+        temp_collections(&db).await.is_empty(),
+        "temporary collections left"
+    );
+    assert!(lock_holder(&db).await.is_none());
+}
+
+/// Leftovers of a restore killed mid-load are removed by the next restore, which says so.
+#[test]
+fn the_next_restore_removes_what_a_killed_one_left() {
+    let rt = runtime();
+    let (client, name, uri, dir) = rt.block_on(swap_fixture("restore_leftovers", 5_000));
+    let db = client.database(&name);
+    let before = rt.block_on(fingerprints(&db));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("upstep"))
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--yes", "--mongo-uri", &uri])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start upstep restore");
+    // Kill it -9 as soon as its first temporary collection exists.
+    wait_for_temp(&rt, &db, &mut child);
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let left = rt.block_on(temp_collections(&db));
+    assert!(!left.is_empty());
+    assert_eq!(
+        rt.block_on(fingerprints(&db)),
+        before,
+        "a killed load changed data"
+    );
+    assert!(
+        rt.block_on(lock_holder(&db)).is_some(),
+        "kill -9 cannot release the lock"
+    );
+
+    // The next restore takes the dead run's lock over at once and removes its leftovers.
+    let done = upstep()
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--yes", "--json", "--mongo-uri", &uri])
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(0);
+    let report: serde_json::Value =
+        serde_json::from_slice(&done.get_output().stdout).expect("one JSON document");
+    let removed: Vec<String> = report["leftovers_removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    for l in &left {
+        assert!(removed.contains(l), "{l} not reported removed: {report}");
+    }
+    assert!(report["lock_taken_over_from"].is_string(), "{report}");
+    assert!(rt.block_on(temp_collections(&db)).is_empty());
+    assert!(rt.block_on(lock_holder(&db)).is_none());
+}
+
+/// Waits until the restore has created its first temporary collection.
+fn wait_for_temp(rt: &tokio::runtime::Runtime, db: &Database, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rt.block_on(temp_collections(db)).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary collection appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended first"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// SIGTERM (as from a cancelled CI job) mid-load: exit 143, the message says every collection
+/// is unchanged, the temporary collections are gone and the lock is released.
+#[test]
+fn sigterm_during_a_restore_says_which_collections_are_which() {
+    let rt = runtime();
+    let (client, name, uri, dir) = rt.block_on(swap_fixture("restore_sigterm", 5_000));
+    let db = client.database(&name);
+    let before = rt.block_on(fingerprints(&db));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("upstep"))
+        .arg("restore")
+        .arg(dir.path())
+        .args(["--drop", "--yes", "--mongo-uri", &uri])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start upstep restore");
+    wait_for_temp(&rt, &db, &mut child);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("restored from the backup: (none)")
+            && stderr.contains("unchanged (as before the restore): alpha, bravo, charlie, delta"),
+        "{stderr}"
+    );
+    assert_eq!(rt.block_on(fingerprints(&db)), before);
+    assert!(rt.block_on(temp_collections(&db)).is_empty());
+    assert!(rt.block_on(lock_holder(&db)).is_none());
+}
+
+/// xorshift64*: reproducible random delays without a dependency (the seed is printed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// `kill -9` of `upstep restore --drop` at random points, round after round: after each, every
+/// collection must be exactly as it was before the round or exactly the backup's (never a mix).
+/// `UPSTEP_RESTORE_KILL_ROUNDS` sets the rounds (default 6), `UPSTEP_RESTORE_KILL_SEED` the seed.
+#[test]
+fn restore_killed_at_random_points_never_leaves_a_mix() {
+    let rt = runtime();
+    let rounds: u64 = std::env::var("UPSTEP_RESTORE_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed: u64 = std::env::var("UPSTEP_RESTORE_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let mut rng = Rng(seed);
+    let (client, name, uri, dir) = rt.block_on(swap_fixture("restore_kill", 5_000));
+    let db = client.database(&name);
+    let restore_cmd = || {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upstep"));
+        cmd.arg("restore")
+            .arg(dir.path())
+            .args(["--drop", "--yes", "--mongo-uri", &uri])
+            .env_remove("UPSTEP_MONGO_URI")
+            .env_remove("MONGO_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+
+    // One full restore: the backup's fingerprints, and how long a restore takes here.
+    let started = std::time::Instant::now();
+    assert!(restore_cmd().status().unwrap().success());
+    let full = started.elapsed();
+    let restored = rt.block_on(fingerprints(&db));
+
+    let (mut mixed, mut while_loading, mut during_swaps, mut finished) = (0, 0, 0, 0);
+    for round in 0..rounds {
+        rt.block_on(change_everything(&db, round as i64 + 2));
+        let before = rt.block_on(fingerprints(&db));
+        assert!(before.iter().zip(&restored).all(|(b, r)| b != r));
+        // Anywhere from the start to a little past a full restore's duration.
+        let delay = full.mul_f64((rng.next() % 1000) as f64 / 1000.0 * 1.1);
+        let mut child = restore_cmd().spawn().expect("start upstep restore");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().expect("reap");
+
+        let after = rt.block_on(fingerprints(&db));
+        let mut states = Vec::new();
+        for (i, coll) in SWAP_COLLECTIONS.iter().enumerate() {
+            let state = if after[i] == before[i] {
+                "unchanged"
+            } else if after[i] == restored[i] {
+                "restored"
+            } else {
+                mixed += 1;
+                "MIXED"
+            };
+            states.push(format!("{coll}={state}"));
+        }
+        let temps = rt.block_on(temp_collections(&db)).len();
+        let restored_n = states.iter().filter(|s| s.ends_with("=restored")).count();
+        match restored_n {
+            0 => while_loading += 1,
+            n if n == SWAP_COLLECTIONS.len() => finished += 1,
+            _ => during_swaps += 1,
+        }
+        eprintln!(
+            "round {round}: killed after {delay:?}: {} (temporary collections left: {temps})",
+            states.join(" ")
+        );
+    }
+    eprintln!(
+        "restore kill -9 trials: seed {seed}, {rounds} rounds (full restore {full:?}): killed \
+         before any swap {while_loading}, between swaps {during_swaps}, after all swaps \
+         {finished}; collections mixed: {mixed}"
+    );
+    assert_eq!(mixed, 0, "collections were left mixed");
+
+    // And the next restore cleans up after all of them.
+    assert!(restore_cmd().status().unwrap().success());
+    assert_eq!(rt.block_on(fingerprints(&db)), restored);
+    assert!(rt.block_on(temp_collections(&db)).is_empty());
+}
+
+#[test]
+fn backup_files_are_private() {
+    let rt = runtime();
+    use std::os::unix::fs::PermissionsExt;
+    let (_client, name, uri) = rt.block_on(seeded("backup_modes"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    // An existing, open directory with an open file from an earlier attempt: tightened too.
+    fs::create_dir_all(out.join(&name)).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+    let stale = out.join(&name).join("subscribers.bson");
+    fs::write(&stale, b"stale").unwrap();
+    fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
+    rt.block_on(backup(&uri, &opts(&out), &NoProgress))
+        .expect("backup");
+
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut checked = 0;
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        assert_eq!(mode(&d), 0o700, "{} is not 0700", d.display());
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{} is not 0600", path.display());
+                checked += 1;
+            }
+        }
+    }
+    // 5 collections x (data, metadata, marker) + the manifest.
+    assert_eq!(checked, 16);
+}
+
+/// The disk is checked before anything is written: a 1 MiB file system cannot hold a backup
+/// of several MB (without --gzip, refused; with it, only a warning). Needs root for the mount.
+#[test]
+fn backup_refuses_a_disk_too_small_for_it() {
+    let rt = runtime();
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not run: mounting a small tmpfs needs root");
+        return;
+    }
+    let (client, name, uri, _dir) = rt.block_on(swap_fixture("backup_small_disk", 20_000));
+    drop(client);
+    /// Unmounts however the test ends.
+    struct Mounted(tempfile::TempDir);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mount a tmpfs");
+    let mount = Mounted(dir);
+    let out = mount.0.path().join("b");
+    let refused = upstep()
+        .args(["backup", "--mongo-uri", &uri, "--out"])
+        .arg(&out)
+        .assert()
+        .code(5);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("not enough free space") && stderr.contains("--out"),
+        "{stderr}"
+    );
+    assert!(!out.join(&name).exists(), "the refused backup wrote files");
+}

@@ -128,7 +128,7 @@ async fn everything_green() {
             .any(|d| d.starts_with("subscribers: ~2")),
         "{database:#?}"
     );
-    // The write probe leaves nothing behind.
+    // doctor writes nothing: no probe collection.
     let client = mongo().client().await;
     let names = client.database(&db).list_collection_names().await.unwrap();
     assert!(
@@ -240,23 +240,101 @@ async fn mongo_read_only_user_is_a_blocker() {
     assert_severity(find(&results, "mongo.database"), Severity::Ok);
     let roles = find(&results, "mongo.roles");
     assert_severity(roles, Severity::Blocker);
-    assert!(roles.reason.contains("not write"), "{roles:#?}");
+    assert!(roles.reason.contains("cannot write"), "{roles:#?}");
     assert!(
         roles.fix.as_deref().unwrap().contains("readWrite"),
         "{roles:#?}"
     );
     assert_secret_absent(&results, CANARY);
+}
 
-    let client = mongodb::Client::with_uri_str(server.admin_uri("admin"))
+/// The collections of `db` and their document counts, as an admin sees them.
+async fn contents(uri: &str, db: &str) -> Vec<(String, u64)> {
+    let client = mongodb::Client::with_uri_str(uri).await.expect("client");
+    let database = client.database(db);
+    let mut names = database.list_collection_names().await.expect("list");
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let n = database
+            .collection::<Document>(&name)
+            .count_documents(doc! {})
+            .await
+            .expect("count");
+        out.push((name, n));
+    }
+    out
+}
+
+/// doctor only reads: whatever the user may do, the database's collections (and their
+/// documents) are the same after the checks. The third user may insert but not delete, so a
+/// write probe (what doctor did before) would leave its document behind.
+#[tokio::test]
+async fn doctor_leaves_the_database_unchanged() {
+    let server = start_mongo_with_auth();
+    let db = "novu-db";
+    let admin_uri = server.admin_uri("admin");
+    seed(&admin_uri, db).await;
+    server.create_user("reader", CANARY, &[("read", db)]).await;
+    server
+        .create_user("writer", CANARY, &[("readWrite", db)])
+        .await;
+    server
+        .client()
         .await
-        .unwrap();
-    let left = client
-        .database(db)
-        .collection::<Document>("upstep_preflight_probe")
-        .count_documents(doc! {})
+        .database("admin")
+        .run_command(doc! {
+            "createRole": "insertOnly",
+            "privileges": [ {
+                "resource": { "db": db, "collection": "" },
+                "actions": ["find", "insert", "listCollections", "createCollection"],
+            } ],
+            "roles": [],
+        })
         .await
-        .unwrap();
-    assert_eq!(left, 0, "the probe left documents behind");
+        .expect("createRole");
+    server
+        .create_user("inserter", CANARY, &[("insertOnly", "admin")])
+        .await;
+
+    let before = contents(&admin_uri, db).await;
+    for (user, expected) in [
+        ("inserter", Severity::Blocker),
+        ("reader", Severity::Blocker),
+        ("writer", Severity::Ok),
+    ] {
+        let results = check_mongo(
+            &server.uri_with_credentials(user, CANARY, db),
+            TIMEOUT,
+            false,
+        )
+        .await;
+        assert_eq!(
+            contents(&admin_uri, db).await,
+            before,
+            "doctor as {user} changed the database"
+        );
+        let roles = find(&results, "mongo.roles");
+        assert_severity(roles, expected);
+        assert!(
+            roles.reason.contains("roles") || roles.reason.contains("cannot write"),
+            "{user}: judged by something other than its roles: {roles:#?}"
+        );
+        assert_secret_absent(&results, CANARY);
+    }
+}
+
+/// Without a user on a server that needs none, writing is allowed, and nothing is written.
+#[tokio::test]
+async fn doctor_without_authentication_writes_nothing() {
+    let db = fresh_db_name("doctor_no_auth_writes_nothing");
+    seed(&mongo().uri_for_db(&db), &db).await;
+    let before = contents(&mongo().uri, &db).await;
+    let results = check_mongo(&mongo().uri_for_db(&db), TIMEOUT, false).await;
+    assert_eq!(contents(&mongo().uri, &db).await, before);
+    let roles = find(&results, "mongo.roles");
+    assert_severity(roles, Severity::Ok);
+    assert!(roles.reason.contains("authentication is off"), "{roles:#?}");
 }
 
 #[tokio::test]

@@ -775,6 +775,7 @@ fn unattended_runs_must_choose_a_backup_and_a_restore_sets_later_steps_back_to_p
             "restore",
             dir.to_str().unwrap(),
             "--drop",
+            "--yes",
             "--mongo-uri",
             &env.uri,
         ])
