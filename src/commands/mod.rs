@@ -119,14 +119,22 @@ fn plan_command(
     let map = load_map(map_opts)?;
     let request = plan_request(&map, range)?;
     let mut plan: Plan = plan::plan(&map, &request)?;
+    let mut blockers = 0;
     if let Some(repo) = open_repo(repo_opts)? {
         let label = repo_opts.repo.as_deref().unwrap_or_default();
         repo_facts::check_plan_against_repo(&mut plan, &repo, label)?;
+        blockers = repo_facts::probe_downloads(&mut plan);
     }
     if output.json {
         ui::print_json(&plan)?;
     } else {
         ui::print_text(&plan_text::render(&plan, &Styler::for_stdout()))?;
+    }
+    if blockers > 0 {
+        // The plan is printed; the exit code says it cannot run from here.
+        return Err(Error::Preflight(format!(
+            "{blockers} tag(s) of this plan cannot be set up from here: a download their install needs is out of reach (see the plan above)"
+        )));
     }
     Ok(ExitCode::Success)
 }
@@ -378,6 +386,7 @@ fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         path_env: std::env::var_os("PATH").unwrap_or_default(),
         cache_dir: crate::git::default_cache_root(),
         toolchain: args.run_env.toolchain,
+        probe_downloads: true,
     };
     let report = runtime()?.block_on(doctor::run_checks(&inputs));
     if args.output.json {

@@ -51,6 +51,77 @@ pub struct Era {
     pub setup_env: BTreeMap<String, String>,
     pub done_lines: Vec<String>,
     pub shims: BTreeMap<String, Shim>,
+    pub setup_profiles: BTreeMap<String, SetupProfile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetupProfile {
+    pub description: Option<String>,
+    pub setup: Vec<Vec<String>>,
+}
+
+/// The setup a tag gets: the era's full `setup`, or one named profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupChoice<'a> {
+    /// None: the era's full setup.
+    pub profile: Option<&'a str>,
+    pub commands: &'a [Vec<String>],
+}
+
+impl Era {
+    /// The setup for scripts whose modes name `profiles`: a profile only when every script
+    /// names the same one (a profile prepares less than the full setup, never more).
+    pub fn setup_for<'s, 'p, I>(&'s self, profiles: I) -> SetupChoice<'s>
+    where
+        I: IntoIterator<Item = Option<&'p str>>,
+    {
+        let full = SetupChoice {
+            profile: None,
+            commands: &self.setup,
+        };
+        let mut chosen: Option<&'p str> = None;
+        for profile in profiles {
+            match (profile, chosen) {
+                (None, _) => return full,
+                (Some(p), None) => chosen = Some(p),
+                (Some(p), Some(c)) if p != c => return full,
+                _ => {}
+            }
+        }
+        match chosen.and_then(|name| self.setup_profiles.get_key_value(name)) {
+            Some((name, profile)) => SetupChoice {
+                profile: Some(name.as_str()),
+                commands: &profile.setup,
+            },
+            None => full,
+        }
+    }
+}
+
+/// A dependency a tag's install fetches from outside the package registry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Download {
+    pub dependency: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_by: Vec<String>,
+}
+
+impl Download {
+    /// Whether a setup with `profile` (None: the full setup) installs it.
+    pub fn needed_by(&self, profile: Option<&str>) -> bool {
+        profile.is_none_or(|p| !self.skipped_by.iter().any(|s| s == p))
+    }
+
+    /// The host the URL points at (`github.com` for `https://github.com/...`).
+    pub fn host(&self) -> Option<&str> {
+        let rest = self.url.split_once("://")?.1;
+        let host = rest.split(['/', '?', '#']).next()?;
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        Some(host.split(':').next().unwrap_or(host)).filter(|h| !h.is_empty())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +141,10 @@ pub struct Release {
     pub pnpm: Option<String>,
     pub verified: bool,
     pub notes: Option<String>,
+    /// A lockfile (path from the repository root) whose stale workspace-link specifiers
+    /// upstep reconciles before the setup runs.
+    pub repair_lockfile: Option<String>,
+    pub downloads: Vec<Download>,
 }
 
 /// Where a migration's script first appears.
@@ -95,6 +170,9 @@ pub struct Mode {
     pub done_line: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quiet_secs: Option<u64>,
+    /// The era's setup profile that prepares enough for it (None: the full setup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_profile: Option<String>,
 }
 
 impl Mode {

@@ -24,6 +24,11 @@ pub enum RunEvent {
         status: String,
         detail: String,
     },
+    /// The latest line a setup command printed (at most about two a second).
+    SetupOutput {
+        git_ref: String,
+        line: String,
+    },
     StepStarted {
         index: usize,
         total: usize,
@@ -114,6 +119,10 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
             status,
             detail,
         } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
+        RunEvent::SetupOutput { git_ref, line } if echo_output => {
+            format!("  {} {line}", st.dim(&format!("setup {git_ref} |")))
+        }
+        RunEvent::SetupOutput { .. } => return None,
         RunEvent::StepStarted {
             index,
             total,
