@@ -96,8 +96,8 @@ check('first run exited 0', run1Rc === '0', `exit ${run1Rc}; ${read('run1.stderr
 check(`every planned step ran (${planned.length})`, planned.every((p) => steps.some((s) => s.id === p.id)),
   planned.filter((p) => !steps.some((s) => s.id === p.id)).map((p) => p.id).join(', '));
 check('every step succeeded and was verified by its data check',
-  planned.length === steps.length && steps.every((s) => s.status === 'succeeded' && ['applied', 'notapplicable'].includes(s.verified)),
-  steps.filter((s) => s.status !== 'succeeded' || !['applied', 'notapplicable'].includes(s.verified)).map((s) => `${s.id}: ${s.status}/${s.verified}`).join(', '));
+  planned.length === steps.length && steps.every((s) => s.status === 'succeeded' && ['applied', 'notapplicable', 'not-applicable'].includes(s.verified)),
+  steps.filter((s) => s.status !== 'succeeded' || !['applied', 'notapplicable', 'not-applicable'].includes(s.verified)).map((s) => `${s.id}: ${s.status}/${s.verified}`).join(', '));
 check('upstep status --check exited 0', statusRc === '0', read('status.txt').trim().split('\n').slice(-3).join(' / '));
 check('a second run ran nothing', run2Rc === '0' && summary2 && summary2.ran === 0, `exit ${run2Rc}, ran ${summary2 ? summary2.ran : '?'}`);
 check('the data says what each script promises', checkRc === '0', read('promises.txt').split('\n').filter((l) => l.startsWith('FAILED')).join(' / '));

@@ -83,6 +83,11 @@ impl Reporter for JsonReporter {
         let mut value = serde_json::to_value(event).unwrap_or_default();
         if let Some(obj) = value.as_object_mut() {
             obj.insert("schema".into(), EVENT_SCHEMA.into());
+            // When it happened (ms since the epoch): pipelines time the phases from it.
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            obj.insert("at_ms".into(), at_ms.into());
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");

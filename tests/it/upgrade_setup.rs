@@ -268,3 +268,50 @@ fn a_setup_that_fails_half_way_names_everything_and_is_never_trusted_later() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.status_of("exits"), "succeeded");
 }
+
+#[test]
+fn an_unreachable_download_blocks_plan_and_upgrade_before_anything_runs() {
+    let env = Env::new("download_blocked");
+    // Port 443 on the loopback interface: nothing listens there, the probe is refused at once.
+    let map = env.project.map_variant("download", |m| {
+        m.replacen(
+            "version = \"1.0.0\"\nera = \"app\"\nnode = \"",
+            "version = \"1.0.0\"\nera = \"app\"\ndownloads = [{ dependency = \"left-pad\", url = \"https://127.0.0.1/left-pad.tgz\", via = \"@fx/lib\" }]\nnode = \"",
+            1,
+        )
+    });
+    let proxies = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+    let map_arg = map.display().to_string();
+    let repo_arg = env.project.repo_path().display().to_string();
+    let mut plan = env.command(&[
+        "plan", "--map", &map_arg, "--repo", &repo_arg, "--from", "0.9.0", "--to", "1.0.0",
+    ]);
+    for var in proxies {
+        plan.env_remove(var);
+    }
+    let out = plan.output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("BLOCKED: v1.0.0's install needs left-pad (via @fx/lib) from https://127.0.0.1/left-pad.tgz, and 127.0.0.1 cannot be reached"),
+        "{stdout}"
+    );
+
+    let mut args = env.upgrade_args_with(&map);
+    args.extend(["--to".to_string(), "1.0.0".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut upgrade = env.command(&args);
+    for var in proxies {
+        upgrade.env_remove(var);
+    }
+    let out = upgrade.output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("left-pad"), "{err}");
+    assert!(
+        err.contains("fix: give this machine HTTPS access to 127.0.0.1"),
+        "{err}"
+    );
+    assert_eq!(env.status_of("exits"), "-", "no step may start");
+    assert!(env.project.executed().is_empty());
+}
