@@ -292,3 +292,64 @@ impl ReleaseMap {
         &self.eras[&release.era]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn era() -> Era {
+        Era {
+            name: "e".into(),
+            description: None,
+            cwd: ".".into(),
+            run: vec!["node".into(), "{script}".into()],
+            env: BTreeMap::new(),
+            env_file: None,
+            env_file_required: false,
+            setup: vec![vec!["full".into()]],
+            setup_env: BTreeMap::new(),
+            done_lines: Vec::new(),
+            shims: BTreeMap::new(),
+            setup_profiles: BTreeMap::from([(
+                "data-layer".to_string(),
+                SetupProfile {
+                    description: None,
+                    setup: vec![vec!["light".into()]],
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn a_profile_is_chosen_only_when_every_script_names_it() {
+        let era = era();
+        let light = era.setup_for([Some("data-layer"), Some("data-layer")]);
+        assert_eq!(light.profile, Some("data-layer"));
+        assert_eq!(light.commands, [vec!["light".to_string()]]);
+        for mixed in [
+            vec![Some("data-layer"), None],
+            vec![None, Some("data-layer")],
+            vec![Some("data-layer"), Some("other")],
+            vec![Some("unknown")],
+            vec![],
+        ] {
+            let choice = era.setup_for(mixed.clone());
+            assert_eq!(choice.profile, None, "{mixed:?}");
+            assert_eq!(choice.commands, [vec!["full".to_string()]]);
+        }
+    }
+
+    #[test]
+    fn a_download_names_its_host_and_the_profiles_that_skip_it() {
+        let d = Download {
+            dependency: "x".into(),
+            url: "https://user@codeload.github.com:443/a/b".into(),
+            via: None,
+            skipped_by: vec!["data-layer".into()],
+        };
+        assert_eq!(d.host(), Some("codeload.github.com"));
+        assert!(d.needed_by(None));
+        assert!(d.needed_by(Some("other")));
+        assert!(!d.needed_by(Some("data-layer")));
+    }
+}
