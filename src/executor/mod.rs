@@ -571,6 +571,7 @@ async fn run_locked(
             commit: &tag.commit,
             node_version: &toolchain.node_version,
             pnpm: group.pnpm.as_deref(),
+            node_headers: toolchain::node_headers_prefix(&toolchain.node_dir),
         };
         run_setup(
             opts,
@@ -937,6 +938,8 @@ struct SetupPlan<'a> {
     commit: &'a str,
     node_version: &'a str,
     pnpm: Option<&'a str>,
+    /// This node's headers, for native modules the install compiles (node-gyp's `nodedir`).
+    node_headers: Option<PathBuf>,
 }
 
 /// How many of a failed command's last lines the error shows.
@@ -1052,7 +1055,7 @@ async fn run_setup(
             program: PathBuf::from(&argv[0]),
             args: argv[1..].to_vec(),
             cwd: worktree.to_path_buf(),
-            env: command::setup_env(setup.era),
+            env: setup_env(setup),
             env_remove: Vec::new(),
             path_prefix: path_prefix.to_vec(),
             log_file: log.clone(),
@@ -1127,6 +1130,24 @@ async fn run_setup(
         detail: format!("{profile} (log: {})", log.display()),
     });
     Ok(())
+}
+
+/// The setup commands' environment: the era's `setup_env`, plus node-gyp's `nodedir` pointing
+/// at the tag's node headers (unless the map or the user set one), so native modules build
+/// against the node that runs them without downloading headers from nodejs.org.
+fn setup_env(setup: &SetupPlan<'_>) -> Vec<(String, String)> {
+    let mut env = command::setup_env(setup.era);
+    let set = |key: &str| {
+        env.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
+            || std::env::var_os(key).is_some()
+            || std::env::var_os(key.to_ascii_uppercase()).is_some()
+    };
+    if let Some(headers) = &setup.node_headers {
+        if !set("npm_config_nodedir") {
+            env.push(("npm_config_nodedir".into(), headers.display().to_string()));
+        }
+    }
+    env
 }
 
 /// The setup log: a header per command, every command's output appended below its header.
