@@ -23,7 +23,7 @@ const run1 = events('run1.jsonl');
 const run2 = events('run2.jsonl');
 const rss = read('rss.log').split('\n').filter(Boolean).map((l) => l.split(' ').map(Number));
 const disk = Object.fromEntries(read('disk.log').split('\n').filter(Boolean).map((l) => l.split(' ')));
-const standIns = read('stand-in-tags').split('\n').filter(Boolean);
+const allStandIns = read('stand-in-tags').split('\n').filter(Boolean);
 const secs = (ms) => (ms / 1000).toFixed(1);
 const gb = (bytes) => (bytes ? (Number(bytes) / 1e9).toFixed(2) + ' GB' : '-');
 
@@ -63,11 +63,14 @@ for (const s of steps) {
 }
 
 const groups = plan ? plan.groups : [];
+// The tags of this plan that ran with a stand-in (the copy gives every affected tag one).
+const standIns = allStandIns.filter((t) => groups.some((g) => g.git_ref === t));
+const installedStandIns = standIns.filter((t) => groups.some((g) => g.git_ref === t && !g.setup_profile));
 const out = [];
 out.push(`# novu-e2e v${from} -> v${to}`);
 out.push('');
-out.push(standIns.length
-  ? `Tags run with npm stand-ins for GitHub-hosted packages (see scripts/novu-e2e.sh): ${standIns.join(', ')}`
+out.push(installedStandIns.length
+  ? `Tags installed with npm stand-ins for GitHub-hosted packages (see scripts/novu-e2e.sh): ${installedStandIns.join(', ')}`
   : 'No stand-ins: every tag installed from its real lockfile.');
 out.push('');
 out.push('| tag | node | pnpm | setup | commands (seconds) | disk |');
@@ -75,7 +78,8 @@ out.push('|---|---|---|---|---|---|');
 for (const g of groups) {
   const t = tags.get(g.git_ref) || { commands: [], status: 'not reached', node: '' };
   const cmds = t.commands.map((c) => `\`${c.command}\` ${c.secs}`).join('<br>') || '-';
-  const mark = standIns.includes(g.git_ref) ? ' (stand-in)' : '';
+  // A setup profile (data-layer) installs no push provider: the stand-in was not installed.
+  const mark = !standIns.includes(g.git_ref) ? '' : g.setup_profile ? ` (${g.setup_profile} setup: no stand-in needed)` : ' (stand-in)';
   out.push(`| ${g.git_ref}${mark} | ${t.node || g.node} | ${g.pnpm || '-'} | ${t.status || '-'} | ${cmds} | ${gb(disk[g.git_ref])} |`);
 }
 out.push('');
