@@ -95,6 +95,12 @@ pub struct Ids {
     pub job: ObjectId,
     pub pref_template: ObjectId,
     pub pref_global: ObjectId,
+    /// A second organization (from v0.4.0 on) with both environments but no layout: Novu's
+    /// per-organization loops must cope with it.
+    pub org2: ObjectId,
+    pub org2_member: ObjectId,
+    pub org2_env_dev: ObjectId,
+    pub org2_env_prod: ObjectId,
 }
 
 fn oid(n: u8) -> ObjectId {
@@ -146,6 +152,10 @@ pub fn ids() -> Ids {
         job: oid(37),
         pref_template: oid(38),
         pref_global: oid(39),
+        org2: oid(40),
+        org2_member: oid(41),
+        org2_env_dev: oid(42),
+        org2_env_prod: oid(43),
     }
 }
 
@@ -177,10 +187,14 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
     // groups and templates; before it, an organization has Development only.
     let has_prod = a.applied(0, 4);
 
-    out.push((
-        "organizations",
-        vec![doc! { "_id": i.org, "name": "Acme E2E", "createdAt": day(0), "updatedAt": day(0) }],
-    ));
+    let mut orgs =
+        vec![doc! { "_id": i.org, "name": "Acme E2E", "createdAt": day(0), "updatedAt": day(0) }];
+    if has_prod {
+        orgs.push(
+            doc! { "_id": i.org2, "name": "Beta E2E", "createdAt": day(1), "updatedAt": day(1) },
+        );
+    }
+    out.push(("organizations", orgs));
     // normalize-users-email (v0.12.0): mixed case, googlemail, dots and +tags.
     let (jane, bob) = if a.applied(0, 12) {
         ("janedoe@gmail.com", "bob@acme.io")
@@ -194,12 +208,13 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
             doc! { "_id": i.user_bob, "firstName": "Bob", "lastName": "Builder", "email": bob, "createdAt": day(1), "updatedAt": day(1) },
         ],
     ));
-    out.push((
-        "members",
-        vec![
-            doc! { "_id": i.member, "_organizationId": i.org, "_userId": i.user_jane, "roles": ["admin"], "memberStatus": "active", "createdAt": day(0), "updatedAt": day(0) },
-        ],
-    ));
+    let mut members = vec![
+        doc! { "_id": i.member, "_organizationId": i.org, "_userId": i.user_jane, "roles": ["admin"], "memberStatus": "active", "createdAt": day(0), "updatedAt": day(0) },
+    ];
+    if has_prod {
+        members.push(doc! { "_id": i.org2_member, "_organizationId": i.org2, "_userId": i.user_bob, "roles": ["admin"], "memberStatus": "active", "createdAt": day(1), "updatedAt": day(1) });
+    }
+    out.push(("members", members));
 
     // encrypt-api-keys runs at v2.0.0 (introduced in v0.23.0 as an export only).
     let api_key = |s: &Secret| {
@@ -219,6 +234,20 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
         envs.push(doc! {
             "_id": i.env_prod, "name": "Production", "identifier": "e2e-prod-identifier",
             "_organizationId": i.org, "_parentId": i.env_dev, "apiKeys": [api_key(&API_KEY_PROD)],
+            "widget": { "notificationCenterEncryption": false },
+            "createdAt": day(1), "updatedAt": day(1),
+        });
+    }
+    if has_prod {
+        // The second organization's environments hold no API key (nothing to encrypt).
+        envs.push(doc! {
+            "_id": i.org2_env_dev, "name": "Development", "identifier": "e2e-org2-dev",
+            "_organizationId": i.org2, "widget": { "notificationCenterEncryption": false },
+            "createdAt": day(1), "updatedAt": day(1),
+        });
+        envs.push(doc! {
+            "_id": i.org2_env_prod, "name": "Production", "identifier": "e2e-org2-prod",
+            "_organizationId": i.org2, "_parentId": i.org2_env_dev,
             "widget": { "notificationCenterEncryption": false },
             "createdAt": day(1), "updatedAt": day(1),
         });
@@ -419,6 +448,24 @@ fn subscribers(a: &AsOf, i: &Ids) -> Vec<Document> {
     vec![alice, old, new, deleted, gone]
 }
 
+#[allow(clippy::too_many_arguments)]
+fn integration_in(
+    org: ObjectId,
+    id: ObjectId,
+    env: ObjectId,
+    provider: &str,
+    channel: &str,
+    active: bool,
+    credentials: Document,
+    created: i64,
+) -> Document {
+    doc! {
+        "_id": id, "_organizationId": org, "_environmentId": env, "providerId": provider,
+        "channel": channel, "credentials": credentials, "active": active, "deleted": false,
+        "createdAt": day(created), "updatedAt": day(created),
+    }
+}
+
 fn integrations(a: &AsOf, i: &Ids, has_prod: bool) -> Vec<Document> {
     // encrypt-credentials (v0.8.0) encrypts the secret credentials with the store key.
     let secret = |s: &Secret| {
@@ -435,11 +482,16 @@ fn integrations(a: &AsOf, i: &Ids, has_prod: bool) -> Vec<Document> {
                        active: bool,
                        credentials: Document,
                        created: i64| {
-        doc! {
-            "_id": id, "_organizationId": i.org, "_environmentId": env, "providerId": provider,
-            "channel": channel, "credentials": credentials, "active": active, "deleted": false,
-            "createdAt": day(created), "updatedAt": day(created),
-        }
+        integration_in(
+            i.org,
+            id,
+            env,
+            provider,
+            channel,
+            active,
+            credentials,
+            created,
+        )
     };
     let mut out = Vec::new();
     out.push((
@@ -483,6 +535,41 @@ fn integrations(a: &AsOf, i: &Ids, has_prod: bool) -> Vec<Document> {
         integration(i.fcm, i.env_dev, "fcm", "push", true, fcm_credentials, 2),
         ("Firebase Cloud Messaging", "fcm-e2e", false, 0),
     ));
+    // The second organization's environments get what the in-app and Novu-integration
+    // scripts create in every environment (it has no e-mail provider of its own).
+    if has_prod {
+        for (n, env) in [(44u8, i.org2_env_dev), (45, i.org2_env_prod)] {
+            let service =
+                |id: u8, provider: &str, channel: &str, credentials: Document, created: i64| {
+                    integration_in(
+                        i.org2,
+                        oid(id),
+                        env,
+                        provider,
+                        channel,
+                        true,
+                        credentials,
+                        created,
+                    )
+                };
+            if a.applied(0, 16) {
+                out.push((
+                    service(n, "novu", "in_app", doc! { "hmac": false }, 7),
+                    ("Novu In-App", "novu-in-app-e2e-org2", false, 0),
+                ));
+            }
+            if a.applied(0, 18) {
+                out.push((
+                    service(n + 10, "novu-email", "email", doc! {}, 8),
+                    ("Novu Email", "novu-email-e2e-org2", true, 1),
+                ));
+                out.push((
+                    service(n + 20, "novu-sms", "sms", doc! {}, 8),
+                    ("Novu SMS", "novu-sms-e2e-org2", true, 1),
+                ));
+            }
+        }
+    }
     if a.applied(0, 16) {
         // in-app-integration (v0.16.0) created these.
         out.push((

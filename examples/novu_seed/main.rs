@@ -267,7 +267,7 @@ async fn check(db: &Database, from: &Version, to: &Version, key: &str) -> Result
         }
     }
     if runs(from, to, 0, 16) {
-        for env in [i.env_dev, i.env_prod] {
+        for env in [i.env_dev, i.env_prod, i.org2_env_dev, i.org2_env_prod] {
             let n = db.collection::<Document>("integrations").count_documents(doc! { "_environmentId": env, "providerId": "novu", "channel": "in_app", "deleted": { "$ne": true } }).await?;
             r.promise(
                 "in-app-integration",
@@ -326,7 +326,7 @@ async fn check(db: &Database, from: &Version, to: &Version, key: &str) -> Result
             sendgrid.get_bool("primary") == Ok(true),
             format!("{:?}", sendgrid.get("primary")),
         );
-        for env in [i.env_dev, i.env_prod] {
+        for env in [i.env_dev, i.env_prod, i.org2_env_dev, i.org2_env_prod] {
             for provider in ["novu-email", "novu-sms"] {
                 let n = db.collection::<Document>("integrations").count_documents(doc! { "_environmentId": env, "providerId": provider, "deleted": { "$ne": true } }).await?;
                 r.promise(
@@ -465,8 +465,14 @@ async fn check(db: &Database, from: &Version, to: &Version, key: &str) -> Result
             format!("{kept}"),
         );
     }
-    // Nothing the scripts do removes organizations, users or environments.
-    for (collection, n) in [("organizations", 1u64), ("users", 2), ("environments", 2)] {
+    // Nothing the scripts do removes organizations, users or environments (a second
+    // organization with two environments exists from v0.4.0 on).
+    let orgs = if *from >= Version::new(0, 4, 0) { 2 } else { 1 };
+    for (collection, n) in [
+        ("organizations", orgs),
+        ("users", 2),
+        ("environments", 2 * orgs),
+    ] {
         let count = db
             .collection::<Document>(collection)
             .count_documents(doc! {})
