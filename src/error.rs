@@ -26,7 +26,7 @@ pub enum ExitCode {
     Connection = 6,
     /// Another upstep run holds the run lock.
     Locked = 7,
-    /// A migration step failed (or ran but did not migrate).
+    /// A migration step failed (or ran but did not migrate), or its tag's setup failed.
     StepFailed = 8,
     /// The journal shows a failed or interrupted step: choose --retry or `upstep mark`.
     NeedsDecision = 9,
@@ -55,7 +55,7 @@ impl ExitCode {
         (5, "preflight found a blocker"),
         (6, "MongoDB/Redis unreachable or credentials refused"),
         (7, "another run holds the lock"),
-        (8, "a migration step failed"),
+        (8, "a migration step, or its tag's setup, failed"),
         (
             9,
             "journal shows a failed/interrupted step: --retry or `upstep mark`",
