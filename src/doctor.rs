@@ -33,6 +33,9 @@ pub struct DoctorInputs<'a> {
     /// Every tag's worktree stays (`--keep-worktrees`); otherwise a run holds one prepared tag
     /// at a time (each is removed once its steps are done).
     pub keep_worktrees: bool,
+    /// Probe the hosts of downloads the plan's setups fetch. The upgrade's preflight leaves
+    /// this to the run, which knows which tags it really sets up (and reads their lockfiles).
+    pub probe_downloads: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +110,17 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
         tools.push(npx);
     }
     checks.extend(tools);
+
+    // Downloads from outside the package registry (a GitHub tarball): the install of that
+    // tag fails without them, so an unreachable host is a blocker that names the dependency.
+    if inputs.probe_downloads {
+        let needs: Vec<crate::downloads::Need> = plan
+            .groups
+            .iter()
+            .flat_map(|g| crate::downloads::needed(inputs.map, g, g.setup_profile.as_deref()))
+            .collect();
+        checks.extend(crate::downloads::checks_async(&needs).await);
+    }
 
     // Redis: only scripts that boot the application need one.
     if plan_needs(plan, Need::Redis) {

@@ -26,7 +26,7 @@ pub enum ExitCode {
     Connection = 6,
     /// Another upstep run holds the run lock.
     Locked = 7,
-    /// A migration step failed (or ran but did not migrate).
+    /// A migration step failed (or ran but did not migrate), or its tag's setup failed.
     StepFailed = 8,
     /// A step needs a decision: the journal shows it failed or interrupted (--retry or
     /// `upstep mark`), or it needs an approval of its own (--approve <id>).
@@ -56,7 +56,7 @@ impl ExitCode {
         (5, "preflight found a blocker"),
         (6, "MongoDB/Redis unreachable or credentials refused"),
         (7, "another run holds the lock"),
-        (8, "a migration step failed"),
+        (8, "a migration step, or its tag's setup, failed"),
         (
             9,
             "a step needs a decision (failed, interrupted or ended-unverified in the journal, or an approval): --retry, --approve <id> or `upstep mark`",

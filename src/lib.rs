@@ -6,6 +6,7 @@ pub mod cli;
 pub(crate) mod commands;
 pub mod detect;
 pub mod doctor;
+pub mod downloads;
 pub mod error;
 pub mod executor;
 pub mod git;

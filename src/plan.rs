@@ -186,7 +186,46 @@ pub struct PlanGroup {
     /// `.nvmrc` at the ref, when it differs from the map's node (with --repo).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo_node_differs: Option<String>,
+    /// The era's setup profile the tag gets (absent: the full setup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_profile: Option<String>,
+    /// A stale lockfile whose workspace-link specifiers upstep reconciles before the setup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_lockfile: Option<String>,
+    /// What the tag's setup fetches from outside the package registry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub downloads: Vec<crate::release_map::Download>,
+    /// Why the upgrade cannot run this tag from here (with --repo: an unreachable download).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<String>,
     pub steps: Vec<PlanStep>,
+}
+
+impl PlanGroup {
+    /// Fill in the setup this group's steps need: the era's profile when every step names
+    /// the same one, its lockfile repair, and the downloads that setup fetches.
+    pub fn fill_setup(&mut self, map: &ReleaseMap) {
+        let Some(era) = map.eras.get(&self.era) else {
+            return;
+        };
+        let choice = era.setup_for(self.steps.iter().map(|s| s.mode.setup_profile.as_deref()));
+        self.setup_profile = choice.profile.map(str::to_string);
+        let release = self
+            .version
+            .as_deref()
+            .and_then(|v| Version::parse(v).ok())
+            .and_then(|v| map.release(&v));
+        self.repair_lockfile = release.and_then(|r| r.repair_lockfile.clone());
+        self.downloads = release
+            .map(|r| {
+                r.downloads
+                    .iter()
+                    .filter(|d| d.needed_by(choice.profile))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,6 +264,8 @@ impl Plan {
         for group in &mut self.groups {
             group.steps.retain(|s| keep(s));
         }
+        // The setup a group needs follows its steps; callers holding the map refresh it with
+        // `PlanGroup::fill_setup`.
         self.groups.retain(|g| !g.steps.is_empty());
         self.steps_total = self.groups.iter().map(|g| g.steps.len()).sum();
     }
@@ -314,6 +355,10 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
                 verified: release.verified && version.is_some(),
                 commit: None,
                 repo_node_differs: None,
+                setup_profile: None,
+                repair_lockfile: None,
+                downloads: Vec::new(),
+                blockers: Vec::new(),
                 steps: Vec::new(),
             });
         }
@@ -361,6 +406,9 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
         });
     }
 
+    for group in &mut groups {
+        group.fill_setup(map);
+    }
     let unreleased_left_out = if req.include_unreleased {
         Vec::new()
     } else {

@@ -15,8 +15,9 @@ pub fn resolve_group_ref(repo: &GitRepo, group: &PlanGroup) -> Result<TagInfo> {
     }
 }
 
-/// Fill in commits, script presence and toolchain differences; fail when a script is missing
-/// at its tag (running it there would fail, or worse, run another file).
+/// Fill in commits, script presence, toolchain differences and the downloads each tag's
+/// lockfile still fetches; fail when a script is missing at its tag (running it there would
+/// fail, or worse, run another file).
 pub fn check_plan_against_repo(
     plan: &mut Plan,
     repo: &GitRepo,
@@ -39,6 +40,10 @@ pub fn check_plan_against_repo(
                 ));
             }
         }
+        // A download the tag's lockfile no longer fetches is not needed there.
+        group
+            .downloads
+            .retain(|d| crate::downloads::still_fetched(repo, &tag.commit, d));
         group.commit = Some(tag.commit);
     }
     if missing.is_empty() {
@@ -54,4 +59,33 @@ pub fn check_plan_against_repo(
             "check that --repo is the project the map describes, or fix the map (`upstep map check --repo ...` lists the disagreements)",
         ))
     }
+}
+
+/// Probe the host of every download the plan's tags still fetch: each unreachable one becomes
+/// a blocker on its group (`plan --repo` shows them; the upgrade refuses to start).
+pub fn probe_downloads(plan: &mut Plan) -> usize {
+    let mut hosts: std::collections::BTreeMap<String, bool> = Default::default();
+    let mut blockers = 0;
+    for group in &mut plan.groups {
+        let needs: Vec<crate::downloads::Need> = group
+            .downloads
+            .iter()
+            .map(|download| crate::downloads::Need {
+                git_ref: group.git_ref.clone(),
+                download,
+            })
+            .collect();
+        let found: Vec<String> = crate::downloads::checks(&needs, &mut |h| {
+            *hosts
+                .entry(h.to_string())
+                .or_insert_with(|| crate::downloads::reachable(h))
+        })
+        .into_iter()
+        .filter(|c| c.severity == crate::preflight::Severity::Blocker)
+        .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
+        .collect();
+        blockers += found.len();
+        group.blockers = found;
+    }
+    blockers
 }

@@ -133,13 +133,21 @@ fn plan_command(
     let map = load_map(map_opts)?;
     let request = plan_request(&map, range)?;
     let mut plan: Plan = plan::plan(&map, &request)?;
+    let mut blockers = 0;
     if let (Some(repo), Some(location)) = (open_repo(repo_opts)?, repo_opts.repo.as_ref()) {
         repo_facts::check_plan_against_repo(&mut plan, &repo, location)?;
+        blockers = repo_facts::probe_downloads(&mut plan);
     }
     if output.json {
         ui::print_json(&plan)?;
     } else {
         ui::print_text(&plan_text::render(&plan, &Styler::for_stdout()))?;
+    }
+    if blockers > 0 {
+        // The plan is printed; the exit code says it cannot run from here.
+        return Err(Error::Preflight(format!(
+            "{blockers} tag(s) of this plan cannot be set up from here: a download their install needs is out of reach (see the plan above)"
+        )));
     }
     Ok(ExitCode::Success)
 }
@@ -392,6 +400,7 @@ fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         cache_dir: crate::git::default_cache_root(),
         toolchain: args.run_env.toolchain,
         keep_worktrees: false,
+        probe_downloads: true,
     };
     let report = runtime()?.block_on(doctor::run_checks(&inputs));
     if args.output.json {

@@ -232,10 +232,21 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         }
         opts.connection = connection;
 
+        // The preflight checks the tags an upgrade from --from sets up (disk, toolchains):
+        // scripts older than --from are applied in all but unusual cases.
+        let mut preflight_plan = plan.clone();
+        if let Some(from) = &opts.from {
+            preflight_plan.retain_steps(|s| {
+                s.introduced_in
+                    .as_deref()
+                    .and_then(|v| semver::Version::parse(v).ok())
+                    .is_none_or(|v| &v > from)
+            });
+        }
         if !opts.dry_run {
             preflight(
                 &opts,
-                &plan,
+                &preflight_plan,
                 redis_url.as_deref(),
                 &key_var,
                 reporter.as_mut(),
@@ -505,6 +516,7 @@ async fn preflight(
         cache_dir: opts.cache_root.clone(),
         toolchain: opts.toolchain,
         keep_worktrees: opts.keep_worktrees,
+        probe_downloads: false,
     };
     let report = doctor::run_checks(&inputs).await;
     for check in report.checks.iter().filter(|c| c.severity != Severity::Ok) {

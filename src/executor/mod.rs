@@ -10,6 +10,7 @@
 pub mod approval;
 pub mod command;
 pub mod decide;
+pub mod lockfile;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -763,6 +764,7 @@ async fn run_locked(
         )
     })?;
     stop_requested(watcher, lost)?;
+    check_downloads(opts, plan, repo, &to_run).await?;
     let backup = until_stopped(watcher, lost, take_backup(opts, journal, reporter)).await?;
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
@@ -783,6 +785,7 @@ async fn run_locked(
         .await?;
         let era = group_era(&opts.map, group)?;
         stop_requested(watcher, lost)?;
+        let choice = setup_choice(era, group, &steps);
         // Dropping the resolution (on a stop) ends its npm install's group.
         let toolchain = until_stopped(
             watcher,
@@ -791,7 +794,7 @@ async fn run_locked(
                 &ToolchainRequest {
                     node: group.node.clone(),
                     node_range: group.node_engines.clone(),
-                    pnpm: if era.setup.is_empty() {
+                    pnpm: if choice.commands.is_empty() {
                         None
                     } else {
                         group.pnpm.clone()
@@ -812,13 +815,20 @@ async fn run_locked(
         });
         let mut path_prefix = vec![toolchain.node_dir.clone()];
         path_prefix.extend(toolchain.pnpm_dir.clone());
+        let setup_plan = SetupPlan {
+            git_ref: &group.git_ref,
+            era,
+            choice,
+            repair_lockfile: group.repair_lockfile.as_deref(),
+            commit: &tag.commit,
+            node_version: &toolchain.node_version,
+            pnpm: group.pnpm.as_deref(),
+            node_headers: toolchain::node_headers_prefix(&toolchain.node_dir),
+        };
         let setup = run_setup(
             opts,
-            era,
+            &setup_plan,
             &worktree.path,
-            &tag.commit,
-            &toolchain.node_version,
-            group.pnpm.as_deref(),
             &path_prefix,
             journal,
             watcher,
@@ -1226,46 +1236,124 @@ fn remove_worktree(
     }
 }
 
-/// The release's setup commands, skipped when a stamp shows they already ran for this exact
-/// (commit, node, pnpm, commands) combination.
+/// The setup a group's running steps need: the era's profile when they all name the same one.
+fn setup_choice<'e>(
+    era: &'e crate::release_map::Era,
+    group: &crate::plan::PlanGroup,
+    running: &[&&DecidedStep],
+) -> crate::release_map::SetupChoice<'e> {
+    era.setup_for(
+        running
+            .iter()
+            .filter_map(|d| group.steps.iter().find(|s| s.id == d.id))
+            .map(|s| s.mode.setup_profile.as_deref()),
+    )
+}
+
+/// Before anything runs: every download the running tags' installs still fetch must be
+/// reachable, or the run stops here naming the dependency (no step is started).
+async fn check_downloads(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    repo: &GitRepo,
+    to_run: &[&DecidedStep],
+) -> Result<()> {
+    let mut needs = Vec::new();
+    for (g, group) in plan.groups.iter().enumerate() {
+        let running: Vec<&&DecidedStep> = to_run.iter().filter(|d| d.group == g).collect();
+        if running.is_empty() {
+            continue;
+        }
+        let era = group_era(&opts.map, group)?;
+        let choice = setup_choice(era, group, &running);
+        let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
+        needs.extend(
+            crate::downloads::needed(&opts.map, group, choice.profile)
+                .into_iter()
+                .filter(|n| crate::downloads::still_fetched(repo, &tag.commit, n.download)),
+        );
+    }
+    let blocked: Vec<String> = crate::downloads::checks_async(&needs)
+        .await
+        .into_iter()
+        .filter(|c| c.severity == crate::preflight::Severity::Blocker)
+        .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
+        .collect();
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Preflight(format!(
+        "{} download(s) the setup needs cannot be reached; nothing was run:\n  {}",
+        blocked.len(),
+        blocked.join("\n  ")
+    )))
+}
+
+/// What one tag's setup runs: the chosen commands, the lockfile the map says to repair, and
+/// the toolchain they run with.
+struct SetupPlan<'a> {
+    git_ref: &'a str,
+    era: &'a crate::release_map::Era,
+    choice: crate::release_map::SetupChoice<'a>,
+    repair_lockfile: Option<&'a str>,
+    commit: &'a str,
+    node_version: &'a str,
+    pnpm: Option<&'a str>,
+    /// This node's headers, for native modules the install compiles (node-gyp's `nodedir`).
+    node_headers: Option<PathBuf>,
+}
+
+/// How many of a failed command's last lines the error shows.
+const SETUP_TAIL_SHOWN: usize = 12;
+/// At most one progress event per this interval while a setup command prints.
+const SETUP_LINE_EVERY: Duration = Duration::from_millis(500);
+
+/// The tag's setup commands, skipped when a stamp shows they already ran for this exact
+/// (commit, node, pnpm, commands, lockfile repair) combination. Every command's output goes
+/// to one log (appended, with a header per command); the latest line is reported while it
+/// runs; a failure names the tag, the command, its last lines, the log and the fix.
 #[allow(clippy::too_many_arguments)]
 async fn run_setup(
     opts: &UpgradeOptions,
-    era: &crate::release_map::Era,
+    setup: &SetupPlan<'_>,
     worktree: &Path,
-    commit: &str,
-    node_version: &str,
-    pnpm: Option<&str>,
     path_prefix: &[PathBuf],
     journal: &Journal,
     watcher: &Arc<SignalWatcher>,
     lost: &AtomicBool,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
-    if era.setup.is_empty() {
+    let commands = setup.choice.commands;
+    if commands.is_empty() {
         return Ok(());
     }
+    let git_ref = setup.git_ref.to_string();
     let mut key = Sha256::new();
-    for part in [commit, node_version, pnpm.unwrap_or("-")] {
+    for part in [
+        setup.commit,
+        setup.node_version,
+        setup.pnpm.unwrap_or("-"),
+        setup.repair_lockfile.unwrap_or("-"),
+    ] {
         key.update(part.as_bytes());
         key.update([0]);
     }
     key.update(
-        serde_json::to_string(&(&era.setup, &era.setup_env))
+        serde_json::to_string(&(commands, &setup.era.setup_env))
             .unwrap_or_default()
             .as_bytes(),
     );
     let stamp_value = hex::encode(key.finalize());
     let stamp = worktree.join(".upstep-setup.stamp");
-    let git_ref = worktree
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let profile = match setup.choice.profile {
+        Some(p) => format!("the {p} setup profile"),
+        None => "the full setup".to_string(),
+    };
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_value) {
         reporter.report(&RunEvent::Setup {
             git_ref,
             status: "cached".into(),
-            detail: "installed and built earlier for this commit and toolchain".into(),
+            detail: format!("{profile}: installed and built earlier for this commit and toolchain"),
         });
         return Ok(());
     }
@@ -1275,24 +1363,80 @@ async fn run_setup(
         .join("logs")
         .join(&journal.actor().run_id)
         .join(format!("setup-{git_ref}.log"));
-    for argv in &era.setup {
+    let mut setup_log = SetupLog::create(&log)?;
+    setup_log.write(&format!(
+        "# upstep setup of {git_ref} (commit {}), node {}, pnpm {}, {profile}\n",
+        setup.commit,
+        setup.node_version,
+        setup.pnpm.unwrap_or("-")
+    ))?;
+
+    // Only a lockfile the map names is repaired, for the setup only: dropping `repaired`
+    // (success, failure or interruption) puts the released file back.
+    let repaired = match setup.repair_lockfile {
+        Some(file) => {
+            let repaired = lockfile::RepairedLockfile::apply(worktree, file)?;
+            let detail = format!(
+                "{file}: reconciled {} stale workspace-link specifier(s) with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
+                repaired.edits.len()
+            );
+            setup_log.write(&format!("\n# {detail}\n"))?;
+            for edit in &repaired.edits {
+                setup_log.write(&format!("#   {}\n", edit.describe()))?;
+            }
+            let listed: Vec<String> = repaired.edits.iter().map(|e| e.describe()).collect();
+            journal
+                .event(
+                    "lockfile-repaired",
+                    None,
+                    bson::doc! { "tag": &git_ref, "commit": setup.commit, "file": file, "edits": listed.len() as i64, "specifiers": listed },
+                )
+                .await?;
+            reporter.report(&RunEvent::Setup {
+                git_ref: git_ref.clone(),
+                status: "lockfile-repaired".into(),
+                detail,
+            });
+            Some(repaired)
+        }
+        None => None,
+    };
+
+    let total = commands.len();
+    for (n, argv) in commands.iter().enumerate() {
         stop_requested(watcher, lost)?;
+        let shown = argv.join(" ");
+        setup_log.write(&format!(
+            "\n===== [{}/{total}] {shown} (cwd: the worktree of {git_ref}) =====\n",
+            n + 1
+        ))?;
         reporter.report(&RunEvent::Setup {
             git_ref: git_ref.clone(),
             status: "running".into(),
-            detail: argv.join(" "),
+            detail: shown.clone(),
         });
         let spec = ChildSpec {
             program: PathBuf::from(&argv[0]),
             args: argv[1..].to_vec(),
             cwd: worktree.to_path_buf(),
-            env: command::setup_env(era),
+            env: setup_env(setup),
             env_remove: opts.connection.private_env.clone(),
             path_prefix: path_prefix.to_vec(),
             log_file: log.clone(),
+            log_append: true,
             secrets: Vec::new(),
         };
-        let child = process::spawn_child(&spec)?;
+        let child = match process::spawn_child(&spec) {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = setup_log.write(&format!("===== could not start: {e} =====\n"));
+                drop(repaired);
+                return Err(
+                    setup_failed(journal, &git_ref, &shown, &e.to_string(), &[], &log).await,
+                );
+            }
+        };
+        let mut last_report = Instant::now() - SETUP_LINE_EVERY;
         let outcome = child
             .wait(
                 Watch {
@@ -1301,21 +1445,42 @@ async fn run_setup(
                 },
                 watcher.stop_receiver(),
                 None,
-                &mut |_| {},
+                &mut |line| {
+                    if last_report.elapsed() >= SETUP_LINE_EVERY && !line.text.trim().is_empty() {
+                        last_report = Instant::now();
+                        reporter.report(&RunEvent::SetupOutput {
+                            git_ref: git_ref.clone(),
+                            line: line.text,
+                        });
+                    }
+                },
             )
             .await?;
+        let secs = outcome.duration.as_secs_f64();
+        let ended = match (&outcome.ending, outcome.exit_code, outcome.signal) {
+            (Ending::Stopped { signal }, _, _) => format!("stopped by signal {signal}"),
+            (_, Some(code), _) => format!("exit {code}"),
+            (_, None, Some(signal)) => format!("killed by signal {signal}"),
+            _ => "ended abnormally".to_string(),
+        };
+        setup_log.write(&format!("===== {ended} after {secs:.1} s =====\n"))?;
         if let Ending::Stopped { .. } = outcome.ending {
+            drop(repaired);
             return Err(stop_error(watcher, lost));
         }
         if outcome.exit_code != Some(0) {
-            return Err(Error::StepFailed(format!(
-                "setup command `{}` failed at {git_ref} (exit {:?}); see {}\n  last output: {}",
-                argv.join(" "),
-                outcome.exit_code,
-                log.display(),
-                outcome.tail.last().cloned().unwrap_or_default()
-            )));
+            drop(repaired);
+            let why = format!("{ended} after {secs:.1} s (command {} of {total})", n + 1);
+            return Err(setup_failed(journal, &git_ref, &shown, &why, &outcome.tail, &log).await);
         }
+        reporter.report(&RunEvent::Setup {
+            git_ref: git_ref.clone(),
+            status: "finished".into(),
+            detail: format!("{shown} ({secs:.1} s)"),
+        });
+    }
+    if let Some(repaired) = repaired {
+        repaired.restore()?;
     }
     std::fs::write(&stamp, &stamp_value).map_err(|e| {
         Error::repository(
@@ -1326,9 +1491,122 @@ async fn run_setup(
     reporter.report(&RunEvent::Setup {
         git_ref,
         status: "done".into(),
-        detail: String::new(),
+        detail: format!("{profile} (log: {})", log.display()),
     });
     Ok(())
+}
+
+/// The setup commands' environment: the era's `setup_env`, plus node-gyp's `nodedir` pointing
+/// at the tag's node headers (unless the map or the user set one), so native modules build
+/// against the node that runs them without downloading headers from nodejs.org.
+fn setup_env(setup: &SetupPlan<'_>) -> Vec<(String, String)> {
+    let mut env = command::setup_env(setup.era);
+    let set = |key: &str| {
+        env.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
+            || std::env::var_os(key).is_some()
+            || std::env::var_os(key.to_ascii_uppercase()).is_some()
+    };
+    if let Some(headers) = &setup.node_headers {
+        if !set("npm_config_nodedir") {
+            env.push(("npm_config_nodedir".into(), headers.display().to_string()));
+        }
+    }
+    env
+}
+
+/// The setup log: a header per command, every command's output appended below its header.
+struct SetupLog {
+    path: PathBuf,
+}
+
+impl SetupLog {
+    fn create(path: &Path) -> Result<SetupLog> {
+        let fail = |e: std::io::Error| {
+            Error::StepFailed(format!(
+                "cannot create the setup log {}: {e}\n  fix: make the state directory writable",
+                path.display()
+            ))
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(fail)?;
+        }
+        std::fs::write(path, b"").map_err(fail)?;
+        Ok(SetupLog {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn write(&mut self, text: &str) -> Result<()> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| {
+                Error::StepFailed(format!(
+                    "cannot write the setup log {}: {e}\n  fix: check the disk",
+                    self.path.display()
+                ))
+            })
+    }
+}
+
+/// The fix for a failed setup command, from what its last lines say.
+pub fn setup_fix(tail: &[String]) -> String {
+    let text = tail.join("\n");
+    let has = |needle: &str| text.contains(needle);
+    if has("ERR_PNPM_OUTDATED_LOCKFILE") {
+        "the tag's lockfile does not match its package.json files: if only workspace-link specifiers are stale (a version bump), declare repair_lockfile for this release in the release map (docs/release-map.md); otherwise the tag cannot be installed as released".into()
+    } else if has("ENOSPC") || has("no space left") {
+        "free disk space (each prepared tag takes several GB), then run again".into()
+    } else if has("github.com") || has("codeload.github.com") {
+        "the install fetches a package from GitHub: give this machine HTTPS access to github.com (or set HTTPS_PROXY), then run again".into()
+    } else if has("ERR_INVALID_THIS") {
+        "this pnpm does not work under this node: check the release's node and pnpm in the release map".into()
+    } else if has("ENOTFOUND")
+        || has("ETIMEDOUT")
+        || has("ECONNREFUSED")
+        || has("ECONNRESET")
+        || has("EAI_AGAIN")
+    {
+        "a download failed: check network access to the package registry (or its proxy settings), then run again".into()
+    } else {
+        "read the setup log for the cause and fix it (network, disk, or the era's setup in the release map), then run again: the setup of this tag starts over".into()
+    }
+}
+
+/// Journal a failed setup and build the error that names the tag, the command, its last
+/// lines, the log and the fix. No step of the tag was started.
+async fn setup_failed(
+    journal: &Journal,
+    git_ref: &str,
+    command: &str,
+    why: &str,
+    tail: &[String],
+    log: &Path,
+) -> Error {
+    let log_text = log.display().to_string();
+    let _ = journal
+        .event(
+            "setup-failed",
+            None,
+            bson::doc! { "tag": git_ref, "command": command, "why": why, "log": &log_text },
+        )
+        .await;
+    let lines: Vec<&String> = tail.iter().filter(|l| !l.trim().is_empty()).collect();
+    let last = &lines[lines.len().saturating_sub(SETUP_TAIL_SHOWN)..];
+    let shown = if last.is_empty() {
+        "(no output)".to_string()
+    } else {
+        last.iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n    ")
+    };
+    Error::StepFailed(format!(
+        "the setup of {git_ref} failed: `{command}` {why}; no step of {git_ref} was started\n  last lines:\n    {shown}\n  full log: {log_text}\n  fix: {}",
+        setup_fix(tail)
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1398,6 +1676,7 @@ async fn run_step(
         env_remove: opts.connection.private_env.clone(),
         path_prefix: path_prefix.to_vec(),
         log_file: log_file.clone(),
+        log_append: false,
         secrets: opts.connection.secrets(),
     };
     let started = Instant::now();

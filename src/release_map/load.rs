@@ -230,6 +230,15 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
                 "each setup entry is a list like [\"pnpm\", \"install\"]",
             );
         }
+        for (profile_name, profile) in &era.setup_profiles {
+            if profile.setup.is_empty() || profile.setup.iter().any(|cmd| cmd.is_empty()) {
+                sink.push(
+                    None,
+                    format!("{here}: setup profile {profile_name:?} needs non-empty commands"),
+                    "each setup entry is a list like [\"pnpm\", \"install\"]",
+                );
+            }
+        }
         for (shim_name, shim) in &era.shims {
             for needed in ["{module}", "{export}"] {
                 if !shim.template.contains(needed) {
@@ -267,10 +276,72 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
                         )
                     })
                     .collect(),
+                setup_profiles: era
+                    .setup_profiles
+                    .iter()
+                    .map(|(k, p)| {
+                        (
+                            k.clone(),
+                            SetupProfile {
+                                description: p.description.clone(),
+                                setup: p.setup.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
             },
         );
     }
     eras
+}
+
+/// A path inside the repository: relative, without `..`.
+fn repo_relative(path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    !path.is_empty()
+        && p.is_relative()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+fn build_downloads(
+    sink: &mut Problems,
+    version: &Version,
+    era: Option<&Era>,
+    raw: &[schema::RawDownload],
+) -> Vec<Download> {
+    let mut out = Vec::new();
+    for d in raw {
+        let download = Download {
+            dependency: d.dependency.clone(),
+            url: d.url.get_ref().clone(),
+            via: d.via.clone(),
+            skipped_by: d.skipped_by.clone(),
+        };
+        if !download.url.starts_with("https://") || download.host().is_none() {
+            sink.at(
+                &d.url,
+                format!("release {version}: download url {:?} is not an https URL", download.url),
+                "write the URL the lockfile fetches it from, e.g. \"https://github.com/o/r/archive/x.tar.gz\"",
+            );
+        }
+        if let Some(era) = era {
+            for profile in &d.skipped_by {
+                if !era.setup_profiles.contains_key(profile) {
+                    sink.at(
+                        &d.url,
+                        format!(
+                            "release {version}: download {:?} names setup profile {profile:?}, which era {:?} does not declare",
+                            d.dependency, era.name
+                        ),
+                        "declare it under [eras.<era>.setup_profiles.<name>] or fix the name",
+                    );
+                }
+            }
+        }
+        out.push(download);
+    }
+    out
 }
 
 fn build_releases(raw: &RawMap, eras: &BTreeMap<String, Era>, sink: &mut Problems) -> Vec<Release> {
@@ -311,7 +382,22 @@ fn build_releases(raw: &RawMap, eras: &BTreeMap<String, Era>, sink: &mut Problem
                 );
             }
         }
+        if let Some(file) = &r.repair_lockfile {
+            if !repo_relative(file.get_ref()) {
+                sink.at(
+                    file,
+                    format!(
+                        "release {version}: repair_lockfile {:?} is not a path inside the repository",
+                        file.get_ref()
+                    ),
+                    "give the lockfile's path from the repository root, e.g. \"pnpm-lock.yaml\"",
+                );
+            }
+        }
+        let downloads = build_downloads(sink, &version, eras.get(r.era.get_ref()), &r.downloads);
         releases.push(Release {
+            repair_lockfile: r.repair_lockfile.as_ref().map(|f| f.get_ref().clone()),
+            downloads,
             tag: r.tag.clone().unwrap_or_else(|| format!("v{version}")),
             version,
             date: r.date.clone(),
@@ -366,6 +452,7 @@ struct ModeFields<'a> {
     exits: schema::Exits,
     done_line: &'a Option<String>,
     quiet_secs: Option<u64>,
+    setup_profile: &'a Option<Spanned<String>>,
 }
 
 impl<'a> From<&'a RawMigration> for ModeFields<'a> {
@@ -377,6 +464,7 @@ impl<'a> From<&'a RawMigration> for ModeFields<'a> {
             exits: m.exits,
             done_line: &m.done_line,
             quiet_secs: m.quiet_secs,
+            setup_profile: &m.setup_profile,
         }
     }
 }
@@ -390,6 +478,7 @@ impl<'a> From<&'a RawMode> for ModeFields<'a> {
             exits: m.exits,
             done_line: &m.done_line,
             quiet_secs: m.quiet_secs,
+            setup_profile: &m.setup_profile,
         }
     }
 }
@@ -444,6 +533,21 @@ fn build_mode(
             }
         }
     }
+    if let Some(profile) = fields.setup_profile {
+        for era in eras_at.iter().flatten() {
+            if !era.setup_profiles.contains_key(profile.get_ref()) {
+                sink.at(
+                    profile,
+                    format!(
+                        "{here}: setup profile {:?} is not declared in era {:?}",
+                        profile.get_ref(),
+                        era.name
+                    ),
+                    "declare it under [eras.<era>.setup_profiles.<name>] or fix the name",
+                );
+            }
+        }
+    }
     Mode {
         run: fields.run,
         export: fields.export.clone(),
@@ -451,6 +555,7 @@ fn build_mode(
         exits: fields.exits,
         done_line: fields.done_line.clone(),
         quiet_secs: fields.quiet_secs,
+        setup_profile: fields.setup_profile.as_ref().map(|s| s.get_ref().clone()),
     }
 }
 

@@ -51,6 +51,77 @@ pub struct Era {
     pub setup_env: BTreeMap<String, String>,
     pub done_lines: Vec<String>,
     pub shims: BTreeMap<String, Shim>,
+    pub setup_profiles: BTreeMap<String, SetupProfile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetupProfile {
+    pub description: Option<String>,
+    pub setup: Vec<Vec<String>>,
+}
+
+/// The setup a tag gets: the era's full `setup`, or one named profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupChoice<'a> {
+    /// None: the era's full setup.
+    pub profile: Option<&'a str>,
+    pub commands: &'a [Vec<String>],
+}
+
+impl Era {
+    /// The setup for scripts whose modes name `profiles`: a profile only when every script
+    /// names the same one (a profile prepares less than the full setup, never more).
+    pub fn setup_for<'s, 'p, I>(&'s self, profiles: I) -> SetupChoice<'s>
+    where
+        I: IntoIterator<Item = Option<&'p str>>,
+    {
+        let full = SetupChoice {
+            profile: None,
+            commands: &self.setup,
+        };
+        let mut chosen: Option<&'p str> = None;
+        for profile in profiles {
+            match (profile, chosen) {
+                (None, _) => return full,
+                (Some(p), None) => chosen = Some(p),
+                (Some(p), Some(c)) if p != c => return full,
+                _ => {}
+            }
+        }
+        match chosen.and_then(|name| self.setup_profiles.get_key_value(name)) {
+            Some((name, profile)) => SetupChoice {
+                profile: Some(name.as_str()),
+                commands: &profile.setup,
+            },
+            None => full,
+        }
+    }
+}
+
+/// A dependency a tag's install fetches from outside the package registry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Download {
+    pub dependency: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_by: Vec<String>,
+}
+
+impl Download {
+    /// Whether a setup with `profile` (None: the full setup) installs it.
+    pub fn needed_by(&self, profile: Option<&str>) -> bool {
+        profile.is_none_or(|p| !self.skipped_by.iter().any(|s| s == p))
+    }
+
+    /// The host the URL points at (`github.com` for `https://github.com/...`).
+    pub fn host(&self) -> Option<&str> {
+        let rest = self.url.split_once("://")?.1;
+        let host = rest.split(['/', '?', '#']).next()?;
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        Some(host.split(':').next().unwrap_or(host)).filter(|h| !h.is_empty())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +141,10 @@ pub struct Release {
     pub pnpm: Option<String>,
     pub verified: bool,
     pub notes: Option<String>,
+    /// A lockfile (path from the repository root) whose stale workspace-link specifiers
+    /// upstep reconciles before the setup runs.
+    pub repair_lockfile: Option<String>,
+    pub downloads: Vec<Download>,
 }
 
 /// Where a migration's script first appears.
@@ -95,6 +170,9 @@ pub struct Mode {
     pub done_line: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quiet_secs: Option<u64>,
+    /// The era's setup profile that prepares enough for it (None: the full setup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_profile: Option<String>,
 }
 
 impl Mode {
@@ -234,5 +312,66 @@ impl ReleaseMap {
     pub fn era_of(&self, release: &Release) -> &Era {
         // Validation guarantees every release names an existing era.
         &self.eras[&release.era]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn era() -> Era {
+        Era {
+            name: "e".into(),
+            description: None,
+            cwd: ".".into(),
+            run: vec!["node".into(), "{script}".into()],
+            env: BTreeMap::new(),
+            env_file: None,
+            env_file_required: false,
+            setup: vec![vec!["full".into()]],
+            setup_env: BTreeMap::new(),
+            done_lines: Vec::new(),
+            shims: BTreeMap::new(),
+            setup_profiles: BTreeMap::from([(
+                "data-layer".to_string(),
+                SetupProfile {
+                    description: None,
+                    setup: vec![vec!["light".into()]],
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn a_profile_is_chosen_only_when_every_script_names_it() {
+        let era = era();
+        let light = era.setup_for([Some("data-layer"), Some("data-layer")]);
+        assert_eq!(light.profile, Some("data-layer"));
+        assert_eq!(light.commands, [vec!["light".to_string()]]);
+        for mixed in [
+            vec![Some("data-layer"), None],
+            vec![None, Some("data-layer")],
+            vec![Some("data-layer"), Some("other")],
+            vec![Some("unknown")],
+            vec![],
+        ] {
+            let choice = era.setup_for(mixed.clone());
+            assert_eq!(choice.profile, None, "{mixed:?}");
+            assert_eq!(choice.commands, [vec!["full".to_string()]]);
+        }
+    }
+
+    #[test]
+    fn a_download_names_its_host_and_the_profiles_that_skip_it() {
+        let d = Download {
+            dependency: "x".into(),
+            url: "https://user@codeload.github.com:443/a/b".into(),
+            via: None,
+            skipped_by: vec!["data-layer".into()],
+        };
+        assert_eq!(d.host(), Some("codeload.github.com"));
+        assert!(d.needed_by(None));
+        assert!(d.needed_by(Some("other")));
+        assert!(!d.needed_by(Some("data-layer")));
     }
 }

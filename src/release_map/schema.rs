@@ -95,12 +95,26 @@ pub struct RawEra {
     /// Extra environment for the setup commands only.
     #[serde(default)]
     pub setup_env: BTreeMap<String, String>,
+    /// Lighter setups for scripts that load less than the whole application: a tag whose
+    /// running scripts all name one profile (`setup_profile`) runs that profile's commands
+    /// instead of `setup`.
+    #[serde(default)]
+    pub setup_profiles: BTreeMap<String, RawSetupProfile>,
     /// Output lines that mean "the script has finished" for scripts that never exit.
     #[serde(default)]
     pub done_lines: Vec<String>,
     /// Shims that run an exported function: name -> template.
     #[serde(default)]
     pub shims: BTreeMap<String, RawShim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSetupProfile {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Commands run instead of the era's `setup`, in order, from the repository root.
+    pub setup: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +150,29 @@ pub struct RawRelease {
     pub verified: bool,
     #[serde(default)]
     pub notes: Option<String>,
+    /// A lockfile at this tag whose workspace-link specifiers are stale (a version bump the
+    /// release did not record): upstep reconciles exactly those before the setup runs.
+    #[serde(default)]
+    pub repair_lockfile: Option<Spanned<String>>,
+    /// Dependencies the tag's install downloads from somewhere other than the package
+    /// registry (a GitHub tarball, ...): reported as blockers where that host is unreachable.
+    #[serde(default)]
+    pub downloads: Vec<RawDownload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    /// The package's name, as the lockfile names it.
+    pub dependency: String,
+    /// Where the install fetches it from (an https URL).
+    pub url: Spanned<String>,
+    /// Which dependency chain pulls it in, for the message.
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Setup profiles that do not install it (the era's full `setup` always does).
+    #[serde(default)]
+    pub skipped_by: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -207,6 +244,9 @@ pub struct RawMigration {
     pub done_line: Option<String>,
     #[serde(default)]
     pub quiet_secs: Option<u64>,
+    /// The era's setup profile that prepares enough for this script (default: the full setup).
+    #[serde(default)]
+    pub setup_profile: Option<Spanned<String>>,
     /// Later releases where the script runs differently.
     #[serde(default)]
     pub modes: Vec<RawMode>,
@@ -249,6 +289,8 @@ pub struct RawMode {
     pub done_line: Option<String>,
     #[serde(default)]
     pub quiet_secs: Option<u64>,
+    #[serde(default)]
+    pub setup_profile: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

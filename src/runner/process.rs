@@ -72,8 +72,11 @@ pub struct ChildSpec {
     pub env_remove: Vec<String>,
     /// Prepended to PATH (the PATH from `env` if set there, else the inherited one).
     pub path_prefix: Vec<PathBuf>,
-    /// Every output line is appended here (created with its parent directories, truncated).
+    /// Every output line is appended here (created with its parent directories, truncated
+    /// unless `log_append`).
     pub log_file: PathBuf,
+    /// Keep what the log file already holds (several commands sharing one log).
+    pub log_append: bool,
     /// Replaced by `****` in every output line, the log and the tail. Must not be in `args`.
     pub secrets: Vec<String>,
 }
@@ -233,7 +236,7 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
             spec.cwd.display()
         )));
     }
-    let log = open_log(&spec.log_file)?;
+    let log = open_log(&spec.log_file, spec.log_append)?;
 
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -418,7 +421,7 @@ fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
     Some(after.split_whitespace().collect())
 }
 
-fn open_log(path: &Path) -> Result<BufWriter<File>> {
+fn open_log(path: &Path, append: bool) -> Result<BufWriter<File>> {
     let fail = |e: std::io::Error| {
         Error::StepFailed(format!(
             "cannot create the log file {}: {e}\n  fix: make its directory writable or choose \
@@ -429,7 +432,15 @@ fn open_log(path: &Path) -> Result<BufWriter<File>> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
-    let file = File::create(path).map_err(fail)?;
+    let file = if append {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    } else {
+        File::create(path)
+    }
+    .map_err(fail)?;
     Ok(BufWriter::with_capacity(64 * 1024, file))
 }
 

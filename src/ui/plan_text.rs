@@ -101,6 +101,45 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
             header.push_str(&st.warn("  (unverified release)"));
         }
         let _ = writeln!(out, "\n{header}");
+        if let Some(profile) = &group.setup_profile {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                st.dim("setup:"),
+                st.dim(&format!(
+                    "the {profile} setup profile: its scripts load less than the whole application"
+                ))
+            );
+        }
+        if let Some(lockfile) = &group.repair_lockfile {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                st.dim("setup:"),
+                st.warn(&format!(
+                    "{lockfile} is stale at this tag: upstep reconciles its workspace-link specifiers with the package.json files for the install (external dependencies stay pinned), then restores it"
+                ))
+            );
+        }
+        for d in &group.downloads {
+            let via = d
+                .via
+                .as_deref()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                st.dim("setup:"),
+                st.dim(&format!(
+                    "the install fetches {}{via} from {}",
+                    d.dependency, d.url
+                ))
+            );
+        }
+        for blocker in &group.blockers {
+            let _ = writeln!(out, "  {} {}", st.bad("BLOCKED:"), blocker);
+        }
         for step in &group.steps {
             n += 1;
             let _ = writeln!(

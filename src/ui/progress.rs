@@ -130,6 +130,39 @@ impl Reporter for ProgressReporter {
                 spinner.enable_steady_tick(Duration::from_millis(120));
                 self.step = Some(spinner);
             }
+            RunEvent::Setup {
+                git_ref,
+                status,
+                detail,
+            } if status == "running" => {
+                if let Some(line) = event_line(event, &self.styler, false) {
+                    self.println(&line);
+                }
+                if let Some(old) = self.step.take() {
+                    old.finish_and_clear();
+                }
+                let spinner = self.multi.add(ProgressBar::new_spinner());
+                spinner.set_style(
+                    ProgressStyle::with_template("  {spinner} {elapsed_precise} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                spinner.set_message(format!("setup {git_ref}: {}", shorten(detail, 80)));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                self.step = Some(spinner);
+            }
+            RunEvent::SetupOutput { git_ref, line } => {
+                if let Some(spinner) = &self.step {
+                    spinner.set_message(format!("setup {git_ref} | {}", shorten(line, 100)));
+                }
+            }
+            RunEvent::Setup { .. } => {
+                if let Some(spinner) = self.step.take() {
+                    spinner.finish_and_clear();
+                }
+                if let Some(line) = event_line(event, &self.styler, false) {
+                    self.println(&line);
+                }
+            }
             RunEvent::Output { id, line, .. } => {
                 if let Some(spinner) = &self.step {
                     spinner.set_message(format!("{id} | {}", shorten(line, 100)));

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Opt-in end-to-end proof on the REAL Novu repository (never in CI: it needs a Novu clone, the
+# npm registry, tens of GB of disk and up to hours on a small machine).
+#
+#   scripts/novu-e2e.sh --clone DIR --from X --to Y [--work DIR] [--stand-ins auto|yes|no]
+#
+# It starts the test MongoDB server (SecantusDB) and a redis-server on free loopback ports,
+# seeds a small real-shaped Novu database as of X (examples/novu_seed), runs
+#   upstep upgrade --yes --json --backup DIR --repo <clone> --from X --to Y
+# with STORE_ENCRYPTION_KEY in its environment, and checks:
+#   - every planned step ran, succeeded and was verified by its data check;
+#   - `upstep status --check` exits 0;
+#   - a second run runs nothing;
+#   - the data says what each script promises (`novu_seed check`).
+# Then it prints a table per tag (node, pnpm, each setup command's seconds, disk) and per
+# script (how it ran, how it ended, seconds, peak RSS, verified). Exit 0 only if all passed.
+#
+# --clone: a clone upstep can use, e.g.
+#   git clone --no-checkout <novu copy> DIR && git -C DIR fetch origin '+refs/tags/*:refs/tags/*'
+# --stand-ins: some tags need GitHub-hosted packages (v0.9.0-v0.19.0: the `http2` tarball of
+#   @novu/apns; v0.4.0: the root devDependency monorepo-run). Where GitHub cannot be reached
+#   (auto: probed), this script (never upstep) copies the clone and, on that copy only, moves
+#   each affected tag onto a commit whose pnpm-lock.yaml takes the same package from npm
+#   (STAND_INS below). Results obtained that way say so in the table and in docs/novu.md.
+#
+# Environment: UPSTEP_BIN / NOVU_SEED_BIN (prebuilt binaries; default: cargo build),
+# UPSTEP_CACHE_DIR (toolchains and worktrees, shared across runs; default ~/.cache/upstep),
+# UPSTEP_TEST_MONGOD (default ~/.cache/upstep-test-tools/secantus/bin/secantusd-rs).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+clone="" from="" to="" work="" stand_ins=auto
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --clone) clone=$2; shift 2 ;;
+    --from) from=${2#v}; shift 2 ;;
+    --to) to=${2#v}; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --stand-ins) stand_ins=$2; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$clone" ] && [ -n "$from" ] && [ -n "$to" ] || { echo "usage: $0 --clone DIR --from X --to Y [--work DIR] [--stand-ins auto|yes|no]" >&2; exit 2; }
+git -C "$clone" rev-parse --git-dir >/dev/null 2>&1 || { echo "$clone is not a git repository" >&2; exit 2; }
+work=${work:-/work/novu-e2e/v$from-v$to}
+rm -rf "$work"
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+# The store key every seeded ciphertext was made with (examples/novu_seed/data.rs E2E_KEY).
+export STORE_ENCRYPTION_KEY='upstep-e2e-store-encryption-key!'
+export UPSTEP_STATE_DIR=$work/state
+export UPSTEP_CACHE_DIR=${UPSTEP_CACHE_DIR:-$HOME/.cache/upstep}
+
+# Declared npm stand-ins: lockfile text at the real tag -> the same package from npm.
+#   http2: node-apn's fork (apn-2.1.4) of http2 3.3.6 -> http2@3.3.6 from npm, the original it
+#     forked (the push providers load it; no migration sends a push).
+#   monorepo-run: github:scopsy/monorepo-run at aa7f44f (0.4.2) -> monorepo-run@0.4.2 from npm.
+STAND_INS=(
+  "tarball: https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz|integrity: sha512-L8iE1xmQ9hZxalL9ekcx6Dp98h8Fwfxnv9Kq8cf7adrXmyYGBnkbQeJe7MBHPkXxjITIOM1R7XWQYo4iDaNAuQ==, tarball: https://registry.npmjs.org/http2/-/http2-3.3.6.tgz"
+  "tarball: https://codeload.github.com/scopsy/monorepo-run/tar.gz/aa7f44fa44321f1350a6f46ec37d843b49185160|integrity: sha512-39teSbaJJLxgwZbCCwLOKevDJwUzTCoH52A0nvlQicsJKRlpT0XhW8rAjOhoe2luGb7WXltBGt27dYEVZc+GgQ==, tarball: https://registry.npmjs.org/monorepo-run/-/monorepo-run-0.4.2.tgz"
+)
+
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# --- binaries -------------------------------------------------------------------------------
+if [ -z "${UPSTEP_BIN:-}" ] || [ -z "${NOVU_SEED_BIN:-}" ]; then
+  log "building upstep and the seeding tool (cargo build)"
+  (cd "$here" && nice -n 5 cargo build --quiet --bin upstep --example novu_seed)
+fi
+upstep=${UPSTEP_BIN:-$here/target/debug/upstep}
+seed=${NOVU_SEED_BIN:-$here/target/debug/examples/novu_seed}
+mongod=${UPSTEP_TEST_MONGOD:-$HOME/.cache/upstep-test-tools/secantus/bin/secantusd-rs}
+for tool in "$upstep" "$seed" "$mongod"; do
+  [ -x "$tool" ] || { echo "missing: $tool" >&2; exit 2; }
+done
+command -v redis-server >/dev/null || { echo "missing: redis-server" >&2; exit 2; }
+
+# --- the repository, with stand-ins where GitHub is out of reach -----------------------------
+if [ "$stand_ins" = auto ]; then
+  if timeout 5 bash -c '</dev/tcp/github.com/443' 2>/dev/null; then stand_ins=no; else stand_ins=yes; fi
+fi
+repo=$clone
+substituted=()
+if [ "$stand_ins" = yes ]; then
+  repo=$work/repo
+  log "GitHub out of reach: copying the clone to $repo to give its tags npm stand-ins"
+  git clone --quiet --no-checkout "$clone" "$repo"
+  git -C "$repo" fetch --quiet origin '+refs/tags/*:refs/tags/*'
+  for tag in $(git -C "$repo" tag -l 'v*'); do
+    text=$work/stand-in.lock
+    git -C "$repo" show "refs/tags/$tag:pnpm-lock.yaml" >"$text" 2>/dev/null || continue
+    needs=no
+    for pair in "${STAND_INS[@]}"; do
+      if grep -qF -- "${pair%%|*}" "$text"; then needs=yes; fi
+    done
+    [ "$needs" = yes ] || continue
+    for pair in "${STAND_INS[@]}"; do
+      FROM=${pair%%|*} TO=${pair#*|} perl -pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/g' "$text"
+    done
+    blob=$(git -C "$repo" hash-object -w "$text")
+    rm -f "$text"
+    index=$work/stand-in.index
+    GIT_INDEX_FILE=$index git -C "$repo" read-tree "refs/tags/$tag^{commit}"
+    GIT_INDEX_FILE=$index git -C "$repo" update-index --cacheinfo "100644,$blob,pnpm-lock.yaml"
+    tree=$(GIT_INDEX_FILE=$index git -C "$repo" write-tree)
+    commit=$(git -C "$repo" commit-tree "$tree" -p "refs/tags/$tag^{commit}" -m "novu-e2e: npm stand-ins for GitHub-hosted packages")
+    git -C "$repo" tag -f "$tag" "$commit" >/dev/null
+    rm -f "$index"
+    substituted+=("$tag")
+  done
+  log "tags given npm stand-ins: ${substituted[*]:-none}"
+fi
+printf '%s\n' "${substituted[@]}" >"$work/stand-in-tags"
+
+# --- services ---------------------------------------------------------------------------------
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 30000))
+    (: </dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+  done
+}
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+mongo_port=$(free_port)
+redis_port=$(free_port)
+mkdir -p "$work/db"
+"$mongod" --host 127.0.0.1 --port "$mongo_port" --storage-path "$work/db" >"$work/mongod.log" 2>&1 &
+pids+=($!)
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  (: </dev/tcp/127.0.0.1/$mongo_port) 2>/dev/null && (: </dev/tcp/127.0.0.1/$redis_port) 2>/dev/null && break
+  sleep 0.2
+done
+mongo_uri=mongodb://127.0.0.1:$mongo_port/novu-e2e
+redis_url=redis://127.0.0.1:$redis_port/0
+log "test MongoDB on :$mongo_port, Redis on :$redis_port, work in $work"
+
+"$seed" seed "$mongo_uri" --as-of "$from"
+"$upstep" plan --json --repo "$repo" --from "$from" --to "$to" >"$work/plan.json" 2>"$work/plan.stderr" || {
+  log "upstep plan --repo failed (exit $?):"; cat "$work/plan.stderr"; }
+
+# --- the upgrade ------------------------------------------------------------------------------
+# Every JSON event is stamped on arrival (epoch ms); the tree's memory is sampled meanwhile.
+sample_rss() {
+  local root=$1
+  while kill -0 "$root" 2>/dev/null; do
+    # Sum of the RSS (kB) of every descendant of upstep: the running script's whole tree.
+    ps -eo pid=,ppid=,rss= | awk -v root="$root" -v now="$(date +%s%3N)" '
+      { parent[$1] = $2; rss[$1] = $3 }
+      END { total = 0
+            for (p in parent) { q = p; while (q in parent && q != root && q != 1) q = parent[q]
+                                if (q == root && p != root) total += rss[p] }
+            print now, total }' >>"$work/rss.log"
+    sleep 2
+  done
+}
+stamp() {
+  while IFS= read -r line; do
+    now=$(date +%s%3N)
+    printf '%s %s\n' "$now" "$line"
+    # The worktree's disk use once its setup is done (in the background: stdout keeps flowing).
+    case "$line" in
+      *'"event":"setup"'*'"status":"done"'*|*'"event":"setup"'*'"status":"cached"'*)
+        ref=$(printf '%s' "$line" | sed -n 's/.*"git_ref":"\([^"]*\)".*/\1/p')
+        wt=$(find "$UPSTEP_CACHE_DIR/worktrees" -mindepth 2 -maxdepth 2 -type d -name "$ref" 2>/dev/null | head -1)
+        [ -n "$wt" ] && (printf '%s %s\n' "$ref" "$(du -sb "$wt" 2>/dev/null | cut -f1)" >>"$work/disk.log") &
+        ;;
+    esac
+  done
+}
+
+upgrade=("$upstep" upgrade --yes --json --repo "$repo" --from "$from" --to "$to"
+  --mongo-uri "$mongo_uri" --redis-url "$redis_url")
+log "upstep upgrade --from $from --to $to (events: $work/run1.jsonl)"
+started=$(date +%s)
+set +e
+"${upgrade[@]}" --backup "$work/backup" 2>"$work/run1.stderr" > >(stamp >"$work/run1.jsonl") &
+upid=$!
+sample_rss "$upid" &
+wait "$upid"
+run1_rc=$?
+set -e
+run1_secs=$(( $(date +%s) - started ))
+sleep 1
+log "first run: exit $run1_rc after ${run1_secs}s"
+
+set +e
+"$upstep" status --check --to "$to" --mongo-uri "$mongo_uri" >"$work/status.txt" 2>&1
+status_rc=$?
+"${upgrade[@]}" --no-backup 2>"$work/run2.stderr" > >(stamp >"$work/run2.jsonl")
+run2_rc=$?
+sleep 1
+"$seed" check "$mongo_uri" --from "$from" --to "$to" --key "$STORE_ENCRYPTION_KEY" >"$work/promises.txt" 2>&1
+check_rc=$?
+set -e
+
+node "$here/scripts/novu-e2e-report.js" "$work" "$from" "$to" "$run1_rc" "$run1_secs" "$status_rc" "$run2_rc" "$check_rc"
