@@ -832,17 +832,10 @@ impl Sink<'_> {
                     self.log = None;
                 }
             }
-            if found.is_none() && !self.done_lines.is_empty() {
-                let trimmed = line.text.trim_start();
-                if self
-                    .done_lines
-                    .iter()
-                    .any(|d| trimmed.starts_with(d.as_str()))
-                {
-                    found = Some(line.text.clone());
-                    if self.done_line.is_none() {
-                        self.done_line = Some(line.text.clone());
-                    }
+            if found.is_none() && self.done_lines.iter().any(|d| is_done_line(&line.text, d)) {
+                found = Some(line.text.clone());
+                if self.done_line.is_none() {
+                    self.done_line = Some(line.text.clone());
                 }
             }
             // Only the batch's last lines can end up in the tail: clone no others.
@@ -867,6 +860,41 @@ impl Sink<'_> {
             }
         }
     }
+}
+
+/// Whether output `line` is done line `pattern`: the line, without terminal colour codes and
+/// leading blanks, starts with it; a pattern that begins with a logger's context tag
+/// (`[Migration] End migration.`) may also stand after the logger's own prefix (pid, time,
+/// level), which differs on every run.
+pub fn is_done_line(line: &str, pattern: &str) -> bool {
+    let plain = strip_ansi(line);
+    let plain = plain.trim_start();
+    plain.starts_with(pattern) || (pattern.starts_with('[') && plain.contains(pattern))
+}
+
+/// `text` without ANSI escape sequences (CSI `ESC [ ... final byte`, and lone escapes).
+fn strip_ansi(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\u{1b}') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, up to the final byte (@ to ~).
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -1191,6 +1219,30 @@ mod tests {
         assert!(!stayed_idle(&before, &reading(&[10], 400), window));
         assert!(!stayed_idle(&before, &None, window));
         assert!(!stayed_idle(&None, &None, window));
+    }
+
+    #[test]
+    fn done_lines_match_as_prefixes_and_tagged_ones_after_a_logger_prefix() {
+        assert!(is_done_line("  end migration - x", "end migration"));
+        assert!(!is_done_line(
+            "Start migration - end migration soon",
+            "end migration"
+        ));
+        // Nest's logger, coloured, as Novu's secure-to-boolean prints it.
+        let nest = "\u{1b}[32m[Nest] 1079  - \u{1b}[39m12/01/2026, 4:20:29 PM \u{1b}[32m    LOG\u{1b}[39m \u{1b}[38;5;3m[Migration] \u{1b}[39m\u{1b}[32mEnd migration.";
+        assert!(is_done_line(nest, "[Migration] End migration."));
+        assert!(
+            !is_done_line(nest, "End migration."),
+            "untagged patterns stay prefixes"
+        );
+        assert!(!is_done_line(
+            "[Nest] 1 - LOG [Migration] Start migration",
+            "[Migration] End migration."
+        ));
+        assert!(is_done_line(
+            "\u{1b}[1mend migration\u{1b}[0m",
+            "end migration"
+        ));
     }
 
     #[test]

@@ -246,6 +246,23 @@ async fn raw_docs(db: &Database, coll: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Waits (up to 30 s) until every one of `colls` exists; returns those still missing.
+async fn wait_for_collections(db: &Database, colls: &[&str]) -> Vec<String> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let names = db.list_collection_names().await.expect("listCollections");
+        let missing: Vec<String> = colls
+            .iter()
+            .filter(|c| !names.iter().any(|n| n == *c))
+            .map(|c| c.to_string())
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() >= give_up {
+            return missing;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The index specs of a collection, sorted by name, as listIndexes returns them.
 async fn index_specs(db: &Database, coll: &str) -> Vec<Document> {
     let mut specs: Vec<Document> = db
@@ -1425,6 +1442,15 @@ fn restore_killed_at_random_points_never_leaves_a_mix() {
         std::thread::sleep(delay);
         let _ = child.kill();
         child.wait().expect("reap");
+        // The test server's renameCollection drops the target, then copies the source (mongod
+        // renames within a database atomically): a swap the killed client had sent finishes
+        // on the server after the kill. Wait for it before judging; a collection still gone
+        // after that is a real loss and fails below.
+        let missing = rt.block_on(wait_for_collections(&db, &SWAP_COLLECTIONS));
+        assert!(
+            missing.is_empty(),
+            "round {round}: killed after {delay:?}: collections gone: {missing:?}"
+        );
 
         let after = rt.block_on(fingerprints(&db));
         let mut states = Vec::new();

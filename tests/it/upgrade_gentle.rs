@@ -223,7 +223,7 @@ fn a_failed_setup_leaves_no_worktree_behind_and_the_next_run_sets_up_again() {
         .filter(|e| e["event"] == "setup")
         .filter_map(|e| e["status"].as_str())
         .collect();
-    assert_eq!(setup, ["running", "done"], "{}", text(&out));
+    assert_eq!(setup, ["running", "finished", "done"], "{}", text(&out));
     assert_eq!(env.project.executed(), ["exits"]);
     assert!(worktree_tags(&root).is_empty());
 }
