@@ -45,6 +45,9 @@ for (const [n, e] of run1.entries()) {
     tag.commands.push({ command: e.detail, secs: next ? secs(next.at - e.at) : '?', ended: next ? next.status || next.event : 'never' });
   } else if (e.status !== 'output') {
     tag.status = e.status;
+    // "the data-layer setup profile (log: ...)" or "the full setup (log: ...)".
+    const m = /^the (\S+) setup profile/.exec(e.detail || '');
+    if (e.status === 'done' || e.status === 'cached') tag.profile = m ? m[1] : null;
   }
 }
 
@@ -65,7 +68,9 @@ for (const s of steps) {
 const groups = plan ? plan.groups : [];
 // The tags of this plan that ran with a stand-in (the copy gives every affected tag one).
 const standIns = allStandIns.filter((t) => groups.some((g) => g.git_ref === t));
-const installedStandIns = standIns.filter((t) => groups.some((g) => g.git_ref === t && !g.setup_profile));
+// The profile the run used (a tag whose other steps were skipped may need less than the plan).
+const profileOf = (g) => (tags.has(g.git_ref) && tags.get(g.git_ref).profile !== undefined ? tags.get(g.git_ref).profile : g.setup_profile);
+const installedStandIns = standIns.filter((t) => groups.some((g) => g.git_ref === t && !profileOf(g)));
 const out = [];
 out.push(`# novu-e2e v${from} -> v${to}`);
 out.push('');
@@ -79,7 +84,8 @@ for (const g of groups) {
   const t = tags.get(g.git_ref) || { commands: [], status: 'not reached', node: '' };
   const cmds = t.commands.map((c) => `\`${c.command}\` ${c.secs}`).join('<br>') || '-';
   // A setup profile (data-layer) installs no push provider: the stand-in was not installed.
-  const mark = !standIns.includes(g.git_ref) ? '' : g.setup_profile ? ` (${g.setup_profile} setup: no stand-in needed)` : ' (stand-in)';
+  const profile = profileOf(g);
+  const mark = !standIns.includes(g.git_ref) ? '' : profile ? ` (${profile} setup: no stand-in needed)` : ' (stand-in)';
   out.push(`| ${g.git_ref}${mark} | ${t.node || g.node} | ${g.pnpm || '-'} | ${t.status || '-'} | ${cmds} | ${gb(disk[g.git_ref])} |`);
 }
 out.push('');

@@ -105,7 +105,11 @@ if [ "$stand_ins" = yes ]; then
     GIT_INDEX_FILE=$index git -C "$repo" read-tree "refs/tags/$tag^{commit}"
     GIT_INDEX_FILE=$index git -C "$repo" update-index --cacheinfo "100644,$blob,pnpm-lock.yaml"
     tree=$(GIT_INDEX_FILE=$index git -C "$repo" write-tree)
-    commit=$(git -C "$repo" commit-tree "$tree" -p "refs/tags/$tag^{commit}" -m "novu-e2e: npm stand-ins for GitHub-hosted packages")
+    # A fixed author and date: the same stand-in commit every run, so a prepared worktree of
+    # an earlier run is still at its tag's commit.
+    commit=$(GIT_AUTHOR_NAME=novu-e2e GIT_AUTHOR_EMAIL=novu-e2e@localhost GIT_AUTHOR_DATE='2024-01-01T00:00:00Z' \
+      GIT_COMMITTER_NAME=novu-e2e GIT_COMMITTER_EMAIL=novu-e2e@localhost GIT_COMMITTER_DATE='2024-01-01T00:00:00Z' \
+      git -C "$repo" commit-tree "$tree" -p "refs/tags/$tag^{commit}" -m "novu-e2e: npm stand-ins for GitHub-hosted packages")
     git -C "$repo" tag -f "$tag" "$commit" >/dev/null
     rm -f "$index"
     substituted+=("$tag")
