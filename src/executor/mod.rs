@@ -1857,7 +1857,7 @@ async fn run_step(
         };
         reporter.report(&RunEvent::Verification {
             id: id.into(),
-            state: format!("{:?}", report.state).to_lowercase(),
+            state: report.state.as_str().into(),
             detail,
         });
     }

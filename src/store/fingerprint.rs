@@ -31,6 +31,16 @@ pub enum FpState {
 }
 
 impl FpState {
+    /// The name in JSON events and docs (the same as its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FpState::Applied => "applied",
+            FpState::Pending => "pending",
+            FpState::NotApplicable => "not-applicable",
+            FpState::Unknown => "unknown",
+        }
+    }
+
     /// Nothing left to do according to the data.
     pub fn nothing_pending(self) -> bool {
         matches!(self, FpState::Applied | FpState::NotApplicable)
@@ -380,5 +390,20 @@ async fn run_pipeline(
             count_limit.map(|_| count),
         )),
         None => Ok((FpState::Applied, None, count_limit.map(|_| 0))),
+    }
+}
+
+#[cfg(test)]
+mod state_name_tests {
+    #[test]
+    fn state_names_are_the_serde_names_the_docs_list() {
+        use super::FpState::*;
+        for state in [Applied, Pending, NotApplicable, Unknown] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::from(state.as_str())
+            );
+        }
+        assert_eq!(NotApplicable.as_str(), "not-applicable");
     }
 }
