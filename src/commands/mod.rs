@@ -84,6 +84,21 @@ pub(crate) fn to_version(
     }
 }
 
+/// `--from` (optional) and `--to` of a range, against the map.
+pub(crate) fn range_versions(
+    map: &ReleaseMap,
+    range: &RangeOpts,
+) -> Result<(Option<semver::Version>, semver::Version)> {
+    let from = from_version(map, range.from.as_deref())?;
+    let to = to_version(
+        map,
+        range.to.as_deref(),
+        from.as_ref(),
+        range.include_unreleased,
+    )?;
+    Ok((from, to))
+}
+
 /// Turn --from/--to into a request against the map.
 pub fn plan_request(map: &ReleaseMap, range: &RangeOpts) -> Result<PlanRequest> {
     let Some(from) = from_version(map, range.from.as_deref())? else {

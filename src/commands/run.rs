@@ -137,13 +137,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         ));
     }
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let from = super::from_version(&map, args.range.from.as_deref())?;
-    let to = super::to_version(
-        &map,
-        args.range.to.as_deref(),
-        from.as_ref(),
-        args.range.include_unreleased,
-    )?;
+    let (from, to) = super::range_versions(&map, &args.range)?;
     let repo = match settings.repo.as_ref() {
         Some(spec) => Some(open_repo_spec(&spec.value)?),
         None => None,
