@@ -685,6 +685,8 @@ mod tests {
         "replSet",
         // ts-node's, in the era example `map generate` writes.
         "transpile-only",
+        // MikroORM's, in command-step examples (`migration:up --only {name}`).
+        "only",
     ];
 
     #[test]

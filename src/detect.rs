@@ -374,6 +374,11 @@ fn verdict(
                 "data",
                 "the collections it migrates are absent or empty".to_string(),
             ),
+            FpState::Failed => (
+                Verdict::Incomplete,
+                "data",
+                "its tool's journal records a failed run".to_string(),
+            ),
             FpState::Unknown if at_or_before_from => (
                 Verdict::AssumedApplied,
                 "from",

@@ -120,6 +120,11 @@ pub fn step_command(
     let script_rel = relative_to(Path::new(script), cwd_rel);
     let (target, shim) = match mode.run {
         RunKind::File => (script_rel, None),
+        RunKind::Command => {
+            return Err(Error::Internal(format!(
+                "{step_id}: a command step is built by runner::command_step"
+            )))
+        }
         RunKind::Export => {
             let (shim_name, export) = match (&mode.shim, &mode.export) {
                 (Some(s), Some(e)) => (s, e),

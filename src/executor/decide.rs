@@ -129,6 +129,15 @@ pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
                 "pending per its data check, although older than --from",
             ),
             FpState::Pending => decision(Action::Run, "pending per its data check"),
+            // The tool's own journal records a failed run: like a failed step of upstep's.
+            FpState::Failed if flags.retry => decision(
+                Action::Run,
+                "retry: its tool's journal records a failed run (--retry)",
+            ),
+            FpState::Failed => decision(
+                Action::Block,
+                "its tool's journal records a failed run; fix the cause, then re-run it with --retry, or record it with `upstep mark <id> --applied|--pending`",
+            ),
             FpState::Unknown if facts.at_or_before_from => decision(
                 Action::Skip,
                 "assumed applied: older than --from and no data check can tell",

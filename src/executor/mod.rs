@@ -11,6 +11,8 @@ pub mod approval;
 pub mod command;
 pub mod decide;
 pub mod lockfile;
+pub mod rollback;
+pub mod tool_steps;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -765,6 +767,7 @@ async fn run_locked(
     })?;
     stop_requested(watcher, lost)?;
     check_downloads(opts, plan, repo, &to_run).await?;
+    tool_steps::check_files(opts, plan, repo, &to_run)?;
     let backup = until_stopped(watcher, lost, take_backup(opts, journal, reporter)).await?;
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_run.len();
@@ -844,10 +847,15 @@ async fn run_locked(
             }
             return Err(e);
         }
+        tool_steps::check_tools(opts, group, &steps, &worktree.path, &path_prefix)?;
 
         for step in steps {
             // A stop that came between steps (or during the setup) starts no further step.
             stop_requested(watcher, lost)?;
+            if tool_steps::applied_meanwhile(opts, store, journal, &step.id, reporter).await? {
+                summary.skipped += 1;
+                continue;
+            }
             index += 1;
             let at = StepAt {
                 group_index: g,
@@ -1662,7 +1670,7 @@ async fn run_step(
         runs_as: step.runs_as.clone(),
     });
 
-    let cmd = command::step_command(worktree, era, &step.mode, &step.script, id)?;
+    let cmd = crate::runner::command_step::step_command(worktree, era, &step.mode, &step.script, id, &migration.name)?;
     let log_file = opts
         .state_dir
         .join("logs")
@@ -1839,6 +1847,11 @@ async fn run_step(
                 status = StepStatus::Failed;
                 reason = format!("{reason}, but it did not migrate: its data check still finds {count} pending document(s)");
                 format!("{count} pending")
+            }
+            FpState::Failed => {
+                status = StepStatus::Failed;
+                reason = format!("{reason}, but its tool's journal records it as failed");
+                "failed".to_string()
             }
             FpState::Unknown => {
                 reason = format!(

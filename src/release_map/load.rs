@@ -69,7 +69,7 @@ pub fn parse_map(text: &str, name: &str) -> Result<ReleaseMap> {
     }
 }
 
-struct Problems<'a> {
+pub(super) struct Problems<'a> {
     text: &'a str,
     name: &'a str,
     problems: Vec<MapProblem>,
@@ -98,7 +98,7 @@ impl<'a> Problems<'a> {
         }
     }
 
-    fn push(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: &str) {
+    pub(super) fn push(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: &str) {
         let location = span.map(|s| self.location(s.start));
         self.problems.push(MapProblem {
             location,
@@ -107,7 +107,7 @@ impl<'a> Problems<'a> {
         });
     }
 
-    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>, hint: &str) {
+    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>, hint: &str) {
         self.push(Some(spanned.span()), message, hint);
     }
 
@@ -182,11 +182,13 @@ impl RawProjectView<'_> {
             mainline: p.mainline.clone(),
             quiet_secs: p.quiet_secs.unwrap_or(10),
             disk_per_tag_mb: p.disk_per_tag_mb.unwrap_or(0),
+            env_checks: p.env_checks.clone(),
+            encryption_key: p.encryption_key.clone(),
         }
     }
 }
 
-fn unknown_placeholders(value: &str, allowed: &[&str]) -> Vec<String> {
+pub(super) fn unknown_placeholders(value: &str, allowed: &[&str]) -> Vec<String> {
     let mut unknown = Vec::new();
     let mut rest = value;
     while let Some(open) = rest.find('{') {
@@ -206,12 +208,20 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
     for (name, era) in &raw.eras {
         // Eras are tables keyed by name, which carry no span: name them in the message.
         let here = format!("era {name:?}");
-        if era.run.is_empty() || !era.run.iter().any(|a| a.contains("{script}")) {
+        let run_needed = !era.run.is_empty() || era.command.is_none();
+        if run_needed && !era.run.iter().any(|a| a.contains("{script}")) {
             sink.push(
                 None,
                 format!("{here}: `run` must be a non-empty argv containing {{script}}"),
-                "e.g. run = [\"node\", \"{script}\"]",
+                "e.g. run = [\"node\", \"{script}\"] (an era whose migrations all run a `command` may leave `run` out)",
             );
+        }
+        for (what, argv) in [("command", &era.command), ("down", &era.down)] {
+            if let Some(argv) = argv {
+                if let Some(problem) = super::load_tools::command_problem(argv) {
+                    sink.push(None, format!("{here}: `{what}` {problem}"), super::load_tools::COMMAND_HINT);
+                }
+            }
         }
         for (var, value) in &era.env {
             let unknown = unknown_placeholders(value, ENV_PLACEHOLDERS);
@@ -257,6 +267,8 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
                 description: era.description.clone(),
                 cwd: era.cwd.clone(),
                 run: era.run.clone(),
+                command: era.command.clone(),
+                down: era.down.clone(),
                 env: era.env.clone(),
                 env_file: era.env_file.clone(),
                 env_file_required: era.env_file_required,
@@ -296,7 +308,7 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
 }
 
 /// A path inside the repository: relative, without `..`.
-fn repo_relative(path: &str) -> bool {
+pub(super) fn repo_relative(path: &str) -> bool {
     let p = std::path::Path::new(path);
     !path.is_empty()
         && p.is_relative()
@@ -433,7 +445,7 @@ fn release_ref(
     }
 }
 
-fn era_for<'a>(
+pub(super) fn era_for<'a>(
     eras: &'a BTreeMap<String, Era>,
     releases: &[Release],
     version: Option<&Version>,
@@ -449,6 +461,7 @@ struct ModeFields<'a> {
     run: schema::RunKind,
     export: &'a Option<String>,
     shim: &'a Option<Spanned<String>>,
+    command: &'a Option<Spanned<Vec<String>>>,
     exits: schema::Exits,
     done_line: &'a Option<String>,
     quiet_secs: Option<u64>,
@@ -461,6 +474,7 @@ impl<'a> From<&'a RawMigration> for ModeFields<'a> {
             run: m.run,
             export: &m.export,
             shim: &m.shim,
+            command: &m.command,
             exits: m.exits,
             done_line: &m.done_line,
             quiet_secs: m.quiet_secs,
@@ -475,6 +489,7 @@ impl<'a> From<&'a RawMode> for ModeFields<'a> {
             run: m.run,
             export: &m.export,
             shim: &m.shim,
+            command: &m.command,
             exits: m.exits,
             done_line: &m.done_line,
             quiet_secs: m.quiet_secs,
@@ -532,6 +547,27 @@ fn build_mode(
                 );
             }
         }
+        RunKind::Command => {
+            super::load_tools::check_command_mode(sink, id, fields.command, fields.export, fields.shim, eras_at)
+        }
+    }
+    if fields.run != RunKind::Command {
+        if let Some(command) = fields.command {
+            sink.at(
+                command,
+                format!("{here}: `command` only applies to run = \"command\""),
+                "remove it, or set run = \"command\"",
+            );
+        }
+        for era in eras_at.iter().flatten() {
+            if era.run.is_empty() {
+                sink.at(
+                    id,
+                    format!("{here}: era {:?} has no `run` for script files", era.name),
+                    "give the era a run = [..., \"{script}\"], or run this migration as a command",
+                );
+            }
+        }
     }
     if let Some(profile) = fields.setup_profile {
         for era in eras_at.iter().flatten() {
@@ -552,6 +588,7 @@ fn build_mode(
         run: fields.run,
         export: fields.export.clone(),
         shim: fields.shim.as_ref().map(|s| s.get_ref().clone()),
+        command: fields.command.as_ref().map(|c| c.get_ref().clone()),
         exits: fields.exits,
         done_line: fields.done_line.clone(),
         quiet_secs: fields.quiet_secs,
@@ -671,8 +708,14 @@ fn build_migrations(
         let base_mode = build_mode(sink, &m.id, ModeFields::from(m), &base_eras);
 
         let fingerprint = build_fingerprint(sink, m);
+        let down = super::load_tools::build_down(sink, m, &base_eras, &modes, eras, releases);
 
         migrations.push(Migration {
+            name: m
+                .name
+                .clone()
+                .unwrap_or_else(|| super::tools::stem(&m.script)),
+            down,
             id,
             title: m.title.clone(),
             introduced: introduced.unwrap_or(Introduced::Unreleased {
@@ -725,7 +768,7 @@ fn build_fingerprint(sink: &mut Problems, m: &RawMigration) -> Fingerprint {
         (None, false) => Fingerprint::Checks(
             m.pending
                 .iter()
-                .filter_map(|c| build_check(sink, &here, c))
+                .filter_map(|c| build_check(sink, &here, c, m))
                 .collect(),
         ),
     }
@@ -751,7 +794,7 @@ fn contains_datetime(value: &toml::Value) -> bool {
     }
 }
 
-fn build_check(sink: &mut Problems, here: &str, c: &RawCheck) -> Option<Check> {
+fn build_check(sink: &mut Problems, here: &str, c: &RawCheck, m: &RawMigration) -> Option<Check> {
     let collection = c.collection.get_ref().clone();
     if collection.is_empty() || collection.starts_with("system.") || collection.contains('$') {
         sink.at(
@@ -762,16 +805,23 @@ fn build_check(sink: &mut Problems, here: &str, c: &RawCheck) -> Option<Check> {
     }
     let kinds = usize::from(c.filter.is_some())
         + usize::from(c.pipeline.is_some())
-        + usize::from(c.absent.is_some());
+        + usize::from(c.absent.is_some())
+        + usize::from(c.journal.is_some());
     if kinds != 1 {
         sink.at(
             &c.collection,
-            format!("{here}: a check needs exactly one of filter, pipeline, absent"),
-            "write filter = {...}, pipeline = [...], or absent = true",
+            format!("{here}: a check needs exactly one of filter, pipeline, absent, journal"),
+            "write filter = {...}, pipeline = [...], absent = true, or journal = \"mikro-orm\"",
         );
         return None;
     }
-    let kind = if let Some(filter) = &c.filter {
+    let kind = if let Some(tool) = c.journal {
+        let name = m.name.clone().unwrap_or_else(|| super::tools::stem(&m.script));
+        CheckKind::ToolJournal {
+            tool,
+            key: tool.key_for(&name, &m.script),
+        }
+    } else if let Some(filter) = &c.filter {
         match to_bson(filter.get_ref()) {
             Ok(bson::Bson::Document(doc)) => CheckKind::Filter(doc),
             Ok(_) => {

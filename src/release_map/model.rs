@@ -36,6 +36,10 @@ pub struct Project {
     pub quiet_secs: u64,
     /// Disk one prepared checkout needs (MB), checked by `doctor`.
     pub disk_per_tag_mb: u64,
+    /// Environment checks only this project needs (`[[project.env_checks]]`).
+    pub env_checks: Vec<super::tools::RawEnvCheck>,
+    /// What a valid encryption key of this project looks like (None: the map says nothing).
+    pub encryption_key: Option<super::tools::RawKeyRules>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +48,10 @@ pub struct Era {
     pub description: Option<String>,
     pub cwd: String,
     pub run: Vec<String>,
+    /// The argv of `run = "command"` migrations (a migration's own `command` overrides it).
+    pub command: Option<Vec<String>>,
+    /// The argv that undoes a `run = "command"` migration.
+    pub down: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub env_file: Option<String>,
     pub env_file_required: bool,
@@ -165,6 +173,9 @@ pub struct Mode {
     pub export: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim: Option<String>,
+    /// With `run = "command"`: the migration's own argv (None: the era's `command`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     pub exits: Exits,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub done_line: Option<String>,
@@ -180,6 +191,10 @@ impl Mode {
     pub fn describe(&self) -> String {
         match self.run {
             RunKind::File => "file".to_string(),
+            RunKind::Command => match &self.command {
+                Some(argv) => format!("command {}", argv.join(" ")),
+                None => "the era's command".to_string(),
+            },
             RunKind::Export => format!(
                 "export {} via {} shim",
                 self.export.as_deref().unwrap_or("?"),
@@ -196,6 +211,10 @@ pub struct Migration {
     pub introduced: Introduced,
     pub run_at: Option<Version>,
     pub script: String,
+    /// Its name in its tool's journal and `{name}` (default: the script's stem).
+    pub name: String,
+    /// How to undo it (`upstep rollback`); None: it cannot be undone.
+    pub down: Option<super::tools::Down>,
     pub base_mode: Mode,
     /// Later modes, ascending by the release they start at.
     pub modes: Vec<(Version, Mode)>,
@@ -235,6 +254,18 @@ impl Migration {
     pub fn needs(&self, need: Need) -> bool {
         self.needs.contains(&need)
     }
+
+    /// The migration tool whose journal says whether it is applied, and that journal's
+    /// collection (its first `journal` check).
+    pub fn tool_journal(&self) -> Option<(super::tools::ToolJournal, &str)> {
+        let Fingerprint::Checks(checks) = &self.fingerprint else {
+            return None;
+        };
+        checks.iter().find_map(|c| match &c.kind {
+            CheckKind::ToolJournal { tool, .. } => Some((*tool, c.collection.as_str())),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -260,6 +291,12 @@ pub enum CheckKind {
     Pipeline(Vec<Document>),
     /// The collection existing means pending.
     Absent,
+    /// The tool's journal in the collection records the migration (`key` in the tool's
+    /// `key_field`): pending until it does, never "not applicable".
+    ToolJournal {
+        tool: super::tools::ToolJournal,
+        key: String,
+    },
 }
 
 impl ReleaseMap {
@@ -325,6 +362,8 @@ mod tests {
             description: None,
             cwd: ".".into(),
             run: vec!["node".into(), "{script}".into()],
+            command: None,
+            down: None,
             env: BTreeMap::new(),
             env_file: None,
             env_file_required: false,

@@ -53,6 +53,12 @@ pub struct RawProject {
     /// Disk space one prepared checkout (worktree + install + build) takes, for `doctor`.
     #[serde(default)]
     pub disk_per_tag_mb: Option<u64>,
+    /// Checks of the scripts' environment only this project needs (`doctor`, `upgrade`).
+    #[serde(default)]
+    pub env_checks: Vec<super::tools::RawEnvCheck>,
+    /// What makes this project's encryption key valid (checked when a step needs it).
+    #[serde(default)]
+    pub encryption_key: Option<super::tools::RawKeyRules>,
 }
 
 fn default_script_suffixes() -> Vec<String> {
@@ -78,7 +84,16 @@ pub struct RawEra {
     /// Working directory of every script run, relative to the repository root.
     pub cwd: String,
     /// argv that runs one script file; `{script}` is the script path relative to `cwd`.
+    /// May be left out by an era whose migrations all run a `command`.
+    #[serde(default)]
     pub run: Vec<String>,
+    /// argv a `run = "command"` migration runs (its migration tool), with `{name}`, `{file}`,
+    /// `{stem}` placeholders; a migration's own `command` overrides it.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// argv that undoes a `run = "command"` migration (`upstep rollback`).
+    #[serde(default)]
+    pub down: Option<Vec<String>>,
     /// Environment for every run. Values may use placeholders, see `docs/release-map.md`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -186,6 +201,9 @@ pub enum RunKind {
     File,
     /// The script only exports a function, called through one of the era's shims.
     Export,
+    /// A command (the project's migration tool) runs it: the migration's or the era's
+    /// `command`, with `{name}`, `{file}`, `{stem}` filled in.
+    Command,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -234,11 +252,24 @@ pub struct RawMigration {
     pub run_at: Option<Spanned<String>>,
     /// Path of the script from the repository root.
     pub script: String,
+    /// The migration's name in its tool's journal (`{name}`; default: the script's stem).
+    #[serde(default)]
+    pub name: Option<String>,
     pub run: RunKind,
     #[serde(default)]
     pub export: Option<String>,
     #[serde(default)]
     pub shim: Option<Spanned<String>>,
+    /// With `run = "command"`: the argv, overriding the era's `command`.
+    #[serde(default)]
+    pub command: Option<Spanned<Vec<String>>>,
+    /// How to undo it: an argv (`{name}`, `{file}`, `{stem}` allowed), for `upstep rollback`.
+    #[serde(default)]
+    pub down: Option<Spanned<Vec<String>>>,
+    /// How to undo it: a script file (from the repository root) run like a `run = "file"`
+    /// script with the era's `run`.
+    #[serde(default)]
+    pub down_script: Option<Spanned<String>>,
     pub exits: Exits,
     #[serde(default)]
     pub done_line: Option<String>,
@@ -284,6 +315,8 @@ pub struct RawMode {
     pub export: Option<String>,
     #[serde(default)]
     pub shim: Option<Spanned<String>>,
+    #[serde(default)]
+    pub command: Option<Spanned<Vec<String>>>,
     pub exits: Exits,
     #[serde(default)]
     pub done_line: Option<String>,
@@ -308,4 +341,8 @@ pub struct RawCheck {
     /// `absent = true`: the collection's existence means pending.
     #[serde(default)]
     pub absent: Option<bool>,
+    /// A migration tool's own journal in `collection`: pending until it records this
+    /// migration as applied.
+    #[serde(default)]
+    pub journal: Option<super::tools::ToolJournal>,
 }

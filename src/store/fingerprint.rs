@@ -28,6 +28,8 @@ pub enum FpState {
     NotApplicable,
     /// No answer: no check, or the check failed; see the reason.
     Unknown,
+    /// The migration tool's own journal records a failed run of it.
+    Failed,
 }
 
 impl FpState {
@@ -38,6 +40,7 @@ impl FpState {
             FpState::Pending => "pending",
             FpState::NotApplicable => "not-applicable",
             FpState::Unknown => "unknown",
+            FpState::Failed => "failed",
         }
     }
 
@@ -138,10 +141,13 @@ pub async fn evaluate(
     }
 }
 
-/// Any pending wins; then any unknown; all not-applicable stays so; else applied.
+/// A failed run (per the tool's journal) wins; then any pending; then any unknown; all
+/// not-applicable stays so; else applied.
 fn combine(states: impl Iterator<Item = FpState>) -> FpState {
     let states: Vec<FpState> = states.collect();
-    if states.contains(&FpState::Pending) {
+    if states.contains(&FpState::Failed) {
+        FpState::Failed
+    } else if states.contains(&FpState::Pending) {
         FpState::Pending
     } else if states.contains(&FpState::Unknown) || states.is_empty() {
         FpState::Unknown
@@ -156,7 +162,7 @@ fn first_line(e: &mongodb::error::Error) -> String {
     e.to_string().lines().next().unwrap_or("").to_string()
 }
 
-fn failure_reason(e: &mongodb::error::Error, collection: &str) -> String {
+pub(crate) fn failure_reason(e: &mongodb::error::Error, collection: &str) -> String {
     match error_code(e) {
         Some(50) => "the check exceeded its time limit".to_string(),
         Some(13) => format!("not permitted to read {collection}"),
@@ -179,6 +185,7 @@ async fn evaluate_check(
         CheckKind::Filter(_) => "filter",
         CheckKind::Pipeline(_) => "pipeline",
         CheckKind::Absent => "absent",
+        CheckKind::ToolJournal { .. } => "journal",
     };
     let mut report = CheckReport {
         collection: check.collection.clone(),
@@ -191,6 +198,17 @@ async fn evaluate_check(
     };
     let exists = existing.contains(&check.collection);
     let outcome: Outcome = match &check.kind {
+        // The tool's journal is the applied state: empty or absent means "never ran", not
+        // "nothing to migrate".
+        CheckKind::ToolJournal { tool, key } => {
+            match super::tool_journal::read(db, &check.collection, exists, *tool, key, opts).await {
+                Ok(read) => {
+                    report.reason = read.reason;
+                    Ok((read.state, None, None))
+                }
+                Err(reason) => Err(reason),
+            }
+        }
         CheckKind::Absent => Ok((
             if exists {
                 FpState::Pending
@@ -398,7 +416,7 @@ mod state_name_tests {
     #[test]
     fn state_names_are_the_serde_names_the_docs_list() {
         use super::FpState::*;
-        for state in [Applied, Pending, NotApplicable, Unknown] {
+        for state in [Applied, Pending, NotApplicable, Unknown, Failed] {
             assert_eq!(
                 serde_json::to_value(state).unwrap(),
                 serde_json::Value::from(state.as_str())

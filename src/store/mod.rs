@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod journal;
 pub mod lock;
 pub mod mirror;
+pub mod tool_journal;
 #[cfg(test)]
 mod operators;
 

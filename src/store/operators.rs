@@ -314,6 +314,13 @@ mod tests {
                 "fingerprints: projection".into(),
                 filter(fingerprint::id_only()),
             ),
+            (
+                "tool journals: a record".into(),
+                filter(super::super::tool_journal::record_filter(
+                    crate::release_map::ToolJournal::MigrateMongo,
+                    "a.js",
+                )),
+            ),
         ];
         let map = crate::release_map::load(None).expect("the embedded map loads");
         for m in &map.migrations {
@@ -334,6 +341,10 @@ mod tests {
                         }
                     }
                     CheckKind::Absent => {}
+                    CheckKind::ToolJournal { tool, key } => sent.push((
+                        place,
+                        filter(super::super::tool_journal::record_filter(*tool, key)),
+                    )),
                 }
             }
         }
