@@ -67,6 +67,9 @@ pub enum Command {
     /// Run the migrations an upgrade needs, each at its release's tag, journalled, locked,
     /// verified and resumable (--plan: only list them; --dry-run: decide, touch nothing).
     Upgrade(UpgradeArgs),
+    /// Undo the applied steps of the releases after --to, newest first, each at its own tag,
+    /// by the down the release map declares (journalled, verified, resumable with --retry).
+    Rollback(RollbackArgs),
     /// Show every migration's state from the journal and the data.
     Status(StatusArgs),
     /// Detect where a database stands from its journal and its data: per migration applied,
@@ -226,6 +229,13 @@ pub struct PlanArgs {
     /// including pending ones older than --from, and list the skipped ones with their reasons.
     #[arg(long)]
     pub detect: bool,
+    /// Show what `upstep rollback --to VERSION` would undo, newest first (reads the journal
+    /// and the data; connects to MongoDB).
+    #[arg(long, conflicts_with_all = ["detect", "from"], requires = "to")]
+    pub rollback: bool,
+    /// With --rollback: leave applied steps without a declared down instead of refusing.
+    #[arg(long, requires = "rollback")]
+    pub skip_missing_down: bool,
     #[command(flatten)]
     pub connect: ConnectOpts,
     #[command(flatten)]
@@ -484,6 +494,29 @@ pub enum ConfigCommand {
         #[command(flatten)]
         output: OutputOpts,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Undo every applied step of the releases after this version.
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// Leave applied steps that have no declared down as they are, instead of refusing to
+    /// roll back through them.
+    #[arg(long)]
+    pub skip_missing_down: bool,
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub repo: RepoOpts,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub run_env: RunEnvOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
 }
 
 #[derive(Debug, Args)]

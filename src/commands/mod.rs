@@ -20,6 +20,8 @@ use crate::version::{display, parse_user_version};
 pub fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Plan(args) if args.detect => detect::plan_detect_command(&args),
+        Command::Plan(args) if args.rollback => rollback::plan_rollback_command(&args),
+        Command::Rollback(args) => rollback::rollback_command(&args),
         Command::Plan(args) => plan_command(&args.range, &args.map, &args.repo, &args.output),
         Command::Upgrade(args) if args.plan => {
             plan_command(&args.range, &args.map, &args.repo, &args.output)
@@ -48,6 +50,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
 
 mod detect;
 mod interactive;
+mod rollback;
 mod run;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {

@@ -61,8 +61,8 @@ pub(super) fn resolve_settings(
 pub(super) struct Connected {
     pub(super) store: Store,
     /// The URI the scripts use (rewritten to the tunnel's local end).
-    uri: String,
-    tunnel: Option<Tunnel>,
+    pub(super) uri: String,
+    pub(super) tunnel: Option<Tunnel>,
 }
 
 pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Connected> {
@@ -85,7 +85,7 @@ pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Con
 }
 
 /// Redis for the scripts: the configured one, or a throwaway local redis-server.
-fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
+pub(super) fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("redis://") {

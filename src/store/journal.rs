@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::mirror::Mirror;
-use super::{Store, EVENTS, JOURNAL, JOURNAL_SCHEMA};
+use super::{Store, EVENTS, JOURNAL, JOURNAL_SCHEMA, JOURNAL_SCHEMA_READ};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,8 @@ pub enum StepStatus {
     Pending,
     /// Left out on purpose by a run (e.g. applied per its fingerprint).
     Skipped,
+    /// Undone by `upstep rollback` (its down ran and was verified): not applied.
+    RolledBack,
 }
 
 impl StepStatus {
@@ -45,6 +47,7 @@ impl StepStatus {
             StepStatus::MarkedApplied => "marked-applied",
             StepStatus::Pending => "pending",
             StepStatus::Skipped => "skipped",
+            StepStatus::RolledBack => "rolled-back",
         }
     }
 
@@ -181,6 +184,9 @@ pub struct JournalEntry {
     /// judged by the server's clock, never by this machine's.
     #[serde(default, skip_serializing)]
     pub read_at: Option<DateTime>,
+    /// "down" while and after `upstep rollback` undoes the step (absent: an upgrade's run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
 }
 
 fn first_schema() -> i32 {
@@ -405,7 +411,7 @@ pub(crate) fn abandoned_filter(id: &str, run_id: &str, known_dead: bool) -> Docu
 
 /// Entries written by a newer upstep.
 pub(crate) fn newer_schema_filter() -> Document {
-    doc! { "schema": { "$gt": JOURNAL_SCHEMA } }
+    doc! { "schema": { "$gt": JOURNAL_SCHEMA_READ } }
 }
 
 /// Every entry, with the server's clock at the read (`read_at`).
@@ -458,7 +464,7 @@ pub(crate) fn begin_pipeline(
     set.extend(heartbeat_set(heartbeat_until));
     Ok(vec![
         doc! { "$set": set },
-        doc! { "$unset": ["finished_at", "duration_ms", "exit_code", "signal", "ended_by", "reason", "child_pid", "child_pgid"] },
+        doc! { "$unset": ["finished_at", "duration_ms", "exit_code", "signal", "ended_by", "reason", "child_pid", "child_pgid", "direction"] },
     ])
 }
 
@@ -821,7 +827,7 @@ pub async fn read_entries(store: &Store) -> Result<BTreeMap<String, JournalEntry
         .map_err(|e| db_error(store, e))?;
     let raw: Vec<Document> = cursor.try_collect().await.map_err(|e| db_error(store, e))?;
     if let Some(newest) = raw.iter().max_by_key(|d| super::schema_of(d)) {
-        if super::schema_of(newest) > i64::from(JOURNAL_SCHEMA) {
+        if super::schema_of(newest) > i64::from(JOURNAL_SCHEMA_READ) {
             return Err(newer_journal(newest));
         }
     }

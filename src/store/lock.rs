@@ -136,7 +136,7 @@ impl RunLock {
             return Ok(None);
         };
         let schema = schema_of(&raw);
-        if schema > i64::from(JOURNAL_SCHEMA) {
+        if schema > i64::from(super::JOURNAL_SCHEMA_READ) {
             let writer = raw.get_document("holder").ok().map(|h| {
                 format!(
                     "upstep {} on {}",

@@ -6,6 +6,7 @@
 //! - `upstep_events`: append-only history of runs, steps, marks, lock take-overs, restores.
 //! - `upstep_lock`: the one run lock, `_id` = "run".
 
+pub mod down_journal;
 pub mod fingerprint;
 pub mod journal;
 pub mod lock;
@@ -27,7 +28,13 @@ pub const EVENTS: &str = "upstep_events";
 pub const LOCK: &str = "upstep_lock";
 /// Version of the journal/event/lock documents; bump on an incompatible change. Every read
 /// checks it: a document from a newer upstep stops the run instead of being misread.
+/// Documents that use nothing newer are still written as 1, so an older upstep keeps working
+/// on a database that was never rolled back.
 pub const JOURNAL_SCHEMA: i32 = 1;
+/// The newest schema this upstep reads: 2 adds rollbacks (an entry undone or being undone:
+/// status `rolled-back`, `direction: "down"`), which an upstep that reads only 1 would misread
+/// as an upgrade's step; such entries are written as 2 so it refuses them instead.
+pub const JOURNAL_SCHEMA_READ: i32 = 2;
 
 /// The server's clock plus `duration`, as a date. Plain epoch-millisecond arithmetic
 /// (`$toLong`/`$add`/`$toDate`, MongoDB 4.0+) rather than `$dateAdd` (5.0+): upstep accepts
@@ -41,7 +48,7 @@ pub(crate) fn server_now_plus(duration: Duration) -> bson::Bson {
 pub(crate) fn newer_schema_error(what: &str, schema: i64, writer: Option<&str>) -> Error {
     let by = writer.map(|w| format!(" ({w})")).unwrap_or_default();
     Error::Preflight(format!(
-        "this {what} was written by a newer upstep{by} (schema {schema}, this upstep reads up to {JOURNAL_SCHEMA}): upgrade upstep\n  fix: install the upstep release that wrote it, or a newer one, and run the command again; nothing was changed"
+        "this {what} was written by a newer upstep{by} (schema {schema}, this upstep reads up to {JOURNAL_SCHEMA_READ}): upgrade upstep\n  fix: install the upstep release that wrote it, or a newer one, and run the command again; nothing was changed"
     ))
 }
 

@@ -1,0 +1,176 @@
+//! `upstep rollback --to VERSION` and `upstep plan --rollback --to VERSION`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::run::{connect, is_interactive, read_only_options, redis_connection, resolve_settings};
+use super::{load_map_from, open_repo_spec, runtime};
+use crate::cli::{PlanArgs, RollbackArgs};
+use crate::error::{Error, ExitCode, Result};
+use crate::executor::command::Connection;
+use crate::executor::decide::Flags;
+use crate::executor::rollback::{self, DownAction, RollbackPlan, RollbackRequest};
+use crate::release_map::{Need, ReleaseMap};
+use crate::runner::signals::{SignalPolicy, SignalWatcher};
+use crate::ui::events::{JsonReporter, Reporter, TextReporter};
+use crate::ui::{self, Styler};
+use crate::version::{display, parse_user_version};
+
+fn rollback_target(map: &ReleaseMap, to: &str) -> Result<semver::Version> {
+    let to = parse_user_version(to, "--to")?.resolve(map);
+    if map.release(&to).is_none() {
+        return Err(Error::usage(
+            format!("--to {}: the release map {} lists no such release", display(&to), map.source),
+            "name a release of the map (`upstep map show` lists them)",
+        ));
+    }
+    Ok(to)
+}
+
+fn render(plan: &RollbackPlan, database: &str) -> String {
+    let st = Styler::for_stdout();
+    let mut out = format!(
+        "{} {database} to {} (newest first)\n",
+        st.bold("Rollback of"),
+        plan.to
+    );
+    let width = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
+    for s in &plan.steps {
+        let action = match s.action {
+            DownAction::Undo => st.warn("undo"),
+            DownAction::Skip => st.dim("skip"),
+            DownAction::NoDown => st.bad("no down"),
+            DownAction::Block => st.bad("blocked"),
+        };
+        let down = s.down.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {}  {:<8}  {action:<8}  {}{}\n",
+            ui::pad(&s.id, width),
+            s.git_ref,
+            st.dim(&s.reason),
+            st.dim(&down)
+        ));
+    }
+    let undo = plan.steps.iter().filter(|s| s.action == DownAction::Undo).count();
+    out.push_str(&format!("{undo} step(s) to undo\n"));
+    out
+}
+
+pub fn plan_rollback_command(args: &PlanArgs) -> Result<ExitCode> {
+    let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
+    let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
+    let to = rollback_target(&map, args.range.to.as_deref().unwrap_or_default())?;
+    let req = RollbackRequest {
+        to: to.clone(),
+        skip_missing_down: args.skip_missing_down,
+    };
+    let opts = read_only_options(map, to.clone());
+    let (steps, database) = runtime()?.block_on(async {
+        let connected = connect(&settings, !is_interactive(false)).await?;
+        let store = &connected.store;
+        let plan = rollback::full_plan(&opts)?;
+        let entries = crate::store::journal::read_entries(store).await?;
+        let steps = rollback::decide_rollback(&opts, &plan, store, &req, &entries).await;
+        Ok::<_, Error>((steps, store.redacted_uri.clone()))
+    })?;
+    let plan = RollbackPlan {
+        schema: "upstep.rollback-plan/1",
+        to: display(&to),
+        steps,
+    };
+    if args.output.json {
+        ui::print_json(&plan)?;
+    } else {
+        ui::print_text(&render(&plan, &database))?;
+    }
+    // The plan is shown; the exit code says the rollback would refuse.
+    match rollback::refusal(&plan.steps) {
+        Some(refused) => Err(refused),
+        None => Ok(ExitCode::Success),
+    }
+}
+
+pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
+    let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
+    let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
+    let to = rollback_target(&map, &args.to)?;
+    let repo = match settings.repo.as_ref() {
+        Some(spec) => Some(open_repo_spec(&spec.value)?),
+        None => None,
+    };
+    let req = RollbackRequest {
+        to: to.clone(),
+        skip_missing_down: args.skip_missing_down,
+    };
+    let key_var = settings.encryption_key_env.value.clone();
+    let interactive = is_interactive(args.run.yes);
+    let mut reporter: Box<dyn Reporter> = if args.output.json {
+        Box::new(JsonReporter)
+    } else {
+        Box::new(TextReporter {
+            styler: Styler::for_stderr(),
+            echo_output: tracing::enabled!(tracing::Level::DEBUG),
+        })
+    };
+    let newest = map.newest_version()?;
+    let summary = runtime()?.block_on(async {
+        let connected = connect(&settings, !interactive).await?;
+        let mut connection = Connection {
+            mongo_uri: connected.uri.clone(),
+            encryption_key: std::env::var(&key_var).ok().filter(|k| !k.is_empty()),
+            private_env: settings.private_env_vars(),
+            ..Connection::default()
+        };
+        let mut opts = read_only_options(map, newest);
+        opts.repo = repo;
+        opts.flags = Flags {
+            retry: args.run.retry,
+            force: false,
+        };
+        opts.dry_run = false;
+        opts.keep_worktrees = args.run.keep_worktrees;
+        opts.repair_worktrees = args.run.repair;
+        opts.toolchain = args.run_env.toolchain;
+        opts.allow_provision = !args.run.no_provision;
+        opts.quiet_secs = args.run.quiet_secs;
+        opts.step_timeout = args.run.step_timeout.map(Duration::from_secs);
+        opts.grace = Duration::from_secs(args.run.grace_secs);
+        opts.lease = Duration::from_secs(args.run.lease_secs.max(1));
+        opts.lock_wait = Duration::from_secs(args.run.lock_wait_secs);
+        // A throwaway Redis lives for this run only, when a step to undo boots the app.
+        let mut _throwaway = None;
+        let plan = rollback::full_plan(&opts)?;
+        if plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis)) {
+            let url = if settings.redis_is_auto() {
+                let redis = crate::redis_auto::start_throwaway_redis(&opts.state_dir).await?;
+                let url = redis.url.clone();
+                _throwaway = Some(redis);
+                url
+            } else {
+                settings.redis_url.value.clone()
+            };
+            redis_connection(&url, &mut connection)?;
+        }
+        opts.connection = connection;
+        let watcher = Arc::new(SignalWatcher::install(if interactive {
+            SignalPolicy::Interactive
+        } else {
+            SignalPolicy::Unattended
+        })?);
+        let result =
+            rollback::run_rollback(&opts, &req, &connected.store, watcher, reporter.as_mut()).await;
+        if let Some(t) = connected.tunnel {
+            t.close().await;
+        }
+        result
+    })?;
+    if !args.output.json {
+        ui::print_text(&format!(
+            "Rollback to {} done: {} undone, {} skipped.\n",
+            display(&to),
+            summary.succeeded,
+            summary.skipped
+        ))?;
+    }
+    Ok(ExitCode::Success)
+}
