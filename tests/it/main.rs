@@ -19,6 +19,7 @@ mod secrets_url;
 mod services;
 mod store;
 mod support;
+mod tool_projects;
 mod upgrade;
 mod upgrade_gentle;
 mod upgrade_setup;

@@ -20,6 +20,7 @@ mod mongo;
 mod process;
 mod redis;
 mod sshd;
+mod tool_project;
 mod tools;
 
 pub use fixture_project::{machine_node_version, FixtureProject};
@@ -30,4 +31,5 @@ pub use mongo::{
 pub use process::{block_on, free_port, pid_alive};
 pub use redis::{redis, start_redis_with_password, RedisServer};
 pub use sshd::{start_sshd, SshServer};
+pub use tool_project::{tool_node_modules, Tool, ToolProject};
 pub use tools::{node_modules, sshd_binary, tools_dir};
