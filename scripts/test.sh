@@ -16,6 +16,11 @@ SECANTUS_PY_VERSION=0.7.0b3
 # The Node packages the fixture migration scripts import. Changing this list re-installs them.
 # typescript stays on 5: ts-node 10 cannot load typescript 7 (no `ts.sys`).
 NODE_FIXTURE_PACKAGES=(mongodb@6 typescript@5 ts-node@10 @types/node@20)
+# The migration tools the tool-project fixtures run (tests/it/tool_projects.rs), each in its own
+# folder that every tag of a fixture links as its node_modules. MikroORM stays on 6.6.16: 7.x
+# needs node 22.
+MIKRO_ORM_PACKAGES=(@mikro-orm/core@6.6.16 @mikro-orm/mongodb@6.6.16 @mikro-orm/migrations-mongodb@6.6.16 @mikro-orm/cli@6.6.16)
+MIGRATE_MONGO_PACKAGES=(migrate-mongo@14.0.7 mongodb@6)
 
 note() { printf 'test.sh: %s\n' "$*" >&2; }
 
@@ -90,6 +95,26 @@ else
     printf '%s' "$wanted" >"$stamp"
 fi
 export UPSTEP_TEST_NODE_MODULES="$fixture/node_modules"
+
+# --- Migration tools -------------------------------------------------------------------------
+# install_tool <folder> <package whose package.json proves the install> <packages...>
+install_tool() {
+    local dir="$TOOLS/$1" probe="$2"
+    shift 2
+    local wanted="$*"
+    if [ -f "$dir/node_modules/$probe/package.json" ] && [ "$(cat "$dir/.upstep-packages" 2>/dev/null)" = "$wanted" ]; then
+        note "$1: skipped ($wanted present)"
+    else
+        note "$1: installing $wanted"
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "$@" >&2
+        printf '%s' "$wanted" >"$dir/.upstep-packages"
+    fi
+}
+install_tool mikro-orm-fixture @mikro-orm/cli "${MIKRO_ORM_PACKAGES[@]}"
+install_tool migrate-mongo-fixture migrate-mongo "${MIGRATE_MONGO_PACKAGES[@]}"
+export UPSTEP_TEST_MIKRO_ORM_MODULES="$TOOLS/mikro-orm-fixture/node_modules"
+export UPSTEP_TEST_MIGRATE_MONGO_MODULES="$TOOLS/migrate-mongo-fixture/node_modules"
 
 UPSTEP_TEST_REDIS="$(command -v redis-server)"
 export UPSTEP_TEST_REDIS

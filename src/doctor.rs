@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::preflight::{
-    check_disk, check_encryption_key, check_mongo, check_new_relic, check_npx, check_redis,
+    check_disk, check_encryption_key, check_env, check_mongo, check_npx, check_redis,
     check_tool, worst_severity, CheckResult, Severity, ToolRequirement,
 };
 use crate::release_map::{Need, ReleaseMap};
@@ -144,13 +144,19 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
         )),
     }
 
-    checks.push(check_encryption_key(
-        inputs.encryption_key,
-        inputs.encryption_key_var,
-        plan_needs(plan, Need::EncryptionKey),
-    ));
+    // The key and the env checks are the map's: a project that declares none gets none.
+    let key_rules = inputs.map.project.encryption_key.clone();
+    let needs_key = plan_needs(plan, Need::EncryptionKey);
+    if needs_key || key_rules.as_ref().is_some_and(|r| r.always) {
+        checks.push(check_encryption_key(
+            inputs.encryption_key,
+            inputs.encryption_key_var,
+            needs_key,
+            &key_rules.unwrap_or_default(),
+        ));
+    }
 
-    // The env every script gets (New Relic must be off: its agent keeps scripts alive).
+    // The env every script gets, against the map's env checks.
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for group in &plan.groups {
         if let Some(era) = inputs.map.eras.get(&group.era) {
@@ -158,7 +164,14 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
         }
     }
     if !plan.is_empty() {
-        checks.push(check_new_relic(&env));
+        checks.extend(
+            inputs
+                .map
+                .project
+                .env_checks
+                .iter()
+                .map(|rule| check_env(rule, &env)),
+        );
     }
 
     let per_tag = inputs.map.project.disk_per_tag_mb * 1024 * 1024;

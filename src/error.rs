@@ -59,7 +59,7 @@ impl ExitCode {
         (8, "a migration step, or its tag's setup, failed"),
         (
             9,
-            "a step needs a decision (failed, interrupted or ended-unverified in the journal, or an approval): --retry, --approve <id> or `upstep mark`",
+            "a step needs a decision (failed, interrupted or ended-unverified in the journal, an approval, or a rollback through a step with no down): --retry, --approve <id>, --skip-missing-down or `upstep mark`",
         ),
         (10, "status --check: migrations pending"),
         (11, "SSH tunnel failed"),

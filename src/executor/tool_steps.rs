@@ -132,6 +132,17 @@ pub async fn applied_meanwhile(
             bson::doc! { "why": "the tool's journal records it: an earlier step's command ran it" },
         )
         .await?;
+    // An entry that says otherwise (rolled back, marked pending) must not contradict the tool.
+    let entry = journal.entries().await?.remove(id);
+    if entry.is_some_and(|e| !e.status.is_done()) {
+        journal
+            .mark(
+                id,
+                crate::store::journal::StepStatus::MarkedApplied,
+                "its tool's journal records it: an earlier step's command ran it",
+            )
+            .await?;
+    }
     reporter.report(&RunEvent::Notice {
         message: format!(
             "{id}: skipped: its tool's journal already records it (an earlier step's command ran every pending migration)"

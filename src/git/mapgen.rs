@@ -433,12 +433,16 @@ pub fn generate_map_skeleton(
     let _ = writeln!(out, "exclude_suffixes = {}", quoted_list(exclude_suffixes));
     let _ = writeln!(out, "ignore_tags = {}", quoted_list(ignore_tags));
     let _ = writeln!(out, "mainline = {}", quoted_list(mainline));
-    out.push_str(
-        "\n# TODO: describe how scripts run in each era, then set `era` on each release, e.g.\n\
-         # [eras.example]\n\
-         # cwd = \"apps/api\"\n\
-         # run = [\"npx\", \"ts-node\", \"--transpile-only\", \"{script}\"]\n",
-    );
+    let layout = super::mapgen_tools::detect(repo, &tags, dir)?;
+    match &layout {
+        Some(layout) => layout.write_era(&mut out),
+        None => out.push_str(
+            "\n# TODO: describe how scripts run in each era, then set `era` on each release, e.g.\n\
+             # [eras.example]\n\
+             # cwd = \"apps/api\"\n\
+             # run = [\"npx\", \"ts-node\", \"--transpile-only\", \"{script}\"]\n",
+        ),
+    }
 
     let mut introducing: Vec<&ReleaseTag> = Vec::new();
     for script in &scripts {
@@ -474,11 +478,15 @@ pub fn generate_map_skeleton(
             quoted(&script.introduced_in.to_string())
         );
         let _ = writeln!(out, "script = {}", quoted(&script.path));
-        out.push_str("run = \"file\"  # TODO verify: \"export\" (with export = \"<function>\") if the file only exports a function\n");
-        out.push_str("exits = \"yes\"  # TODO verify: \"may-hang\" or \"never\" if it does not exit by itself\n");
-        out.push_str("idempotent = \"guarded\"  # TODO verify: \"yes\", \"guarded\" or \"no\"\n");
-        out.push_str("no_fingerprint = \"TODO: write pending checks\"  # TODO: replace with [[migrations.pending]] checks\n");
         out.push_str("verified = false  # TODO: set to true once the entry is checked\n");
+        if let Some(layout) = &layout {
+            layout.write_migration(&mut out, &script.path);
+        } else {
+            out.push_str("run = \"file\"  # TODO verify: \"export\" (with export = \"<function>\") if the file only exports a function\n");
+            out.push_str("exits = \"yes\"  # TODO verify: \"may-hang\" or \"never\" if it does not exit by itself\n");
+            out.push_str("idempotent = \"guarded\"  # TODO verify: \"yes\", \"guarded\" or \"no\"\n");
+            out.push_str("no_fingerprint = \"TODO: write pending checks\"  # TODO: replace with [[migrations.pending]] checks\n");
+        }
         if let Some(version) = &script.removed_after {
             let _ = writeln!(
                 out,

@@ -15,6 +15,7 @@ mod clone;
 mod date;
 mod location;
 pub mod mapgen;
+mod mapgen_tools;
 mod repo;
 mod tags;
 mod tree;

@@ -1,25 +1,28 @@
-//! The encryption key and the New Relic switch: settings a script reads from its environment.
+//! The encryption key and the environment checks a release map declares: settings a script
+//! reads from its environment. What a valid key looks like and which variables must be set
+//! come from the map (`[project.encryption_key]`, `[[project.env_checks]]`), never from here.
 
 use std::collections::BTreeMap;
 
 use super::CheckResult;
+use crate::release_map::tools::{EnvCheckSeverity, RawEnvCheck, RawKeyRules};
 
-/// The 32-character placeholder in Novu's `apps/api/src/.example.env`. A script run with it
-/// "works" and encrypts secrets with a key production does not have, so it must be refused.
-pub const ENCRYPTION_KEY_PLACEHOLDER: &str = "<ENCRYPTION_KEY_MUST_BE_32_LONG>";
-
-/// AES-256 in Novu's encrypt scripts takes the key string's bytes: exactly 32 of them.
-const KEY_LENGTH: usize = 32;
-
-/// Checks the key that will be passed to scripts as `var_name`. Never puts the value (or any
-/// part of it) in the result.
-pub fn check_encryption_key(value: Option<&str>, var_name: &str, needed: bool) -> CheckResult {
+/// Checks the key that will be passed to scripts as `var_name`, against the map's `rules`.
+/// Never puts the value (or any part of it) in the result.
+pub fn check_encryption_key(
+    value: Option<&str>,
+    var_name: &str,
+    needed: bool,
+    rules: &RawKeyRules,
+) -> CheckResult {
     const ID: &str = "encryption-key";
     let title = format!("{var_name} (encryption key)");
-    let fix = format!(
-        "export {var_name}=<the production key> (the value your Novu API runs with; a different \
-         key makes encrypted secrets unreadable)"
-    );
+    let about = rules
+        .about
+        .as_deref()
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    let fix = format!("export {var_name}=<the production key>{about}");
     if !needed {
         return CheckResult::ok(ID, title, "not needed by this plan");
     }
@@ -31,22 +34,25 @@ pub fn check_encryption_key(value: Option<&str>, var_name: &str, needed: bool) -
             fix,
         );
     };
-    if value == ENCRYPTION_KEY_PLACEHOLDER {
+    if rules.placeholders.iter().any(|p| p == value) {
         return CheckResult::blocker(
             ID,
             title,
             format!(
-                "{var_name} is Novu's .example.env placeholder, not a real key; data encrypted \
-                 with it cannot be read by your deployment"
+                "{var_name} is the project's example placeholder, not a real key; data \
+                 encrypted with it cannot be read by your deployment"
             ),
             fix,
         );
     }
-    if value.len() != KEY_LENGTH {
+    let Some(length) = rules.length else {
+        return CheckResult::ok(ID, title, "set");
+    };
+    if value.len() != length {
         let trimmed = value.trim();
-        let hint = if trimmed.len() == KEY_LENGTH {
+        let hint = if trimmed.len() == length {
             " (it has leading or trailing whitespace)"
-        } else if value.chars().count() == KEY_LENGTH {
+        } else if value.chars().count() == length {
             " (it has non-ASCII characters, which take more than one byte each)"
         } else {
             ""
@@ -55,34 +61,39 @@ pub fn check_encryption_key(value: Option<&str>, var_name: &str, needed: bool) -
             ID,
             title,
             format!(
-                "{var_name} must be exactly {KEY_LENGTH} characters; it has {}{hint}",
+                "{var_name} must be exactly {length} characters; it has {}{hint}",
                 value.chars().count()
             ),
             fix,
         );
     }
-    CheckResult::ok(ID, title, format!("set, {KEY_LENGTH} characters"))
+    CheckResult::ok(ID, title, format!("set, {length} characters"))
 }
 
-/// Novu's API loads the New Relic agent unless `NEW_RELIC_ENABLED=false`; in a migration run it
-/// only slows start-up and may report to production's account. `env` is what scripts will get.
-pub fn check_new_relic(env: &BTreeMap<String, String>) -> CheckResult {
-    const ID: &str = "new-relic";
-    let title = "New Relic agent disabled for scripts";
-    match env.get("NEW_RELIC_ENABLED") {
-        Some(value) if value.trim().eq_ignore_ascii_case("false") => {
-            CheckResult::ok(ID, title, "NEW_RELIC_ENABLED=false is set for scripts")
-        }
-        other => CheckResult::warning(
-            ID,
-            title,
-            match other {
-                Some(_) => "NEW_RELIC_ENABLED is not false: scripts will load the New Relic agent",
-                None => "NEW_RELIC_ENABLED is not set: scripts will load the New Relic agent",
-            },
-            "set NEW_RELIC_ENABLED = \"false\" in the era's env in the release map (the built-in \
-             map does)",
+/// One `[[project.env_checks]]` rule against the env scripts will get.
+pub fn check_env(rule: &RawEnvCheck, env: &BTreeMap<String, String>) -> CheckResult {
+    let id = rule.id.clone();
+    match env.get(&rule.var) {
+        Some(value) if value.trim().eq_ignore_ascii_case(rule.equals.trim()) => CheckResult::ok(
+            id,
+            rule.title.clone(),
+            format!("{}={} is set for scripts", rule.var, rule.equals),
         ),
+        other => {
+            let state = match other {
+                Some(_) => format!("{} is not {}", rule.var, rule.equals),
+                None => format!("{} is not set", rule.var),
+            };
+            let reason = format!("{state}: {}", rule.why);
+            match rule.severity {
+                EnvCheckSeverity::Warning => {
+                    CheckResult::warning(id, rule.title.clone(), reason, rule.fix.clone())
+                }
+                EnvCheckSeverity::Blocker => {
+                    CheckResult::blocker(id, rule.title.clone(), reason, rule.fix.clone())
+                }
+            }
+        }
     }
 }
 
@@ -92,6 +103,16 @@ mod tests {
     use crate::preflight::Severity;
 
     const GOOD: &str = "0123456789abcdef0123456789ABCDEF";
+    const ENCRYPTION_KEY_PLACEHOLDER: &str = "<ENCRYPTION_KEY_MUST_BE_32_LONG>";
+
+    /// Novu's rules, as its map declares them.
+    fn novu_rules() -> RawKeyRules {
+        crate::release_map::load(None)
+            .unwrap()
+            .project
+            .encryption_key
+            .expect("the Novu map declares its key rules")
+    }
 
     fn json(result: &CheckResult) -> String {
         serde_json::to_string(result).unwrap()
@@ -126,7 +147,8 @@ mod tests {
             (Some("short"), false, Severity::Ok),
         ];
         for (value, needed, expected) in cases {
-            let result = check_encryption_key(*value, "STORE_ENCRYPTION_KEY", *needed);
+            let result =
+                check_encryption_key(*value, "STORE_ENCRYPTION_KEY", *needed, &novu_rules());
             assert_eq!(result.severity, *expected, "{value:?} needed={needed}");
             if *expected != Severity::Ok {
                 assert!(result
@@ -144,12 +166,29 @@ mod tests {
     }
 
     #[test]
-    fn new_relic() {
+    fn new_relic_comes_from_the_novu_map() {
+        let map = crate::release_map::load(None).unwrap();
+        let rule = map
+            .project
+            .env_checks
+            .iter()
+            .find(|r| r.id == "new-relic")
+            .expect("the Novu map declares the New Relic check");
         let mut env = BTreeMap::new();
-        assert_eq!(check_new_relic(&env).severity, Severity::Warning);
+        assert_eq!(check_env(rule, &env).severity, Severity::Warning);
         env.insert("NEW_RELIC_ENABLED".to_string(), "true".to_string());
-        assert_eq!(check_new_relic(&env).severity, Severity::Warning);
+        assert_eq!(check_env(rule, &env).severity, Severity::Warning);
         env.insert("NEW_RELIC_ENABLED".to_string(), "false".to_string());
-        assert_eq!(check_new_relic(&env).severity, Severity::Ok);
+        assert_eq!(check_env(rule, &env).severity, Severity::Ok);
+    }
+
+    #[test]
+    fn a_map_without_key_rules_only_needs_the_key_set() {
+        let rules = RawKeyRules::default();
+        let ok = check_encryption_key(Some("short"), "KEY", true, &rules);
+        assert_eq!(ok.severity, Severity::Ok);
+        let missing = check_encryption_key(None, "KEY", true, &rules);
+        assert_eq!(missing.severity, Severity::Blocker);
+        assert!(!missing.fix.unwrap().contains("Novu"));
     }
 }

@@ -16,7 +16,7 @@ mod toolchain;
 pub use crate::redact::redact_uri;
 pub use disk::check_disk;
 pub(crate) use disk::{available_bytes, nearest_existing};
-pub use keys::{check_encryption_key, check_new_relic, ENCRYPTION_KEY_PLACEHOLDER};
+pub use keys::{check_encryption_key, check_env};
 pub use mongo::{check_mongo, MIN_MONGO_VERSION};
 pub use redis::check_redis;
 pub use toolchain::{check_npx, check_tool, ToolRequirement};

@@ -498,11 +498,14 @@ pub(crate) fn abandoned_update(reason: &str) -> Document {
 
 pub(crate) fn mark_update(status: StepStatus, reason: &str, actor: &Actor) -> Result<Document> {
     let actor = bson::to_bson(actor).map_err(|e| Error::Internal(e.to_string()))?;
+    // A mark ends whatever a rollback recorded (`direction`): the entry is schema 1 again.
+    let mut unset = unset_while_running();
+    unset.insert("direction", "");
     Ok(doc! {
         "$set": { "schema": JOURNAL_SCHEMA, "status": status.as_str(), "reason": reason, "ended_by": "marked", "actor": actor },
         "$currentDate": { "finished_at": true },
         "$setOnInsert": { "attempts": 0 },
-        "$unset": unset_while_running(),
+        "$unset": unset,
     })
 }
 

@@ -9,9 +9,17 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use upstep::preflight::{
-    check_disk, check_encryption_key, check_mongo, check_new_relic, check_npx, check_redis,
-    check_tool, worst_severity, CheckResult, Severity, ToolRequirement, ENCRYPTION_KEY_PLACEHOLDER,
+    check_disk, check_encryption_key, check_env, check_mongo, check_npx, check_redis, check_tool,
+    worst_severity, CheckResult, Severity, ToolRequirement,
 };
+
+/// Novu's example key, which its map declares as a placeholder never to use.
+const ENCRYPTION_KEY_PLACEHOLDER: &str = "<ENCRYPTION_KEY_MUST_BE_32_LONG>";
+
+/// The embedded (Novu) map: its key rules and env checks.
+fn novu_project() -> upstep::release_map::Project {
+    upstep::release_map::load(None).unwrap().project
+}
 
 use crate::support::{
     free_port, fresh_db_name, mongo, redis, start_mongo_standalone, start_mongo_with_auth,
@@ -93,13 +101,16 @@ async fn everything_green() {
         npx.severity == Severity::Ok,
     ));
     results.push(npx);
+    let novu = novu_project();
+    let rules = novu.encryption_key.clone().unwrap();
     results.push(check_encryption_key(
         Some(GOOD_KEY),
         "STORE_ENCRYPTION_KEY",
         true,
+        &rules,
     ));
     let env = BTreeMap::from([("NEW_RELIC_ENABLED".to_string(), "false".to_string())]);
-    results.push(check_new_relic(&env));
+    results.extend(novu.env_checks.iter().map(|rule| check_env(rule, &env)));
     results.push(check_disk(&std::env::temp_dir(), 1024));
 
     assert_eq!(worst_severity(&results), Severity::Ok, "{results:#?}");
@@ -468,10 +479,12 @@ fn broken_tools_are_unusable_not_panics() {
 
 #[test]
 fn encryption_key_placeholder_and_short_key() {
+    let rules = novu_project().encryption_key.unwrap();
     let placeholder = check_encryption_key(
         Some(ENCRYPTION_KEY_PLACEHOLDER),
         "STORE_ENCRYPTION_KEY",
         true,
+        &rules,
     );
     assert_severity(&placeholder, Severity::Blocker);
     assert!(
@@ -480,7 +493,7 @@ fn encryption_key_placeholder_and_short_key() {
     );
 
     let short = &GOOD_KEY[..31];
-    let too_short = check_encryption_key(Some(short), "STORE_ENCRYPTION_KEY", true);
+    let too_short = check_encryption_key(Some(short), "STORE_ENCRYPTION_KEY", true, &rules);
     assert_severity(&too_short, Severity::Blocker);
     assert!(too_short.reason.contains("it has 31"), "{too_short:#?}");
     assert!(

@@ -202,10 +202,13 @@ fn upgrade_agree_and_roll_back(tool: Tool, test: &str) {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.ups().len(), 7, "{:?}", env.ups());
     env.assert_status_agrees("v1.2.0", "1.2.0", 0);
-    let entry = env.journal_entry("order-total").unwrap();
-    assert_eq!(entry.get_str("status"), Ok("succeeded"));
-    assert!(entry.get("direction").is_none(), "{entry}");
-    assert_eq!(entry.get_i32("schema"), Ok(1));
+    for id in &ALL[1..] {
+        let entry = env.journal_entry(id).unwrap();
+        let status = entry.get_str("status").unwrap();
+        assert!(status == "succeeded" || status == "marked-applied", "{entry}");
+        assert!(entry.get("direction").is_none(), "{entry}");
+        assert_eq!(entry.get_i32("schema"), Ok(1), "{entry}");
+    }
 }
 
 #[test]
@@ -341,4 +344,67 @@ fn a_rollback_through_a_step_without_a_down_is_refused_naming_it() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.downs(), env.names(&["order-archived", "order-total"]));
     assert_eq!(env.status_of("customer-tier"), "succeeded", "left applied");
+}
+
+/// A home-grown runner's `_migrations` rows: `succeeded` is applied, `failed` is failed (the
+/// upgrade stops on it until --retry), no row is pending even though the migration's own
+/// collection is empty or absent (never "not needed").
+#[test]
+fn status_rows_read_succeeded_failed_and_never_ran() {
+    let db = fresh_db_name("status_rows");
+    let uri = mongo().uri_for_db(&db);
+    let state = tempfile::tempdir().unwrap();
+    let node = crate::support::machine_node_version();
+    let mut map = format!(
+        "schema = 1\n[project]\nname = \"home\"\nmigrations_dir = \"migrations\"\n\
+         [eras.app]\ncwd = \".\"\nrun = [\"node\", \"{{script}}\"]\n\
+         [[releases]]\nversion = \"1.0.0\"\nera = \"app\"\nnode = \"{node}\"\n"
+    );
+    for id in ["done-one", "failed-one", "never-ran"] {
+        map.push_str(&format!(
+            "[[migrations]]\nid = \"{id}\"\ntitle = \"{id}\"\nintroduced_in = \"1.0.0\"\n\
+             script = \"migrations/{id}.js\"\nrun = \"file\"\nexits = \"yes\"\nidempotent = \"yes\"\n\
+             [[migrations.pending]]\ncollection = \"_migrations\"\njournal = \"status-rows\"\n"
+        ));
+    }
+    let map_path = state.path().join("map.toml");
+    std::fs::write(&map_path, map).unwrap();
+    let (u, d) = (uri.clone(), db.clone());
+    crate::support::block_on(async move {
+        let client = mongodb::Client::with_uri_str(&u).await.unwrap();
+        client
+            .database(&d)
+            .collection::<Document>("_migrations")
+            .insert_many([
+                doc! { "name": "done-one", "status": "succeeded" },
+                doc! { "name": "failed-one", "status": "failed" },
+            ])
+            .await
+            .unwrap();
+    });
+    let run = |args: &[&str]| {
+        Command::cargo_bin("upstep")
+            .unwrap()
+            .env("NO_COLOR", "1")
+            .env("UPSTEP_STATE_DIR", state.path())
+            .env_remove("MONGO_URL")
+            .args(args)
+            .args(["--map", &map_path.display().to_string(), "--mongo-uri", &uri])
+            .output()
+            .unwrap()
+    };
+    let out = run(&["detect", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let verdict = |id: &str| {
+        report["migrations"].as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| (m["data"].as_str().unwrap().to_string(), m["verdict"].as_str().unwrap().to_string())).unwrap()
+    };
+    assert_eq!(verdict("done-one"), ("applied".into(), "applied".into()));
+    assert_eq!(verdict("failed-one"), ("failed".into(), "incomplete".into()));
+    assert_eq!(verdict("never-ran"), ("pending".into(), "pending".into()));
+    let plan = run(&["plan", "--detect", "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["would_run"], 1, "{plan}");
+    assert_eq!(plan["blocked"], 1, "the failed row needs --retry: {plan}");
+    let check = run(&["status", "--check"]);
+    assert_eq!(check.status.code(), Some(10), "{}", text(&check));
 }
