@@ -198,7 +198,7 @@ async fn time(uri: &str) -> Result<(), BoxError> {
                 .await?;
                 (ms, "aggregate")
             }
-            CheckKind::Absent => (0.0, "-"),
+            CheckKind::Absent | CheckKind::ToolJournal { .. } => (0.0, "-"),
         };
         println!(
             "check={id} state={state:?} upstep_first_hit_ms={first_hit:.1} upstep_counted_ms={counted:.1} yardstick_{what}_ms={yardstick:.1}"

@@ -718,8 +718,9 @@ mod tests {
         "replSet",
         // ts-node's, in the era example `map generate` writes.
         "transpile-only",
-        // MikroORM's, in command-step examples (`migration:up --only {name}`).
+        // MikroORM's and npx's, in the command steps `map generate` drafts.
         "only",
+        "no-install",
     ];
 
     #[test]

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::preflight::{
-    check_disk, check_encryption_key, check_env, check_mongo, check_npx, check_redis,
-    check_tool, worst_severity, CheckResult, Severity, ToolRequirement,
+    check_disk, check_encryption_key, check_env, check_mongo, check_npx, check_redis, check_tool,
+    worst_severity, CheckResult, Severity, ToolRequirement,
 };
 use crate::release_map::{Need, ReleaseMap};
 pub use crate::runner::toolchain::ToolchainPolicy;

@@ -20,7 +20,11 @@ fn rollback_target(map: &ReleaseMap, to: &str) -> Result<semver::Version> {
     let to = parse_user_version(to, "--to")?.resolve(map);
     if map.release(&to).is_none() {
         return Err(Error::usage(
-            format!("--to {}: the release map {} lists no such release", display(&to), map.source),
+            format!(
+                "--to {}: the release map {} lists no such release",
+                display(&to),
+                map.source
+            ),
             "name a release of the map (`upstep map show` lists them)",
         ));
     }
@@ -42,7 +46,11 @@ fn render(plan: &RollbackPlan, database: &str) -> String {
             DownAction::NoDown => st.bad("no down"),
             DownAction::Block => st.bad("blocked"),
         };
-        let down = s.down.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
+        let down = s
+            .down
+            .as_deref()
+            .map(|d| format!(" [{d}]"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "  {}  {:<8}  {action:<8}  {}{}\n",
             ui::pad(&s.id, width),
@@ -51,7 +59,11 @@ fn render(plan: &RollbackPlan, database: &str) -> String {
             st.dim(&down)
         ));
     }
-    let undo = plan.steps.iter().filter(|s| s.action == DownAction::Undo).count();
+    let undo = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == DownAction::Undo)
+        .count();
     out.push_str(&format!("{undo} step(s) to undo\n"));
     out
 }

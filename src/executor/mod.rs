@@ -1670,7 +1670,14 @@ async fn run_step(
         runs_as: step.runs_as.clone(),
     });
 
-    let cmd = crate::runner::command_step::step_command(worktree, era, &step.mode, &step.script, id, &migration.name)?;
+    let cmd = crate::runner::command_step::step_command(
+        worktree,
+        era,
+        &step.mode,
+        &step.script,
+        id,
+        &migration.name,
+    )?;
     let log_file = opts
         .state_dir
         .join("logs")

@@ -116,9 +116,15 @@ pub fn decide_one(
         Some(StepStatus::Failed | StepStatus::Interrupted | StepStatus::Running)
     );
     if undoing && unfinished {
-        let what = format!("its down is recorded as {}", status.map_or("?", |s| s.as_str()));
+        let what = format!(
+            "its down is recorded as {}",
+            status.map_or("?", |s| s.as_str())
+        );
         if reads_tool_journal && data == FpState::Pending {
-            return (Skip, format!("{what}, but its tool's journal no longer records it: undone"));
+            return (
+                Skip,
+                format!("{what}, but its tool's journal no longer records it: undone"),
+            );
         }
         if !retry {
             return (Block, format!("{what}; re-run the rollback with --retry, or record it with `upstep mark <id> --applied|--pending`"));
@@ -161,11 +167,21 @@ pub fn decide_one(
     }
     if !has_down {
         if req.skip_missing_down {
-            return (Skip, "applied, with no declared down: left applied (--skip-missing-down)".into());
+            return (
+                Skip,
+                "applied, with no declared down: left applied (--skip-missing-down)".into(),
+            );
         }
-        return (NoDown, "applied, and the release map declares no down for it".into());
+        return (
+            NoDown,
+            "applied, and the release map declares no down for it".into(),
+        );
     }
-    let basis = if reads_tool_journal { "its tool's journal records it" } else { "applied" };
+    let basis = if reads_tool_journal {
+        "its tool's journal records it"
+    } else {
+        "applied"
+    };
     (Undo, format!("{basis}: its down runs"))
 }
 
@@ -189,7 +205,9 @@ pub async fn decide_rollback(
             continue;
         }
         for step in group.steps.iter().rev() {
-            let Some(m) = opts.map.migration(&step.id) else { continue };
+            let Some(m) = opts.map.migration(&step.id) else {
+                continue;
+            };
             let down = down_for(opts, plan, g, &step.id);
             let (action, reason) = decide_one(
                 entries.get(&step.id),
@@ -214,9 +232,15 @@ pub async fn decide_rollback(
 
 /// The refusal when a step to undo has no down, or a step needs a decision: nothing runs.
 pub fn refusal(steps: &[DownStep]) -> Option<Error> {
-    let no_down: Vec<&DownStep> = steps.iter().filter(|s| s.action == DownAction::NoDown).collect();
+    let no_down: Vec<&DownStep> = steps
+        .iter()
+        .filter(|s| s.action == DownAction::NoDown)
+        .collect();
     if !no_down.is_empty() {
-        let list: Vec<String> = no_down.iter().map(|s| format!("{} (at {})", s.id, s.git_ref)).collect();
+        let list: Vec<String> = no_down
+            .iter()
+            .map(|s| format!("{} (at {})", s.id, s.git_ref))
+            .collect();
         return Some(Error::NeedsDecision(format!(
             "cannot roll back through {} applied step(s) with no declared down: {}; nothing was undone\n  fix: declare how to undo each (`down = [...]` or `down_script = \"...\"` on the migration, or `down` on its era, see docs/release-map.md), or pass --skip-missing-down to leave them applied",
             list.len(),
@@ -253,9 +277,26 @@ pub async fn run_rollback(
     let lock = RunLock::new(store);
     super::take_lock(&lock, &journal, opts, reporter).await?;
     let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = super::spawn_heartbeat(store, actor.clone(), opts.lease, watcher.clone(), lost.clone());
+    let heartbeat = super::spawn_heartbeat(
+        store,
+        actor.clone(),
+        opts.lease,
+        watcher.clone(),
+        lost.clone(),
+    );
     let mut summary = Summary::default();
-    let result = rollback_locked(opts, req, &plan, store, &journal, &watcher, &lost, reporter, &mut summary).await;
+    let result = rollback_locked(
+        opts,
+        req,
+        &plan,
+        store,
+        &journal,
+        &watcher,
+        &lost,
+        reporter,
+        &mut summary,
+    )
+    .await;
     heartbeat.abort();
     if !lost.load(Ordering::SeqCst) {
         if let Err(e) = lock.release(&actor).await {
@@ -292,21 +333,32 @@ async fn rollback_locked(
     summary: &mut Summary,
 ) -> Result<()> {
     journal
-        .event("rollback-started", None, bson::doc! { "to": req.to.to_string() })
+        .event(
+            "rollback-started",
+            None,
+            bson::doc! { "to": req.to.to_string() },
+        )
         .await?;
     super::settle_abandoned(journal, opts).await?;
     let entries = journal.entries().await?;
     let steps = decide_rollback(opts, plan, store, req, &entries).await;
     for s in &steps {
         reporter.report(&RunEvent::Notice {
-            message: format!("{} at {}: {:?} ({})", s.id, s.git_ref, s.action, s.reason).to_lowercase(),
+            message: format!("{} at {}: {:?} ({})", s.id, s.git_ref, s.action, s.reason)
+                .to_lowercase(),
         });
     }
     if let Some(refused) = refusal(&steps) {
         return Err(refused);
     }
-    summary.skipped = steps.iter().filter(|s| s.action == DownAction::Skip).count();
-    let to_undo: Vec<&DownStep> = steps.iter().filter(|s| s.action == DownAction::Undo).collect();
+    summary.skipped = steps
+        .iter()
+        .filter(|s| s.action == DownAction::Skip)
+        .count();
+    let to_undo: Vec<&DownStep> = steps
+        .iter()
+        .filter(|s| s.action == DownAction::Undo)
+        .collect();
     if to_undo.is_empty() {
         reporter.report(&RunEvent::Notice {
             message: format!("nothing to roll back: no applied step after {}", req.to),
@@ -350,7 +402,11 @@ async fn rollback_locked(
                 &ToolchainRequest {
                     node: group.node.clone(),
                     node_range: group.node_engines.clone(),
-                    pnpm: if choice.commands.is_empty() { None } else { group.pnpm.clone() },
+                    pnpm: if choice.commands.is_empty() {
+                        None
+                    } else {
+                        group.pnpm.clone()
+                    },
                     policy: opts.toolchain,
                 },
                 &opts.cache_root,
@@ -371,13 +427,28 @@ async fn rollback_locked(
             pnpm: group.pnpm.as_deref(),
             node_headers: toolchain::node_headers_prefix(&toolchain.node_dir),
         };
-        super::run_setup(opts, &setup_plan, &worktree.path, &path_prefix, journal, watcher, lost, reporter).await?;
+        super::run_setup(
+            opts,
+            &setup_plan,
+            &worktree.path,
+            &path_prefix,
+            journal,
+            watcher,
+            lost,
+            reporter,
+        )
+        .await?;
         for step in steps {
             super::stop_requested(watcher, lost)?;
             index += 1;
-            let (stop, forwarder) = super::step_stop_channel(watcher, None, Arc::new(AtomicBool::new(false)));
+            let (stop, forwarder) =
+                super::step_stop_channel(watcher, None, Arc::new(AtomicBool::new(false)));
             let dropped = AtomicBool::new(false);
-            let ctx = StepCtx { stop, tunnel_dropped: &dropped, tunnel: None };
+            let ctx = StepCtx {
+                stop,
+                tunnel_dropped: &dropped,
+                tunnel: None,
+            };
             let at = DownAt {
                 plan,
                 group: g,
@@ -387,7 +458,10 @@ async fn rollback_locked(
                 index,
                 total,
             };
-            let outcome = run_down(opts, &step.id, &at, &ctx, repo, store, journal, lost, reporter).await;
+            let outcome = run_down(
+                opts, &step.id, &at, &ctx, repo, store, journal, lost, reporter,
+            )
+            .await;
             forwarder.abort();
             summary.ran += 1;
             match outcome? {
@@ -409,7 +483,11 @@ async fn rollback_locked(
         }
     }
     journal
-        .event("rollback-finished", None, bson::doc! { "to": req.to.to_string(), "undone": summary.ran as i64 })
+        .event(
+            "rollback-finished",
+            None,
+            bson::doc! { "to": req.to.to_string(), "undone": summary.ran as i64 },
+        )
         .await?;
     Ok(())
 }
@@ -455,8 +533,14 @@ async fn check_undoes_this_one(
             .map_err(|e| crate::store::mongo_error(&e, &store.redacted_uri, ""))?
     };
     for record in later {
-        let Ok(other) = record.get_str("fileName") else { continue };
-        let path = if dir.is_empty() { other.to_string() } else { format!("{dir}/{other}") };
+        let Ok(other) = record.get_str("fileName") else {
+            continue;
+        };
+        let path = if dir.is_empty() {
+            other.to_string()
+        } else {
+            format!("{dir}/{other}")
+        };
         if repo.path_exists_at(commit, &path)? {
             return Err(Error::Preflight(format!(
                 "{}: at {git_ref}, `{}` undoes the newest applied migration, which is {other}, not {ours}; nothing was undone for {}\n  fix: undo {other} first (roll back to the release before it, with a down declared for it), or give {} a down that names its migration",
@@ -499,7 +583,13 @@ async fn run_down(
         Down::Command(argv) => {
             check_undoes_this_one(store, repo, at.commit, &group.git_ref, m, argv).await?;
             (
-                crate::runner::command_step::command_in(at.worktree, era, argv, &step.script, &m.name),
+                crate::runner::command_step::command_in(
+                    at.worktree,
+                    era,
+                    argv,
+                    &step.script,
+                    &m.name,
+                ),
                 step.script.clone(),
             )
         }
@@ -517,7 +607,9 @@ async fn run_down(
             )
         }
     };
-    if let Some(problem) = crate::runner::command_step::tool_problem(&cmd, at.worktree, at.path_prefix) {
+    if let Some(problem) =
+        crate::runner::command_step::tool_problem(&cmd, at.worktree, at.path_prefix)
+    {
         return Err(Error::Preflight(format!(
             "{id}: its down cannot start at {}: {problem}; nothing was undone for {id}\n  fix: make the era's setup install the tool at {}, or correct the down in the release map",
             group.git_ref, group.git_ref
@@ -574,10 +666,18 @@ async fn run_down(
     };
     journal.record_child(id, child.pid(), child.pgid()).await?;
     let script_down = matches!(down, Down::Script(_));
-    let exits = if script_down { step.mode.exits } else { Exits::Yes };
+    let exits = if script_down {
+        step.mode.exits
+    } else {
+        Exits::Yes
+    };
     let mut done_lines = era.done_lines.clone();
     done_lines.extend(step.mode.done_line.clone());
-    let quiet = step.mode.quiet_secs.or(opts.quiet_secs).unwrap_or(opts.map.project.quiet_secs);
+    let quiet = step
+        .mode
+        .quiet_secs
+        .or(opts.quiet_secs)
+        .unwrap_or(opts.map.project.quiet_secs);
     let watch = Watch {
         finish_detection: exits != Exits::Yes,
         quiet_window: std::time::Duration::from_secs(quiet),
@@ -609,8 +709,10 @@ async fn run_down(
             return Err(e);
         }
     };
-    let finished = matches!(outcome.ending, Ending::Exited | Ending::DoneLine { .. } | Ending::QuietAndFinished)
-        && outcome.exit_code.is_none_or(|c| c == 0)
+    let finished = matches!(
+        outcome.ending,
+        Ending::Exited | Ending::DoneLine { .. } | Ending::QuietAndFinished
+    ) && outcome.exit_code.is_none_or(|c| c == 0)
         && !(outcome.ending == Ending::Exited && outcome.exit_code.is_none());
     let (mut status, ended_by, mut reason) = match &outcome.ending {
         Ending::Stopped { signal } if lost.load(Ordering::SeqCst) => (
@@ -623,8 +725,16 @@ async fn run_down(
             "signal".to_string(),
             format!("down stopped by signal {signal}"),
         ),
-        Ending::TimedOut => (StepStatus::Failed, "timeout".to_string(), "down ran too long".to_string()),
-        _ if finished => (StepStatus::RolledBack, "exited".to_string(), "down exited 0".to_string()),
+        Ending::TimedOut => (
+            StepStatus::Failed,
+            "timeout".to_string(),
+            "down ran too long".to_string(),
+        ),
+        _ if finished => (
+            StepStatus::RolledBack,
+            "exited".to_string(),
+            "down exited 0".to_string(),
+        ),
         _ => (
             StepStatus::Failed,
             "exited".to_string(),
@@ -649,9 +759,12 @@ async fn run_down(
         match report.state {
             FpState::Applied | FpState::Failed if tool => {
                 status = StepStatus::Failed;
-                reason = format!("{reason}, but its tool's journal still records it: it was not undone");
+                reason =
+                    format!("{reason}, but its tool's journal still records it: it was not undone");
             }
-            FpState::Pending if tool => reason = format!("{reason}; verified: its tool's journal no longer records it"),
+            FpState::Pending if tool => {
+                reason = format!("{reason}; verified: its tool's journal no longer records it")
+            }
             state => reason = format!("{reason}; its data check now says {}", state.as_str()),
         }
         reporter.report(&RunEvent::Verification {
@@ -705,7 +818,14 @@ mod tests {
         // Without a tool journal, upstep's journal says what ran; unknown data blocks.
         let (a, _) = decide_one(None, FpState::Unknown, false, true, &req(false), false);
         assert_eq!(a, DownAction::Block);
-        let (a, _) = decide_one(None, FpState::NotApplicable, false, true, &req(false), false);
+        let (a, _) = decide_one(
+            None,
+            FpState::NotApplicable,
+            false,
+            true,
+            &req(false),
+            false,
+        );
         assert_eq!(a, DownAction::Skip);
     }
 
@@ -715,11 +835,32 @@ mod tests {
             "_id": "a", "status": "interrupted", "direction": "down",
         })
         .unwrap();
-        let (a, _) = decide_one(Some(&entry), FpState::Applied, true, true, &req(false), false);
+        let (a, _) = decide_one(
+            Some(&entry),
+            FpState::Applied,
+            true,
+            true,
+            &req(false),
+            false,
+        );
         assert_eq!(a, DownAction::Block);
-        let (a, _) = decide_one(Some(&entry), FpState::Applied, true, true, &req(false), true);
+        let (a, _) = decide_one(
+            Some(&entry),
+            FpState::Applied,
+            true,
+            true,
+            &req(false),
+            true,
+        );
         assert_eq!(a, DownAction::Undo);
-        let (a, _) = decide_one(Some(&entry), FpState::Pending, true, true, &req(false), false);
+        let (a, _) = decide_one(
+            Some(&entry),
+            FpState::Pending,
+            true,
+            true,
+            &req(false),
+            false,
+        );
         assert_eq!(a, DownAction::Skip);
     }
 }

@@ -78,7 +78,8 @@ pub fn check_tools(
             continue;
         }
         let name = opts.map.migration(&step.id).map_or("", |m| m.name.as_str());
-        let cmd = command_step::step_command(worktree, era, &step.mode, &step.script, &step.id, name)?;
+        let cmd =
+            command_step::step_command(worktree, era, &step.mode, &step.script, &step.id, name)?;
         if let Some(problem) = command_step::tool_problem(&cmd, worktree, path_prefix) {
             let argv = std::iter::once(cmd.program.display().to_string())
                 .chain(cmd.args.iter().cloned())

@@ -484,7 +484,9 @@ pub fn generate_map_skeleton(
         } else {
             out.push_str("run = \"file\"  # TODO verify: \"export\" (with export = \"<function>\") if the file only exports a function\n");
             out.push_str("exits = \"yes\"  # TODO verify: \"may-hang\" or \"never\" if it does not exit by itself\n");
-            out.push_str("idempotent = \"guarded\"  # TODO verify: \"yes\", \"guarded\" or \"no\"\n");
+            out.push_str(
+                "idempotent = \"guarded\"  # TODO verify: \"yes\", \"guarded\" or \"no\"\n",
+            );
             out.push_str("no_fingerprint = \"TODO: write pending checks\"  # TODO: replace with [[migrations.pending]] checks\n");
         }
         if let Some(version) = &script.removed_after {

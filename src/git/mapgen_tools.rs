@@ -22,7 +22,10 @@ pub struct ToolLayout {
 fn config_value(text: &str, key: &str) -> Option<String> {
     let at = text.find(key)? + key.len();
     let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
-    let quote = rest.chars().next().filter(|c| matches!(c, '\'' | '"' | '`'))?;
+    let quote = rest
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '\'' | '"' | '`'))?;
     let value = &rest[1..];
     Some(value[..value.find(quote)?].to_string())
 }
@@ -40,7 +43,11 @@ fn has_dependency(package_json: &str, name: &str) -> bool {
 /// dependencies in the repository root's package.json (or the migrations folder's parent's),
 /// and its config file.
 pub fn detect(repo: &GitRepo, tags: &[ReleaseTag], dir: &str) -> Result<Option<ToolLayout>> {
-    let Some(newest) = tags.iter().filter(|t| t.stable).max_by(|a, b| a.version.cmp(&b.version)) else {
+    let Some(newest) = tags
+        .iter()
+        .filter(|t| t.stable)
+        .max_by(|a, b| a.version.cmp(&b.version))
+    else {
         return Ok(None);
     };
     let commit = &newest.info.commit;
@@ -60,7 +67,12 @@ pub fn detect(repo: &GitRepo, tags: &[ReleaseTag], dir: &str) -> Result<Option<T
         };
         if has_dependency(&package, "@mikro-orm/migrations-mongodb") {
             let mut config = None;
-            for name in ["mikro-orm.config.js", "mikro-orm.config.ts", "src/mikro-orm.config.ts", "src/mikro-orm.config.js"] {
+            for name in [
+                "mikro-orm.config.js",
+                "mikro-orm.config.ts",
+                "src/mikro-orm.config.ts",
+                "src/mikro-orm.config.js",
+            ] {
                 if let Some(text) = read(&format!("{root}{name}"))? {
                     config = Some(text);
                     break;
@@ -125,7 +137,11 @@ impl ToolLayout {
         out.push_str("run = \"command\"\nexits = \"yes\"\n");
         out.push_str("idempotent = \"yes\"  # the tool's journal keeps it from running twice\n");
         if self.tool == ToolJournal::MikroOrm {
-            let _ = writeln!(out, "name = {}  # as the tool records it", toml::Value::String(stem(script)));
+            let _ = writeln!(
+                out,
+                "name = {}  # as the tool records it",
+                toml::Value::String(stem(script))
+            );
         }
         out.push_str("[[migrations.pending]]\n");
         let _ = writeln!(
@@ -149,10 +165,23 @@ mod tests {
     #[test]
     fn config_values_and_dependencies_are_read_literally() {
         let config = "module.exports = { migrations: { tableName: 'migrations', path: './m' } }";
-        assert_eq!(config_value(config, "tableName").as_deref(), Some("migrations"));
-        assert_eq!(config_value("changelogCollectionName: \"log\",", "changelogCollectionName").as_deref(), Some("log"));
+        assert_eq!(
+            config_value(config, "tableName").as_deref(),
+            Some("migrations")
+        );
+        assert_eq!(
+            config_value(
+                "changelogCollectionName: \"log\",",
+                "changelogCollectionName"
+            )
+            .as_deref(),
+            Some("log")
+        );
         assert_eq!(config_value("tableName: name", "tableName"), None);
-        assert!(has_dependency(r#"{"devDependencies":{"migrate-mongo":"14"}}"#, "migrate-mongo"));
+        assert!(has_dependency(
+            r#"{"devDependencies":{"migrate-mongo":"14"}}"#,
+            "migrate-mongo"
+        ));
         assert!(!has_dependency(r#"{"dependencies":{}}"#, "migrate-mongo"));
     }
 }

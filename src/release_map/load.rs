@@ -98,7 +98,12 @@ impl<'a> Problems<'a> {
         }
     }
 
-    pub(super) fn push(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: &str) {
+    pub(super) fn push(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: &str,
+    ) {
         let location = span.map(|s| self.location(s.start));
         self.problems.push(MapProblem {
             location,
@@ -219,7 +224,11 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
         for (what, argv) in [("command", &era.command), ("down", &era.down)] {
             if let Some(argv) = argv {
                 if let Some(problem) = super::load_tools::command_problem(argv) {
-                    sink.push(None, format!("{here}: `{what}` {problem}"), super::load_tools::COMMAND_HINT);
+                    sink.push(
+                        None,
+                        format!("{here}: `{what}` {problem}"),
+                        super::load_tools::COMMAND_HINT,
+                    );
                 }
             }
         }
@@ -547,9 +556,14 @@ fn build_mode(
                 );
             }
         }
-        RunKind::Command => {
-            super::load_tools::check_command_mode(sink, id, fields.command, fields.export, fields.shim, eras_at)
-        }
+        RunKind::Command => super::load_tools::check_command_mode(
+            sink,
+            id,
+            fields.command,
+            fields.export,
+            fields.shim,
+            eras_at,
+        ),
     }
     if fields.run != RunKind::Command {
         if let Some(command) = fields.command {
@@ -816,7 +830,10 @@ fn build_check(sink: &mut Problems, here: &str, c: &RawCheck, m: &RawMigration) 
         return None;
     }
     let kind = if let Some(tool) = c.journal {
-        let name = m.name.clone().unwrap_or_else(|| super::tools::stem(&m.script));
+        let name = m
+            .name
+            .clone()
+            .unwrap_or_else(|| super::tools::stem(&m.script));
         CheckKind::ToolJournal {
             tool,
             key: tool.key_for(&name, &m.script),

@@ -105,7 +105,10 @@ pub(super) fn build_down(
             if !repo_relative(script.get_ref()) {
                 sink.at(
                     script,
-                    format!("{here}: down_script {:?} is not a path inside the repository", script.get_ref()),
+                    format!(
+                        "{here}: down_script {:?} is not a path inside the repository",
+                        script.get_ref()
+                    ),
                     "give the script's path from the repository root",
                 );
             }
@@ -130,4 +133,3 @@ pub(super) fn build_down(
         (None, None) => None,
     }
 }
-

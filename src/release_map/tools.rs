@@ -98,8 +98,11 @@ pub fn fill_command(argv: &[String], name: &str, file: &str) -> Vec<String> {
 /// Whether an argv names its migration (a placeholder), rather than acting on "the next" or
 /// "the last" one as `migrate-mongo up`/`down` do.
 pub fn names_its_migration(argv: &[String]) -> bool {
-    argv.iter()
-        .any(|a| COMMAND_PLACEHOLDERS.iter().any(|p| a.contains(&format!("{{{p}}}"))))
+    argv.iter().any(|a| {
+        COMMAND_PLACEHOLDERS
+            .iter()
+            .any(|p| a.contains(&format!("{{{p}}}")))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -151,7 +154,11 @@ pub struct RawKeyRules {
 
 /// How a step running in `era` with `mode` is undone: its own `down`, else (for a command
 /// step) its era's `down`.
-pub fn down_of(own: Option<&Down>, era: &super::model::Era, mode: &super::model::Mode) -> Option<Down> {
+pub fn down_of(
+    own: Option<&Down>,
+    era: &super::model::Era,
+    mode: &super::model::Mode,
+) -> Option<Down> {
     own.cloned().or_else(|| match (mode.run, &era.down) {
         (super::model::RunKind::Command, Some(argv)) => Some(Down::Command(argv.clone())),
         _ => None,
@@ -164,23 +171,37 @@ mod tests {
 
     #[test]
     fn placeholders_fill_argv_items_without_splitting_them() {
-        let argv: Vec<String> = ["npx", "mikro-orm", "migration:up", "--only", "{name}", "x={stem};{file}"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv: Vec<String> = [
+            "npx",
+            "mikro-orm",
+            "migration:up",
+            "--only",
+            "{name}",
+            "x={stem};{file}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let filled = fill_command(&argv, "Migration1 ; rm -rf /", "migrations/Migration1.js");
         assert_eq!(filled.len(), argv.len());
         assert_eq!(filled[4], "Migration1 ; rm -rf /");
         assert_eq!(filled[5], "x=Migration1;migrations/Migration1.js");
         assert!(names_its_migration(&argv));
-        assert!(!names_its_migration(&["npx".into(), "migrate-mongo".into(), "up".into()]));
+        assert!(!names_its_migration(&[
+            "npx".into(),
+            "migrate-mongo".into(),
+            "up".into()
+        ]));
     }
 
     #[test]
     fn each_tool_names_a_migration_its_own_way() {
         let script = "src/migrations/Migration20240101000000.js";
         assert_eq!(stem(script), "Migration20240101000000");
-        assert_eq!(ToolJournal::MikroOrm.key_for("Migration20240101000000", script), "Migration20240101000000");
+        assert_eq!(
+            ToolJournal::MikroOrm.key_for("Migration20240101000000", script),
+            "Migration20240101000000"
+        );
         assert_eq!(
             ToolJournal::MigrateMongo.key_for("ignored", "migrations/20240101-add.js"),
             "20240101-add.js"

@@ -27,11 +27,15 @@ pub fn step_command(
     if mode.run != RunKind::Command {
         return script_command(worktree, era, mode, script, step_id);
     }
-    let argv = mode.command.as_ref().or(era.command.as_ref()).ok_or_else(|| {
-        Error::Internal(format!(
-            "{step_id}: a command step without a command (validation lets none through)"
-        ))
-    })?;
+    let argv = mode
+        .command
+        .as_ref()
+        .or(era.command.as_ref())
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "{step_id}: a command step without a command (validation lets none through)"
+            ))
+        })?;
     Ok(command_in(worktree, era, argv, script, name))
 }
 
@@ -45,7 +49,9 @@ pub fn command_in(
 ) -> StepCommand {
     let cwd_rel = Path::new(&era.cwd);
     let cwd = worktree.join(cwd_rel);
-    let file = relative_to(Path::new(script), cwd_rel).display().to_string();
+    let file = relative_to(Path::new(script), cwd_rel)
+        .display()
+        .to_string();
     let mut filled = fill_command(argv, name, &file).into_iter();
     let first = filled.next().unwrap_or_default();
     StepCommand {
@@ -78,11 +84,15 @@ fn tool_of(cmd: &StepCommand) -> (String, bool) {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let via_runner = PACKAGE_RUNNERS.contains(&base.as_str())
-        || (matches!(base.as_str(), "npm" | "pnpm") && cmd.args.first().is_some_and(|a| a == "exec"));
+        || (matches!(base.as_str(), "npm" | "pnpm")
+            && cmd.args.first().is_some_and(|a| a == "exec"));
     if !via_runner {
         return (program, false);
     }
-    let mut args = cmd.args.iter().skip(usize::from(base == "npm" || base == "pnpm"));
+    let mut args = cmd
+        .args
+        .iter()
+        .skip(usize::from(base == "npm" || base == "pnpm"));
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-p" | "--package" | "-c" | "--call" => {
@@ -102,10 +112,7 @@ pub fn tool_problem(cmd: &StepCommand, worktree: &Path, path: &[PathBuf]) -> Opt
     let (tool, via_runner) = tool_of(cmd);
     if via_runner {
         if tool.is_empty() {
-            return Some(format!(
-                "`{}` names no tool to run",
-                cmd.program.display()
-            ));
+            return Some(format!("`{}` names no tool to run", cmd.program.display()));
         }
         // npm resolves the binary in node_modules/.bin from the working directory upwards.
         let mut dir = Some(cmd.cwd.as_path());
@@ -121,12 +128,17 @@ pub fn tool_problem(cmd: &StepCommand, worktree: &Path, path: &[PathBuf]) -> Opt
         ));
     }
     if cmd.program.is_absolute() || tool.contains('/') {
-        return (!cmd.program.is_file()).then(|| format!("{} does not exist", cmd.program.display()));
+        return (!cmd.program.is_file())
+            .then(|| format!("{} does not exist", cmd.program.display()));
     }
     let found = path
         .iter()
         .cloned()
-        .chain(std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default())
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
         .any(|dir| dir.join(&tool).is_file());
     (!found).then(|| format!("{tool} is not on the PATH"))
 }
@@ -159,8 +171,12 @@ mod tests {
         let exec = cmd(&["npm", "exec", "--", "migrate-mongo", "up"], &app);
         assert_eq!(tool_of(&exec), ("migrate-mongo".to_string(), true));
         let relative = cmd(&["node_modules/.bin/migrate-mongo", "up"], &app);
-        assert!(tool_problem(&relative, root.path(), &[]).unwrap().contains("does not exist"));
+        assert!(tool_problem(&relative, root.path(), &[])
+            .unwrap()
+            .contains("does not exist"));
         let bare = cmd(&["no-such-tool-upstep", "up"], &app);
-        assert!(tool_problem(&bare, root.path(), &[]).unwrap().contains("not on the PATH"));
+        assert!(tool_problem(&bare, root.path(), &[])
+            .unwrap()
+            .contains("not on the PATH"));
     }
 }

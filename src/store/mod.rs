@@ -11,9 +11,9 @@ pub mod fingerprint;
 pub mod journal;
 pub mod lock;
 pub mod mirror;
-pub mod tool_journal;
 #[cfg(test)]
 mod operators;
+pub mod tool_journal;
 
 use std::time::Duration;
 

@@ -6,7 +6,8 @@ use crate::support::{free_port, fresh_db_name, mongo, redis};
 
 const CANARY: &str = "CanaryPw-7f3a9";
 
-/// A one-release map whose scripts need Redis and the key, pinned to the node on this machine.
+/// A one-release map whose scripts need Redis and the key (with the map's rules for it), pinned
+/// to the node on this machine.
 fn fixture_map(dir: &std::path::Path) -> std::path::PathBuf {
     let out = std::process::Command::new("node")
         .arg("--version")
@@ -21,6 +22,10 @@ fn fixture_map(dir: &std::path::Path) -> std::path::PathBuf {
 [project]
 name = "fixture"
 migrations_dir = "migrations"
+# What a valid key of this project looks like (the map's rules, not upstep's).
+[project.encryption_key]
+length = 32
+placeholders = ["<ENCRYPTION_KEY_MUST_BE_32_LONG>"]
 [eras.plain]
 cwd = "."
 run = ["node", "{{script}}"]
@@ -104,16 +109,33 @@ fn all_green_exits_0_and_names_each_check() {
     let (code, stdout, stderr) =
         doctor(&map, &uri, &redis().url, "0123456789abcdef0123456789abcdef");
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    for id in [
-        "node@v1.1.0",
-        "redis",
-        "mongo.connect",
-        "encryption-key",
-        "new-relic",
-    ] {
+    for id in ["node@v1.1.0", "redis", "mongo.connect", "encryption-key"] {
         assert!(stdout.contains(id), "{id} missing:\n{stdout}");
     }
+    // Novu's New Relic check belongs to Novu's map: a map that declares none gets none.
+    assert!(!stdout.contains("new-relic"), "{stdout}");
     assert!(!stdout.contains("BLOCKER"), "{stdout}");
+
+    // A check the map declares is run, with the map's words.
+    let text = std::fs::read_to_string(&map).unwrap().replacen(
+        "[eras.plain]",
+        "[[project.env_checks]]\nid = \"apm-off\"\ntitle = \"APM agent off\"\nvar = \"APM_ENABLED\"\nequals = \"false\"\nwhy = \"the agent keeps scripts alive\"\nfix = \"set APM_ENABLED = false in the era's env\"\n[eras.plain]",
+        1,
+    );
+    let declared = dir.path().join("declared.toml");
+    std::fs::write(&declared, text).unwrap();
+    let (code, stdout, stderr) = doctor(
+        &declared,
+        &uri,
+        &redis().url,
+        "0123456789abcdef0123456789abcdef",
+    );
+    assert_eq!(code, 0, "a warning is not a blocker: {stdout}\n{stderr}");
+    assert!(stdout.contains("apm-off"), "{stdout}");
+    assert!(
+        stdout.contains("APM_ENABLED is not set: the agent keeps scripts alive"),
+        "{stdout}"
+    );
 }
 
 #[test]

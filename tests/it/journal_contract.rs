@@ -78,13 +78,13 @@ fn mark(env: &Env, id: &str, how: &str) -> std::process::Output {
 #[test]
 fn a_journal_from_a_newer_upstep_stops_every_command_before_anything_is_written() {
     let env = Env::new("newer_journal_cli");
-    let newer = doc! { "_id": "exits", "schema": 2, "status": "a-state-from-the-future", "actor": other_host_actor(), "attempts": { "n": 1 } };
+    let newer = doc! { "_id": "exits", "schema": 3, "status": "a-state-from-the-future", "actor": other_host_actor(), "attempts": { "n": 1 } };
     insert(&env, "upstep_journal", vec![newer.clone()]);
     let out = env.upgrade(&["--to", "1.1.0", "--yes"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(5), "{all}");
     assert!(
-        all.contains("this journal was written by a newer upstep (upstep 0.1.0 on host-b) (schema 2, this upstep reads up to 1): upgrade upstep"),
+        all.contains("this journal was written by a newer upstep (upstep 0.1.0 on host-b) (schema 3, this upstep reads up to 2): upgrade upstep"),
         "{all}"
     );
     assert!(

@@ -452,7 +452,7 @@ fn a_journal_or_lock_from_a_newer_upstep_is_refused_as_such() {
             .await
             .unwrap();
         // A newer upstep's entry: a higher schema and a status this upstep does not know.
-        let newer = doc! { "_id": "m2", "schema": 2, "status": "ended-in-a-new-way", "actor": newer_actor(), "attempts": "many" };
+        let newer = doc! { "_id": "m2", "schema": 3, "status": "ended-in-a-new-way", "actor": newer_actor(), "attempts": "many" };
         raw(&store, "upstep_journal")
             .insert_one(newer.clone())
             .await
@@ -462,7 +462,7 @@ fn a_journal_or_lock_from_a_newer_upstep_is_refused_as_such() {
             .expect_err("a newer journal is refused");
         let text = err.to_string();
         assert!(
-            text.contains("this journal was written by a newer upstep (upstep 9.9.9 on other-host) (schema 2, this upstep reads up to 1): upgrade upstep"),
+            text.contains("this journal was written by a newer upstep (upstep 9.9.9 on other-host) (schema 3, this upstep reads up to 2): upgrade upstep"),
             "{text}"
         );
         assert_eq!(err.code(), upstep::error::ExitCode::Preflight, "{text}");

@@ -38,7 +38,12 @@ impl Env {
         let (uri, db, coll) = (self.uri.clone(), self.db.clone(), coll.to_string());
         crate::support::block_on(async move {
             let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-            client.database(&db).collection::<Document>(&coll).insert_many(docs).await.unwrap();
+            client
+                .database(&db)
+                .collection::<Document>(&coll)
+                .insert_many(docs)
+                .await
+                .unwrap();
         });
     }
 
@@ -46,7 +51,12 @@ impl Env {
         let (uri, db, coll) = (self.uri.clone(), self.db.clone(), coll.to_string());
         crate::support::block_on(async move {
             let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-            client.database(&db).collection::<Document>(&coll).delete_many(filter).await.unwrap();
+            client
+                .database(&db)
+                .collection::<Document>(&coll)
+                .delete_many(filter)
+                .await
+                .unwrap();
         });
     }
 
@@ -55,13 +65,20 @@ impl Env {
         crate::support::block_on(async move {
             use futures_util::TryStreamExt;
             let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-            let cursor = client.database(&db).collection::<Document>(&coll).find(doc! {}).await.unwrap();
+            let cursor = client
+                .database(&db)
+                .collection::<Document>(&coll)
+                .find(doc! {})
+                .await
+                .unwrap();
             cursor.try_collect().await.unwrap()
         })
     }
 
     fn journal_entry(&self, id: &str) -> Option<Document> {
-        self.find("upstep_journal").into_iter().find(|d| d.get_str("_id") == Ok(id))
+        self.find("upstep_journal")
+            .into_iter()
+            .find(|d| d.get_str("_id") == Ok(id))
     }
 
     fn status_of(&self, id: &str) -> String {
@@ -120,7 +137,9 @@ impl Env {
             .iter()
             .filter(|r| {
                 let s = r["state"].as_str().unwrap_or_default();
-                !(s.starts_with("succeeded") || s.starts_with("marked-applied") || s.starts_with("applied"))
+                !(s.starts_with("succeeded")
+                    || s.starts_with("marked-applied")
+                    || s.starts_with("applied"))
             })
             .map(|r| self.project.name_of(r["id"].as_str().unwrap()))
             .collect();
@@ -132,19 +151,36 @@ impl Env {
     fn assert_status_agrees(&self, tag: &str, version: &str, expected_pending: usize) {
         let tool = self.project.tool_pending(tag, &self.uri);
         let ours = self.upstep_pending(version);
-        assert_eq!(ours, tool, "upstep's pending list against the tool's at {tag}");
+        assert_eq!(
+            ours, tool,
+            "upstep's pending list against the tool's at {tag}"
+        );
         assert_eq!(tool.len(), expected_pending, "{tool:?}");
-        let check = self.with_map("status", &self.project.map_path, &["--check", "--to", version]);
+        let check = self.with_map(
+            "status",
+            &self.project.map_path,
+            &["--check", "--to", version],
+        );
         let code = if expected_pending == 0 { 0 } else { 10 };
         assert_eq!(check.status.code(), Some(code), "{}", text(&check));
     }
 
     fn ups(&self) -> Vec<String> {
-        self.project.executed().into_iter().filter(|(_, d)| d == "up").map(|(n, _)| n).collect()
+        self.project
+            .executed()
+            .into_iter()
+            .filter(|(_, d)| d == "up")
+            .map(|(n, _)| n)
+            .collect()
     }
 
     fn downs(&self) -> Vec<String> {
-        self.project.executed().into_iter().filter(|(_, d)| d == "down").map(|(n, _)| n).collect()
+        self.project
+            .executed()
+            .into_iter()
+            .filter(|(_, d)| d == "down")
+            .map(|(n, _)| n)
+            .collect()
     }
 
     fn names(&self, ids: &[&str]) -> Vec<String> {
@@ -152,7 +188,12 @@ impl Env {
     }
 }
 
-const ALL: [&str; 4] = ["order-status", "order-total", "customer-tier", "order-archived"];
+const ALL: [&str; 4] = [
+    "order-status",
+    "order-total",
+    "customer-tier",
+    "order-archived",
+];
 
 /// A full upgrade across the three tags, `status --check` agreeing with the tool at every
 /// stage, then a rollback to the first release and an upgrade back.
@@ -167,13 +208,26 @@ fn upgrade_agree_and_roll_back(tool: Tool, test: &str) {
 
     let out = env.upgrade(&[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(env.ups(), env.names(&ALL), "each migration ran once, in release order");
+    assert_eq!(
+        env.ups(),
+        env.names(&ALL),
+        "each migration ran once, in release order"
+    );
     env.assert_status_agrees("v1.2.0", "1.2.0", 0);
     let orders = env.find("orders");
-    assert!(orders.iter().all(|o| o.contains_key("status") && o.contains_key("total") && o.contains_key("archived")), "{orders:?}");
+    assert!(
+        orders.iter().all(|o| o.contains_key("status")
+            && o.contains_key("total")
+            && o.contains_key("archived")),
+        "{orders:?}"
+    );
 
     // The rollback is shown first, then run: newest first, each at its own tag.
-    let plan = env.with_map("plan", &env.project.map_path, &["--rollback", "--to", "1.0.0"]);
+    let plan = env.with_map(
+        "plan",
+        &env.project.map_path,
+        &["--rollback", "--to", "1.0.0"],
+    );
     assert!(plan.status.success(), "{}", text(&plan));
     let shown = String::from_utf8_lossy(&plan.stdout);
     assert!(shown.contains("3 step(s) to undo"), "{shown}");
@@ -186,13 +240,25 @@ fn upgrade_agree_and_roll_back(tool: Tool, test: &str) {
         let entry = env.journal_entry(id).unwrap();
         assert_eq!(entry.get_str("status"), Ok("rolled-back"), "{entry}");
         assert_eq!(entry.get_str("direction"), Ok("down"));
-        assert_eq!(entry.get_i32("schema"), Ok(2), "a rolled-back entry is schema 2");
+        assert_eq!(
+            entry.get_i32("schema"),
+            Ok(2),
+            "a rolled-back entry is schema 2"
+        );
     }
     assert_eq!(env.status_of("order-status"), "succeeded");
-    assert_eq!(env.journal_entry("order-status").unwrap().get_i32("schema"), Ok(1));
+    assert_eq!(
+        env.journal_entry("order-status").unwrap().get_i32("schema"),
+        Ok(1)
+    );
     env.assert_status_agrees("v1.2.0", "1.2.0", 3);
     let orders = env.find("orders");
-    assert!(orders.iter().all(|o| o.contains_key("status") && !o.contains_key("total")), "{orders:?}");
+    assert!(
+        orders
+            .iter()
+            .all(|o| o.contains_key("status") && !o.contains_key("total")),
+        "{orders:?}"
+    );
 
     // A second rollback finds nothing to undo; an upgrade runs the undone steps again.
     let out = env.rollback("1.0.0", &[]);
@@ -205,7 +271,10 @@ fn upgrade_agree_and_roll_back(tool: Tool, test: &str) {
     for id in &ALL[1..] {
         let entry = env.journal_entry(id).unwrap();
         let status = entry.get_str("status").unwrap();
-        assert!(status == "succeeded" || status == "marked-applied", "{entry}");
+        assert!(
+            status == "succeeded" || status == "marked-applied",
+            "{entry}"
+        );
         assert!(entry.get("direction").is_none(), "{entry}");
         assert_eq!(entry.get_i32("schema"), Ok(1), "{entry}");
     }
@@ -230,21 +299,34 @@ fn failure_and_resume(tool: Tool, test: &str) {
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     assert_eq!(env.status_of("order-status"), "succeeded");
     assert_eq!(env.status_of("order-total"), "failed", "{}", text(&out));
-    assert_eq!(env.status_of("customer-tier"), "-", "nothing after the failure ran");
+    assert_eq!(
+        env.status_of("customer-tier"),
+        "-",
+        "nothing after the failure ran"
+    );
     assert_eq!(env.status_of("order-archived"), "-");
     assert!(!env.ups().contains(&env.project.name_of("order-archived")));
     env.assert_status_agrees("v1.2.0", "1.2.0", 3);
 
     env.delete("control", doc! {});
     let out = env.upgrade(&[]);
-    assert_eq!(out.status.code(), Some(9), "a failed step needs --retry: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "a failed step needs --retry: {}",
+        text(&out)
+    );
     let out = env.upgrade(&["--retry"]);
     assert!(out.status.success(), "{}", text(&out));
     env.assert_status_agrees("v1.2.0", "1.2.0", 0);
     let ups = env.ups();
     for id in ["order-status", "customer-tier", "order-archived"] {
         let name = env.project.name_of(id);
-        assert_eq!(ups.iter().filter(|n| **n == name).count(), 1, "{name} ran once: {ups:?}");
+        assert_eq!(
+            ups.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} ran once: {ups:?}"
+        );
     }
 }
 
@@ -263,16 +345,32 @@ fn migrate_mongo_failure_mid_way_and_resume() {
 fn applied_by_hand(tool: Tool, test: &str) {
     let env = Env::new(tool, test);
     let by_hand = match tool {
-        Tool::MikroOrm => env.project.run_tool("v1.1.0", &env.uri, &["migration:up", "--only", &env.project.name_of("order-status")]),
+        Tool::MikroOrm => env.project.run_tool(
+            "v1.1.0",
+            &env.uri,
+            &[
+                "migration:up",
+                "--only",
+                &env.project.name_of("order-status"),
+            ],
+        ),
         Tool::MigrateMongo => env.project.run_tool("v1.0.0", &env.uri, &["up"]),
     };
     assert!(by_hand.status.success(), "{}", text(&by_hand));
     assert_eq!(env.ups(), env.names(&ALL[..1]));
-    let detect = env.with_map("plan", &env.project.map_path, &["--detect", "--from", "1.0.0"]);
+    let detect = env.with_map(
+        "plan",
+        &env.project.map_path,
+        &["--detect", "--from", "1.0.0"],
+    );
     assert!(detect.status.success(), "{}", text(&detect));
     let out = env.upgrade(&[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(env.ups(), env.names(&ALL), "the hand-applied migration ran once, by hand");
+    assert_eq!(
+        env.ups(),
+        env.names(&ALL),
+        "the hand-applied migration ran once, by hand"
+    );
     assert_eq!(env.status_of("order-status"), "-", "upstep never ran it");
     env.assert_status_agrees("v1.2.0", "1.2.0", 0);
 }
@@ -291,15 +389,25 @@ fn migrate_mongo_migrations_applied_by_hand_are_not_run_again() {
 fn a_command_whose_tool_is_not_installed_stops_before_the_tag_runs_anything() {
     let env = Env::new(Tool::MikroOrm, "mikro_no_tool");
     let map = env.project.map_variant("no-tool", |t| {
-        t.replacen("\"mikro-orm\", \"migration:up\"", "\"mikro-orm-cli\", \"migration:up\"", 1)
+        t.replacen(
+            "\"mikro-orm\", \"migration:up\"",
+            "\"mikro-orm-cli\", \"migration:up\"",
+            1,
+        )
     });
     let out = env.with_map("upgrade", &map, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(stderr.contains("mikro-orm-cli is not installed"), "{stderr}");
+    assert!(
+        stderr.contains("mikro-orm-cli is not installed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("fix:"), "{stderr}");
     assert!(env.project.executed().is_empty());
-    assert!(env.journal_entry("order-status").is_none(), "no step was started");
+    assert!(
+        env.journal_entry("order-status").is_none(),
+        "no step was started"
+    );
 }
 
 #[test]
@@ -311,7 +419,10 @@ fn a_migration_the_tool_does_not_know_is_refused_before_anything_runs() {
     let out = env.with_map("upgrade", &map, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(stderr.contains("no migration Migration20240202999999 at v1.1.0"), "{stderr}");
+    assert!(
+        stderr.contains("no migration Migration20240202999999 at v1.1.0"),
+        "{stderr}"
+    );
     assert!(stderr.contains("fix:"), "{stderr}");
     assert!(env.project.executed().is_empty(), "nothing half-run");
     assert!(env.find("upstep_journal").is_empty());
@@ -324,10 +435,17 @@ fn a_rollback_through_a_step_without_a_down_is_refused_naming_it() {
     assert!(out.status.success(), "{}", text(&out));
     // The era's down goes; two migrations declare their own, customer-tier none.
     let map = env.project.map_variant("no-down", |t| {
-        let down = r#"down = ["npx", "--no-install", "mikro-orm", "migration:down", "--only", "{name}"]"#;
+        let down =
+            r#"down = ["npx", "--no-install", "mikro-orm", "migration:down", "--only", "{name}"]"#;
         t.replace(&format!("{down}\n"), "")
-            .replace("id = \"order-total\"\n", &format!("id = \"order-total\"\n{down}\n"))
-            .replace("id = \"order-archived\"\n", &format!("id = \"order-archived\"\n{down}\n"))
+            .replace(
+                "id = \"order-total\"\n",
+                &format!("id = \"order-total\"\n{down}\n"),
+            )
+            .replace(
+                "id = \"order-archived\"\n",
+                &format!("id = \"order-archived\"\n{down}\n"),
+            )
     });
     let args = ["--to", "1.0.0"];
     let out = env.with_map("rollback", &map, &args);
@@ -389,17 +507,37 @@ fn status_rows_read_succeeded_failed_and_never_ran() {
             .env("UPSTEP_STATE_DIR", state.path())
             .env_remove("MONGO_URL")
             .args(args)
-            .args(["--map", &map_path.display().to_string(), "--mongo-uri", &uri])
+            .args([
+                "--map",
+                &map_path.display().to_string(),
+                "--mongo-uri",
+                &uri,
+            ])
             .output()
             .unwrap()
     };
     let out = run(&["detect", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     let verdict = |id: &str| {
-        report["migrations"].as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| (m["data"].as_str().unwrap().to_string(), m["verdict"].as_str().unwrap().to_string())).unwrap()
+        report["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| {
+                (
+                    m["data"].as_str().unwrap().to_string(),
+                    m["verdict"].as_str().unwrap().to_string(),
+                )
+            })
+            .unwrap()
     };
     assert_eq!(verdict("done-one"), ("applied".into(), "applied".into()));
-    assert_eq!(verdict("failed-one"), ("failed".into(), "incomplete".into()));
+    assert_eq!(
+        verdict("failed-one"),
+        ("failed".into(), "incomplete".into())
+    );
     assert_eq!(verdict("never-ran"), ("pending".into(), "pending".into()));
     let plan = run(&["plan", "--detect", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -407,4 +545,47 @@ fn status_rows_read_succeeded_failed_and_never_ran() {
     assert_eq!(plan["blocked"], 1, "the failed row needs --retry: {plan}");
     let check = run(&["status", "--check"]);
     assert_eq!(check.status.code(), Some(10), "{}", text(&check));
+}
+
+/// `map generate` recognises each tool's layout and drafts command steps with journal checks
+/// on the collection the tool's config names.
+#[test]
+fn map_generate_drafts_command_steps_for_each_tool() {
+    for (tool, journal, collection, command) in [
+        (Tool::MikroOrm, "mikro-orm", "migrations", "migration:up"),
+        (
+            Tool::MigrateMongo,
+            "migrate-mongo",
+            "changelog",
+            "\"migrate-mongo\", \"up\"",
+        ),
+    ] {
+        let project = ToolProject::new(tool);
+        let out = Command::cargo_bin("upstep")
+            .unwrap()
+            .args(["map", "generate", "--repo"])
+            .arg(project.repo.path())
+            .args(["--dir", "migrations"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let toml = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(toml.matches("run = \"command\"").count(), 4, "{toml}");
+        assert_eq!(
+            toml.matches(&format!("journal = \"{journal}\"")).count(),
+            4,
+            "{toml}"
+        );
+        assert!(
+            toml.contains(&format!(
+                "collection = \"{collection}\"  # from the tool's config"
+            )),
+            "{toml}"
+        );
+        assert!(toml.contains(command), "{toml}");
+        assert!(toml.contains("down = ["), "{toml}");
+        // It is TOML, and its eras and migrations need only the TODOs a human fills in.
+        let parsed: toml::Value = toml::from_str(&toml).expect("the draft is TOML");
+        assert!(parsed["eras"]["app"]["command"].is_array());
+    }
 }

@@ -62,17 +62,49 @@ impl ToolMigration {
 }
 
 pub const MIKRO_MIGRATIONS: &[ToolMigration] = &[
-    ToolMigration { id: "order-status", file: "migrations/Migration20240101000000.js", release: "1.0.0" },
-    ToolMigration { id: "order-total", file: "migrations/Migration20240201000000.js", release: "1.1.0" },
-    ToolMigration { id: "customer-tier", file: "migrations/Migration20240202000000.js", release: "1.1.0" },
-    ToolMigration { id: "order-archived", file: "migrations/Migration20240301000000.js", release: "1.2.0" },
+    ToolMigration {
+        id: "order-status",
+        file: "migrations/Migration20240101000000.js",
+        release: "1.0.0",
+    },
+    ToolMigration {
+        id: "order-total",
+        file: "migrations/Migration20240201000000.js",
+        release: "1.1.0",
+    },
+    ToolMigration {
+        id: "customer-tier",
+        file: "migrations/Migration20240202000000.js",
+        release: "1.1.0",
+    },
+    ToolMigration {
+        id: "order-archived",
+        file: "migrations/Migration20240301000000.js",
+        release: "1.2.0",
+    },
 ];
 
 pub const MIGRATE_MONGO_MIGRATIONS: &[ToolMigration] = &[
-    ToolMigration { id: "order-status", file: "migrations/20240101000000-order-status.js", release: "1.0.0" },
-    ToolMigration { id: "order-total", file: "migrations/20240201000000-order-total.js", release: "1.1.0" },
-    ToolMigration { id: "customer-tier", file: "migrations/20240202000000-customer-tier.js", release: "1.1.0" },
-    ToolMigration { id: "order-archived", file: "migrations/20240301000000-order-archived.js", release: "1.2.0" },
+    ToolMigration {
+        id: "order-status",
+        file: "migrations/20240101000000-order-status.js",
+        release: "1.0.0",
+    },
+    ToolMigration {
+        id: "order-total",
+        file: "migrations/20240201000000-order-total.js",
+        release: "1.1.0",
+    },
+    ToolMigration {
+        id: "customer-tier",
+        file: "migrations/20240202000000-customer-tier.js",
+        release: "1.1.0",
+    },
+    ToolMigration {
+        id: "order-archived",
+        file: "migrations/20240301000000-order-archived.js",
+        release: "1.2.0",
+    },
 ];
 
 /// What each migration does (the same in both projects): `(collection, up, down)` as driver
@@ -192,7 +224,12 @@ impl ToolProject {
     pub fn new(tool: Tool) -> ToolProject {
         let repo = GitFixture::new();
         let (package, config_name, config, migrations) = match tool {
-            Tool::MikroOrm => (MIKRO_PACKAGE, "mikro-orm.config.js", MIKRO_CONFIG, MIKRO_MIGRATIONS),
+            Tool::MikroOrm => (
+                MIKRO_PACKAGE,
+                "mikro-orm.config.js",
+                MIKRO_CONFIG,
+                MIKRO_MIGRATIONS,
+            ),
             Tool::MigrateMongo => (
                 MIGRATE_MONGO_PACKAGE,
                 "migrate-mongo-config.js",
@@ -226,9 +263,18 @@ impl ToolProject {
         let work = tempfile::tempdir().expect("a temp dir");
         let log_path = work.path().join("executed.log");
         let map_path = work.path().join("release-map.toml");
-        std::fs::write(&map_path, tool_map_text(tool, &tool_node_modules(tool), &log_path))
-            .expect("write the map");
-        ToolProject { tool, repo, work, map_path, log_path }
+        std::fs::write(
+            &map_path,
+            tool_map_text(tool, &tool_node_modules(tool), &log_path),
+        )
+        .expect("write the map");
+        ToolProject {
+            tool,
+            repo,
+            work,
+            map_path,
+            log_path,
+        }
     }
 
     pub fn migrations(&self) -> &'static [ToolMigration] {
@@ -271,7 +317,14 @@ impl ToolProject {
         let dir = self.work.path().join(format!("checkout-{tag}"));
         if !dir.exists() {
             let status = std::process::Command::new("git")
-                .args(["-c", "advice.detachedHead=false", "clone", "-q", "--branch", tag])
+                .args([
+                    "-c",
+                    "advice.detachedHead=false",
+                    "clone",
+                    "-q",
+                    "--branch",
+                    tag,
+                ])
                 .arg(self.repo.path())
                 .arg(&dir)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -312,10 +365,17 @@ impl ToolProject {
             Tool::MigrateMongo => (&["status"], Some("PENDING")),
         };
         let out = self.run_tool(tag, mongo_uri, args);
-        assert!(out.status.success(), "the tool's status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "the tool's status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let mut names: Vec<String> = Vec::new();
-        for line in text.lines().filter(|l| marker.is_none_or(|m| l.contains(m))) {
+        for line in text
+            .lines()
+            .filter(|l| marker.is_none_or(|m| l.contains(m)))
+        {
             for m in self.migrations() {
                 let name = m.tool_name(self.tool);
                 if line.contains(&name) && !names.contains(&name) {
