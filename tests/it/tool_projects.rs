@@ -589,3 +589,87 @@ fn map_generate_drafts_command_steps_for_each_tool() {
         assert!(parsed["eras"]["app"]["command"].is_array());
     }
 }
+
+/// A script step undone by its `down_script`, run with the era's `run` at its own tag.
+#[test]
+fn a_down_script_undoes_a_script_step() {
+    use crate::support::{GitFixture, BASE_TIME};
+    let repo = GitFixture::new();
+    let script = |body: &str| {
+        format!(
+            "const {{ MongoClient }} = require('mongodb');\n(async () => {{ const c = new MongoClient(process.env.MONGO_URL); await c.connect(); const db = c.db(); {body} await c.close(); }})().catch((e) => {{ console.error(e); process.exit(1); }});\n"
+        )
+    };
+    let (a, b, b_down) = (
+        script("await db.collection('items').updateMany({}, { $set: { a: true } });"),
+        script("await db.collection('items').updateMany({}, { $set: { b: true } });"),
+        script("await db.collection('items').updateMany({}, { $unset: { b: 1 } });"),
+    );
+    let first = repo.commit(&[("migrations/a.js", Some(a.as_str()))], BASE_TIME);
+    repo.annotated_tag("v1.0.0", first, BASE_TIME);
+    let second = repo.commit(
+        &[
+            ("migrations/b.js", Some(b.as_str())),
+            ("down/b.js", Some(b_down.as_str())),
+        ],
+        BASE_TIME + 86_400,
+    );
+    repo.annotated_tag("v1.1.0", second, BASE_TIME + 86_400);
+    let node = crate::support::machine_node_version();
+    let modules = crate::support::node_modules();
+    let mut map = format!(
+        "schema = 1\n[project]\nname = \"plain\"\nmigrations_dir = \"migrations\"\n\
+         [eras.app]\ncwd = \".\"\nrun = [\"node\", \"{{script}}\"]\n\
+         env = {{ MONGO_URL = \"{{mongo_uri}}\", NODE_PATH = \"{}\" }}\n",
+        modules.display()
+    );
+    for v in ["1.0.0", "1.1.0"] {
+        map.push_str(&format!(
+            "[[releases]]\nversion = \"{v}\"\nera = \"app\"\nnode = \"{node}\"\n"
+        ));
+    }
+    for (id, v, field, down) in [
+        ("a", "1.0.0", "a", ""),
+        ("b", "1.1.0", "b", "down_script = \"down/b.js\"\n"),
+    ] {
+        map.push_str(&format!(
+            "[[migrations]]\nid = \"{id}\"\ntitle = \"{id}\"\nintroduced_in = \"{v}\"\nscript = \"migrations/{id}.js\"\n\
+             run = \"file\"\nexits = \"yes\"\nidempotent = \"yes\"\n{down}\
+             [[migrations.pending]]\ncollection = \"items\"\nfilter = {{ {field} = {{ \"$exists\" = false }} }}\n"
+        ));
+    }
+    let env = Env::new(Tool::MigrateMongo, "down_script");
+    env.insert("items", vec![doc! { "_id": 1 }]);
+    let map_path = env.project.work.path().join("plain.toml");
+    std::fs::write(&map_path, map).unwrap();
+    let run = |command: &str, extra: &[&str]| {
+        let (m, r) = (
+            map_path.display().to_string(),
+            repo.path().display().to_string(),
+        );
+        let mut args = vec![command, "--map", &m, "--repo", &r, "--mongo-uri", &env.uri];
+        args.extend(extra);
+        env.run(&args)
+    };
+    let out = run("upgrade", &["--no-backup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(env
+        .find("items")
+        .iter()
+        .all(|i| i.contains_key("a") && i.contains_key("b")));
+    let out = run("rollback", &["--to", "1.0.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let items = env.find("items");
+    assert!(
+        items
+            .iter()
+            .all(|i| i.contains_key("a") && !i.contains_key("b")),
+        "{items:?}"
+    );
+    assert_eq!(env.status_of("b"), "rolled-back");
+    assert_eq!(
+        env.journal_entry("b").unwrap().get_str("script"),
+        Ok("down/b.js")
+    );
+    assert_eq!(env.status_of("a"), "succeeded", "1.0.0 is kept");
+}
