@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::run::{connect, is_interactive, read_only_options, redis_connection, resolve_settings};
 use super::{load_map_from, open_repo_spec, runtime};
-use crate::cli::{PlanArgs, RollbackArgs};
+use crate::cli::{ConnectOpts, MapOpts, OutputOpts, PlanArgs, RepoOpts, RollbackArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::executor::command::Connection;
 use crate::executor::decide::Flags;
@@ -69,12 +69,30 @@ fn render(plan: &RollbackPlan, database: &str) -> String {
 }
 
 pub fn plan_rollback_command(args: &PlanArgs) -> Result<ExitCode> {
-    let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
+    plan_rollback(
+        &args.connect,
+        &args.repo,
+        &args.map,
+        args.range.to.as_deref(),
+        args.skip_missing_down,
+        &args.output,
+    )
+}
+
+fn plan_rollback(
+    connect_opts: &ConnectOpts,
+    repo: &RepoOpts,
+    map_opts: &MapOpts,
+    to: Option<&str>,
+    skip_missing_down: bool,
+    output: &OutputOpts,
+) -> Result<ExitCode> {
+    let settings = resolve_settings(connect_opts, repo, map_opts)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
-    let to = rollback_target(&map, args.range.to.as_deref().unwrap_or_default())?;
+    let to = rollback_target(&map, to.unwrap_or_default())?;
     let req = RollbackRequest {
         to: to.clone(),
-        skip_missing_down: args.skip_missing_down,
+        skip_missing_down,
     };
     let opts = read_only_options(map, to.clone());
     let (steps, database) = runtime()?.block_on(async {
@@ -90,7 +108,7 @@ pub fn plan_rollback_command(args: &PlanArgs) -> Result<ExitCode> {
         to: display(&to),
         steps,
     };
-    if args.output.json {
+    if output.json {
         ui::print_json(&plan)?;
     } else {
         ui::print_text(&render(&plan, &database))?;
@@ -102,7 +120,43 @@ pub fn plan_rollback_command(args: &PlanArgs) -> Result<ExitCode> {
     }
 }
 
+/// The run options a rollback has no use for are refused, not ignored.
+fn refuse_upgrade_only_flags(args: &RollbackArgs) -> Result<()> {
+    let given: Vec<&str> = [
+        (args.run.force, "--force"),
+        (!args.run.approve.is_empty(), "--approve"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!("{} only appl{} to upgrade", given.join(" and "), if given.len() == 1 { "ies" } else { "y" }),
+        "remove it: a rollback undoes only applied steps with a declared down; --retry repeats a failed or interrupted down",
+    ))
+}
+
 pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
+    refuse_upgrade_only_flags(args)?;
+    if args.run.dry_run {
+        // Deciding without touching anything is what `plan --rollback` does.
+        return plan_rollback(
+            &args.connect,
+            &args.repo,
+            &args.map,
+            Some(args.to.as_str()),
+            args.skip_missing_down,
+            &args.output,
+        );
+    }
+    if args.run.backup.is_none() && !args.run.no_backup {
+        return Err(Error::usage(
+            "a rollback must say whether to back up the database first",
+            "pass --backup DIR (recommended: a down changes data too) or --no-backup",
+        ));
+    }
     let settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
     let to = rollback_target(&map, &args.to)?;
@@ -149,6 +203,7 @@ pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
         opts.grace = Duration::from_secs(args.run.grace_secs);
         opts.lease = Duration::from_secs(args.run.lease_secs.max(1));
         opts.lock_wait = Duration::from_secs(args.run.lock_wait_secs);
+        opts.backup_dir = args.run.backup.clone();
         // A throwaway Redis lives for this run only, when a step to undo boots the app.
         let mut _throwaway = None;
         let plan = rollback::full_plan(&opts)?;

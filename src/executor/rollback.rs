@@ -371,6 +371,9 @@ async fn rollback_locked(
             "pass --repo <path or URL of the project's repository>",
         )
     })?;
+    super::stop_requested(watcher, lost)?;
+    // `--backup DIR`: the database as it was before the first down.
+    super::until_stopped(watcher, lost, super::take_backup(opts, journal, reporter)).await?;
     let worktrees = Worktrees::new(&opts.cache_root);
     let total = to_undo.len();
     let mut index = 0;

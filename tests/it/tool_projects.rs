@@ -109,7 +109,7 @@ impl Env {
         if command != "status" && command != "plan" {
             args.extend(["--repo", &repo, "--lease-secs", "5", "--grace-secs", "2"]);
         }
-        if command == "upgrade" {
+        if command == "upgrade" || command == "rollback" {
             args.push("--no-backup");
         }
         args.extend(extra);
@@ -457,6 +457,17 @@ fn a_rollback_through_a_step_without_a_down_is_refused_naming_it() {
     let plan = env.with_map("plan", &map, &["--rollback", "--to", "1.0.0"]);
     assert_eq!(plan.status.code(), Some(9), "{}", text(&plan));
     assert!(String::from_utf8_lossy(&plan.stdout).contains("no down"));
+    let dry = env.with_map("rollback", &map, &["--to", "1.0.0", "--dry-run"]);
+    assert_eq!(
+        dry.status.code(),
+        Some(9),
+        "--dry-run decides like plan --rollback: {}",
+        text(&dry)
+    );
+    let forced = env.with_map("rollback", &map, &["--to", "1.0.0", "--force"]);
+    assert_eq!(forced.status.code(), Some(2), "{}", text(&forced));
+    assert!(String::from_utf8_lossy(&forced.stderr).contains("--force only applies to upgrade"));
+    assert!(env.downs().is_empty());
 
     let out = env.with_map("rollback", &map, &["--to", "1.0.0", "--skip-missing-down"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -658,7 +669,22 @@ fn a_down_script_undoes_a_script_step() {
         .iter()
         .all(|i| i.contains_key("a") && i.contains_key("b")));
     let out = run("rollback", &["--to", "1.0.0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a rollback says whether to back up: {}",
+        text(&out)
+    );
+    let backup = env.project.work.path().join("before-rollback");
+    let out = run(
+        "rollback",
+        &["--to", "1.0.0", "--backup", &backup.display().to_string()],
+    );
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        backup.join("upstep-manifest.json").is_file(),
+        "the backup was taken first"
+    );
     let items = env.find("items");
     assert!(
         items
