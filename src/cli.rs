@@ -108,9 +108,10 @@ pub struct RunEnvOpts {
     pub toolchain: crate::doctor::ToolchainPolicy,
 
     /// Name of the environment variable holding the store encryption key (the key itself is
-    /// never accepted on the command line).
-    #[arg(long, value_name = "VAR", default_value = "STORE_ENCRYPTION_KEY")]
-    pub encryption_key_env: String,
+    /// never accepted on the command line) [default: the profile's encryption_key_env, else
+    /// STORE_ENCRYPTION_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub encryption_key_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -120,9 +121,9 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub map: MapOpts,
     #[command(flatten)]
-    pub mongo: MongoOpts,
+    pub repo: RepoOpts,
     #[command(flatten)]
-    pub redis: RedisOpts,
+    pub connect: ConnectOpts,
     #[command(flatten)]
     pub run_env: RunEnvOpts,
     #[command(flatten)]

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod cli;
 pub(crate) mod commands;
+pub mod decided;
 pub mod detect;
 pub mod doctor;
 pub mod downloads;

@@ -403,9 +403,8 @@ impl Context {
             ID,
             title,
             format!(
-                "{} collection{}, about {total} documents",
-                collections.len(),
-                if collections.len() == 1 { "" } else { "s" }
+                "{}, about {total} documents",
+                crate::ui::words::count(collections.len(), "collection")
             ),
         )
         .with_details(details);

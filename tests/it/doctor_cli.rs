@@ -140,7 +140,7 @@ fn blockers_exit_5_with_their_fix_and_no_secret() {
         assert!(line.contains("BLOCKER"), "{line}");
     }
     assert!(stdout.matches("fix:").count() >= 3, "{stdout}");
-    assert!(stderr.contains("preflight found 3 blocker(s)"), "{stderr}");
+    assert!(stderr.contains("preflight found 3 blockers"), "{stderr}");
     assert!(
         !stdout.contains(CANARY) && !stderr.contains(CANARY),
         "the canary leaked:\n{stdout}\n{stderr}"

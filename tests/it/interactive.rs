@@ -102,7 +102,7 @@ fn a_person_picks_the_target_confirms_declines_the_backup_and_watches_it_run() {
     // The targets are listed newest first: v1.2.0, v1.1.0, v1.0.0.
     tmux.wait_for("Upgrade to", Duration::from_secs(60));
     tmux.keys(&["Down", "Enter"]);
-    let screen = tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(30));
+    let screen = tmux.wait_for("Run these 3 steps?", Duration::from_secs(30));
     assert!(
         screen.contains("exits") && screen.contains("export-only"),
         "{screen}"
@@ -124,7 +124,7 @@ fn the_first_ctrl_c_asks_and_stop_after_the_step_keeps_the_journal_clean() {
     });
     let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "4"];
     let tmux = Tmux::start("ctrlc", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !env.project.executed().contains(&"hangs".to_string()) {
@@ -162,7 +162,7 @@ fn at_a_terminal_an_unverifiable_non_idempotent_step_is_asked_about_by_name() {
     let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "120"];
     // Declined: nothing runs, and the way to approve it later is named.
     let tmux = Tmux::start("approve_no", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     tmux.wait_for("Approve running hangs?", Duration::from_secs(30));
     tmux.keys(&["n"]);
@@ -174,7 +174,7 @@ fn at_a_terminal_an_unverifiable_non_idempotent_step_is_asked_about_by_name() {
 
     // Approved at the prompt: it runs.
     let tmux = Tmux::start("approve_yes", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     tmux.wait_for("Approve running hangs?", Duration::from_secs(30));
     tmux.keys(&["y"]);
@@ -194,7 +194,7 @@ fn a_step_ended_unverified_is_put_to_the_person_who_marks_it_applied_and_the_run
     });
     let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "1"];
     let tmux = Tmux::start("unverified", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     tmux.wait_for("Run them?", Duration::from_secs(30));
     tmux.keys(&["y"]);
