@@ -8,6 +8,7 @@ mod git_layer;
 mod interactive;
 mod journal_contract;
 mod novu_seed;
+mod one_picture;
 mod ops_redis;
 mod ops_settings;
 mod ops_tunnel;
