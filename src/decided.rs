@@ -52,10 +52,7 @@ pub async fn decide(
 
 impl DecidedPlan {
     pub fn decision(&self, id: &str) -> Option<&Decision> {
-        self.steps
-            .iter()
-            .find(|d| d.id == id)
-            .map(|d| &d.decision)
+        self.steps.iter().find(|d| d.id == id).map(|d| &d.decision)
     }
 
     pub fn count(&self, action: Action) -> usize {
@@ -72,7 +69,10 @@ impl DecidedPlan {
         plan.from = from
             .map(display)
             .unwrap_or_else(|| FROM_THE_DATA.to_string());
-        plan.retain_steps(|s| self.decision(&s.id).is_some_and(|d| d.action == Action::Run));
+        plan.retain_steps(|s| {
+            self.decision(&s.id)
+                .is_some_and(|d| d.action == Action::Run)
+        });
         for group in &mut plan.groups {
             for step in &mut group.steps {
                 if let Some(d) = self.decision(&step.id) {

@@ -109,7 +109,11 @@ fn database_in(uri: &str) -> Option<String> {
 
 pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     let settings = mongo_settings(&args.mongo, &args.ssh, &args.profile)?;
-    let uri = settings.mongo_uri.clone().map(|u| u.value).ok_or_else(no_uri)?;
+    let uri = settings
+        .mongo_uri
+        .clone()
+        .map(|u| u.value)
+        .ok_or_else(no_uri)?;
     let out = match &args.out {
         Some(out) => out.clone(),
         None => {

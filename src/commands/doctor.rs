@@ -44,50 +44,58 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
     let key_var = super::resolve::key_var(&settings, &args.run_env)?;
     let key = std::env::var(&key_var).ok();
     let rt = runtime()?;
-    let view = rt.block_on(async {
-        let connected = match settings.mongo_uri {
-            Some(_) => Some(connect(&settings, true).await),
-            None => None,
-        };
-        let mut not_read = None;
-        let mut blocked = Vec::new();
-        let (mut plan, database) = match &connected {
-            Some(Ok(c)) => {
-                let mut opts = read_only_options(map.clone(), to.clone());
-                opts.from = from.clone();
-                opts.include_unreleased = args.range.include_unreleased;
-                let d = decided::decide(&opts, &c.store, DataStates::default()).await?;
-                blocked = d
-                    .blocked()
-                    .iter()
-                    .map(|b| format!("{} ({}): {}", b.id, b.git_ref, b.decision.reason))
-                    .collect();
-                (d.to_run(&map, from.as_ref()), Some(d.database.clone()))
+    let view =
+        rt.block_on(async {
+            let connected = match settings.mongo_uri {
+                Some(_) => Some(connect(&settings, true).await),
+                None => None,
+            };
+            let mut not_read = None;
+            let mut blocked = Vec::new();
+            let (mut plan, database) = match &connected {
+                Some(Ok(c)) => {
+                    let mut opts = read_only_options(map.clone(), to.clone());
+                    opts.from = from.clone();
+                    opts.include_unreleased = args.range.include_unreleased;
+                    let d = decided::decide(&opts, &c.store, DataStates::default()).await?;
+                    blocked = d
+                        .blocked()
+                        .iter()
+                        .map(|b| format!("{} ({}): {}", b.id, b.git_ref, b.decision.reason))
+                        .collect();
+                    (d.to_run(&map, from.as_ref()), Some(d.database.clone()))
+                }
+                // The database is out of reach: its check says why; the steps are --from's.
+                Some(Err(e)) if from.is_some() => {
+                    not_read = Some(format!(
+                        "{}: the steps are those after --from",
+                        e.to_string().lines().next().unwrap_or_default()
+                    ));
+                    (
+                        crate::plan::plan(&map, &plan_request(&map, &args.range)?)?,
+                        None,
+                    )
+                }
+                Some(Err(_)) => {
+                    return Err(connected
+                        .and_then(|c| c.err())
+                        .unwrap_or_else(|| Error::Internal("connection state lost".into())))
+                }
+                None => {
+                    not_read =
+                        Some("no database was given: the steps are those after --from".into());
+                    (
+                        crate::plan::plan(&map, &plan_request(&map, &args.range)?)?,
+                        None,
+                    )
+                }
+            };
+            let mut extra = Vec::new();
+            if let Err(e) = decided::with_repo(&mut plan, repo.as_ref()) {
+                extra.push(repository_blocker(e));
             }
-            // The database is out of reach: its check says why; the steps are --from's.
-            Some(Err(e)) if from.is_some() => {
-                not_read = Some(format!(
-                    "{}: the steps are those after --from",
-                    e.to_string().lines().next().unwrap_or_default()
-                ));
-                (crate::plan::plan(&map, &plan_request(&map, &args.range)?)?, None)
-            }
-            Some(Err(_)) => {
-                return Err(connected
-                    .and_then(|c| c.err())
-                    .unwrap_or_else(|| Error::Internal("connection state lost".into())))
-            }
-            None => {
-                not_read = Some("no database was given: the steps are those after --from".into());
-                (crate::plan::plan(&map, &plan_request(&map, &args.range)?)?, None)
-            }
-        };
-        let mut extra = Vec::new();
-        if let Err(e) = decided::with_repo(&mut plan, repo.as_ref()) {
-            extra.push(repository_blocker(e));
-        }
-        if !blocked.is_empty() {
-            extra.push(CheckResult::warning(
+            if !blocked.is_empty() {
+                extra.push(CheckResult::warning(
                 "journal.decisions",
                 "steps that need a decision",
                 format!(
@@ -99,37 +107,37 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
                 "pass --retry to run them again (when safe), or record them with `upstep mark \
                  <id> --applied|--pending`; then run doctor again",
             ).with_details(blocked));
-        }
-        let mongo_uri = match &connected {
-            Some(Ok(c)) => Some(c.uri.clone()),
-            _ => settings.mongo_uri.as_ref().map(|u| u.value.clone()),
-        };
-        let inputs = DoctorInputs {
-            map: &map,
-            plan: &plan,
-            mongo_uri: mongo_uri.as_deref(),
-            redis_url: Some(settings.redis_url.value.as_str()),
-            encryption_key_var: &key_var,
-            encryption_key: key.as_deref(),
-            path_env: std::env::var_os("PATH").unwrap_or_default(),
-            cache_dir: crate::git::default_cache_root(),
-            toolchain: args.run_env.toolchain,
-            keep_worktrees: false,
-            probe_downloads: true,
-        };
-        let mut report = doctor::run_checks(&inputs).await;
-        report.add(extra);
-        if let Some(Ok(c)) = connected {
-            if let Some(t) = c.tunnel {
-                t.close().await;
             }
-        }
-        Ok::<_, Error>(DoctorView {
-            plan: PlanNeeds::of(&plan, &map, database.as_deref(), false),
-            report,
-            not_read,
-        })
-    })?;
+            let mongo_uri = match &connected {
+                Some(Ok(c)) => Some(c.uri.clone()),
+                _ => settings.mongo_uri.as_ref().map(|u| u.value.clone()),
+            };
+            let inputs = DoctorInputs {
+                map: &map,
+                plan: &plan,
+                mongo_uri: mongo_uri.as_deref(),
+                redis_url: Some(settings.redis_url.value.as_str()),
+                encryption_key_var: &key_var,
+                encryption_key: key.as_deref(),
+                path_env: std::env::var_os("PATH").unwrap_or_default(),
+                cache_dir: crate::git::default_cache_root(),
+                toolchain: args.run_env.toolchain,
+                keep_worktrees: false,
+                probe_downloads: true,
+            };
+            let mut report = doctor::run_checks(&inputs).await;
+            report.add(extra);
+            if let Some(Ok(c)) = connected {
+                if let Some(t) = c.tunnel {
+                    t.close().await;
+                }
+            }
+            Ok::<_, Error>(DoctorView {
+                plan: PlanNeeds::of(&plan, &map, database.as_deref(), false),
+                report,
+                not_read,
+            })
+        })?;
     if args.output.json {
         ui::print_json(&view)?;
     } else {

@@ -56,8 +56,8 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
 
 mod detect;
 mod doctor;
-pub(crate) mod resolve;
 mod interactive;
+pub(crate) mod resolve;
 mod run;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {

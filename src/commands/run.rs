@@ -210,10 +210,24 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         // the preflight checks the steps that will run, and the run starts from its facts.
         let decision = match opts.dry_run {
             true => None,
-            false => Some(crate::decided::decide(&opts, &connected.store, guided.as_ref().map(|(_, f): &(_, KnownFacts)| f.data.clone()).unwrap_or_default()).await?),
+            false => Some(
+                crate::decided::decide(
+                    &opts,
+                    &connected.store,
+                    guided
+                        .as_ref()
+                        .map(|(_, f): &(_, KnownFacts)| f.data.clone())
+                        .unwrap_or_default(),
+                )
+                .await?,
+            ),
         };
-        let preflight_plan = decision.as_ref().map_or_else(|| plan.clone(), |d| d.to_run(&opts.map, opts.from.as_ref()));
-        let needs_redis = preflight_plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
+        let preflight_plan = decision
+            .as_ref()
+            .map_or_else(|| plan.clone(), |d| d.to_run(&opts.map, opts.from.as_ref()));
+        let needs_redis = preflight_plan
+            .steps()
+            .any(|(_, s)| s.needs.contains(&Need::Redis));
 
         // A throwaway Redis lives for this run only (dropped at the end of this block).
         let mut _throwaway = None;
@@ -735,7 +749,8 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     if args.check && report.pending > 0 {
         return Err(Error::Pending(format!(
             "{} not applied (status --check)",
-            crate::ui::words::count(report.pending, "migration") + if report.pending == 1 { " is" } else { " are" }
+            crate::ui::words::count(report.pending, "migration")
+                + if report.pending == 1 { " is" } else { " are" }
         )));
     }
     Ok(ExitCode::Success)

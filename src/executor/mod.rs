@@ -1661,6 +1661,7 @@ async fn run_step(
         id: id.into(),
         git_ref: group.git_ref.clone(),
         runs_as: step.runs_as.clone(),
+        warnings: step.warnings.clone(),
     });
 
     let cmd = command::step_command(worktree, era, &step.mode, &step.script, id)?;
@@ -1838,7 +1839,10 @@ async fn run_step(
             FpState::Pending => {
                 let count = report.checks.iter().filter_map(|c| c.count).sum::<u64>();
                 status = StepStatus::Failed;
-                reason = format!("{reason}, but it did not migrate: its data check still finds {}", crate::ui::words::count(count as usize, "pending document"));
+                reason = format!(
+                    "{reason}, but it did not migrate: its data check still finds {}",
+                    crate::ui::words::count(count as usize, "pending document")
+                );
                 format!("{count} pending")
             }
             FpState::Unknown => {

@@ -76,7 +76,11 @@ pub fn plan_needs(needs: &PlanNeeds, not_read: Option<&str>, st: &Styler) -> Str
             );
         }
         (None, Some(why)) => {
-            let _ = writeln!(out, "{}", st.warn(&format!("The data was not read ({why}).")));
+            let _ = writeln!(
+                out,
+                "{}",
+                st.warn(&format!("The data was not read ({why})."))
+            );
         }
         (None, None) => {}
     }
@@ -86,7 +90,12 @@ pub fn plan_needs(needs: &PlanNeeds, not_read: Option<&str>, st: &Styler) -> Str
     }
     let _ = writeln!(out, "\n{}", st.bold("Steps"));
     let id_width = needs.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
-    let ref_width = needs.steps.iter().map(|s| s.git_ref.len()).max().unwrap_or(0);
+    let ref_width = needs
+        .steps
+        .iter()
+        .map(|s| s.git_ref.len())
+        .max()
+        .unwrap_or(0);
     for step in &needs.steps {
         let mut toolchain = format!("node {}", step.node);
         if let Some(pnpm) = &step.pnpm {

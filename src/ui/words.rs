@@ -54,7 +54,11 @@ pub fn check_notice(check: &crate::preflight::CheckResult) -> String {
         crate::preflight::Severity::Warning => "warning",
         crate::preflight::Severity::Blocker => "blocker",
     };
-    let mut text = format!("Preflight {severity} ({}): {}", check.id, sentence(&check.reason));
+    let mut text = format!(
+        "Preflight {severity} ({}): {}",
+        check.id,
+        sentence(&check.reason)
+    );
     if let Some(fix) = &check.fix {
         text.push_str(&format!(" Fix: {}", sentence(fix)));
     }
@@ -78,7 +82,10 @@ pub fn connect_failure_reason(message: &str) -> String {
     let known = [
         ("connection refused", "connection refused"),
         ("failed to lookup address", "the host name does not resolve"),
-        ("name or service not known", "the host name does not resolve"),
+        (
+            "name or service not known",
+            "the host name does not resolve",
+        ),
         ("no such host", "the host name does not resolve"),
         ("connection reset", "the connection was reset"),
         ("network is unreachable", "the network is unreachable"),
@@ -165,6 +172,9 @@ mod tests {
             "db1:27017,db2:27017"
         );
         assert_eq!(uri_hosts("mongodb://127.0.0.1:27017"), "127.0.0.1:27017");
-        assert_eq!(uri_hosts("mongodb+srv://u:p@cluster.example/db"), "cluster.example");
+        assert_eq!(
+            uri_hosts("mongodb+srv://u:p@cluster.example/db"),
+            "cluster.example"
+        );
     }
 }

@@ -100,9 +100,12 @@ fn a_person_picks_the_target_confirms_declines_the_backup_and_watches_it_run() {
     let env = Env::new("interactive");
     let tmux = Tmux::start("guided", &shell_line(&env, &env.project.map_path, &[]));
     // The targets are listed newest first: v1.2.0, v1.1.0, v1.0.0.
-    tmux.wait_for("Upgrade to", Duration::from_secs(60));
+    let screen = tmux.wait_for("Upgrade to", Duration::from_secs(60));
+    // Nothing is in progress yet: no bar of steps above the question.
+    assert!(!screen.contains("steps  "), "{screen}");
     tmux.keys(&["Down", "Enter"]);
     let screen = tmux.wait_for("Run these 3 steps?", Duration::from_secs(30));
+    assert!(!screen.contains("0/3 steps"), "{screen}");
     assert!(
         screen.contains("exits") && screen.contains("export-only"),
         "{screen}"
@@ -113,6 +116,8 @@ fn a_person_picks_the_target_confirms_declines_the_backup_and_watches_it_run() {
     let screen = tmux.wait_for("EXIT=", Duration::from_secs(120));
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(screen.contains("Upgrade done: 3 ran"), "{screen}");
+    // The run decides again under its lock; the unchanged plan is shown once.
+    assert_eq!(screen.matches("Plan:").count(), 1, "{screen}");
     assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
 }
 

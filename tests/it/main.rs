@@ -24,3 +24,4 @@ mod upgrade;
 mod upgrade_gentle;
 mod upgrade_setup;
 mod upgrade_ssh;
+mod wording;

@@ -193,8 +193,14 @@ fn doctor_with_repo_blocks_on_a_script_missing_at_its_tag() {
         .find(|l| l.contains("repository"))
         .unwrap_or_else(|| panic!("{checks}"));
     assert!(line.contains("BLOCKER"), "{line}");
-    assert!(line.contains("1 script of the plan does not exist"), "{line}");
-    assert!(checks.contains("noop (migrations/005-gone.js) at v1.2.0"), "{checks}");
+    assert!(
+        line.contains("1 script of the plan does not exist"),
+        "{line}"
+    );
+    assert!(
+        checks.contains("noop (migrations/005-gone.js) at v1.2.0"),
+        "{checks}"
+    );
 
     // Once the data is migrated to v1.1.0, the plan no longer holds v1.0.0 and v1.1.0.
     let out = env.upgrade(&["--to", "1.1.0"]);
@@ -242,7 +248,13 @@ fn status_and_plan_detect_show_what_doctor_decided() {
     );
     let plan = env
         .command(&[
-            "plan", "--detect", "--map", &map, "--mongo-uri", &env.uri, "--json",
+            "plan",
+            "--detect",
+            "--map",
+            &map,
+            "--mongo-uri",
+            &env.uri,
+            "--json",
         ])
         .output()
         .unwrap();
