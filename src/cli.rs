@@ -90,6 +90,9 @@ pub enum Command {
     /// Show the settings upstep resolves from flags, environment and upstep.toml.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show what upstep keeps on disk (repositories, worktrees per tag, toolchains, logs, the
+    /// package store) with sizes; `upstep cache prune` removes what no run can use any more.
+    Cache(CacheArgs),
     /// Print a shell completion script, e.g. `upstep completions bash > ~/.bash_completion`.
     Completions {
         /// The shell to generate completions for.
@@ -482,6 +485,36 @@ pub enum ConfigCommand {
         map: MapOpts,
         #[command(flatten)]
         ssh: SshOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: Option<CacheCommand>,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove worktrees whose repository is gone, toolchains no release of the map needs and
+    /// logs older than --older-than days. Never what an unfinished run needs: nothing while
+    /// another upstep uses the cache, no worktree or log of a step the local journal mirror
+    /// shows running, failed or interrupted. Says what it kept and why.
+    Prune {
+        /// Remove run logs older than this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        older_than: u64,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        map: MapOpts,
+        #[command(flatten)]
+        profile: ProfileOpts,
         #[command(flatten)]
         output: OutputOpts,
     },

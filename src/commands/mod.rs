@@ -49,11 +49,13 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             crate::ops::dispatch(command)
         }
+        Command::Cache(args) => cache::cache_command(&args),
         Command::Backup(args) => crate::backup::args::backup_command(&args),
         Command::Restore(args) => crate::backup::args::restore_command(&args),
     }
 }
 
+mod cache;
 mod detect;
 mod doctor;
 mod interactive;

@@ -2,6 +2,7 @@
 //! (`support`); each area of upstep adds its own `mod` line.
 
 mod backup;
+mod cache_cli;
 mod detect;
 mod doctor_cli;
 mod git_layer;
