@@ -19,6 +19,7 @@ mod preflight;
 mod runner_proc;
 mod secrets_url;
 mod services;
+mod settings_path;
 mod store;
 mod support;
 mod upgrade;
