@@ -50,6 +50,25 @@ pub async fn decide(
     })
 }
 
+/// For `upgrade`, before its preflight: the decision (reusing the data the guided flow read)
+/// and the plan of the steps it runs, which the preflight checks. The run starts from these
+/// facts while the journal is unchanged. A dry run decides in the executor and has no
+/// preflight: the full plan, no facts.
+pub async fn before_run(
+    opts: &UpgradeOptions,
+    store: &Store,
+    guided: Option<&KnownFacts>,
+    full: &Plan,
+) -> Result<(Option<KnownFacts>, Plan)> {
+    if opts.dry_run {
+        return Ok((None, full.clone()));
+    }
+    let known = guided.map(|f| f.data.clone()).unwrap_or_default();
+    let decision = decide(opts, store, known).await?;
+    let plan = decision.to_run(&opts.map, opts.from.as_ref());
+    Ok((Some(decision.facts), plan))
+}
+
 impl DecidedPlan {
     pub fn decision(&self, id: &str) -> Option<&Decision> {
         self.steps.iter().find(|d| d.id == id).map(|d| &d.decision)
@@ -106,6 +125,7 @@ pub fn with_repo(plan: &mut Plan, repo: Option<&(GitRepo, RepoLocation)>) -> Res
 /// its toolchain and downloads, and the disk the prepared tags take.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PlanNeeds {
+    pub project: String,
     pub from: String,
     pub to: String,
     /// Whether the steps were decided from the journal and the data (false: from --from alone).
@@ -140,6 +160,7 @@ impl PlanNeeds {
         let per_tag = map.project.disk_per_tag_mb * 1024 * 1024;
         let tags = plan.groups.len() as u64;
         PlanNeeds {
+            project: plan.project.clone(),
             from: plan.from.clone(),
             to: plan.to.clone(),
             read_the_data: database.is_some(),

@@ -206,25 +206,10 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             guided = Some(guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?);
         }
         let plan = executor::full_plan(&opts)?;
-        // The one decision plan, doctor and status make too (reusing the guided flow's data):
-        // the preflight checks the steps that will run, and the run starts from its facts.
-        let decision = match opts.dry_run {
-            true => None,
-            false => Some(
-                crate::decided::decide(
-                    &opts,
-                    &connected.store,
-                    guided
-                        .as_ref()
-                        .map(|(_, f): &(_, KnownFacts)| f.data.clone())
-                        .unwrap_or_default(),
-                )
-                .await?,
-            ),
-        };
-        let preflight_plan = decision
-            .as_ref()
-            .map_or_else(|| plan.clone(), |d| d.to_run(&opts.map, opts.from.as_ref()));
+        // The decision plan, doctor and status show: the preflight checks what will run.
+        let guided_facts = guided.as_ref().map(|(_, facts): &(_, KnownFacts)| facts);
+        let (decided_facts, preflight_plan) =
+            crate::decided::before_run(&opts, &connected.store, guided_facts, &plan).await?;
         let needs_redis = preflight_plan
             .steps()
             .any(|(_, s)| s.needs.contains(&Need::Redis));
@@ -265,7 +250,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         if interactive {
             interactive::spawn_stop_prompt(watcher.clone(), multi.clone());
         }
-        let mut known = decision.map(|d| d.facts);
+        let mut known = decided_facts;
         if let Some((decided, _)) = guided {
             confirm_risky_steps(&mut opts, &plan, &decided, reporter.as_mut()).await?;
         }

@@ -19,12 +19,12 @@ pub fn render(
     let _ = writeln!(
         out,
         "{} {} -> {}  {}",
-        st.bold("Preflight:"),
+        st.bold(&format!("Preflight for {}:", needs.project)),
         needs.from,
         needs.to,
         st.dim(&format!(
             "({} at {})",
-            count(needs.steps.len(), "step"),
+            count(needs.steps.len(), "script"),
             count(needs.tags, "tag")
         ))
     );

@@ -157,7 +157,7 @@ fn without_a_database_doctor_says_it_did_not_read_the_data() {
         "{}",
         text(&out)
     );
-    assert!(shown.contains("(3 steps at 1 tag)"), "{}", text(&out));
+    assert!(shown.contains("(3 scripts at 1 tag)"), "{}", text(&out));
     // Offline, the key looks unneeded: exactly what the data-driven plan corrects.
     let key = shown
         .lines()
