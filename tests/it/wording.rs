@@ -40,6 +40,35 @@ fn a_connection_failure_is_one_line_and_the_driver_speaks_only_under_v() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MongoDB driver error"), "{err}");
     assert!(err.contains("Connection refused"), "{err}");
+
+    // doctor says it the same way: the cause in the check, the driver's account under -v.
+    let map = env.project.map_path.display().to_string();
+    let doctor = [
+        "doctor",
+        "--map",
+        &map,
+        "--from",
+        "1.1.0",
+        "--mongo-uri",
+        &uri,
+    ];
+    let out = env.command(&doctor).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("The data was not read (cannot reach MongoDB at 127.0.0.1:"),
+        "{}",
+        text(&out)
+    );
+    let connect = shown.lines().find(|l| l.contains("mongo.connect")).unwrap();
+    assert!(connect.ends_with("(connection refused)"), "{connect}");
+    assert!(!shown.contains("Topology"), "{shown}");
+    let verbose: Vec<&str> = std::iter::once("-v").chain(doctor).collect();
+    let out = env.command(&verbose).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Topology"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
