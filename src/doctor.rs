@@ -50,6 +50,21 @@ impl DoctorReport {
     pub fn worst(&self) -> Severity {
         worst_severity(&self.checks)
     }
+
+    /// Add checks made outside `run_checks` (the repository's, the journal's), counted alike.
+    pub fn add(&mut self, checks: Vec<CheckResult>) {
+        self.checks.extend(checks);
+        self.blockers = self
+            .checks
+            .iter()
+            .filter(|c| c.severity == Severity::Blocker)
+            .count();
+        self.warnings = self
+            .checks
+            .iter()
+            .filter(|c| c.severity == Severity::Warning)
+            .count();
+    }
 }
 
 fn plan_needs(plan: &Plan, need: Need) -> bool {
@@ -145,9 +160,15 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
     }
 
     // The key and the env checks are the map's: a project that declares none gets none.
+    // A map none of whose migrations needs a key gets no key check at all.
     let key_rules = inputs.map.project.encryption_key.clone();
     let needs_key = plan_needs(plan, Need::EncryptionKey);
-    if needs_key || key_rules.as_ref().is_some_and(|r| r.always) {
+    let map_uses_key = inputs
+        .map
+        .migrations
+        .iter()
+        .any(|m| m.needs(Need::EncryptionKey));
+    if needs_key || map_uses_key {
         checks.push(check_encryption_key(
             inputs.encryption_key,
             inputs.encryption_key_var,

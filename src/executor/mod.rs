@@ -811,9 +811,10 @@ async fn run_locked(
         )
         .await?;
         reporter.report(&RunEvent::Notice {
-            message: format!(
-                "{}: node {} from {}",
-                group.git_ref, toolchain.node_version, toolchain.node_source
+            message: crate::ui::words::toolchain_notice(
+                &group.git_ref,
+                &toolchain.node_version,
+                &toolchain.node_source,
             ),
         });
         let mut path_prefix = vec![toolchain.node_dir.clone()];
@@ -1291,8 +1292,8 @@ async fn check_downloads(
         return Ok(());
     }
     Err(Error::Preflight(format!(
-        "{} download(s) the setup needs cannot be reached; nothing was run:\n  {}",
-        blocked.len(),
+        "{} the setup needs cannot be reached; nothing was run:\n  {}",
+        crate::ui::words::count(blocked.len(), "download"),
         blocked.join("\n  ")
     )))
 }
@@ -1385,8 +1386,8 @@ async fn run_setup(
         Some(file) => {
             let repaired = lockfile::RepairedLockfile::apply(worktree, file)?;
             let detail = format!(
-                "{file}: reconciled {} stale workspace-link specifier(s) with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
-                repaired.edits.len()
+                "{file}: reconciled {} with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
+                crate::ui::words::count(repaired.edits.len(), "stale workspace-link specifier")
             );
             setup_log.write(&format!("\n# {detail}\n"))?;
             for edit in &repaired.edits {
@@ -1668,6 +1669,7 @@ async fn run_step(
         id: id.into(),
         git_ref: group.git_ref.clone(),
         runs_as: step.runs_as.clone(),
+        warnings: step.warnings.clone(),
     });
 
     let cmd = crate::runner::command_step::step_command(
@@ -1852,7 +1854,10 @@ async fn run_step(
             FpState::Pending => {
                 let count = report.checks.iter().filter_map(|c| c.count).sum::<u64>();
                 status = StepStatus::Failed;
-                reason = format!("{reason}, but it did not migrate: its data check still finds {count} pending document(s)");
+                reason = format!(
+                    "{reason}, but it did not migrate: its data check still finds {}",
+                    crate::ui::words::count(count as usize, "pending document")
+                );
                 format!("{count} pending")
             }
             FpState::Failed => {

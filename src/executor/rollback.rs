@@ -638,6 +638,8 @@ async fn run_down(
         id: id.into(),
         git_ref: group.git_ref.clone(),
         runs_as: format!("down: {}", down.describe()),
+        // The map's warnings are about running the migration, not about undoing it.
+        warnings: Vec::new(),
     });
     let log_file = opts
         .state_dir

@@ -147,9 +147,6 @@ pub struct RawKeyRules {
     /// What the key is, for the fix ("the value your API runs with ...").
     #[serde(default)]
     pub about: Option<String>,
-    /// Check the key even when no step of the plan declares `needs = ["encryption-key"]`.
-    #[serde(default)]
-    pub always: bool,
 }
 
 /// How a step running in `era` with `mode` is undone: its own `down`, else (for a command

@@ -106,7 +106,7 @@ impl Env {
         let map = map.display().to_string();
         let repo = self.project.repo.path().display().to_string();
         let mut args = vec![command, "--map", &map, "--mongo-uri", &self.uri];
-        if command != "status" && command != "plan" {
+        if !matches!(command, "status" | "plan" | "doctor") {
             args.extend(["--repo", &repo, "--lease-secs", "5", "--grace-secs", "2"]);
         }
         if command == "upgrade" || command == "rollback" {
@@ -698,4 +698,26 @@ fn a_down_script_undoes_a_script_step() {
         Ok("down/b.js")
     );
     assert_eq!(env.status_of("a"), "succeeded", "1.0.0 is kept");
+}
+
+/// Novu's preflight checks come from Novu's map: a tool project's map, which declares none
+/// and has no step needing a key, gets neither the New Relic nor the encryption-key check.
+#[test]
+fn a_generic_map_gets_no_novu_preflight_checks() {
+    let env = Env::new(Tool::MigrateMongo, "generic_doctor");
+    let out = env.with_map("doctor", &env.project.map_path, &["--from", "1.0.0"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(shown.contains("mongo.connect"), "{shown}");
+    for novu in [
+        "new-relic",
+        "NEW_RELIC",
+        "encryption-key",
+        "STORE_ENCRYPTION_KEY",
+    ] {
+        assert!(
+            !shown.contains(novu),
+            "{novu} in a generic map's doctor:\n{shown}"
+        );
+    }
 }
