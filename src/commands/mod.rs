@@ -24,7 +24,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Upgrade(args) if args.plan => {
             plan_command(&args.range, &args.map, &args.repo, &args.output)
         }
-        Command::Upgrade(args) => run::upgrade_command(&args),
+        Command::Upgrade(args) => upgrade::upgrade_command(&args),
         Command::Status(args) => run::status_command(&args),
         Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
@@ -49,6 +49,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
 mod detect;
 mod interactive;
 mod run;
+mod upgrade;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {
     release_map::load(opts.map.as_deref())
