@@ -78,7 +78,12 @@ pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Con
 }
 
 /// Record a mark while holding the run lock, so it never lands in the middle of a run.
-pub(super) async fn mark_locked(store: &Store, id: &str, status: StepStatus, reason: &str) -> Result<()> {
+pub(super) async fn mark_locked(
+    store: &Store,
+    id: &str,
+    status: StepStatus,
+    reason: &str,
+) -> Result<()> {
     let actor = Actor::current();
     let lock = RunLock::new(store);
     match lock.try_acquire(&actor, Duration::from_secs(30)).await? {
