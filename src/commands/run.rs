@@ -16,7 +16,7 @@ use crate::executor::{self, UpgradeOptions};
 use crate::release_map::ReleaseMap;
 use crate::settings::{self, FlagValues, Settings};
 use crate::store::journal::{Actor, Journal, StepStatus};
-use crate::store::lock::{Acquire, RunLock};
+use crate::store::lock::RunLock;
 use crate::store::mirror::{state_dir, Mirror};
 use crate::store::Store;
 use crate::tunnel::Tunnel;
@@ -75,34 +75,6 @@ pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Con
     };
     let store = Store::connect(&uri).await?;
     Ok(Connected { store, uri, tunnel })
-}
-
-/// Record a mark while holding the run lock, so it never lands in the middle of a run.
-pub(super) async fn mark_locked(
-    store: &Store,
-    id: &str,
-    status: StepStatus,
-    reason: &str,
-) -> Result<()> {
-    let actor = Actor::current();
-    let lock = RunLock::new(store);
-    match lock.try_acquire(&actor, Duration::from_secs(30)).await? {
-        Acquire::Acquired { .. } => {}
-        Acquire::Held(holder) => {
-            return Err(Error::Locked(format!(
-                "an upgrade is running ({}); mark after it ends",
-                holder.describe()
-            )));
-        }
-    }
-    let journal = Journal::new(
-        store,
-        actor.clone(),
-        Mirror::for_database(&state_dir(), &store.redacted_uri),
-    );
-    let result = journal.mark(id, status, reason).await;
-    lock.release(&actor).await?;
-    result
 }
 
 #[derive(Serialize)]
@@ -260,7 +232,6 @@ pub(super) fn read_only_options(map: ReleaseMap, to: semver::Version) -> Upgrade
         from: None,
         to,
         include_unreleased: false,
-        repo: None,
         connection: Connection::default(),
         flags: Flags::default(),
         dry_run: true,
@@ -303,7 +274,7 @@ pub fn mark_command(args: &MarkArgs) -> Result<ExitCode> {
     });
     runtime()?.block_on(async {
         let connected = connect(&settings, true).await?;
-        mark_locked(&connected.store, &args.id, status, &reason).await
+        executor::mark_locked(&connected.store, &args.id, status, &reason).await
     })?;
     if !args.output.json {
         ui::print_text(&format!("{}: recorded as {}\n", args.id, status.as_str()))?;

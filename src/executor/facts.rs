@@ -3,15 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use super::decide::{decide, StepFacts};
-use super::{DecidedStep, UpgradeOptions};
-use crate::error::Result;
+use super::approval;
+use super::decide::{decide, Action, Decision, StepFacts};
+use super::effects::DataChecks;
+use super::effects::Effects;
+use super::recovery::check_journalled_scripts;
+use super::UpgradeOptions;
+use crate::error::{Error, Result};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::release_map::{Fingerprint, Introduced, ReleaseMap};
 use crate::store::fingerprint::{self, EvalOptions, FpState};
 use crate::store::journal::JournalEntry;
-use crate::store::Store;
 use crate::ui::events::{PlannedStepView, RunEvent};
+
+/// One step with everything decided about it.
+#[derive(Debug, Clone)]
+pub struct DecidedStep {
+    pub group: usize,
+    pub id: String,
+    pub git_ref: String,
+    pub decision: Decision,
+    /// What its data check said (None: the step is not in the map).
+    pub data: Option<FpState>,
+}
 
 /// What the data says about each step: read once per decision and shared by everything that
 /// decision feeds (the plan shown, the questions asked, the approval check, the run).
@@ -92,7 +106,7 @@ pub(super) fn at_or_before_from(
 pub async fn read_data(
     opts: &UpgradeOptions,
     plan: &Plan,
-    store: &Store,
+    checks: &dyn DataChecks,
     known: DataStates,
 ) -> DataStates {
     use futures_util::StreamExt;
@@ -108,14 +122,14 @@ pub async fn read_data(
             Some((step.id.clone(), m.fingerprint.clone()))
         })
         .collect();
-    let read: Vec<(String, FpState)> =
-        futures_util::stream::iter(missing.into_iter().map(|(id, fp)| {
-            let db = store.db.clone();
-            async move { (id, fingerprint::evaluate(&db, &fp, eval).await.state) }
-        }))
-        .buffer_unordered(fingerprint::MIGRATIONS_AT_ONCE)
-        .collect()
-        .await;
+    let read: Vec<(String, FpState)> = futures_util::stream::iter(
+        missing
+            .into_iter()
+            .map(|(id, fp)| async move { (id, checks.check(&fp, eval).await.state) }),
+    )
+    .buffer_unordered(fingerprint::MIGRATIONS_AT_ONCE)
+    .collect()
+    .await;
     let DataStates(mut states) = known;
     states.extend(read);
     DataStates(states)
@@ -156,10 +170,10 @@ pub fn decide_all(
 pub async fn decide_steps(
     opts: &UpgradeOptions,
     plan: &Plan,
-    store: &Store,
+    checks: &dyn DataChecks,
     entries: &BTreeMap<String, JournalEntry>,
 ) -> Vec<DecidedStep> {
-    let data = read_data(opts, plan, store, DataStates::default()).await;
+    let data = read_data(opts, plan, checks, DataStates::default()).await;
     decide_all(opts, plan, entries, &data)
 }
 
@@ -175,4 +189,67 @@ pub fn plan_event(decided: &[DecidedStep]) -> RunEvent {
             })
             .collect(),
     }
+}
+
+/// The decision inside the lock: the journal as it is now, the data (what the guided flow
+/// read is reused while the journal is unchanged), every step decided and shown; then the
+/// refusals: a script changed since it ran, a step that needs a decision, a missing approval.
+pub(super) async fn decide_in_lock(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    known: Option<KnownFacts>,
+    fx: &mut Effects<'_>,
+) -> Result<Vec<DecidedStep>> {
+    let entries = fx.store.entries().await?;
+    let data = match known {
+        Some(known) if same_journal(&known.entries, &entries) => known.data,
+        _ => DataStates::default(),
+    };
+    let data = read_data(opts, plan, fx.store.checks(), data).await;
+    let decided = decide_all(opts, plan, &entries, &data);
+    fx.reporter.report(&plan_event(&decided));
+    if let Some(workspace) = fx.workspace {
+        check_journalled_scripts(plan, workspace, &entries, &decided, fx).await?;
+    }
+    refuse_blocked(&decided)?;
+    approval::check(
+        &approval::risky_steps(&opts.map, plan, &decided),
+        &opts.approvals,
+    )?;
+    for d in decided
+        .iter()
+        .filter(|d| d.decision.unknown && d.decision.action == Action::Run)
+    {
+        fx.reporter.report(&RunEvent::Notice {
+            message: format!(
+                "{}: no data check can tell whether it is applied; running it as planned",
+                d.id
+            ),
+        });
+    }
+    Ok(decided)
+}
+
+/// A step the journal shows unfinished needs the operator's decision before anything runs.
+fn refuse_blocked(decided: &[DecidedStep]) -> Result<()> {
+    let blocked: Vec<String> = decided
+        .iter()
+        .filter(|d| d.decision.action == Action::Block)
+        .map(|d| format!("{}: {}", d.id, d.decision.reason))
+        .collect();
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NeedsDecision(format!(
+        "the journal needs a decision before the upgrade can go on:\n  {}",
+        blocked.join("\n  ")
+    )))
+}
+
+/// How many steps the decision runs and skips.
+pub(super) fn count(decided: &[DecidedStep], action: Action) -> usize {
+    decided
+        .iter()
+        .filter(|d| d.decision.action == action)
+        .count()
 }

@@ -7,25 +7,22 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::decide::{self, Action};
+use super::effects::{Effects, Workspace};
 use super::{DecidedStep, UpgradeOptions};
 use crate::error::{Error, Result};
-use crate::git::GitRepo;
 use crate::plan::Plan;
-use crate::runner::process::{self};
-use crate::store::fingerprint::{self, EvalOptions, FpState};
-use crate::store::journal::{Journal, JournalEntry, StepEnd, StepStatus};
-use crate::store::lock::{LockDoc, RunLock};
-use crate::store::Store;
-use crate::tunnel::Tunnel;
-use crate::ui::events::{Reporter, RunEvent};
+use crate::store::fingerprint::{EvalOptions, FpState};
+use crate::store::journal::{JournalEntry, StepEnd, StepStatus};
+use crate::store::lock::LockDoc;
+use crate::ui::events::RunEvent;
 
 /// End the process groups a dead run left behind, so no orphan keeps migrating beside us.
 pub(super) async fn end_dead_run(
     holder: &LockDoc,
-    journal: &Journal,
     opts: &UpgradeOptions,
+    fx: &Effects<'_>,
 ) -> Result<()> {
-    for entry in journal.entries().await?.values() {
+    for entry in fx.store.entries().await?.values() {
         let same_run = entry
             .actor
             .as_ref()
@@ -33,12 +30,9 @@ pub(super) async fn end_dead_run(
         if let (true, StepStatus::Running, Some(pgid)) = (same_run, entry.status, entry.child_pgid)
         {
             let pgid = pgid as i32;
-            if process::group_alive(pgid) {
-                let grace = opts.grace;
-                tokio::task::spawn_blocking(move || process::kill_group(pgid, grace))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                journal
+            if fx.children.group_alive(pgid) {
+                fx.children.end_group(pgid, opts.grace).await?;
+                fx.store
                     .event(
                         "orphan-ended",
                         Some(&entry.id),
@@ -54,13 +48,14 @@ pub(super) async fn end_dead_run(
 /// Entries left `running` by runs that are gone become interrupted (we hold the lock now).
 /// One whose heartbeat is fresh is still running somewhere (say, on another host after an
 /// `upstep unlock`): it is left alone, and this run stops before touching anything.
-pub(super) async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -> Result<()> {
+pub(super) async fn settle_abandoned(opts: &UpgradeOptions, fx: &Effects<'_>) -> Result<()> {
+    let store = &fx.store;
     let mut elsewhere = Vec::new();
-    for entry in journal.entries().await?.values() {
+    for entry in store.entries().await?.values() {
         let theirs = entry
             .actor
             .as_ref()
-            .is_some_and(|a| a.run_id != journal.actor().run_id);
+            .is_some_and(|a| a.run_id != store.actor().run_id);
         if entry.status != StepStatus::Running || !theirs {
             continue;
         }
@@ -73,9 +68,8 @@ pub(super) async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -
             .as_ref()
             .is_some_and(|a| a.is_dead_local_process());
         if let Some(pgid) = entry.child_pgid.map(|p| p as i32) {
-            if known_dead && process::group_alive(pgid) {
-                let grace = opts.grace;
-                let _ = tokio::task::spawn_blocking(move || process::kill_group(pgid, grace)).await;
+            if known_dead && fx.children.group_alive(pgid) {
+                let _ = fx.children.end_group(pgid, opts.grace).await;
             }
         }
         let reason = match entry.heartbeat_age() {
@@ -85,9 +79,9 @@ pub(super) async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -
             ),
             None => "the run that started it is gone".to_string(),
         };
-        if !journal.settle_abandoned(entry, &reason, known_dead).await? {
+        if !store.settle_abandoned(entry, &reason, known_dead).await? {
             // Its heartbeat came back between the read and the write: it is alive.
-            if let Some(now) = journal.entries().await?.remove(&entry.id) {
+            if let Some(now) = store.entries().await?.remove(&entry.id) {
                 if now.status == StepStatus::Running {
                     elsewhere.push(now);
                 }
@@ -99,7 +93,7 @@ pub(super) async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -
     }
     let mut lines = Vec::new();
     for entry in &elsewhere {
-        journal
+        store
             .event(
                 "running-elsewhere",
                 Some(&entry.id),
@@ -119,11 +113,10 @@ pub(super) async fn settle_abandoned(journal: &Journal, opts: &UpgradeOptions) -
 /// for a step that is done or will not run, a stop for one that would run again.
 pub(super) async fn check_journalled_scripts(
     plan: &Plan,
-    repo: &GitRepo,
+    repo: &dyn Workspace,
     entries: &BTreeMap<String, JournalEntry>,
     decided: &[DecidedStep],
-    journal: &Journal,
-    reporter: &mut dyn Reporter,
+    fx: &mut Effects<'_>,
 ) -> Result<()> {
     let mut stops = Vec::new();
     for group in &plan.groups {
@@ -139,7 +132,7 @@ pub(super) async fn check_journalled_scripts(
             continue;
         }
         // A tag this repository lacks cannot be compared; a step that needs it fails later.
-        let Ok(tag) = crate::repo_facts::resolve_group_ref(repo, group) else {
+        let Ok(tag) = repo.resolve_tag(group) else {
             continue;
         };
         for (step, entry, recorded) in journalled {
@@ -173,7 +166,7 @@ pub(super) async fn check_journalled_scripts(
                 short(&tag.commit),
                 now.as_deref().map_or("no such file".to_string(), |n| format!("sha256 {}", short(n))),
             );
-            journal
+            fx.store
                 .event(
                     "script-changed",
                     Some(&step.id),
@@ -195,7 +188,7 @@ pub(super) async fn check_journalled_scripts(
                 } else {
                     format!("the journal's record ({}) stands", entry.status.as_str())
                 };
-                reporter.report(&RunEvent::Notice {
+                fx.reporter.report(&RunEvent::Notice {
                     message: format!("{what}; {outcome}"),
                 });
             }
@@ -219,52 +212,53 @@ pub fn tunnel_rerun_is_safe(idempotent: crate::release_map::Idempotency, data: F
 /// Reopen the tunnel (bounded retries), settle the interrupted step in the database journal,
 /// and either let it run again (`Ok`) or stop with the user's choices.
 pub(super) async fn recover_after_tunnel_drop(
-    tunnel: &mut Tunnel,
     opts: &UpgradeOptions,
-    store: &Store,
-    journal: &Journal,
     id: &str,
-    reporter: &mut dyn Reporter,
+    fx: &mut Effects<'_>,
 ) -> Result<()> {
-    let mirror = journal.mirror().path().display().to_string();
-    reporter.report(&RunEvent::Notice {
+    let store = fx.store.clone();
+    let Some(tunnel) = fx.tunnel.as_deref_mut() else {
+        return Err(Error::Internal(
+            "a tunnel dropped, but the run has none".into(),
+        ));
+    };
+    let mirror = store.mirror().path().display().to_string();
+    fx.reporter.report(&RunEvent::Notice {
         message: format!("the SSH tunnel dropped while {id} ran: the step was stopped and recorded as interrupted (local journal mirror: {mirror}); reopening the tunnel"),
     });
     tunnel.reopen(3, Duration::from_secs(2)).await.map_err(|e| Error::Tunnel {
         message: format!("the SSH tunnel dropped while {id} ran and could not be reopened: {e}\n  {id} is recorded as interrupted in the local journal mirror {mirror}"),
         fix: "check the SSH host and network, then re-run the same command with --retry".into(),
     })?;
-    if !RunLock::new(store)
-        .renew(journal.actor(), opts.lease)
-        .await?
-    {
+    if store.renew_lease(opts.lease).await?.is_none() {
         return Err(Error::Locked("the run lock expired while the tunnel was down and another run took it; this run stops".into()));
     }
-    let entry = journal.entries().await?.remove(id);
+    let entry = store.entries().await?.remove(id);
     if entry.is_some_and(|e| e.status == StepStatus::Running) {
         let end = StepEnd {
             ended_by: "tunnel-dropped".into(),
             reason: "the SSH tunnel to the database dropped mid-step".into(),
             ..StepEnd::default()
         };
-        journal.settle(id, StepStatus::Interrupted, &end).await?;
+        store.settle(id, StepStatus::Interrupted, &end).await?;
     }
     let migration = opts
         .map
         .migration(id)
         .ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
-    let data = fingerprint::evaluate(
-        &store.db,
-        &migration.fingerprint,
-        EvalOptions {
-            time_limit: opts.check_time_limit,
-            count_limit: None,
-        },
-    )
-    .await
-    .state;
+    let data = store
+        .checks()
+        .check(
+            &migration.fingerprint,
+            EvalOptions {
+                time_limit: opts.check_time_limit,
+                count_limit: None,
+            },
+        )
+        .await
+        .state;
     if tunnel_rerun_is_safe(migration.idempotent, data) {
-        reporter.report(&RunEvent::Notice { message: format!("tunnel back; running {id} again: repeating it is safe and its data check still shows work to do") });
+        fx.reporter.report(&RunEvent::Notice { message: format!("tunnel back; running {id} again: repeating it is safe and its data check still shows work to do") });
         return Ok(());
     }
     let why = if migration.idempotent == crate::release_map::Idempotency::No {

@@ -1,21 +1,18 @@
 //! A tag's setup (install, build): cached by a stamp, logged, its failures explained.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::command::{self};
-use super::lockfile;
-use super::stop::*;
+use super::command;
+use super::effects::{Effects, RunStore};
+use super::lockfile::RepairedLockfile;
+use super::stop::Stops;
 use super::UpgradeOptions;
 use crate::error::{Error, Result};
-use crate::runner::process::{self, ChildSpec, Ending, Watch};
-use crate::runner::signals::SignalWatcher;
-use crate::store::journal::Journal;
-use crate::ui::events::{Reporter, RunEvent};
+use crate::runner::process::{ChildSpec, Ending, Watch};
+use crate::ui::events::RunEvent;
 
 /// What one tag's setup runs: the chosen commands, the lockfile the map says to repair, and
 /// the toolchain they run with.
@@ -31,32 +28,94 @@ pub(super) struct SetupPlan<'a> {
     pub(super) node_headers: Option<PathBuf>,
 }
 
+/// Where the setup runs: the tag's worktree, with the toolchain first on PATH.
+pub(super) struct SetupAt<'a> {
+    pub(super) worktree: &'a Path,
+    pub(super) path_prefix: &'a [PathBuf],
+}
+
 /// How many of a failed command's last lines the error shows.
-pub(super) const SETUP_TAIL_SHOWN: usize = 12;
+const SETUP_TAIL_SHOWN: usize = 12;
 
 /// At most one progress event per this interval while a setup command prints.
-pub(super) const SETUP_LINE_EVERY: Duration = Duration::from_millis(500);
+const SETUP_LINE_EVERY: Duration = Duration::from_millis(500);
 
 /// The tag's setup commands, skipped when a stamp shows they already ran for this exact
 /// (commit, node, pnpm, commands, lockfile repair) combination. Every command's output goes
 /// to one log (appended, with a header per command); the latest line is reported while it
 /// runs; a failure names the tag, the command, its last lines, the log and the fix.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_setup(
     opts: &UpgradeOptions,
     setup: &SetupPlan<'_>,
-    worktree: &Path,
-    path_prefix: &[PathBuf],
-    journal: &Journal,
-    watcher: &Arc<SignalWatcher>,
-    lost: &AtomicBool,
-    reporter: &mut dyn Reporter,
+    at: &SetupAt<'_>,
+    stops: &Stops,
+    fx: &mut Effects<'_>,
 ) -> Result<()> {
     let commands = setup.choice.commands;
     if commands.is_empty() {
         return Ok(());
     }
-    let git_ref = setup.git_ref.to_string();
+    let git_ref = setup.git_ref;
+    let stamp_value = stamp_of(setup);
+    let stamp = at.worktree.join(".upstep-setup.stamp");
+    let profile = match setup.choice.profile {
+        Some(p) => format!("the {p} setup profile"),
+        None => "the full setup".to_string(),
+    };
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_value) {
+        fx.reporter.report(&RunEvent::Setup {
+            git_ref: git_ref.into(),
+            status: "cached".into(),
+            detail: format!("{profile}: installed and built earlier for this commit and toolchain"),
+        });
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let log = opts
+        .state_dir
+        .join("logs")
+        .join(&fx.store.actor().run_id)
+        .join(format!("setup-{git_ref}.log"));
+    let mut setup_log = SetupLog::create(&log)?;
+    setup_log.write(&format!(
+        "# upstep setup of {git_ref} (commit {}), node {}, pnpm {}, {profile}\n",
+        setup.commit,
+        setup.node_version,
+        setup.pnpm.unwrap_or("-")
+    ))?;
+    // Only a lockfile the map names is repaired, for the setup only: dropping `repaired`
+    // (success, failure or interruption) puts the released file back.
+    let repaired = match setup.repair_lockfile {
+        Some(file) => Some(repair_lockfile(setup, file, at, &mut setup_log, fx).await?),
+        None => None,
+    };
+    for (n, argv) in commands.iter().enumerate() {
+        let command = SetupCommand {
+            argv,
+            number: n + 1,
+            of: commands.len(),
+        };
+        run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
+    }
+    if let Some(repaired) = repaired {
+        repaired.restore()?;
+    }
+    std::fs::write(&stamp, &stamp_value).map_err(|e| {
+        Error::repository(
+            format!("cannot write {}: {e}", stamp.display()),
+            "check the disk",
+        )
+    })?;
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: git_ref.into(),
+        status: "done".into(),
+        detail: format!("{profile} (log: {})", log.display()),
+    });
+    Ok(())
+}
+
+/// The stamp's value: what the setup ran for (commit, toolchain, commands, lockfile repair).
+fn stamp_of(setup: &SetupPlan<'_>) -> String {
     let mut key = Sha256::new();
     for part in [
         setup.commit,
@@ -68,159 +127,142 @@ pub(super) async fn run_setup(
         key.update([0]);
     }
     key.update(
-        serde_json::to_string(&(commands, &setup.era.setup_env))
+        serde_json::to_string(&(setup.choice.commands, &setup.era.setup_env))
             .unwrap_or_default()
             .as_bytes(),
     );
-    let stamp_value = hex::encode(key.finalize());
-    let stamp = worktree.join(".upstep-setup.stamp");
-    let profile = match setup.choice.profile {
-        Some(p) => format!("the {p} setup profile"),
-        None => "the full setup".to_string(),
-    };
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == stamp_value) {
-        reporter.report(&RunEvent::Setup {
-            git_ref,
-            status: "cached".into(),
-            detail: format!("{profile}: installed and built earlier for this commit and toolchain"),
-        });
-        return Ok(());
-    }
-    let _ = std::fs::remove_file(&stamp);
-    let log = opts
-        .state_dir
-        .join("logs")
-        .join(&journal.actor().run_id)
-        .join(format!("setup-{git_ref}.log"));
-    let mut setup_log = SetupLog::create(&log)?;
-    setup_log.write(&format!(
-        "# upstep setup of {git_ref} (commit {}), node {}, pnpm {}, {profile}\n",
-        setup.commit,
-        setup.node_version,
-        setup.pnpm.unwrap_or("-")
-    ))?;
+    hex::encode(key.finalize())
+}
 
-    // Only a lockfile the map names is repaired, for the setup only: dropping `repaired`
-    // (success, failure or interruption) puts the released file back.
-    let repaired = match setup.repair_lockfile {
-        Some(file) => {
-            let repaired = lockfile::RepairedLockfile::apply(worktree, file)?;
-            let detail = format!(
-                "{file}: reconciled {} stale workspace-link specifier(s) with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
-                repaired.edits.len()
-            );
-            setup_log.write(&format!("\n# {detail}\n"))?;
-            for edit in &repaired.edits {
-                setup_log.write(&format!("#   {}\n", edit.describe()))?;
-            }
-            let listed: Vec<String> = repaired.edits.iter().map(|e| e.describe()).collect();
-            journal
-                .event(
-                    "lockfile-repaired",
-                    None,
-                    bson::doc! { "tag": &git_ref, "commit": setup.commit, "file": file, "edits": listed.len() as i64, "specifiers": listed },
-                )
-                .await?;
-            reporter.report(&RunEvent::Setup {
-                git_ref: git_ref.clone(),
-                status: "lockfile-repaired".into(),
-                detail,
-            });
-            Some(repaired)
-        }
-        None => None,
-    };
-
-    let total = commands.len();
-    for (n, argv) in commands.iter().enumerate() {
-        stop_requested(watcher, lost)?;
-        let shown = argv.join(" ");
-        setup_log.write(&format!(
-            "\n===== [{}/{total}] {shown} (cwd: the worktree of {git_ref}) =====\n",
-            n + 1
-        ))?;
-        reporter.report(&RunEvent::Setup {
-            git_ref: git_ref.clone(),
-            status: "running".into(),
-            detail: shown.clone(),
-        });
-        let spec = ChildSpec {
-            program: PathBuf::from(&argv[0]),
-            args: argv[1..].to_vec(),
-            cwd: worktree.to_path_buf(),
-            env: setup_env(setup),
-            env_remove: opts.connection.private_env.clone(),
-            path_prefix: path_prefix.to_vec(),
-            log_file: log.clone(),
-            log_append: true,
-            secrets: Vec::new(),
-        };
-        let child = match process::spawn_child(&spec) {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = setup_log.write(&format!("===== could not start: {e} =====\n"));
-                drop(repaired);
-                return Err(
-                    setup_failed(journal, &git_ref, &shown, &e.to_string(), &[], &log).await,
-                );
-            }
-        };
-        let mut last_report = Instant::now() - SETUP_LINE_EVERY;
-        let outcome = child
-            .wait(
-                Watch {
-                    grace: opts.grace,
-                    ..Watch::default()
-                },
-                watcher.stop_receiver(),
-                None,
-                &mut |line| {
-                    if last_report.elapsed() >= SETUP_LINE_EVERY && !line.text.trim().is_empty() {
-                        last_report = Instant::now();
-                        reporter.report(&RunEvent::SetupOutput {
-                            git_ref: git_ref.clone(),
-                            line: line.text,
-                        });
-                    }
-                },
-            )
-            .await?;
-        let secs = outcome.duration.as_secs_f64();
-        let ended = match (&outcome.ending, outcome.exit_code, outcome.signal) {
-            (Ending::Stopped { signal }, _, _) => format!("stopped by signal {signal}"),
-            (_, Some(code), _) => format!("exit {code}"),
-            (_, None, Some(signal)) => format!("killed by signal {signal}"),
-            _ => "ended abnormally".to_string(),
-        };
-        setup_log.write(&format!("===== {ended} after {secs:.1} s =====\n"))?;
-        if let Ending::Stopped { .. } = outcome.ending {
-            drop(repaired);
-            return Err(stop_error(watcher, lost));
-        }
-        if outcome.exit_code != Some(0) {
-            drop(repaired);
-            let why = format!("{ended} after {secs:.1} s (command {} of {total})", n + 1);
-            return Err(setup_failed(journal, &git_ref, &shown, &why, &outcome.tail, &log).await);
-        }
-        reporter.report(&RunEvent::Setup {
-            git_ref: git_ref.clone(),
-            status: "finished".into(),
-            detail: format!("{shown} ({secs:.1} s)"),
-        });
+/// Reconcile the lockfile the map names (for the setup only), and say so in the log, the
+/// journal and the output.
+async fn repair_lockfile(
+    setup: &SetupPlan<'_>,
+    file: &str,
+    at: &SetupAt<'_>,
+    setup_log: &mut SetupLog,
+    fx: &mut Effects<'_>,
+) -> Result<RepairedLockfile> {
+    let git_ref = setup.git_ref;
+    let repaired = RepairedLockfile::apply(at.worktree, file)?;
+    let detail = format!(
+        "{file}: reconciled {} stale workspace-link specifier(s) with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
+        repaired.edits.len()
+    );
+    setup_log.write(&format!("\n# {detail}\n"))?;
+    for edit in &repaired.edits {
+        setup_log.write(&format!("#   {}\n", edit.describe()))?;
     }
-    if let Some(repaired) = repaired {
-        repaired.restore()?;
-    }
-    std::fs::write(&stamp, &stamp_value).map_err(|e| {
-        Error::repository(
-            format!("cannot write {}: {e}", stamp.display()),
-            "check the disk",
+    let listed: Vec<String> = repaired.edits.iter().map(|e| e.describe()).collect();
+    fx.store
+        .event(
+            "lockfile-repaired",
+            None,
+            bson::doc! { "tag": git_ref, "commit": setup.commit, "file": file, "edits": listed.len() as i64, "specifiers": listed },
         )
-    })?;
-    reporter.report(&RunEvent::Setup {
-        git_ref,
-        status: "done".into(),
-        detail: format!("{profile} (log: {})", log.display()),
+        .await?;
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: git_ref.into(),
+        status: "lockfile-repaired".into(),
+        detail,
+    });
+    Ok(repaired)
+}
+
+/// One setup command and its place in the list.
+struct SetupCommand<'a> {
+    argv: &'a [String],
+    number: usize,
+    of: usize,
+}
+
+/// Run one setup command into the log; a stop or a failure ends the setup.
+async fn run_command(
+    opts: &UpgradeOptions,
+    setup: &SetupPlan<'_>,
+    at: &SetupAt<'_>,
+    command: &SetupCommand<'_>,
+    setup_log: &mut SetupLog,
+    stops: &Stops,
+    fx: &mut Effects<'_>,
+) -> Result<()> {
+    stops.check()?;
+    let (git_ref, total, argv) = (setup.git_ref, command.of, command.argv);
+    let shown = argv.join(" ");
+    setup_log.write(&format!(
+        "\n===== [{}/{total}] {shown} (cwd: the worktree of {git_ref}) =====\n",
+        command.number
+    ))?;
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: git_ref.into(),
+        status: "running".into(),
+        detail: shown.clone(),
+    });
+    let spec = ChildSpec {
+        program: PathBuf::from(&argv[0]),
+        args: argv[1..].to_vec(),
+        cwd: at.worktree.to_path_buf(),
+        env: setup_env(setup),
+        env_remove: opts.connection.private_env.clone(),
+        path_prefix: at.path_prefix.to_vec(),
+        log_file: setup_log.path.clone(),
+        log_append: true,
+        secrets: Vec::new(),
+    };
+    let log = setup_log.path.clone();
+    let child = match fx.children.spawn(&spec) {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = setup_log.write(&format!("===== could not start: {e} =====\n"));
+            let why = e.to_string();
+            return Err(setup_failed(fx.store.as_ref(), git_ref, &shown, &why, &[], &log).await);
+        }
+    };
+    let clock = fx.clock.clone();
+    let mut last_report = clock.now() - SETUP_LINE_EVERY;
+    let reporter = &mut *fx.reporter;
+    let outcome = child
+        .wait(
+            Watch {
+                grace: opts.grace,
+                ..Watch::default()
+            },
+            stops.watcher.stop_receiver(),
+            None,
+            &mut |line| {
+                if clock.now() - last_report >= SETUP_LINE_EVERY && !line.text.trim().is_empty() {
+                    last_report = clock.now();
+                    reporter.report(&RunEvent::SetupOutput {
+                        git_ref: git_ref.into(),
+                        line: line.text,
+                    });
+                }
+            },
+        )
+        .await?;
+    let secs = outcome.duration.as_secs_f64();
+    let ended = match (&outcome.ending, outcome.exit_code, outcome.signal) {
+        (Ending::Stopped { signal }, _, _) => format!("stopped by signal {signal}"),
+        (_, Some(code), _) => format!("exit {code}"),
+        (_, None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => "ended abnormally".to_string(),
+    };
+    setup_log.write(&format!("===== {ended} after {secs:.1} s =====\n"))?;
+    if let Ending::Stopped { .. } = outcome.ending {
+        return Err(stops.error());
+    }
+    if outcome.exit_code != Some(0) {
+        let why = format!(
+            "{ended} after {secs:.1} s (command {} of {total})",
+            command.number
+        );
+        let store = fx.store.as_ref();
+        return Err(setup_failed(store, git_ref, &shown, &why, &outcome.tail, &log).await);
+    }
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: git_ref.into(),
+        status: "finished".into(),
+        detail: format!("{shown} ({secs:.1} s)"),
     });
     Ok(())
 }
@@ -228,7 +270,7 @@ pub(super) async fn run_setup(
 /// The setup commands' environment: the era's `setup_env`, plus node-gyp's `nodedir` pointing
 /// at the tag's node headers (unless the map or the user set one), so native modules build
 /// against the node that runs them without downloading headers from nodejs.org.
-pub(super) fn setup_env(setup: &SetupPlan<'_>) -> Vec<(String, String)> {
+fn setup_env(setup: &SetupPlan<'_>) -> Vec<(String, String)> {
     let mut env = command::setup_env(setup.era);
     let set = |key: &str| {
         env.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -244,7 +286,7 @@ pub(super) fn setup_env(setup: &SetupPlan<'_>) -> Vec<(String, String)> {
 }
 
 /// The setup log: a header per command, every command's output appended below its header.
-pub(super) struct SetupLog {
+struct SetupLog {
     pub(super) path: PathBuf,
 }
 
@@ -306,8 +348,8 @@ pub fn setup_fix(tail: &[String]) -> String {
 
 /// Journal a failed setup and build the error that names the tag, the command, its last
 /// lines, the log and the fix. No step of the tag was started.
-pub(super) async fn setup_failed(
-    journal: &Journal,
+async fn setup_failed(
+    store: &dyn RunStore,
     git_ref: &str,
     command: &str,
     why: &str,
@@ -315,7 +357,7 @@ pub(super) async fn setup_failed(
     log: &Path,
 ) -> Error {
     let log_text = log.display().to_string();
-    let _ = journal
+    let _ = store
         .event(
             "setup-failed",
             None,
