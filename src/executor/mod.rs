@@ -23,6 +23,8 @@ pub mod lockfile;
 pub mod real;
 
 mod facts;
+#[cfg(test)]
+mod fakes;
 mod guided;
 mod lock;
 mod prepare;
@@ -32,6 +34,8 @@ mod request;
 mod setup;
 mod step;
 mod stop;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 pub use facts::{
