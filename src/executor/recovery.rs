@@ -147,25 +147,8 @@ pub(super) async fn check_journalled_scripts(
                 .find(|d| d.id == step.id)
                 .map_or(Action::Skip, |d| d.decision.action);
             let stop = decide::changed_script_stops(entry.status, action);
-            let short = |s: &str| s[..s.len().min(12)].to_string();
             let was_at = entry.tag.as_deref().unwrap_or("?");
-            let was_commit = entry.commit.as_deref().map(short).unwrap_or_default();
-            let moved = if was_at == group.git_ref
-                && entry.commit.as_deref() != Some(tag.commit.as_str())
-            {
-                format!(" (the tag {was_at} was moved)")
-            } else {
-                String::new()
-            };
-            let what = format!(
-                "{}: {} changed since it ran: the journal records sha256 {} from {was_at} (commit {was_commit}); {} (commit {}) now has {}{moved}",
-                step.id,
-                step.script,
-                short(recorded),
-                group.git_ref,
-                short(&tag.commit),
-                now.as_deref().map_or("no such file".to_string(), |n| format!("sha256 {}", short(n))),
-            );
+            let what = describe_change(step, entry, group, &tag.commit, now.as_deref());
             fx.store
                 .event(
                     "script-changed",
@@ -201,6 +184,35 @@ pub(super) async fn check_journalled_scripts(
         "a step that would run again has a different script than the one that ran; nothing was run:\n  {}\n  choices: `upstep mark <id> --applied` if its work is done; `upstep mark <id> --pending` to accept the new script, then run again; or restore the tag to the commit the journal records and re-run with --retry to repeat the script that ran",
         stops.join("\n  ")
     )))
+}
+
+/// "<id>: <script> changed since it ran: the journal records sha256 .. from <tag> (commit ..);
+/// <tag> (commit ..) now has sha256 .. (the tag <tag> was moved)".
+fn describe_change(
+    step: &crate::plan::PlanStep,
+    entry: &JournalEntry,
+    group: &crate::plan::PlanGroup,
+    commit: &str,
+    now: Option<&str>,
+) -> String {
+    let short = |s: &str| s[..s.len().min(12)].to_string();
+    let recorded = entry.script_sha256.as_deref().unwrap_or_default();
+    let was_at = entry.tag.as_deref().unwrap_or("?");
+    let was_commit = entry.commit.as_deref().map(short).unwrap_or_default();
+    let moved = if was_at == group.git_ref && entry.commit.as_deref() != Some(commit) {
+        format!(" (the tag {was_at} was moved)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: {} changed since it ran: the journal records sha256 {} from {was_at} (commit {was_commit}); {} (commit {}) now has {}{moved}",
+        step.id,
+        step.script,
+        short(recorded),
+        group.git_ref,
+        short(commit),
+        now.map_or("no such file".to_string(), |n| format!("sha256 {}", short(n))),
+    )
 }
 
 /// Whether a step stopped by a dropped tunnel may run again by itself: only when repeating it
