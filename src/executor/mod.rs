@@ -1,19 +1,17 @@
 //! The executor: runs the steps of an upgrade, one run at a time, journalled, verified and
 //! resumable. `run` is the whole flow; each stage has its file:
 //!
-//! | stage                                                   | file                   |
-//! |---------------------------------------------------------|------------------------|
-//! | the questions before and after (through `Prompt`)       | `guided.rs`            |
-//! | the lock: take, take over a dead run, heartbeat, release | `lock.rs`              |
-//! | what a dead run left; moved scripts; a dropped tunnel    | `recovery.rs`          |
-//! | journal + data -> every step decided (rules: `decide.rs`) | `facts.rs`           |
-//! | backup, downloads; per tag: worktree, toolchain          | `prepare.rs`           |
-//! | per tag: install and build, stamped                      | `setup.rs`             |
-//! | per step: journal running, run, classify, settle         | `step.rs`              |
-//! | per step: the data check after a success                 | `verify.rs`            |
-//! | signals, a lost lock, a dropped tunnel                   | `stop.rs`              |
-//! | the summary; the dry run                                 | `report.rs`            |
-//! | every effect behind a trait; real and fake ones          | `effects.rs`, `real.rs`, `fakes.rs` |
+//! - `guided.rs`: the questions before and after a run (through the `Prompt` effect)
+//! - `lock.rs`: the run lock: taken, taken over from a dead run, kept by heartbeat, released
+//! - `recovery.rs`: what a dead run left; scripts changed since they ran; a dropped tunnel
+//! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`)
+//! - `prepare.rs`: backup, downloads; per tag: worktree, toolchain, then removal
+//! - `setup.rs`: per tag: install and build, stamped
+//! - `step.rs`: per step: journal running, run, classify the ending, settle
+//! - `verify.rs`: per step: the data check after a success
+//! - `stop.rs`: signals, a lost lock, a dropped tunnel
+//! - `report.rs`: the summary; the dry run
+//! - `effects.rs`: every effect behind a trait; `real.rs` and `fakes.rs` implement them
 
 pub mod approval;
 pub mod command;
@@ -66,9 +64,10 @@ pub async fn run(request: RunRequest, fx: &mut Effects<'_>) -> Result<Summary> {
         questions: asks,
     } = request;
     let mut known = None;
-    let decided = match asks.guided && !opts.dry_run {
-        true => Some(guided::decide_before(asks, &mut opts, fx).await?),
-        false => None,
+    let decided = if asks.guided && !opts.dry_run {
+        Some(guided::decide_before(asks, &mut opts, fx).await?)
+    } else {
+        None
     };
     let plan = full_plan(&opts)?;
     fx.surroundings
