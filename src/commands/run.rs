@@ -109,9 +109,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
         let connected = connect(&settings, !is_interactive(false)).await?;
         let store = &connected.store;
         let opts = read_only_options(map, to);
-        let plan = executor::full_plan(&opts)?;
-        let entries = crate::store::journal::read_entries(store).await?;
-        let decided = executor::decide_steps(&opts, &plan, store, &entries).await;
+        // The same decision as plan, doctor and upgrade.
+        let decision = crate::decided::decide(&opts, store, Default::default()).await?;
+        let (plan, decided, entries) = (&decision.full, &decision.steps, &decision.facts.entries);
         let lock = RunLock::new(store).current().await?.map(|l| l.describe());
         let last_backup = crate::store::journal::last_event(store, "backup-taken")
             .await?
@@ -139,7 +139,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 id: step.id.clone(),
                 release: group.git_ref.clone(),
                 journal: entry.map(|e| e.status.as_str().to_string()),
-                data: None,
+                data: d.and_then(|d| d.data).map(|s| s.as_str().to_string()),
                 detail: entry
                     .map(|e| e.summary())
                     .filter(|s| !s.is_empty())
@@ -218,8 +218,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     }
     if args.check && report.pending > 0 {
         return Err(Error::Pending(format!(
-            "{} migration(s) are not applied (status --check)",
-            report.pending
+            "{} not applied (status --check)",
+            crate::ui::words::count(report.pending, "migration")
+                + if report.pending == 1 { " is" } else { " are" }
         )));
     }
     Ok(ExitCode::Success)

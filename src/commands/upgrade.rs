@@ -19,7 +19,7 @@ use crate::executor::command::Connection;
 use crate::executor::decide::Flags;
 use crate::executor::effects::{Effects, Surroundings, TunnelLink, Workspace};
 use crate::executor::real::{GitWorkspace, MongoRunStore, ProcessChildren, SystemClock};
-use crate::executor::{self, Questions, RunRequest, UpgradeOptions};
+use crate::executor::{self, KnownFacts, Questions, RunRequest, UpgradeOptions};
 use crate::git::GitRepo;
 use crate::plan::Plan;
 use crate::preflight::Severity;
@@ -27,6 +27,7 @@ use crate::release_map::{Need, ReleaseMap};
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
 use crate::settings::Settings;
 use crate::store::mirror::state_dir;
+use crate::store::Store;
 use crate::ui::events::{JsonReporter, Reporter, RunEvent, TextReporter};
 use crate::ui::progress::ProgressReporter;
 use crate::ui::{self, Styler};
@@ -42,6 +43,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         ));
     }
     let resolved = Resolved::new(args, &settings, interactive)?;
+    let key_var = super::resolve::key_var(&settings, &args.run_env)?;
     let (mut reporter, multi) = reporter_for(args.output.json, interactive);
     let questions = Questions {
         guided: interactive,
@@ -51,7 +53,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     let summary = runtime()?.block_on(async {
         let connected = connect(&settings, !interactive).await?;
         let Resolved { mut options, repo } = resolved;
-        options.connection = connection_for(&connected.uri, &settings);
+        options.connection = connection_for(&connected.uri, &key_var, &settings);
         let store = MongoRunStore::new(
             &connected.store,
             &connected.uri,
@@ -65,6 +67,8 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         let unattended = options.approvals.clone();
         let mut surroundings = RunSurroundings {
             settings: &settings,
+            store: &connected.store,
+            key_var: &key_var,
             interactive,
             multi,
             throwaway: None,
@@ -149,12 +153,10 @@ impl Resolved {
 /// The connection the scripts get: the database as reached (through the tunnel, if any), the
 /// encryption key from its variable, and the variables they must not inherit. Redis is added
 /// once the plan is known to need it (`RunSurroundings`).
-fn connection_for(uri: &str, settings: &Settings) -> Connection {
+fn connection_for(uri: &str, key_var: &str, settings: &Settings) -> Connection {
     Connection {
         mongo_uri: uri.to_string(),
-        encryption_key: std::env::var(&settings.encryption_key_env.value)
-            .ok()
-            .filter(|k| !k.is_empty()),
+        encryption_key: std::env::var(key_var).ok().filter(|k| !k.is_empty()),
         private_env: settings.private_env_vars(),
         ..Connection::default()
     }
@@ -183,8 +185,9 @@ fn reporter_for(
 fn summary_text(dry_run: bool, summary: &executor::Summary) -> String {
     if dry_run {
         format!(
-            "Dry run: {} step(s) would run, {} would be skipped; nothing was touched.\n",
-            summary.ran, summary.skipped
+            "Dry run: {} would run, {} would be skipped; nothing was touched.\n",
+            crate::ui::words::count(summary.ran, "step"),
+            summary.skipped
         )
     } else {
         format!(
@@ -198,6 +201,8 @@ fn summary_text(dry_run: bool, summary: &executor::Summary) -> String {
 /// the preflight, the signal handlers.
 struct RunSurroundings<'s> {
     settings: &'s Settings,
+    store: &'s Store,
+    key_var: &'s str,
     interactive: bool,
     multi: Option<indicatif::MultiProgress>,
     throwaway: Option<crate::redis_auto::ThrowawayRedis>,
@@ -208,25 +213,18 @@ impl Surroundings for RunSurroundings<'_> {
         &'a mut self,
         opts: &'a mut UpgradeOptions,
         plan: &'a Plan,
+        guided: Option<&'a KnownFacts>,
         reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<()>> {
+    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
         Box::pin(async move {
+            // The decision plan, doctor and status show: the preflight checks what will run.
+            let (facts, preflight_plan) =
+                crate::decided::before_run(opts, self.store, guided, plan).await?;
             if opts.dry_run {
-                return Ok(());
+                return Ok(facts);
             }
-            let redis_url = self.redis_for(opts, plan).await?;
-            // The preflight checks the tags an upgrade from --from sets up (disk, toolchains):
-            // scripts older than --from are applied in all but unusual cases.
-            let mut preflight_plan = plan.clone();
-            if let Some(from) = &opts.from {
-                preflight_plan.retain_steps(|s| {
-                    s.introduced_in
-                        .as_deref()
-                        .and_then(|v| semver::Version::parse(v).ok())
-                        .is_none_or(|v| &v > from)
-                });
-            }
-            let key_var = &self.settings.encryption_key_env.value;
+            let redis_url = self.redis_for(opts, &preflight_plan).await?;
+            let key_var = self.key_var;
             preflight(
                 opts,
                 &preflight_plan,
@@ -234,7 +232,8 @@ impl Surroundings for RunSurroundings<'_> {
                 key_var,
                 reporter,
             )
-            .await
+            .await?;
+            Ok(facts)
         })
     }
 
@@ -378,16 +377,7 @@ async fn preflight(
     let report = doctor::run_checks(&inputs).await;
     for check in report.checks.iter().filter(|c| c.severity != Severity::Ok) {
         reporter.report(&RunEvent::Notice {
-            message: format!(
-                "preflight {}: {} {}",
-                check.id,
-                check.reason,
-                check
-                    .fix
-                    .as_deref()
-                    .map(|f| format!("(fix: {f})"))
-                    .unwrap_or_default()
-            ),
+            message: crate::ui::words::check_notice(check),
         });
     }
     if report.blockers > 0 {
@@ -405,8 +395,8 @@ async fn preflight(
             })
             .collect();
         return Err(Error::Preflight(format!(
-            "preflight found {} blocker(s); nothing was run:\n  {}",
-            report.blockers,
+            "preflight found {}; nothing was run:\n  {}",
+            crate::ui::words::count(report.blockers, "blocker"),
             list.join("\n  ")
         )));
     }

@@ -26,7 +26,7 @@ use crate::store::mirror::Mirror;
 use crate::tunnel::TunnelState;
 use crate::ui::events::Reporter;
 
-use super::{DecidedStep, UpgradeOptions};
+use super::{DecidedStep, KnownFacts, UpgradeOptions};
 
 /// The data checks (read-only): also what `status`, `plan --detect` and `doctor` read.
 pub trait DataChecks: Send + Sync {
@@ -177,15 +177,18 @@ pub trait TunnelLink {
     fn reopen(&mut self, retries: u32, backoff: Duration) -> LocalBoxFuture<'_, Result<()>>;
 }
 
-/// What surrounds a run, provided by the command layer: the services the scripts need and the
-/// checks `doctor` makes (once the plan is known), and the signal handlers (from then on).
+/// What surrounds a run, provided by the command layer: once the plan is known, the decision
+/// plan, doctor and status share (`decided::before_run`), the services the steps it runs need
+/// and the checks `doctor` makes; then the signal handlers. `prepare` returns the facts the
+/// decision was made from (reusing what the guided flow read), for the run to start from.
 pub trait Surroundings {
     fn prepare<'a>(
         &'a mut self,
         opts: &'a mut UpgradeOptions,
         plan: &'a Plan,
+        guided: Option<&'a KnownFacts>,
         reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<()>>;
+    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>>;
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>>;
 }
 

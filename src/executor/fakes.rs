@@ -31,7 +31,7 @@ use super::effects::{
     BackupTaken, Blocked, Child, Children, Clock, DataChecks, Prompt, RunStore, Surroundings,
     TunnelLink, Workspace,
 };
-use super::{DecidedStep, UpgradeOptions};
+use super::{DecidedStep, KnownFacts, UpgradeOptions};
 
 /// What every fake did, in order.
 #[derive(Clone, Default)]
@@ -799,11 +799,12 @@ impl Surroundings for FakeSurroundings {
         &'a mut self,
         _opts: &'a mut UpgradeOptions,
         plan: &'a Plan,
+        guided: Option<&'a KnownFacts>,
         _reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<()>> {
+    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
         self.log
             .push(format!("preflight {} step(s)", plan.steps_total));
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(guided.cloned())))
     }
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>> {
         self.log.push("signals watched");

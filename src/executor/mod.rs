@@ -63,23 +63,25 @@ pub async fn run(request: RunRequest, fx: &mut Effects<'_>) -> Result<Summary> {
         options: mut opts,
         questions: asks,
     } = request;
-    let mut known = None;
     let decided = if asks.guided && !opts.dry_run {
         Some(guided::decide_before(asks, &mut opts, fx).await?)
     } else {
         None
     };
     let plan = full_plan(&opts)?;
-    fx.surroundings
-        .prepare(&mut opts, &plan, fx.reporter)
+    // The decision the preflight checks (reusing what the guided flow read) is where the run
+    // starts from while the journal is unchanged.
+    let guided_facts = decided.as_ref().map(|(_, facts)| facts);
+    let mut known = fx
+        .surroundings
+        .prepare(&mut opts, &plan, guided_facts, fx.reporter)
         .await?;
     let watcher = fx.surroundings.watch_signals()?;
-    if let Some((decided, facts)) = decided {
+    if let Some((decided, _)) = decided {
         guided::confirm_risky_steps(&mut opts, &plan, &decided, fx).await?;
-        known = Some(facts);
     }
     loop {
-        // The guided flow's facts serve the first attempt only: a decision changes the journal.
+        // The facts serve the first attempt only: a decision changes the journal.
         let result = run_upgrade(&opts, watcher.clone(), known.take(), fx).await;
         let undecided = asks.guided
             && matches!(result, Err(Error::NeedsDecision(_)))

@@ -112,9 +112,10 @@ pub(super) async fn prepare_tag(
     // Dropping the resolution (on a stop) ends its npm install's group.
     let toolchain = stops.until(workspace.toolchain(&request)).await?;
     fx.reporter.report(&RunEvent::Notice {
-        message: format!(
-            "{}: node {} from {}",
-            group.git_ref, toolchain.node_version, toolchain.node_source
+        message: crate::ui::words::toolchain_notice(
+            &group.git_ref,
+            &toolchain.node_version,
+            &toolchain.node_source,
         ),
     });
     let mut path_prefix = vec![toolchain.node_dir.clone()];

@@ -363,8 +363,8 @@ async fn check_downloads(
         return Ok(());
     }
     Err(Error::Preflight(format!(
-        "{} download(s) the setup needs cannot be reached; nothing was run:\n  {}",
-        blocked.len(),
+        "{} the setup needs cannot be reached; nothing was run:\n  {}",
+        crate::ui::words::count(blocked.len(), "download"),
         blocked.join("\n  ")
     )))
 }

@@ -146,8 +146,8 @@ async fn repair_lockfile(
     let git_ref = setup.git_ref;
     let repaired = RepairedLockfile::apply(at.worktree, file)?;
     let detail = format!(
-        "{file}: reconciled {} stale workspace-link specifier(s) with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
-        repaired.edits.len()
+        "{file}: reconciled {} with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
+        crate::ui::words::count(repaired.edits.len(), "stale workspace-link specifier")
     );
     setup_log.write(&format!("\n# {detail}\n"))?;
     for edit in &repaired.edits {

@@ -200,6 +200,7 @@ async fn begin(def: &StepDef<'_>, id: &str, at: &StepAt<'_>, fx: &mut Effects<'_
         id: id.into(),
         git_ref: def.git_ref.into(),
         runs_as: def.step.runs_as.clone(),
+        warnings: def.step.warnings.clone(),
     });
     Ok(())
 }

@@ -55,7 +55,10 @@ pub(super) fn judge(report: &FingerprintReport, reason: String) -> Verdict {
             let count = report.checks.iter().filter_map(|c| c.count).sum::<u64>();
             Verdict {
                 status: StepStatus::Failed,
-                reason: format!("{reason}, but it did not migrate: its data check still finds {count} pending document(s)"),
+                reason: format!(
+                    "{reason}, but it did not migrate: its data check still finds {}",
+                    crate::ui::words::count(count as usize, "pending document")
+                ),
                 detail: format!("{count} pending"),
             }
         }
