@@ -120,6 +120,8 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub map: MapOpts,
     #[command(flatten)]
+    pub repo: RepoOpts,
+    #[command(flatten)]
     pub mongo: MongoOpts,
     #[command(flatten)]
     pub redis: RedisOpts,
@@ -343,6 +345,11 @@ pub struct RunOpts {
     /// preference-centralization): --yes does not cover it. Repeat for several steps.
     #[arg(long, value_name = "ID")]
     pub approve: Vec<String>,
+
+    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
+    /// skipped unless asked for by id. Repeat for several steps.
+    #[arg(long, value_name = "ID")]
+    pub include_optional: Vec<String>,
 
     /// Seconds of silence after which a finished script that never exits is ended (default:
     /// per migration in the map, else the map's quiet_secs).

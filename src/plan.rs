@@ -251,6 +251,15 @@ pub struct PlanStep {
     /// Whether the script exists at the group's ref (with --repo).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_at_ref: Option<bool>,
+    /// Why the step runs at this tag whatever the target (the map's `required_stop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_stop: Option<String>,
+    /// Why the step runs only when asked for by id (`--include-optional <id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optional: Option<String>,
+    /// The script exits 0 even when it failed: only its data check proves it ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exit_code_unreliable: bool,
 }
 
 impl Plan {
@@ -275,6 +284,43 @@ impl Plan {
             .iter()
             .flat_map(|g| g.steps.iter().map(move |s| (g, s)))
     }
+}
+
+/// A plan's `from`/`to` text back as a version (`display` writes `v1.2.3`); 0.0.0 if unreadable.
+pub fn version_of(text: &str) -> Version {
+    Version::parse(text.trim_start_matches('v')).unwrap_or(Version::new(0, 0, 0))
+}
+
+/// `--include-optional <id>`: each id must name an optional migration of the map (a typo, or a
+/// step that is not optional, would include nothing).
+pub fn optional_steps(map: &ReleaseMap, ids: &[String]) -> Result<std::collections::BTreeSet<String>> {
+    for id in ids {
+        match map.migration(id) {
+            Some(m) if m.lifecycle.optional.is_some() => {}
+            found => {
+                let optional: Vec<&str> = map
+                    .migrations
+                    .iter()
+                    .filter(|m| m.lifecycle.optional.is_some())
+                    .map(|m| m.id.as_str())
+                    .collect();
+                let what = if found.is_some() {
+                    "is not optional (it runs whenever the plan needs it)"
+                } else {
+                    "is not a migration of the map"
+                };
+                return Err(Error::usage(
+                    format!("--include-optional {id}: {id:?} {what} ({})", map.source),
+                    if optional.is_empty() {
+                        "this map has no optional steps: drop --include-optional".to_string()
+                    } else {
+                        format!("name one of the optional steps: {}", optional.join(", "))
+                    },
+                ));
+            }
+        }
+    }
+    Ok(ids.iter().cloned().collect())
 }
 
 /// Check a request against the map: a known range, no downgrade.
@@ -403,6 +449,9 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
             has_fingerprint: matches!(m.fingerprint, crate::release_map::Fingerprint::Checks(_)),
             reason,
             script_at_ref: None,
+            required_stop: m.lifecycle.required_stop.clone(),
+            optional: m.lifecycle.optional.clone(),
+            exit_code_unreliable: m.lifecycle.exit_code_unreliable,
         });
     }
 

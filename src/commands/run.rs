@@ -143,6 +143,11 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         None => None,
     };
     let approved = approved_steps(&map, &args.run.approve)?;
+    let optional = crate::plan::optional_steps(&map, &args.run.include_optional)?;
+    if let (Some(repo), Some(spec)) = (&repo, settings.repo.as_ref()) {
+        let from = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
+        crate::repo_facts::check_map_covers_repo(&map, repo, &spec.value, &from, &to)?;
+    }
     let backup_dir = choose_backup(args, interactive)?;
     let key_var = settings.encryption_key_env.value.clone();
     let json = args.output.json;
@@ -197,6 +202,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             approvals: Approvals {
                 routine: args.run.yes,
                 steps: approved,
+                optional,
             },
         };
         // The guided flow's decision: its facts feed the questions and the run, so the data
@@ -661,6 +667,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                     "regressed".to_string()
                 }
                 (Some(s), _) => s.as_str().to_string(),
+                (None, Some(Action::Skip)) if d.is_some_and(|d| d.decision.left_out) => {
+                    "optional (left out)".to_string()
+                }
                 (None, Some(Action::Skip)) => "applied (per data)".to_string(),
                 (None, _) => "pending".to_string(),
             };

@@ -28,6 +28,8 @@ pub struct Approvals {
     pub routine: bool,
     /// Steps approved one by one: `--approve <id>`, or a yes at the terminal for that step.
     pub steps: BTreeSet<String>,
+    /// Optional steps asked for by id (`--include-optional <id>`); the others are skipped.
+    pub optional: BTreeSet<String>,
 }
 
 /// A step about to run that needs a yes, and why.
@@ -156,6 +158,7 @@ mod tests {
         let yes = Approvals {
             routine: true,
             steps: BTreeSet::new(),
+            optional: BTreeSet::new(),
         };
         let err = check(&steps, &yes).unwrap_err();
         assert_eq!(err.code(), ExitCode::NeedsDecision);
@@ -166,6 +169,7 @@ mod tests {
         let approved = Approvals {
             routine: true,
             steps: ["centralize".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         check(&steps, &approved).unwrap();
     }
@@ -179,6 +183,7 @@ mod tests {
         let by_name = Approvals {
             routine: false,
             steps: ["drop".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         check(&steps, &by_name).unwrap();
     }
@@ -207,6 +212,7 @@ mod tests {
                     reason: "test".into(),
                     regressed: false,
                     unknown: false,
+                    left_out: false,
                 },
                 data: Some(match map.migration(&step.id).unwrap().fingerprint {
                     Fingerprint::Unknown { .. } => FpState::Unknown,
@@ -252,6 +258,7 @@ mod tests {
         let only_a = Approvals {
             routine: true,
             steps: ["a".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         let text = check(&steps, &only_a).unwrap_err().to_string();
         assert!(text.contains("--approve b"), "{text}");

@@ -14,6 +14,9 @@ use super::model::*;
 use super::schema::{self, RawCheck, RawMap, RawMigration, RawMode, SCHEMA_VERSION};
 use crate::error::{Error, Location, MapProblem, Result};
 
+#[path = "lifecycle.rs"]
+mod lifecycle;
+
 /// The default map (Novu), compiled into the binary so upstep needs no files beside it.
 pub const EMBEDDED_MAP: &str = include_str!("../../release-map.toml");
 pub const EMBEDDED_NAME: &str = "release-map.toml (embedded)";
@@ -671,6 +674,17 @@ fn build_migrations(
         let base_mode = build_mode(sink, &m.id, ModeFields::from(m), &base_eras);
 
         let fingerprint = build_fingerprint(sink, m);
+        let lifecycle = lifecycle::build_lifecycle(
+            sink,
+            releases,
+            m,
+            lifecycle::Resolved {
+                introduced: introduced_version.as_ref(),
+                unreleased: matches!(introduced, Some(Introduced::Unreleased { .. })),
+                run_at: run_at.as_ref(),
+                mode_starts: modes.iter().map(|(from, _)| from).collect(),
+            },
+        );
 
         migrations.push(Migration {
             id,
@@ -691,6 +705,7 @@ fn build_migrations(
             fingerprint,
             verified: m.verified,
             notes: m.notes.clone(),
+            lifecycle,
         });
     }
     migrations
