@@ -635,10 +635,104 @@ mod tests {
             .map(|(t, ids)| (t.to_string(), ids.into_iter().map(String::from).collect()))
             .collect();
         assert_eq!(by_tag, expected);
+        // drop-logs-collection ships in v2.1.1: no script of the embedded map is unreleased.
+        assert!(plan.unreleased_left_out.is_empty());
+    }
+
+    #[test]
+    fn v2_0_to_v3_15_stops_at_v2_1_0_and_shows_the_optional_step() {
+        let map = embedded();
+        let plan = plan(
+            &map,
+            &request(&Version::new(2, 0, 0), &Version::new(3, 15, 0), false),
+        )
+        .unwrap();
+        let by_tag: Vec<(&str, Vec<&str>)> = plan
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.git_ref.as_str(),
+                    g.steps.iter().map(|s| s.id.as_str()).collect(),
+                )
+            })
+            .collect();
         assert_eq!(
-            plan.unreleased_left_out,
-            vec!["drop-logs-collection".to_string()]
+            by_tag,
+            [
+                ("v2.1.0", vec!["preference-centralization"]),
+                ("v2.1.1", vec!["drop-logs-collection"]),
+                ("v2.3.0", vec!["email-step-ui-schema-html-editor"]),
+                (
+                    "v3.11.0",
+                    vec!["add-layout-id-to-email-controls", "preferences-uniqueness"]
+                ),
+                (
+                    "v3.12.0",
+                    vec![
+                        "add-default-identifier-to-topic-subscribers",
+                        "remove-duplicate-identifiers"
+                    ]
+                ),
+            ]
         );
+        let step = |id: &str| plan.steps().find(|(_, s)| s.id == id).unwrap().1;
+        assert!(step("preference-centralization")
+            .required_stop
+            .as_deref()
+            .is_some_and(|r| r.contains("stub")));
+        assert!(step("preferences-uniqueness").optional.is_some());
+        assert!(step("drop-logs-collection").exit_code_unreliable);
+        // v3.15.0 introduces no script: no plan prepares it.
+        assert!(plan.groups.iter().all(|g| g.git_ref != "v3.15.0"));
+    }
+
+    #[test]
+    fn no_plan_runs_a_script_at_a_tag_where_it_no_longer_exists() {
+        let map = embedded();
+        let points = points(&map);
+        for (i, from) in points.iter().enumerate() {
+            for to in &points[i..] {
+                let plan = plan(&map, &request(from, to, true)).unwrap();
+                for (group, step) in plan.steps() {
+                    let m = map.migration(&step.id).unwrap();
+                    let (Some(at), Some(removed)) =
+                        (group.version.as_deref(), &m.lifecycle.removed_in)
+                    else {
+                        continue;
+                    };
+                    assert!(
+                        &Version::parse(at).unwrap() < removed,
+                        "{} planned at {at}, removed in {removed}",
+                        step.id
+                    );
+                }
+            }
+        }
+        let removed: Vec<&str> = map
+            .migrations
+            .iter()
+            .filter(|m| m.lifecycle.removed_in.is_some())
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(removed, ["subscriber-preferences-level"]);
+    }
+
+    #[test]
+    fn an_optional_id_that_does_not_exist_or_is_not_optional_is_one_clear_error() {
+        let map = embedded();
+        let ok = optional_steps(&map, &["preferences-uniqueness".to_string()]).unwrap();
+        assert!(ok.contains("preferences-uniqueness"));
+        for (id, needle) in [
+            ("preferences-uniquenes", "is not a migration of the map"),
+            ("drop-logs-collection", "is not optional"),
+        ] {
+            let err = optional_steps(&map, &[id.to_string()]).unwrap_err();
+            assert_eq!(err.code(), crate::error::ExitCode::Usage);
+            let text = err.to_string();
+            assert!(text.contains(needle), "{text}");
+            assert!(text.contains("fix: name one of the optional steps: preferences-uniqueness"), "{text}");
+        }
     }
 
     #[test]
@@ -684,10 +778,11 @@ mod tests {
         }
         let same = plan(&map, &request(&newest, &newest, false)).unwrap();
         assert!(same.is_empty());
-        // At the newest release, the only thing left to plan is what no release ships yet.
+        // At the newest release, the only thing left to plan is what no release ships yet
+        // (nothing, in the embedded map).
         let unreleased = plan(&map, &request(&newest, &newest, true)).unwrap();
         assert!(unreleased.groups.iter().all(|g| g.unreleased));
-        assert_eq!(unreleased.steps_total, 1);
+        assert_eq!(unreleased.steps_total, 0);
     }
 
     const SYNTHETIC: &str = r#"

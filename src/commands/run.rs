@@ -696,7 +696,8 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 .filter(|r| {
                     !(r.state.starts_with("succeeded")
                         || r.state.starts_with("marked-applied")
-                        || r.state.starts_with("applied"))
+                        || r.state.starts_with("applied")
+                        || r.state.starts_with("optional"))
                 })
                 .count(),
             lock,

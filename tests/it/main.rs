@@ -7,6 +7,7 @@ mod doctor_cli;
 mod git_layer;
 mod interactive;
 mod journal_contract;
+mod lifecycle;
 mod novu_seed;
 mod ops_redis;
 mod ops_settings;
