@@ -293,7 +293,10 @@ pub fn version_of(text: &str) -> Version {
 
 /// `--include-optional <id>`: each id must name an optional migration of the map (a typo, or a
 /// step that is not optional, would include nothing).
-pub fn optional_steps(map: &ReleaseMap, ids: &[String]) -> Result<std::collections::BTreeSet<String>> {
+pub fn optional_steps(
+    map: &ReleaseMap,
+    ids: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
     for id in ids {
         match map.migration(id) {
             Some(m) if m.lifecycle.optional.is_some() => {}
@@ -731,7 +734,10 @@ mod tests {
             assert_eq!(err.code(), crate::error::ExitCode::Usage);
             let text = err.to_string();
             assert!(text.contains(needle), "{text}");
-            assert!(text.contains("fix: name one of the optional steps: preferences-uniqueness"), "{text}");
+            assert!(
+                text.contains("fix: name one of the optional steps: preferences-uniqueness"),
+                "{text}"
+            );
         }
     }
 

@@ -422,7 +422,10 @@ fn email_step_template(a: &AsOf, i: &Ids) -> Document {
     if a.applied(2, 3) {
         let props = ui.get_document_mut("properties").expect("seeded");
         props.insert("body", doc! { "component": "EMAIL_BODY" });
-        props.insert("editorType", doc! { "component": "EMAIL_EDITOR_SELECT", "placeholder": "block" });
+        props.insert(
+            "editorType",
+            doc! { "component": "EMAIL_EDITOR_SELECT", "placeholder": "block" },
+        );
     }
     if a.applied(3, 11) {
         schema

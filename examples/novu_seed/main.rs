@@ -569,7 +569,9 @@ async fn check(db: &Database, from: &Version, to: &Version, key: &str) -> Result
         r.promise(
             "add-default-identifier-to-topic-subscribers",
             "every topic subscription has the identifier tk_<topic>:si_<subscriber>",
-            identifiers.iter().all(|x| *x == Some("tk_e2e-news:si_e2e-alice")),
+            identifiers
+                .iter()
+                .all(|x| *x == Some("tk_e2e-news:si_e2e-alice")),
             format!("{identifiers:?}"),
         );
         let ids: Vec<Option<bson::oid::ObjectId>> =

@@ -514,7 +514,11 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
                 text,
                 "{} entr{} could not be checked: the repository's tags end before them:\n  {}",
                 report.unchecked.len(),
-                if report.unchecked.len() == 1 { "y" } else { "ies" },
+                if report.unchecked.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
                 report.unchecked.join("\n  ")
             );
         }

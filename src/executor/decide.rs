@@ -380,7 +380,10 @@ mod tests {
                 flags,
             );
             assert_eq!(d.action, Action::Skip, "{facts:?} {flags:?}");
-            assert!(d.left_out && d.reason.contains("--include-optional"), "{d:?}");
+            assert!(
+                d.left_out && d.reason.contains("--include-optional"),
+                "{d:?}"
+            );
             // Asked for, it is decided like any other step.
             let asked = decide(facts, flags);
             assert!(!asked.left_out);

@@ -430,11 +430,13 @@ pub fn unmapped_scripts(
     to: &Version,
 ) -> Result<Vec<DiscoveredScript>> {
     let mapped: HashSet<&str> = mapped.iter().map(|p| normalise_repo_path(p)).collect();
-    Ok(discover_scripts(repo, tags, dir, suffixes, exclude_suffixes)?
-        .into_iter()
-        .filter(|s| &s.introduced_in > from && &s.introduced_in <= to)
-        .filter(|s| !mapped.contains(s.path.as_str()))
-        .collect())
+    Ok(
+        discover_scripts(repo, tags, dir, suffixes, exclude_suffixes)?
+            .into_iter()
+            .filter(|s| &s.introduced_in > from && &s.introduced_in <= to)
+            .filter(|s| !mapped.contains(s.path.as_str()))
+            .collect(),
+    )
 }
 
 /// [`discover_scripts`] for one exact path.

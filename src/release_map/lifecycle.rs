@@ -88,7 +88,9 @@ pub(super) fn build_lifecycle(
         if resolved.run_at.is_some() || !resolved.mode_starts.is_empty() {
             sink.at(
                 spanned,
-                format!("{here}: a required stop runs at its own release, but run_at or modes move it"),
+                format!(
+                    "{here}: a required stop runs at its own release, but run_at or modes move it"
+                ),
                 "remove run_at and [[migrations.modes]], or remove required_stop",
             );
         }
@@ -142,7 +144,9 @@ pub(super) fn build_lifecycle(
     if m.exit_code_unreliable && m.pending.is_empty() {
         sink.at(
             &m.id,
-            format!("{here}: exit_code_unreliable without a data check: nothing would prove it ran"),
+            format!(
+                "{here}: exit_code_unreliable without a data check: nothing would prove it ran"
+            ),
             "add [[migrations.pending]] checks that find what it leaves undone",
         );
     }

@@ -510,7 +510,9 @@ fn cases() -> Vec<Case> {
             "add-layout-id-to-email-controls",
             vec![(
                 "messagetemplates",
-                vec![doc! { "type": "email", "deleted": false, "controls": { "schema": { "properties": {} }, "uiSchema": { "properties": {} } } }],
+                vec![
+                    doc! { "type": "email", "deleted": false, "controls": { "schema": { "properties": {} }, "uiSchema": { "properties": {} } } },
+                ],
             )],
             vec![(
                 "messagetemplates",
@@ -548,7 +550,9 @@ fn cases() -> Vec<Case> {
             "add-default-identifier-to-topic-subscribers",
             vec![(
                 "topicsubscribers",
-                vec![doc! { "_environmentId": env, "topicKey": "news", "externalSubscriberId": "alice" }],
+                vec![
+                    doc! { "_environmentId": env, "topicKey": "news", "externalSubscriberId": "alice" },
+                ],
             )],
             vec![(
                 "topicsubscribers",
@@ -558,14 +562,15 @@ fn cases() -> Vec<Case> {
                 ],
             )],
         ),
-        // v3.12.0: one subscription per identifier and environment.
+        // v3.12.0: one subscription per identifier and environment; before 001 ran, two
+        // subscriptions of one subscriber to one topic are the duplicates-to-be.
         case(
             "remove-duplicate-identifiers",
             vec![(
                 "topicsubscribers",
                 vec![
                     doc! { "_environmentId": env, "identifier": "tk_news:si_alice" },
-                    doc! { "_environmentId": env, "identifier": "tk_news:si_alice" },
+                    doc! { "_environmentId": env, "topicKey": "news", "externalSubscriberId": "alice" },
                 ],
             )],
             vec![(

@@ -636,9 +636,25 @@ fn check_map_accepts_a_recorded_removal_and_names_a_wrong_one() {
             .collect()
     };
     // The script leaves the tree after 0.2.1: the next stable release is where it left.
-    let recorded = check_map(&repo, &[changes(Some("0.3.0"))], &tags, "migrations", &suffixes, &excludes).unwrap();
+    let recorded = check_map(
+        &repo,
+        &[changes(Some("0.3.0"))],
+        &tags,
+        "migrations",
+        &suffixes,
+        &excludes,
+    )
+    .unwrap();
     assert_eq!(only_changes(recorded), []);
-    let wrong = check_map(&repo, &[changes(Some("0.2.1"))], &tags, "migrations", &suffixes, &excludes).unwrap();
+    let wrong = check_map(
+        &repo,
+        &[changes(Some("0.2.1"))],
+        &tags,
+        "migrations",
+        &suffixes,
+        &excludes,
+    )
+    .unwrap();
     assert_eq!(
         only_changes(wrong.clone()),
         [Disagreement::WrongRemoval {
@@ -648,7 +664,11 @@ fn check_map_accepts_a_recorded_removal_and_names_a_wrong_one() {
             repo_says: Some(version("0.3.0")),
         }]
     );
-    assert!(wrong[0].to_string().contains("set removed_in = \"0.3.0\""), "{}", wrong[0]);
+    assert!(
+        wrong[0].to_string().contains("set removed_in = \"0.3.0\""),
+        "{}",
+        wrong[0]
+    );
 }
 
 // ---------------------------------------------------------------- worktrees

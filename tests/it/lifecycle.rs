@@ -69,7 +69,10 @@ fn build_repo(upto: usize) -> GitFixture {
         (
             "v1.0.0",
             vec![
-                ("package.json", Some("{ \"name\": \"lifecycle\", \"private\": true }\n")),
+                (
+                    "package.json",
+                    Some("{ \"name\": \"lifecycle\", \"private\": true }\n"),
+                ),
                 ("migrations/001-old.js", Some(&old)),
             ],
         ),
@@ -358,28 +361,64 @@ fn a_removed_script_passes_map_check_and_runs_only_at_a_tag_that_holds_it() {
     let repo = env.repo_arg();
     let out = env.run(&["map", "check", "--map", &map, "--repo", &repo]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("agrees"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("agrees"),
+        "{}",
+        text(&out)
+    );
 
     // Without removed_in, the removal is a disagreement whose fix names the field.
     let unrecorded = env.variant("unrecorded", |t| t.replace("removed_in = \"1.2.0\"\n", ""));
-    let out = env.run(&["map", "check", "--map", unrecorded.to_str().unwrap(), "--repo", &repo]);
+    let out = env.run(&[
+        "map",
+        "check",
+        "--map",
+        unrecorded.to_str().unwrap(),
+        "--repo",
+        &repo,
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("removed after 1.1.0") && text(&out).contains("set removed_in"), "{}", text(&out));
+    assert!(
+        text(&out).contains("removed after 1.1.0") && text(&out).contains("set removed_in"),
+        "{}",
+        text(&out)
+    );
     // A wrong release is named with the right one.
-    let wrong = env.variant("wrong", |t| t.replace("removed_in = \"1.2.0\"", "removed_in = \"1.3.0\""));
-    let out = env.run(&["map", "check", "--map", wrong.to_str().unwrap(), "--repo", &repo]);
+    let wrong = env.variant("wrong", |t| {
+        t.replace("removed_in = \"1.2.0\"", "removed_in = \"1.3.0\"")
+    });
+    let out = env.run(&[
+        "map",
+        "check",
+        "--map",
+        wrong.to_str().unwrap(),
+        "--repo",
+        &repo,
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("set removed_in = \"1.2.0\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("set removed_in = \"1.2.0\""),
+        "{}",
+        text(&out)
+    );
 
     // The plan through the removal runs it at v1.0.0, where the file is.
-    let out = env.run(&["plan", "--json", "--map", &map, "--repo", &repo, "--from", "0.9.0", "--to", "1.3.0"]);
+    let out = env.run(&[
+        "plan", "--json", "--map", &map, "--repo", &repo, "--from", "0.9.0", "--to", "1.3.0",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let group = plan["groups"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| g["steps"].as_array().unwrap().iter().any(|s| s["id"] == "old"))
+        .find(|g| {
+            g["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["id"] == "old")
+        })
         .unwrap();
     assert_eq!(group["git_ref"], "v1.0.0");
     assert_eq!(group["steps"][0]["script_at_ref"], true);
@@ -388,7 +427,9 @@ fn a_removed_script_passes_map_check_and_runs_only_at_a_tag_that_holds_it() {
 #[test]
 fn a_map_that_marks_a_script_removed_before_it_was_introduced_is_a_load_error() {
     let env = Env::new("lifecycle_removed_early");
-    let early = env.variant("early", |t| t.replace("removed_in = \"1.2.0\"", "removed_in = \"1.0.0\""));
+    let early = env.variant("early", |t| {
+        t.replace("removed_in = \"1.2.0\"", "removed_in = \"1.0.0\"")
+    });
     let out = env.run(&["map", "validate", early.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -396,14 +437,25 @@ fn a_map_that_marks_a_script_removed_before_it_was_introduced_is_a_load_error() 
         stderr.contains("removed in 1.0.0, before (or when) it was introduced in 1.0.0"),
         "{stderr}"
     );
-    assert!(stderr.contains("set removed_in to the first release whose tree no longer holds the script"), "{stderr}");
+    assert!(
+        stderr
+            .contains("set removed_in to the first release whose tree no longer holds the script"),
+        "{stderr}"
+    );
     // A run_at at or after the removal is refused the same way.
     let late = env.variant("late", |t| {
-        t.replace("removed_in = \"1.2.0\"\n", "removed_in = \"1.2.0\"\nrun_at = \"1.3.0\"\n")
+        t.replace(
+            "removed_in = \"1.2.0\"\n",
+            "removed_in = \"1.2.0\"\nrun_at = \"1.3.0\"\n",
+        )
     });
     let out = env.run(&["map", "validate", late.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("runs the script at 1.3.0, but it is removed in 1.2.0"), "{}", text(&out));
+    assert!(
+        text(&out).contains("runs the script at 1.3.0, but it is removed in 1.2.0"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -425,17 +477,35 @@ fn a_required_stop_runs_at_its_own_tag_whatever_the_target_and_only_once_approve
     assert!(env.executed().is_empty(), "{:?}", env.executed());
 
     // Approved, it runs at v1.1.0 (the later tags only hold the stub); the rest follows.
-    let out = env.upgrade(&env.map, &["--from", "1.0.0", "--to", "1.3.0", "--yes", "--approve", "stop"]);
+    let out = env.upgrade(
+        &env.map,
+        &[
+            "--from",
+            "1.0.0",
+            "--to",
+            "1.3.0",
+            "--yes",
+            "--approve",
+            "stop",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let ran = env.executed();
     assert_eq!(
         ran,
-        [("stop", "v1.1.0"), ("silent", "v1.2.0"), ("unlisted", "v1.3.0")]
-            .map(|(a, b)| (a.to_string(), b.to_string())),
+        [
+            ("stop", "v1.1.0"),
+            ("silent", "v1.2.0"),
+            ("unlisted", "v1.3.0")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string())),
         "{}",
         text(&out)
     );
-    assert!(env.items().iter().all(|d| d.get_bool("stopped") == Ok(true)));
+    assert!(env
+        .items()
+        .iter()
+        .all(|d| d.get_bool("stopped") == Ok(true)));
     assert_eq!(env.journal_status("stop").as_deref(), Some("succeeded"));
 }
 
@@ -445,29 +515,93 @@ fn an_optional_step_is_shown_skipped_unless_asked_for_and_an_unknown_id_is_refus
     env.insert("control", vec![doc! { "_id": "ok" }]);
     let map = env.map.display().to_string();
     let out = env.run(&["plan", "--map", &map, "--from", "1.0.0", "--to", "1.1.0"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("runs only when asked for: --include-optional optional"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("runs only when asked for: --include-optional optional"),
+        "{}",
+        text(&out)
+    );
 
     // A typo is one clear error, before anything runs.
-    let out = env.upgrade(&env.map, &["--from", "1.0.0", "--to", "1.1.0", "--yes", "--approve", "stop", "--include-optional", "optionl"]);
+    let out = env.upgrade(
+        &env.map,
+        &[
+            "--from",
+            "1.0.0",
+            "--to",
+            "1.1.0",
+            "--yes",
+            "--approve",
+            "stop",
+            "--include-optional",
+            "optionl",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--include-optional optionl") && stderr.contains("name one of the optional steps: optional"), "{stderr}");
+    assert!(
+        stderr.contains("--include-optional optionl")
+            && stderr.contains("name one of the optional steps: optional"),
+        "{stderr}"
+    );
     assert!(env.executed().is_empty());
 
     // Not asked for: skipped, its documents untouched, no journal entry, status says why.
-    let out = env.upgrade(&env.map, &["--from", "1.0.0", "--to", "1.1.0", "--yes", "--approve", "stop"]);
+    let out = env.upgrade(
+        &env.map,
+        &[
+            "--from",
+            "1.0.0",
+            "--to",
+            "1.1.0",
+            "--yes",
+            "--approve",
+            "stop",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(!env.executed().iter().any(|(id, _)| id == "optional"));
     assert!(env.items().iter().any(|d| d.get_bool("dup") == Ok(true)));
     assert_eq!(env.journal_status("optional"), None);
-    let out = env.run(&["status", "--map", &map, "--mongo-uri", &env.uri, "--to", "1.1.0", "--check"]);
-    assert!(out.status.success(), "an optional step left out is not pending: {}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("optional (left out)"), "{}", text(&out));
+    let out = env.run(&[
+        "status",
+        "--map",
+        &map,
+        "--mongo-uri",
+        &env.uri,
+        "--to",
+        "1.1.0",
+        "--check",
+    ]);
+    assert!(
+        out.status.success(),
+        "an optional step left out is not pending: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("optional (left out)"),
+        "{}",
+        text(&out)
+    );
 
     // Asked for by id, it runs (destructive: --yes confirms it).
-    let out = env.upgrade(&env.map, &["--from", "1.0.0", "--to", "1.1.0", "--yes", "--include-optional", "optional"]);
+    let out = env.upgrade(
+        &env.map,
+        &[
+            "--from",
+            "1.0.0",
+            "--to",
+            "1.1.0",
+            "--yes",
+            "--include-optional",
+            "optional",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(env.executed().iter().any(|(id, tag)| id == "optional" && tag == "v1.1.0"));
+    assert!(env
+        .executed()
+        .iter()
+        .any(|(id, tag)| id == "optional" && tag == "v1.1.0"));
     assert!(!env.items().iter().any(|d| d.get_bool("dup") == Ok(true)));
     assert_eq!(env.journal_status("optional").as_deref(), Some("succeeded"));
 }
@@ -477,12 +611,20 @@ fn a_script_that_exits_0_having_failed_is_failed_by_its_data_check() {
     let env = Env::new("lifecycle_silent");
     let map = env.map.display().to_string();
     let out = env.run(&["plan", "--map", &map, "--from", "1.1.0", "--to", "1.2.0"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("exits 0 even when it failed: only its data check proves it ran"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("exits 0 even when it failed: only its data check proves it ran"),
+        "{}",
+        text(&out)
+    );
     // No control document: the script catches its error and exits 0.
     let out = env.upgrade(&env.map, &["--from", "1.1.0", "--to", "1.2.0", "--yes"]);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     assert!(text(&out).contains("did not migrate"), "{}", text(&out));
-    assert_eq!(env.executed(), [("silent".to_string(), "v1.2.0".to_string())]);
+    assert_eq!(
+        env.executed(),
+        [("silent".to_string(), "v1.2.0".to_string())]
+    );
     assert_eq!(env.journal_status("silent").as_deref(), Some("failed"));
 
     // Such an entry must have a data check.
@@ -494,14 +636,21 @@ fn a_script_that_exits_0_having_failed_is_failed_by_its_data_check() {
     });
     let out = env.run(&["map", "validate", unchecked.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("nothing would prove it ran"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing would prove it ran"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn the_default_target_skips_an_unverified_release_and_to_past_the_map_is_refused() {
     let env = Env::new("lifecycle_target");
     let unverified = env.variant("unverified", |t| {
-        t.replace("version = \"1.3.0\"\nera = \"app\"\n", "version = \"1.3.0\"\nera = \"app\"\nverified = false\n")
+        t.replace(
+            "version = \"1.3.0\"\nera = \"app\"\n",
+            "version = \"1.3.0\"\nera = \"app\"\nverified = false\n",
+        )
     });
     let map = unverified.display().to_string();
     let plan = |extra: &[&str]| {
@@ -516,10 +665,19 @@ fn the_default_target_skips_an_unverified_release_and_to_past_the_map_is_refused
     let out = plan(&["--to", "1.3.0"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["to"], "v1.3.0");
-    assert!(json["groups"].as_array().unwrap().iter().any(|g| g["git_ref"] == "v1.3.0" && g["verified"] == false));
+    assert!(json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["git_ref"] == "v1.3.0" && g["verified"] == false));
     let out = plan(&["--to", "1.4.0"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("newer than every release the map knows (newest: v1.3.0)") && text(&out).contains("fix:"), "{}", text(&out));
+    assert!(
+        text(&out).contains("newer than every release the map knows (newest: v1.3.0)")
+            && text(&out).contains("fix:"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -534,15 +692,52 @@ fn a_repository_script_the_map_lacks_blocks_plan_doctor_and_upgrade() {
     let blocked = |out: &Output| {
         assert_eq!(out.status.code(), Some(3), "{}", text(out));
         let all = text(out);
-        assert!(all.contains("migrations/005-unlisted.js is in the repository since 1.3.0"), "{all}");
-        assert!(all.contains("upstep map generate --repo") && all.contains("--map"), "{all}");
+        assert!(
+            all.contains("migrations/005-unlisted.js is in the repository since 1.3.0"),
+            "{all}"
+        );
+        assert!(
+            all.contains("upstep map generate --repo") && all.contains("--map"),
+            "{all}"
+        );
     };
-    blocked(&env.run(&["plan", "--map", &map, "--repo", &repo, "--from", "1.0.0", "--to", "1.3.0"]));
-    blocked(&env.run(&["doctor", "--map", &map, "--repo", &repo, "--from", "1.0.0", "--to", "1.3.0", "--mongo-uri", &env.uri]));
-    blocked(&env.upgrade(&lacking, &["--from", "1.0.0", "--to", "1.3.0", "--yes", "--approve", "stop"]));
-    assert!(env.executed().is_empty(), "nothing ran: {:?}", env.executed());
+    blocked(&env.run(&[
+        "plan", "--map", &map, "--repo", &repo, "--from", "1.0.0", "--to", "1.3.0",
+    ]));
+    blocked(&env.run(&[
+        "doctor",
+        "--map",
+        &map,
+        "--repo",
+        &repo,
+        "--from",
+        "1.0.0",
+        "--to",
+        "1.3.0",
+        "--mongo-uri",
+        &env.uri,
+    ]));
+    blocked(&env.upgrade(
+        &lacking,
+        &[
+            "--from",
+            "1.0.0",
+            "--to",
+            "1.3.0",
+            "--yes",
+            "--approve",
+            "stop",
+        ],
+    ));
+    assert!(
+        env.executed().is_empty(),
+        "nothing ran: {:?}",
+        env.executed()
+    );
     // Outside the range, or without --repo, nothing blocks.
-    let out = env.run(&["plan", "--map", &map, "--repo", &repo, "--from", "1.0.0", "--to", "1.2.0"]);
+    let out = env.run(&[
+        "plan", "--map", &map, "--repo", &repo, "--from", "1.0.0", "--to", "1.2.0",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let out = env.run(&["plan", "--map", &map, "--from", "1.0.0", "--to", "1.3.0"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -566,16 +761,38 @@ fn map_check_against_an_older_repository_lists_what_it_could_not_check() {
     ] {
         assert!(stdout.contains(needle), "{needle}: {stdout}");
     }
-    let out = env.run(&["map", "check", "--json", "--map", &map, "--repo", &older_path]);
+    let out = env.run(&[
+        "map",
+        "check",
+        "--json",
+        "--map",
+        &map,
+        "--repo",
+        &older_path,
+    ]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["unchecked"].as_array().unwrap().len(), 3);
     assert_eq!(json["disagreements"].as_array().unwrap().len(), 0);
 
     // A real disagreement still fails.
     let wrong = env.variant("wrong-intro", |t| {
-        t.replace("introduced_in = \"1.1.0\"\nscript = \"migrations/002-stop.js\"", "introduced_in = \"1.0.0\"\nscript = \"migrations/002-stop.js\"")
+        t.replace(
+            "introduced_in = \"1.1.0\"\nscript = \"migrations/002-stop.js\"",
+            "introduced_in = \"1.0.0\"\nscript = \"migrations/002-stop.js\"",
+        )
     });
-    let out = env.run(&["map", "check", "--map", wrong.to_str().unwrap(), "--repo", &older_path]);
+    let out = env.run(&[
+        "map",
+        "check",
+        "--map",
+        wrong.to_str().unwrap(),
+        "--repo",
+        &older_path,
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("first ships in release 1.1.0"), "{}", text(&out));
+    assert!(
+        text(&out).contains("first ships in release 1.1.0"),
+        "{}",
+        text(&out)
+    );
 }
