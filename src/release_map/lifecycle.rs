@@ -70,7 +70,7 @@ pub(super) fn build_lifecycle(
         Some(removed)
     });
 
-    let required_stop = m.required_stop.as_ref().and_then(|spanned| {
+    let required_stop = m.required_stop.as_ref().map(|spanned| {
         if spanned.get_ref().trim().is_empty() {
             sink.at(
                 spanned,
@@ -101,7 +101,7 @@ pub(super) fn build_lifecycle(
                 "keep one of required_stop and optional",
             );
         }
-        Some(spanned.get_ref().clone())
+        spanned.get_ref().clone()
     });
 
     let stub_from = m.stub_from.as_ref().and_then(|spanned| {

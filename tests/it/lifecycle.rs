@@ -44,6 +44,9 @@ const fs = require('fs'), path = require('path');
 
 const STUB: &str = "console.error('This migration is a stub now: checkout the v1.1.0 tag and run it from there.');\nprocess.exit(1);\n";
 
+/// A file's new content at a commit (`None`: removed).
+type Change<'a> = (&'a str, Option<&'a str>);
+
 /// The repository: v1.0.0 (001-old), v1.1.0 (+002-stop, 003-optional), v1.2.0 (001 removed,
 /// 002 a stub, +004-silent), v1.3.0 (+005-unlisted). `upto` cuts it after that many tags.
 fn build_repo(upto: usize) -> GitFixture {
@@ -65,7 +68,7 @@ fn build_repo(upto: usize) -> GitFixture {
         "unlisted",
         "await items.updateMany({}, { $set: { unlisted: true } });",
     );
-    let steps: Vec<(&str, Vec<(&str, Option<&str>)>)> = vec![
+    let steps: Vec<(&str, Vec<Change>)> = vec![
         (
             "v1.0.0",
             vec![
