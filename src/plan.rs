@@ -684,6 +684,10 @@ mod tests {
             .required_stop
             .as_deref()
             .is_some_and(|r| r.contains("stub")));
+        // doctor blocks a standalone server for a plan with this step (preflight topology).
+        assert!(step("preference-centralization")
+            .needs
+            .contains(&Need::ReplicaSet));
         assert!(step("preferences-uniqueness").optional.is_some());
         assert!(step("drop-logs-collection").exit_code_unreliable);
         // v3.15.0 introduces no script: no plan prepares it.
