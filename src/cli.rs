@@ -348,6 +348,11 @@ pub struct RunOpts {
     #[arg(long, value_name = "ID")]
     pub approve: Vec<String>,
 
+    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
+    /// skipped unless asked for by id. Repeat for several steps.
+    #[arg(long, value_name = "ID")]
+    pub include_optional: Vec<String>,
+
     /// Seconds of silence after which a finished script that never exits is ended (default:
     /// per migration in the map, else the map's quiet_secs).
     #[arg(long, value_name = "SECS")]

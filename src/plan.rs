@@ -251,6 +251,15 @@ pub struct PlanStep {
     /// Whether the script exists at the group's ref (with --repo).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_at_ref: Option<bool>,
+    /// Why the step runs at this tag whatever the target (the map's `required_stop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_stop: Option<String>,
+    /// Why the step runs only when asked for by id (`--include-optional <id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optional: Option<String>,
+    /// The script exits 0 even when it failed: only its data check proves it ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exit_code_unreliable: bool,
 }
 
 impl Plan {
@@ -275,6 +284,46 @@ impl Plan {
             .iter()
             .flat_map(|g| g.steps.iter().map(move |s| (g, s)))
     }
+}
+
+/// A plan's `from`/`to` text back as a version (`display` writes `v1.2.3`); 0.0.0 if unreadable.
+pub fn version_of(text: &str) -> Version {
+    Version::parse(text.trim_start_matches('v')).unwrap_or(Version::new(0, 0, 0))
+}
+
+/// `--include-optional <id>`: each id must name an optional migration of the map (a typo, or a
+/// step that is not optional, would include nothing).
+pub fn optional_steps(
+    map: &ReleaseMap,
+    ids: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
+    for id in ids {
+        match map.migration(id) {
+            Some(m) if m.lifecycle.optional.is_some() => {}
+            found => {
+                let optional: Vec<&str> = map
+                    .migrations
+                    .iter()
+                    .filter(|m| m.lifecycle.optional.is_some())
+                    .map(|m| m.id.as_str())
+                    .collect();
+                let what = if found.is_some() {
+                    "is not optional (it runs whenever the plan needs it)"
+                } else {
+                    "is not a migration of the map"
+                };
+                return Err(Error::usage(
+                    format!("--include-optional {id}: {id:?} {what} ({})", map.source),
+                    if optional.is_empty() {
+                        "this map has no optional steps: drop --include-optional".to_string()
+                    } else {
+                        format!("name one of the optional steps: {}", optional.join(", "))
+                    },
+                ));
+            }
+        }
+    }
+    Ok(ids.iter().cloned().collect())
 }
 
 /// Check a request against the map: a known range, no downgrade.
@@ -403,6 +452,9 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
             has_fingerprint: matches!(m.fingerprint, crate::release_map::Fingerprint::Checks(_)),
             reason,
             script_at_ref: None,
+            required_stop: m.lifecycle.required_stop.clone(),
+            optional: m.lifecycle.optional.clone(),
+            exit_code_unreliable: m.lifecycle.exit_code_unreliable,
         });
     }
 
@@ -586,10 +638,111 @@ mod tests {
             .map(|(t, ids)| (t.to_string(), ids.into_iter().map(String::from).collect()))
             .collect();
         assert_eq!(by_tag, expected);
+        // drop-logs-collection ships in v2.1.1: no script of the embedded map is unreleased.
+        assert!(plan.unreleased_left_out.is_empty());
+    }
+
+    #[test]
+    fn v2_0_to_v3_15_stops_at_v2_1_0_and_shows_the_optional_step() {
+        let map = embedded();
+        let plan = plan(
+            &map,
+            &request(&Version::new(2, 0, 0), &Version::new(3, 15, 0), false),
+        )
+        .unwrap();
+        let by_tag: Vec<(&str, Vec<&str>)> = plan
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.git_ref.as_str(),
+                    g.steps.iter().map(|s| s.id.as_str()).collect(),
+                )
+            })
+            .collect();
         assert_eq!(
-            plan.unreleased_left_out,
-            vec!["drop-logs-collection".to_string()]
+            by_tag,
+            [
+                ("v2.1.0", vec!["preference-centralization"]),
+                ("v2.1.1", vec!["drop-logs-collection"]),
+                ("v2.3.0", vec!["email-step-ui-schema-html-editor"]),
+                (
+                    "v3.11.0",
+                    vec!["add-layout-id-to-email-controls", "preferences-uniqueness"]
+                ),
+                (
+                    "v3.12.0",
+                    vec![
+                        "add-default-identifier-to-topic-subscribers",
+                        "remove-duplicate-identifiers"
+                    ]
+                ),
+            ]
         );
+        let step = |id: &str| plan.steps().find(|(_, s)| s.id == id).unwrap().1;
+        assert!(step("preference-centralization")
+            .required_stop
+            .as_deref()
+            .is_some_and(|r| r.contains("stub")));
+        // doctor blocks a standalone server for a plan with this step (preflight topology).
+        assert!(step("preference-centralization")
+            .needs
+            .contains(&Need::ReplicaSet));
+        assert!(step("preferences-uniqueness").optional.is_some());
+        assert!(step("drop-logs-collection").exit_code_unreliable);
+        // v3.15.0 introduces no script: no plan prepares it.
+        assert!(plan.groups.iter().all(|g| g.git_ref != "v3.15.0"));
+    }
+
+    #[test]
+    fn no_plan_runs_a_script_at_a_tag_where_it_no_longer_exists() {
+        let map = embedded();
+        let points = points(&map);
+        for (i, from) in points.iter().enumerate() {
+            for to in &points[i..] {
+                let plan = plan(&map, &request(from, to, true)).unwrap();
+                for (group, step) in plan.steps() {
+                    let m = map.migration(&step.id).unwrap();
+                    let (Some(at), Some(removed)) =
+                        (group.version.as_deref(), &m.lifecycle.removed_in)
+                    else {
+                        continue;
+                    };
+                    assert!(
+                        &Version::parse(at).unwrap() < removed,
+                        "{} planned at {at}, removed in {removed}",
+                        step.id
+                    );
+                }
+            }
+        }
+        let removed: Vec<&str> = map
+            .migrations
+            .iter()
+            .filter(|m| m.lifecycle.removed_in.is_some())
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(removed, ["subscriber-preferences-level"]);
+    }
+
+    #[test]
+    fn an_optional_id_that_does_not_exist_or_is_not_optional_is_one_clear_error() {
+        let map = embedded();
+        let ok = optional_steps(&map, &["preferences-uniqueness".to_string()]).unwrap();
+        assert!(ok.contains("preferences-uniqueness"));
+        for (id, needle) in [
+            ("preferences-uniquenes", "is not a migration of the map"),
+            ("drop-logs-collection", "is not optional"),
+        ] {
+            let err = optional_steps(&map, &[id.to_string()]).unwrap_err();
+            assert_eq!(err.code(), crate::error::ExitCode::Usage);
+            let text = err.to_string();
+            assert!(text.contains(needle), "{text}");
+            assert!(
+                text.contains("fix: name one of the optional steps: preferences-uniqueness"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -635,10 +788,11 @@ mod tests {
         }
         let same = plan(&map, &request(&newest, &newest, false)).unwrap();
         assert!(same.is_empty());
-        // At the newest release, the only thing left to plan is what no release ships yet.
+        // At the newest release, the only thing left to plan is what no release ships yet
+        // (nothing, in the embedded map).
         let unreleased = plan(&map, &request(&newest, &newest, true)).unwrap();
         assert!(unreleased.groups.iter().all(|g| g.unreleased));
-        assert_eq!(unreleased.steps_total, 1);
+        assert_eq!(unreleased.steps_total, 0);
     }
 
     const SYNTHETIC: &str = r#"

@@ -116,6 +116,11 @@ impl Resolved {
             None => None,
         };
         let approved = approved_steps(&map, &args.run.approve)?;
+        let optional = crate::plan::optional_steps(&map, &args.run.include_optional)?;
+        if let (Some(repo), Some(spec)) = (&repo, settings.repo.as_ref()) {
+            let start = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
+            crate::repo_facts::check_map_covers_repo(&map, repo, &spec.value, &start, &to)?;
+        }
         let backup_dir = choose_backup(args, interactive)?;
         let options = UpgradeOptions {
             map,
@@ -144,6 +149,7 @@ impl Resolved {
             approvals: Approvals {
                 routine: args.run.yes,
                 steps: approved,
+                optional,
             },
         };
         Ok(Resolved { options, repo })

@@ -191,6 +191,33 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
                 row(&mut out, "after", &step.after.join(", "));
             }
             row(&mut out, "why", &step.reason);
+            if let Some(why) = &step.required_stop {
+                row(
+                    &mut out,
+                    "stop",
+                    &st.warn(&format!(
+                        "required stop: runs at {} whatever the target ({why})",
+                        group.git_ref
+                    )),
+                );
+            }
+            if let Some(why) = &step.optional {
+                row(
+                    &mut out,
+                    "optional",
+                    &st.warn(&format!(
+                        "runs only when asked for: --include-optional {} ({why})",
+                        step.id
+                    )),
+                );
+            }
+            if step.exit_code_unreliable {
+                row(
+                    &mut out,
+                    "exit",
+                    &st.dim("exits 0 even when it failed: only its data check proves it ran"),
+                );
+            }
             if !step.has_fingerprint {
                 row(
                     &mut out,

@@ -8,6 +8,7 @@ mod doctor_cli;
 mod git_layer;
 mod interactive;
 mod journal_contract;
+mod lifecycle;
 mod novu_seed;
 mod one_picture;
 mod ops_redis;
