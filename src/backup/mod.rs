@@ -6,7 +6,6 @@
 //! (options and indexes as canonical Extended JSON), plus upstep's `upstep-manifest.json` with
 //! counts and SHA-256 checksums, written last. See docs/backup.md.
 
-pub mod args;
 mod conn;
 mod dump;
 mod load;

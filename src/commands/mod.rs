@@ -41,11 +41,12 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             crate::ops::dispatch(command)
         }
-        Command::Backup(args) => crate::backup::args::backup_command(&args),
-        Command::Restore(args) => crate::backup::args::restore_command(&args),
+        Command::Backup(args) => backup::backup_command(&args),
+        Command::Restore(args) => backup::restore_command(&args),
     }
 }
 
+mod backup;
 mod detect;
 mod interactive;
 mod run;

@@ -24,8 +24,8 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an `npm install` of node or pnpm may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How strictly a tag's node version is matched (`--toolchain`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+/// How strictly a tag's node version is matched (`--toolchain`; its flag values are in `cli`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolchainPolicy {
     /// The exact `.nvmrc` version the release was built with.

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every file here is a module sharing one harness
 //! (`support`); each area of upstep adds its own `mod` line.
 
+mod architecture;
 mod backup;
 mod detect;
 mod doctor_cli;

@@ -1,79 +1,23 @@
-//! `upstep backup` and `upstep restore`: their flags, and the commands that run them and print
-//! a summary (text for people, one JSON document with `--json`).
+//! `upstep backup` and `upstep restore`: the commands that run them and print a summary (text
+//! for people, one JSON document with `--json`). Their flags are in `cli`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::Args;
 use serde::Serialize;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
-use super::{
+use crate::backup::{
     backup, now_rfc3339, prepare_restore, redact_uri, BackupManifest, BackupOptions, BarProgress,
     CollectionState, NoProgress, PreparedRestore, Progress, RestoreOptions, RestoreReport,
 };
-use crate::cli::{MongoOpts, OutputOpts};
+use crate::cli::{BackupArgs, OutputOpts, RestoreArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::preflight::human_bytes;
 use crate::ui;
-
-#[derive(Debug, Args)]
-pub struct BackupArgs {
-    #[command(flatten)]
-    pub mongo: MongoOpts,
-
-    /// Only these collections (comma-separated or repeated). Default: every collection but
-    /// system.* and upstep's own upstep_*.
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
-    pub collections: Option<Vec<String>>,
-
-    /// The backup directory (default ./upstep-backup-<db>-<UTC timestamp>). Running again with
-    /// the same directory resumes: finished collections are kept.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-
-    /// Compress the files (.bson.gz, .metadata.json.gz, like mongodump --gzip).
-    #[arg(long)]
-    pub gzip: bool,
-
-    #[command(flatten)]
-    pub output: OutputOpts,
-}
-
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// The backup directory (the one `upstep backup` wrote, holding upstep-manifest.json).
-    #[arg(value_name = "BACKUP")]
-    pub backup: PathBuf,
-
-    #[command(flatten)]
-    pub mongo: MongoOpts,
-
-    /// Restore into this MongoDB instead (database from its path, else the backup's). Printed
-    /// only with its password redacted.
-    #[arg(long, value_name = "URI", hide_env_values = true)]
-    pub to_uri: Option<String>,
-
-    /// Only these collections of the backup (comma-separated or repeated).
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
-    pub collections: Option<Vec<String>>,
-
-    /// Replace target collections that already hold documents. Each collection is loaded
-    /// beside the old one and swapped in whole, so none is ever left half-restored. Asks first
-    /// at a terminal; elsewhere needs --yes.
-    #[arg(long)]
-    pub drop: bool,
-
-    /// Answer yes to the confirmation --drop asks for (unattended runs).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-
-    #[command(flatten)]
-    pub output: OutputOpts,
-}
 
 fn progress_for(output: &OutputOpts, verb: &'static str) -> Box<dyn Progress> {
     if output.json {
@@ -124,7 +68,7 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "backup");
     let started = Instant::now();
-    let manifest = crate::commands::runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
+    let manifest = super::runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
     let summary = BackupSummary::new(&out, &manifest, started.elapsed().as_secs_f64());
     if args.output.json {
         ui::print_json(&summary)?;
@@ -146,7 +90,7 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "restore");
     let started = Instant::now();
-    crate::commands::runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let prepared = prepare_restore(uri.as_deref(), &args.backup, &opts).await?;
         if let Err(e) = confirm_replacing(&prepared, args.yes).await {
             prepared.release().await;
