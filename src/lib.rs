@@ -2,6 +2,7 @@
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
 pub mod backup;
+pub mod child;
 pub mod cli;
 pub(crate) mod commands;
 pub mod detect;

@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -439,29 +440,28 @@ async fn start(
 ) -> std::result::Result<(Child, StderrLog, OrphanGuard), StartError> {
     let args = ssh_args(spec, ports);
     tracing::debug!("starting ssh {}", args.join(" "));
-    let mut child = Command::new("ssh")
+    let mut command = Command::new("ssh");
+    command
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            StartError::Failed(if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Tunnel {
-                    message: "the OpenSSH client (`ssh`) is not installed or not on PATH".into(),
-                    fix: "install it (apt-get install openssh-client, or your system's \
+        .kill_on_drop(true);
+    let mut child = crate::child::spawn_tokio(command).map_err(|e| {
+        StartError::Failed(if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Tunnel {
+                message: "the OpenSSH client (`ssh`) is not installed or not on PATH".into(),
+                fix: "install it (apt-get install openssh-client, or your system's \
                           package), or reach the database without --ssh"
-                        .into(),
-                }
-            } else {
-                Error::Tunnel {
-                    message: format!("cannot start ssh: {e}"),
-                    fix: "check that `ssh -V` works for this user".into(),
-                }
-            })
-        })?;
+                    .into(),
+            }
+        } else {
+            Error::Tunnel {
+                message: format!("cannot start ssh: {e}"),
+                fix: "check that `ssh -V` works for this user".into(),
+            }
+        })
+    })?;
     let mut guard = OrphanGuard::for_group(child.id().unwrap_or(0), "SSH tunnel");
     let stderr: StderrLog = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(pipe) = child.stderr.take() {
@@ -821,26 +821,19 @@ fn timeout_error(
     }
 }
 
-fn kill_group_now(pid: u32, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        if pid > 0 {
-            // SAFETY: killpg(2) has no memory-safety preconditions; ssh leads its own group.
-            unsafe {
-                libc::killpg(pid, signal);
-            }
-        }
-    }
+fn kill_group_now(pid: u32, signal: Signal) {
+    crate::child::signal_child_group(pid, signal);
 }
 
 /// SIGTERM to ssh's group, up to 2 s, then SIGKILL; reaps it.
 async fn kill_group(child: &mut Child) {
     if let Some(pid) = child.id() {
-        kill_group_now(pid, libc::SIGTERM);
+        kill_group_now(pid, Signal::SIGTERM);
         if tokio::time::timeout(Duration::from_secs(2), child.wait())
             .await
             .is_err()
         {
-            kill_group_now(pid, libc::SIGKILL);
+            kill_group_now(pid, Signal::SIGKILL);
         }
     }
     let _ = child.kill().await;
@@ -849,7 +842,7 @@ async fn kill_group(child: &mut Child) {
 /// The same, without a runtime (for Drop).
 fn kill_group_blocking(child: &mut Child) {
     if let Some(pid) = child.id() {
-        kill_group_now(pid, libc::SIGTERM);
+        kill_group_now(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
@@ -857,7 +850,7 @@ fn kill_group_blocking(child: &mut Child) {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        kill_group_now(pid, libc::SIGKILL);
+        kill_group_now(pid, Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if !matches!(child.try_wait(), Ok(None)) {

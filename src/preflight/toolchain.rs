@@ -7,7 +7,6 @@
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -244,17 +243,19 @@ fn parse_version_output(output: &str) -> Option<Version> {
 /// Runs `<path> --version` with PATH = `path_env` (so a `#!/usr/bin/env node` script such as
 /// pnpm finds the same node), its own process group (killed whole on timeout), and a deadline.
 fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
-    let mut command = Command::new(path);
-    command
-        .arg("--version")
-        .env("PATH", path_env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0);
+    let command = || {
+        let mut command = Command::new(path);
+        command
+            .arg("--version")
+            .env("PATH", path_env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        command
+    };
     let mut attempts = 0;
     let mut child = loop {
-        match command.spawn() {
+        match crate::child::spawn_std(command(), crate::child::Lifetime::WithUpstep) {
             Ok(child) => break child,
             // A script written a moment ago can be briefly "busy" while another thread's fork
             // still holds it open for writing; that passes within milliseconds.
@@ -301,13 +302,7 @@ fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
 }
 
 fn kill_group(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the group
-        // we created for this child with process_group(0).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
+    crate::child::signal_child_group(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 #[cfg(test)]

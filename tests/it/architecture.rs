@@ -202,3 +202,43 @@ fn only_the_command_line_layer_knows_clap() {
         );
     }
 }
+
+#[test]
+fn only_the_child_module_spawns_and_signals_groups() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    // What starts a child or signals a group, said any other way than through `crate::child`.
+    let forbidden = [
+        "process_group(",
+        "pre_exec(",
+        "killpg(",
+        "libc::kill(",
+        "PR_SET_PDEATHSIG",
+    ];
+    for file in files {
+        if file.ends_with("child.rs") {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&file).expect("read a source file"));
+        for needle in forbidden {
+            assert!(
+                !code.contains(needle),
+                "{} uses `{needle}`: start children and signal their groups through crate::child",
+                file.display()
+            );
+        }
+        for (i, line) in code.lines().enumerate() {
+            let spawns = line.contains(".spawn()")
+                && !line.contains("tokio::spawn")
+                && !line.contains("thread");
+            assert!(
+                !spawns,
+                "{}:{}: `{}`: spawn children through crate::child::spawn_std/spawn_tokio",
+                file.display(),
+                i + 1,
+                line.trim()
+            );
+        }
+    }
+}
