@@ -3,6 +3,7 @@
 
 mod architecture;
 mod backup;
+mod contracts;
 mod detect;
 mod doctor_cli;
 mod git_layer;
