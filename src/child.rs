@@ -106,6 +106,20 @@ fn on_spawner_thread<T: Send + 'static>(
     answer.recv().map_err(|_| gone())?
 }
 
+/// The first executable file named `name` in the directories of `path_env` (a `PATH` value):
+/// the one PATH lookup. Empty entries are skipped (they would mean the working directory).
+pub fn find_on_path(name: &str, path_env: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path_env)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// Whether `pgid` may be signalled: not 0, 1 or negative (those mean "every process" or
 /// "my group"), and not upstep's own group.
 pub fn safe_pgid(pgid: i32) -> bool {
@@ -173,6 +187,24 @@ mod tests {
             Some(libc::SIGKILL),
             "the group's leader got the signal"
         );
+    }
+
+    #[test]
+    fn path_lookup_finds_the_first_executable_and_skips_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (plain, exec) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&plain, &exec] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        std::fs::write(plain.join("tool"), "").expect("write");
+        std::fs::write(exec.join("tool"), "").expect("write");
+        std::fs::set_permissions(exec.join("tool"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let path = std::env::join_paths(["", plain.to_str().unwrap(), exec.to_str().unwrap()])
+            .expect("a PATH");
+        assert_eq!(find_on_path("tool", &path), Some(exec.join("tool")));
+        assert_eq!(find_on_path("absent", &path), None);
     }
 
     #[test]

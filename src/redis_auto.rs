@@ -38,11 +38,7 @@ pub struct ThrowawayRedis {
 /// `redis-server` in the directories of `path_var` (a `PATH` value); a missing one is an error
 /// that says how to install it or how to point at a Redis instead.
 pub fn find_redis_server(path_var: Option<&OsStr>) -> Result<PathBuf> {
-    let found = path_var.and_then(|p| {
-        std::env::split_paths(p)
-            .map(|dir| dir.join("redis-server"))
-            .find(|candidate| is_executable(candidate))
-    });
+    let found = path_var.and_then(|p| crate::child::find_on_path("redis-server", p));
     found.ok_or_else(|| {
         Error::Preflight(
             "`--redis-url auto` needs a local redis-server to start for the run, and none is on \
@@ -51,11 +47,6 @@ pub fn find_redis_server(path_var: Option<&OsStr>) -> Result<PathBuf> {
                 .into(),
         )
     })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Starts a throwaway redis-server (found on PATH) in a new directory under `state_dir`.

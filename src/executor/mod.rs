@@ -11,6 +11,7 @@ pub mod approval;
 pub mod command;
 pub mod decide;
 pub mod lockfile;
+pub mod shim;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

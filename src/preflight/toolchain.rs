@@ -6,7 +6,6 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -220,16 +219,7 @@ fn find_version(tool: &str, path_env: &OsStr) -> Found {
 
 /// The first executable file named `tool` in the directories of `path_env`.
 fn find_on_path(tool: &str, path_env: &OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path_env)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(tool))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    crate::child::find_on_path(tool, path_env)
 }
 
 /// The first `x.y.z` (optionally `v`-prefixed) token in the output.

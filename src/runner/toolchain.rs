@@ -613,15 +613,8 @@ pub fn node_headers_prefix(node_dir: &Path) -> Option<PathBuf> {
     arch.into_iter().next()
 }
 
-/// The first executable `name` in `path_env`.
 fn find_in_path(path_env: &OsStr, name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path_env)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    crate::child::find_on_path(name, path_env)
 }
 
 #[cfg(test)]
