@@ -173,8 +173,8 @@ impl MongoError {
                  and restore, read on admin for diagnostics)"
             }
             MongoFailure::Unreachable => {
-                "check that the server runs and the host and port are right (use --ssh for a \
-                 remote database)"
+                "check that the server runs and the host and port are right (a database that \
+                 cannot be reached from here directly needs --ssh)"
             }
             MongoFailure::Server => "check the server's log; re-run with -v for details",
         }
@@ -193,10 +193,12 @@ impl fmt::Display for MongoError {
                 f,
                 "the MongoDB user of {target} is not allowed to {doing} it: {detail}"
             )?,
+            // One line for people: the hosts and the cause (the driver's account is logged).
             MongoFailure::Unreachable => write!(
                 f,
-                "cannot reach MongoDB at {target} to {doing} it: the server cannot be reached \
-                 ({detail})"
+                "cannot reach MongoDB at {}: {}",
+                crate::words::uri_hosts(target),
+                crate::words::connect_failure_reason(detail)
             )?,
             MongoFailure::Server => write!(f, "cannot {doing} MongoDB at {target}: {detail}")?,
         }
@@ -217,7 +219,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("release map {} has {} problem(s):\n{}", .name, .problems.len(), format_problems(.problems))]
+    #[error("release map {} has {}:\n{}", .name, crate::words::count(.problems.len(), "problem"), format_problems(.problems))]
     MapInvalid {
         name: String,
         problems: Vec<MapProblem>,

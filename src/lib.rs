@@ -2,10 +2,12 @@
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
 pub mod backup;
+pub mod cache;
 pub mod child;
 pub mod cli;
 pub(crate) mod commands;
 pub mod date;
+pub mod decided;
 pub mod detect;
 pub mod doctor;
 pub mod downloads;
@@ -18,6 +20,7 @@ pub mod npm_range;
 pub mod ops;
 pub mod orphan_guard;
 pub mod plan;
+pub mod plan_needs;
 pub mod preflight;
 pub mod redact;
 pub mod redis_auto;
@@ -29,6 +32,7 @@ pub mod store;
 pub mod tunnel;
 pub mod ui;
 pub mod version;
+pub mod words;
 
 use std::ffi::OsString;
 

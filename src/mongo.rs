@@ -51,13 +51,20 @@ pub fn classify(err: &DriverError) -> MongoFailure {
 /// The one mapping from a driver error (met while `doing` something to the MongoDB at
 /// `target`, already redacted) to an upstep error. `secrets` are scrubbed from the detail.
 pub fn driver_error(doing: &str, target: &str, secrets: &[String], err: &DriverError) -> Error {
-    let line = err.to_string();
-    let line = line.lines().next().unwrap_or_default();
+    let full = scrub(&err.to_string(), secrets);
+    // The driver's whole account only under -v: it can run to a dozen nested clauses.
+    tracing::debug!("MongoDB driver error: {full}");
+    let failure = classify(err);
+    let detail = match failure {
+        // The whole text: the cause is picked out of it when printed.
+        MongoFailure::Unreachable => full,
+        _ => full.lines().next().unwrap_or_default().to_string(),
+    };
     Error::Mongo(MongoError {
-        failure: classify(err),
+        failure,
         target: target.to_string(),
         doing: doing.to_string(),
-        detail: scrub(line, secrets),
+        detail,
     })
 }
 
@@ -160,10 +167,7 @@ mod tests {
         };
         let text = err.to_string();
         assert!(
-            text.starts_with(
-                "cannot reach MongoDB at mongodb://u:****@h:1/db to read collection x of it: the \
-                 server cannot be reached (timed out)"
-            ),
+            text.starts_with("cannot reach MongoDB at h:1: timed out\n  fix:"),
             "{text}"
         );
         assert!(text.contains("fix: check that the server runs"), "{text}");

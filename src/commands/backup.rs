@@ -13,6 +13,7 @@ use crate::backup::{
     PreparedRestore, Progress, RestoreOptions,
 };
 use crate::cli::{BackupArgs, OutputOpts, RestoreArgs};
+use crate::commands::resolve::{mongo_settings, through_tunnel};
 use crate::error::{Error, ExitCode, Result};
 use crate::ui;
 use crate::ui::backup_text::{restore_text, stopped_text, BackupSummary};
@@ -41,7 +42,12 @@ fn database_in(uri: &str) -> Option<String> {
 }
 
 pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
-    let uri = args.mongo.resolve().ok_or_else(no_uri)?;
+    let settings = mongo_settings(&args.mongo, &args.ssh, &args.profile)?;
+    let uri = settings
+        .mongo_uri
+        .clone()
+        .map(|u| u.value)
+        .ok_or_else(no_uri)?;
     let out = match &args.out {
         Some(out) => out.clone(),
         None => {
@@ -66,7 +72,14 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "backup");
     let started = Instant::now();
-    let manifest = super::runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
+    let manifest = super::runtime()?.block_on(async {
+        let (uri, tunnel) = through_tunnel(&settings, uri, true).await?;
+        let manifest = backup(&uri, &opts, progress.as_ref()).await;
+        if let Some(t) = tunnel {
+            t.close().await;
+        }
+        manifest
+    })?;
     let summary = BackupSummary::new(&out, &manifest, started.elapsed().as_secs_f64());
     if args.output.json {
         ui::print_json(&summary)?;
@@ -77,7 +90,8 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
 }
 
 pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
-    let uri = args.mongo.resolve();
+    let settings = mongo_settings(&args.mongo, &args.ssh, &args.profile)?;
+    let uri = settings.mongo_uri.clone().map(|u| u.value);
     if uri.is_none() && args.to_uri.is_none() {
         return Err(no_uri());
     }
@@ -89,6 +103,23 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
     let progress = progress_for(&args.output, "restore");
     let started = Instant::now();
     super::runtime()?.block_on(async {
+        // With --ssh, the MongoDB restored into (--to-uri, else the settings') is reached
+        // through the tunnel, which lives until the restore ends.
+        let (uri, opts, _tunnel) = match (&opts.to_uri, uri) {
+            (Some(to), uri) => {
+                let (to, tunnel) = through_tunnel(&settings, to.clone(), true).await?;
+                let opts = RestoreOptions {
+                    to_uri: Some(to),
+                    ..opts
+                };
+                (uri, opts, tunnel)
+            }
+            (None, Some(uri)) => {
+                let (uri, tunnel) = through_tunnel(&settings, uri, true).await?;
+                (Some(uri), opts, tunnel)
+            }
+            (None, None) => (None, opts, None),
+        };
         let prepared = prepare_restore(uri.as_deref(), &args.backup, &opts).await?;
         if let Err(e) = confirm_replacing(&prepared, args.yes).await {
             prepared.release().await;
@@ -123,8 +154,9 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
                     let mut text = restore_text(&report, seconds);
                     if !reset.is_empty() {
                         text.push_str(&format!(
-                            "journal: {} step(s) ran after this backup and are pending again: {}\n",
-                            reset.len(),
+                            "journal: {} ran after this backup and {} pending again: {}\n",
+                            crate::words::count(reset.len(), "step"),
+                            if reset.len() == 1 { "is" } else { "are" },
                             reset.join(", ")
                         ));
                     }
@@ -168,8 +200,8 @@ async fn confirm_replacing(prepared: &PreparedRestore, yes: bool) -> Result<()> 
         .map(|(name, n)| format!("{name} (about {n} documents)"))
         .collect();
     let what = format!(
-        "restore --drop replaces {} collection(s) of database {} at {} with the backup of {}: {}",
-        replaced.len(),
+        "restore --drop replaces {} of database {} at {} with the backup of {}: {}",
+        crate::words::count(replaced.len(), "collection"),
         prepared.database(),
         prepared.target(),
         prepared.backup_created_at(),

@@ -126,7 +126,11 @@ pub async fn confirm_risky() -> Result<bool> {
 
 pub fn confirm_run(steps: usize) -> Result<bool> {
     Confirm::new()
-        .with_prompt(format!("Run these {steps} step(s)?"))
+        .with_prompt(if steps == 1 {
+            "Run this step?".to_string()
+        } else {
+            format!("Run these {steps} steps?")
+        })
         .default(true)
         .interact()
         .map_err(cancelled)

@@ -61,8 +61,8 @@ pub(super) fn resolve_settings(
 pub(super) struct Connected {
     pub(super) store: Store,
     /// The URI the scripts use (rewritten to the tunnel's local end).
-    uri: String,
-    tunnel: Option<Tunnel>,
+    pub(super) uri: String,
+    pub(super) tunnel: Option<Tunnel>,
 }
 
 pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Connected> {
@@ -144,7 +144,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     };
     let approved = approved_steps(&map, &args.run.approve)?;
     let backup_dir = choose_backup(args, interactive)?;
-    let key_var = settings.encryption_key_env.value.clone();
+    let key_var = super::resolve::key_var(&settings, &args.run_env)?;
     let json = args.output.json;
     let mut multi = None;
     let mut reporter: Box<dyn Reporter> = if json {
@@ -206,7 +206,13 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             guided = Some(guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?);
         }
         let plan = executor::full_plan(&opts)?;
-        let needs_redis = plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
+        // The decision plan, doctor and status show: the preflight checks what will run.
+        let guided_facts = guided.as_ref().map(|(_, facts): &(_, KnownFacts)| facts);
+        let (decided_facts, preflight_plan) =
+            crate::decided::before_run(&opts, &connected.store, guided_facts, &plan).await?;
+        let needs_redis = preflight_plan
+            .steps()
+            .any(|(_, s)| s.needs.contains(&Need::Redis));
 
         // A throwaway Redis lives for this run only (dropped at the end of this block).
         let mut _throwaway = None;
@@ -226,17 +232,6 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         }
         opts.connection = connection;
 
-        // The preflight checks the tags an upgrade from --from sets up (disk, toolchains):
-        // scripts older than --from are applied in all but unusual cases.
-        let mut preflight_plan = plan.clone();
-        if let Some(from) = &opts.from {
-            preflight_plan.retain_steps(|s| {
-                s.introduced_in
-                    .as_deref()
-                    .and_then(|v| semver::Version::parse(v).ok())
-                    .is_none_or(|v| &v > from)
-            });
-        }
         if !opts.dry_run {
             preflight(
                 &opts,
@@ -255,10 +250,9 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         if interactive {
             interactive::spawn_stop_prompt(watcher.clone(), multi.clone());
         }
-        let mut known = None;
-        if let Some((decided, facts)) = guided {
+        let mut known = decided_facts;
+        if let Some((decided, _)) = guided {
             confirm_risky_steps(&mut opts, &plan, &decided, reporter.as_mut()).await?;
-            known = Some(facts);
         }
         let mut tunnel = connected.tunnel;
         let summary = loop {
@@ -291,8 +285,9 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     if !json {
         let text = if args.run.dry_run {
             format!(
-                "Dry run: {} step(s) would run, {} would be skipped; nothing was touched.\n",
-                summary.ran, summary.skipped
+                "Dry run: {} would run, {} would be skipped; nothing was touched.\n",
+                crate::words::count(summary.ran, "step"),
+                summary.skipped
             )
         } else {
             format!(
@@ -515,16 +510,7 @@ async fn preflight(
     let report = doctor::run_checks(&inputs).await;
     for check in report.checks.iter().filter(|c| c.severity != Severity::Ok) {
         reporter.report(&RunEvent::Notice {
-            message: format!(
-                "preflight {}: {} {}",
-                check.id,
-                check.reason,
-                check
-                    .fix
-                    .as_deref()
-                    .map(|f| format!("(fix: {f})"))
-                    .unwrap_or_default()
-            ),
+            message: crate::ui::words::check_notice(check),
         });
     }
     if report.blockers > 0 {
@@ -542,8 +528,8 @@ async fn preflight(
             })
             .collect();
         return Err(Error::Preflight(format!(
-            "preflight found {} blocker(s); nothing was run:\n  {}",
-            report.blockers,
+            "preflight found {}; nothing was run:\n  {}",
+            crate::words::count(report.blockers, "blocker"),
             list.join("\n  ")
         )));
     }
@@ -638,9 +624,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
         let connected = connect(&settings, !is_interactive(false)).await?;
         let store = &connected.store;
         let opts = read_only_options(map, to);
-        let plan = executor::full_plan(&opts)?;
-        let entries = crate::store::journal::read_entries(store).await?;
-        let decided = executor::decide_steps(&opts, &plan, store, &entries).await;
+        // The same decision as plan, doctor and upgrade.
+        let decision = crate::decided::decide(&opts, store, Default::default()).await?;
+        let (plan, decided, entries) = (&decision.full, &decision.steps, &decision.facts.entries);
         let lock = RunLock::new(store).current().await?.map(|l| l.describe());
         let last_backup = crate::store::journal::last_event(store, "backup-taken")
             .await?
@@ -668,7 +654,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 id: step.id.clone(),
                 release: group.git_ref.clone(),
                 journal: entry.map(|e| e.status.as_str().to_string()),
-                data: None,
+                data: d.and_then(|d| d.data).map(|s| s.as_str().to_string()),
                 detail: entry
                     .map(|e| e.summary())
                     .filter(|s| !s.is_empty())
@@ -747,8 +733,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     }
     if args.check && report.pending > 0 {
         return Err(Error::Pending(format!(
-            "{} migration(s) are not applied (status --check)",
-            report.pending
+            "{} not applied (status --check)",
+            crate::words::count(report.pending, "migration")
+                + if report.pending == 1 { " is" } else { " are" }
         )));
     }
     Ok(ExitCode::Success)

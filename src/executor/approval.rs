@@ -107,13 +107,18 @@ pub fn check(risky: &[RiskyStep], approvals: &Approvals) -> Result<()> {
     if let Some(first) = unapproved.first() {
         let list: Vec<String> = unapproved.iter().map(|r| r.describe()).collect();
         return Err(Error::NeedsDecision(format!(
-            "{} step(s) need an approval of their own before the upgrade can go on; nothing was \
+            "{} an approval of their own before the upgrade can go on; nothing was \
              run:\n  {}\n  each is not idempotent and no data check can tell whether it ran, so a \
              repeat or a partial run would go unnoticed; --yes does not approve it.\n  fix: check \
              that it has not run on this database (its warnings, `upstep status`), then approve \
              it with --approve <id> (repeat the flag for several), e.g. --approve {}; or run at a \
              terminal and answer its question",
-            unapproved.len(),
+            crate::words::count(unapproved.len(), "step")
+                + if unapproved.len() == 1 {
+                    " needs"
+                } else {
+                    " need"
+                },
             list.join("\n  "),
             first.id
         )));

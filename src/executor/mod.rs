@@ -809,9 +809,10 @@ async fn run_locked(
         )
         .await?;
         reporter.report(&RunEvent::Notice {
-            message: format!(
-                "{}: node {} from {}",
-                group.git_ref, toolchain.node_version, toolchain.node_source
+            message: crate::words::toolchain_notice(
+                &group.git_ref,
+                &toolchain.node_version,
+                &toolchain.node_source,
             ),
         });
         let mut path_prefix = vec![toolchain.node_dir.clone()];
@@ -1284,8 +1285,8 @@ async fn check_downloads(
         return Ok(());
     }
     Err(Error::Preflight(format!(
-        "{} download(s) the setup needs cannot be reached; nothing was run:\n  {}",
-        blocked.len(),
+        "{} the setup needs cannot be reached; nothing was run:\n  {}",
+        crate::words::count(blocked.len(), "download"),
         blocked.join("\n  ")
     )))
 }
@@ -1378,8 +1379,8 @@ async fn run_setup(
         Some(file) => {
             let repaired = lockfile::RepairedLockfile::apply(worktree, file)?;
             let detail = format!(
-                "{file}: reconciled {} stale workspace-link specifier(s) with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
-                repaired.edits.len()
+                "{file}: reconciled {} with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
+                crate::words::count(repaired.edits.len(), "stale workspace-link specifier")
             );
             setup_log.write(&format!("\n# {detail}\n"))?;
             for edit in &repaired.edits {
@@ -1661,6 +1662,7 @@ async fn run_step(
         id: id.into(),
         git_ref: group.git_ref.clone(),
         runs_as: step.runs_as.clone(),
+        warnings: step.warnings.clone(),
     });
 
     let cmd = command::step_command(worktree, era, &step.mode, &step.script, id)?;
@@ -1838,7 +1840,10 @@ async fn run_step(
             FpState::Pending => {
                 let count = report.checks.iter().filter_map(|c| c.count).sum::<u64>();
                 status = StepStatus::Failed;
-                reason = format!("{reason}, but it did not migrate: its data check still finds {count} pending document(s)");
+                reason = format!(
+                    "{reason}, but it did not migrate: its data check still finds {}",
+                    crate::words::count(count as usize, "pending document")
+                );
                 format!("{count} pending")
             }
             FpState::Unknown => {

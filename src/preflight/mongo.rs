@@ -220,10 +220,13 @@ impl Context {
             )
             .with_details(vec![message]);
         }
-        let why = if message.to_ascii_lowercase().contains("connection refused") {
-            "connection refused".to_string()
+        // One cause for people; the driver's whole account only under -v.
+        let why = crate::words::connect_failure_reason(&message);
+        tracing::debug!("MongoDB driver error: {message}");
+        let details = if tracing::enabled!(tracing::Level::DEBUG) {
+            vec![message]
         } else {
-            message.clone()
+            Vec::new()
         };
         CheckResult::blocker(
             "mongo.connect",
@@ -235,7 +238,7 @@ impl Context {
             ),
             CONNECT_FIX,
         )
-        .with_details(vec![message])
+        .with_details(details)
     }
 
     fn auth_failure(&self, failure: &Failure, options: &ClientOptions) -> CheckResult {
@@ -401,9 +404,8 @@ impl Context {
             ID,
             title,
             format!(
-                "{} collection{}, about {total} documents",
-                collections.len(),
-                if collections.len() == 1 { "" } else { "s" }
+                "{}, about {total} documents",
+                crate::words::count(collections.len(), "collection")
             ),
         )
         .with_details(details);

@@ -192,8 +192,8 @@ fn leftovers_text(report: &RestoreReport) -> String {
         return String::new();
     }
     format!(
-        "Removed {} temporary collection(s) an interrupted restore had left: {}\n",
-        report.leftovers_removed.len(),
+        "Removed {} an interrupted restore had left: {}\n",
+        crate::words::count(report.leftovers_removed.len(), "temporary collection"),
         report.leftovers_removed.join(", ")
     )
 }

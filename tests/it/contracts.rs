@@ -94,6 +94,7 @@ fn one_of_each_event() -> Vec<RunEvent> {
             id: String::new(),
             git_ref: String::new(),
             runs_as: String::new(),
+            warnings: Vec::new(),
         },
         RunEvent::Output {
             id: String::new(),

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod backup;
+mod cache_cli;
 mod contracts;
 mod detect;
 mod doctor_cli;
@@ -10,6 +11,7 @@ mod git_layer;
 mod interactive;
 mod journal_contract;
 mod novu_seed;
+mod one_picture;
 mod ops_redis;
 mod ops_settings;
 mod ops_tunnel;
@@ -19,9 +21,11 @@ mod preflight;
 mod runner_proc;
 mod secrets_url;
 mod services;
+mod settings_path;
 mod store;
 mod support;
 mod upgrade;
 mod upgrade_gentle;
 mod upgrade_setup;
 mod upgrade_ssh;
+mod wording;
