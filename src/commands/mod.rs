@@ -32,7 +32,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             &args.connect,
             &args.output,
         ),
-        Command::Upgrade(args) => run::upgrade_command(&args),
+        Command::Upgrade(args) => upgrade::upgrade_command(&args),
         Command::Status(args) => run::status_command(&args),
         Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
@@ -62,6 +62,7 @@ mod doctor;
 mod interactive;
 pub(crate) mod resolve;
 mod run;
+mod upgrade;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {
     release_map::load(opts.map.as_deref())
