@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::ExitCode;
+use crate::runner::toolchain::ToolchainPolicy;
 
 /// The exit-code table, rendered once from `ExitCode::TABLE` for `--help`.
 fn exit_codes_help() -> &'static str {
@@ -52,6 +53,22 @@ pub struct GlobalOpts {
     pub log_format: LogFormat,
 }
 
+/// `--toolchain`'s values, here so the runner does not depend on clap.
+impl clap::ValueEnum for ToolchainPolicy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ToolchainPolicy::Exact, ToolchainPolicy::Range]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            ToolchainPolicy::Exact => clap::builder::PossibleValue::new("exact")
+                .help("The exact `.nvmrc` version the release was built with"),
+            ToolchainPolicy::Range => clap::builder::PossibleValue::new("range")
+                .help("Any node inside the release's `engines.node` range"),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -84,9 +101,9 @@ pub enum Command {
     #[command(subcommand)]
     Map(MapCommand),
     /// Back up the database (mongodump's directory format, with a checksummed manifest).
-    Backup(crate::backup::args::BackupArgs),
+    Backup(BackupArgs),
     /// Restore a backup, verified against its manifest first.
-    Restore(crate::backup::args::RestoreArgs),
+    Restore(RestoreArgs),
     /// Show the settings upstep resolves from flags, environment and upstep.toml.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -103,12 +120,75 @@ pub enum Command {
     Man,
 }
 
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
+
+    /// Only these collections (comma-separated or repeated). Default: every collection but
+    /// system.* and upstep's own upstep_*.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+
+    /// The backup directory (default ./upstep-backup-<db>-<UTC timestamp>). Running again with
+    /// the same directory resumes: finished collections are kept.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Compress the files (.bson.gz, .metadata.json.gz, like mongodump --gzip).
+    #[arg(long)]
+    pub gzip: bool,
+
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory (the one `upstep backup` wrote, holding upstep-manifest.json).
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
+
+    /// Restore into this MongoDB instead (through the SSH tunnel with --ssh) (database from its path, else the backup's). Printed
+    /// only with its password redacted.
+    #[arg(long, value_name = "URI", hide_env_values = true)]
+    pub to_uri: Option<String>,
+
+    /// Only these collections of the backup (comma-separated or repeated).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+
+    /// Replace target collections that already hold documents. Each collection is loaded
+    /// beside the old one and swapped in whole, so none is ever left half-restored. Asks first
+    /// at a terminal; elsewhere needs --yes.
+    #[arg(long)]
+    pub drop: bool,
+
+    /// Answer yes to the confirmation --drop asks for (unattended runs).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
 /// How the scripts' environment is prepared.
 #[derive(Debug, Args, Clone)]
 pub struct RunEnvOpts {
     /// Which node a tag runs with: its exact .nvmrc version, or any inside engines.node.
-    #[arg(long, value_enum, default_value_t = crate::doctor::ToolchainPolicy::Exact)]
-    pub toolchain: crate::doctor::ToolchainPolicy,
+    #[arg(long, value_enum, default_value_t = ToolchainPolicy::Exact)]
+    pub toolchain: ToolchainPolicy,
 
     /// Name of the environment variable holding the store encryption key (the key itself is
     /// never accepted on the command line) [default: the profile's encryption_key_env, else

@@ -52,7 +52,7 @@ pub fn check_plan_against_repo(
         Err(Error::repository(
             format!(
                 "{} of the plan {} not exist at their tag in {}:\n  {}",
-                crate::ui::words::count(missing.len(), "script"),
+                crate::words::count(missing.len(), "script"),
                 if missing.len() == 1 { "does" } else { "do" },
                 location,
                 missing.join("\n  ")

@@ -50,11 +50,12 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             crate::ops::dispatch(command)
         }
         Command::Cache(args) => cache::cache_command(&args),
-        Command::Backup(args) => crate::backup::args::backup_command(&args),
-        Command::Restore(args) => crate::backup::args::restore_command(&args),
+        Command::Backup(args) => backup::backup_command(&args),
+        Command::Restore(args) => backup::restore_command(&args),
     }
 }
 
+mod backup;
 mod cache;
 mod detect;
 mod doctor;
@@ -194,7 +195,7 @@ fn plan_command(
         // The plan is printed; the exit code says it cannot run from here.
         return Err(Error::Preflight(format!(
             "{} of this plan cannot be set up from here: a download {} install needs is out of reach (see the plan above)",
-            crate::ui::words::count(blockers, "tag"),
+            crate::words::count(blockers, "tag"),
             if blockers == 1 { "its" } else { "their" }
         )));
     }

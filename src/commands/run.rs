@@ -223,7 +223,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     if args.check && report.pending > 0 {
         return Err(Error::Pending(format!(
             "{} not applied (status --check)",
-            crate::ui::words::count(report.pending, "migration")
+            crate::words::count(report.pending, "migration")
                 + if report.pending == 1 { " is" } else { " are" }
         )));
     }

@@ -192,7 +192,7 @@ fn summary_text(dry_run: bool, summary: &executor::Summary) -> String {
     if dry_run {
         format!(
             "Dry run: {} would run, {} would be skipped; nothing was touched.\n",
-            crate::ui::words::count(summary.ran, "step"),
+            crate::words::count(summary.ran, "step"),
             summary.skipped
         )
     } else {
@@ -402,7 +402,7 @@ async fn preflight(
             .collect();
         return Err(Error::Preflight(format!(
             "preflight found {}; nothing was run:\n  {}",
-            crate::ui::words::count(report.blockers, "blocker"),
+            crate::words::count(report.blockers, "blocker"),
             list.join("\n  ")
         )));
     }

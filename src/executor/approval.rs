@@ -145,7 +145,7 @@ pub fn check(risky: &[RiskyStep], approvals: &Approvals) -> Result<()> {
              that it has not run on this database (its warnings, `upstep status`), then approve \
              it with --approve <id> (repeat the flag for several), e.g. --approve {}; or run at a \
              terminal and answer its question",
-            crate::ui::words::count(unapproved.len(), "step")
+            crate::words::count(unapproved.len(), "step")
                 + if unapproved.len() == 1 {
                     " needs"
                 } else {

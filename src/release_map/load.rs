@@ -907,12 +907,12 @@ fn check_ordering(map: &ReleaseMap, raw: &[RawMigration], sink: &mut Problems) {
     for (a, from) in points.iter().enumerate() {
         for to in &points[a + 1..] {
             for include_unreleased in [false, true] {
-                let req = crate::plan::PlanRequest {
+                let req = super::order::PlanRequest {
                     from: from.clone(),
                     to: to.clone(),
                     include_unreleased,
                 };
-                if let Err(v) = crate::plan::order_steps(map, &req) {
+                if let Err(v) = super::order::order_steps(map, &req) {
                     let at = index[v.migration.as_str()];
                     sink.at(
                         &raw[at].id,

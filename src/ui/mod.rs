@@ -1,6 +1,7 @@
 //! Everything upstep prints on stdout goes through here: human text (aligned, coloured only
 //! on a terminal and never under NO_COLOR) or JSON. Logs go to stderr through `tracing`.
 
+pub mod backup_text;
 pub mod cache_text;
 pub mod detect_text;
 pub mod doctor_text;

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use super::words::{count, them};
 use super::{pad, Styler};
-use crate::decided::PlanNeeds;
 use crate::plan::{Plan, PlanStep};
+use crate::plan_needs::PlanNeeds;
 use crate::preflight::human_bytes;
 use crate::release_map::{Exits, Idempotency, Need};
 

@@ -1,8 +1,10 @@
 //! The one integration-test binary: every file here is a module sharing one harness
 //! (`support`); each area of upstep adds its own `mod` line.
 
+mod architecture;
 mod backup;
 mod cache_cli;
+mod contracts;
 mod detect;
 mod doctor_cli;
 mod git_layer;
