@@ -25,6 +25,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             plan_command(&args.range, &args.map, &args.repo, &args.output)
         }
         Command::Upgrade(args) => run::upgrade_command(&args),
+        Command::Rehearse(args) => rehearse::rehearse_command(&args),
         Command::Status(args) => run::status_command(&args),
         Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
@@ -48,6 +49,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
 
 mod detect;
 mod interactive;
+mod rehearse;
 mod run;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {

@@ -61,8 +61,8 @@ pub(super) fn resolve_settings(
 pub(super) struct Connected {
     pub(super) store: Store,
     /// The URI the scripts use (rewritten to the tunnel's local end).
-    uri: String,
-    tunnel: Option<Tunnel>,
+    pub(super) uri: String,
+    pub(super) tunnel: Option<Tunnel>,
 }
 
 pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Connected> {
@@ -127,6 +127,14 @@ fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
 }
 
 pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
+    upgrade_with(args, super::rehearse::RunHooks::default())
+}
+
+/// `upgrade`, with what a rehearsal changes in it (`hooks`; see commands/rehearse.rs).
+pub(super) fn upgrade_with(
+    args: &UpgradeArgs,
+    mut hooks: super::rehearse::RunHooks,
+) -> Result<ExitCode> {
     let mut settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let interactive = is_interactive(args.run.yes);
     if settings.mongo_uri.is_none() && interactive && !args.output.json {
@@ -159,14 +167,18 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             echo_output: tracing::enabled!(tracing::Level::DEBUG),
         })
     };
+    if let Some(wrap) = hooks.wrap_reporter.take() {
+        reporter = wrap(reporter);
+    }
 
     let rt = runtime()?;
     let result = rt.block_on(async {
         let connected = connect(&settings, !interactive).await?;
+        let connected_uri = settings.mongo_uri.as_ref().map(|s| s.value.clone()).unwrap_or_default();
         let mut connection = Connection {
             mongo_uri: connected.uri.clone(),
             encryption_key: std::env::var(&key_var).ok().filter(|k| !k.is_empty()),
-            private_env: settings.private_env_vars(),
+            private_env: [settings.private_env_vars(), hooks.private_env.clone()].concat(),
             ..Connection::default()
         };
         let mut opts = UpgradeOptions {
@@ -206,6 +218,7 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             guided = Some(guided_flow(args, &mut opts, &connected.store, reporter.as_mut()).await?);
         }
         let plan = executor::full_plan(&opts)?;
+        hooks.at_plan(&opts, &plan, &connected_uri, reporter.as_mut());
         let needs_redis = plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis));
 
         // A throwaway Redis lives for this run only (dropped at the end of this block).
@@ -282,13 +295,17 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             }
             break result;
         };
+        let summary = match summary {
+            Ok(summary) if !args.then.is_empty() => crate::promote::after_run(&args.then, &opts, &connected.store, &watcher, reporter.as_mut()).await.map(|()| summary),
+            other => other,
+        };
         if let Some(t) = tunnel {
             t.close().await;
         }
         summary
     });
     let summary = result?;
-    if !json {
+    if !json && !hooks.is_rehearsal() {
         let text = if args.run.dry_run {
             format!(
                 "Dry run: {} step(s) would run, {} would be skipped; nothing was touched.\n",

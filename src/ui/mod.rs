@@ -6,6 +6,7 @@ pub mod doctor_text;
 pub mod events;
 pub mod plan_text;
 pub mod progress;
+pub mod rehearse_text;
 
 use std::io::{IsTerminal, Write};
 

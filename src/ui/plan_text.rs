@@ -46,6 +46,19 @@ fn safety(step: &PlanStep, st: &Styler) -> String {
     }
 }
 
+/// The worst case of a step in one line: its risks, and what a backup taken first restores.
+fn worst_text(w: &crate::plan::WorstCase, st: &Styler) -> String {
+    if w.risks.is_empty() {
+        return st.dim("harmless to repeat and verifiable from the data");
+    }
+    let risks: Vec<String> = w.risks.iter().map(|r| r.replace('-', " ")).collect();
+    format!(
+        "{}; a backup taken first (--backup DIR) restores {}",
+        st.warn(&risks.join(", ")),
+        w.backup_restores
+    )
+}
+
 pub fn render(plan: &Plan, st: &Styler) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -163,6 +176,7 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
                 &format!("{}; {}", step.runs_as, exits_text(step.mode.exits)),
             );
             row(&mut out, "safety", &safety(step, st));
+            row(&mut out, "worst", &worst_text(&step.worst_case, st));
             if !step.needs.is_empty() {
                 let needs: Vec<&str> = step.needs.iter().map(|n| need_text(*n)).collect();
                 row(&mut out, "needs", &needs.join(", "));
