@@ -49,13 +49,17 @@ fn safety(step: &PlanStep, st: &Styler) -> String {
 /// The worst case of a step in one line: its risks, and what a backup taken first restores.
 fn worst_text(w: &crate::plan::WorstCase, st: &Styler) -> String {
     if w.risks.is_empty() {
-        return st.dim("harmless to repeat and verifiable from the data");
+        return st.dim("none: safe to repeat, and its data check verifies it");
     }
     let risks: Vec<String> = w.risks.iter().map(|r| r.replace('-', " ")).collect();
+    let what = if w.collections.is_empty() {
+        "every collection".to_string()
+    } else {
+        w.collections.join(", ")
+    };
     format!(
-        "{}; a backup taken first (--backup DIR) restores {}",
-        st.warn(&risks.join(", ")),
-        w.backup_restores
+        "{}; only a backup taken first (--backup DIR) undoes it: it restores {what} as before the run",
+        st.warn(&risks.join(", "))
     )
 }
 
