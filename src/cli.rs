@@ -801,8 +801,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(super::Cli::try_parse_from(["upstep", "upgrade", "--dry-run", "--then", "x"])
-            .is_err());
+        assert!(
+            super::Cli::try_parse_from(["upstep", "upgrade", "--dry-run", "--then", "x"]).is_err()
+        );
     }
 
     #[test]

@@ -61,8 +61,9 @@ pub fn unverified_steps(
                 "it succeeded, but no data check can verify its work".to_string()
             }
             (_, Some(status)) => format!("the journal says {}", status.as_str()),
-            (_, None) => "it has not run, and no data check can tell whether it is applied"
-                .to_string(),
+            (_, None) => {
+                "it has not run, and no data check can tell whether it is applied".to_string()
+            }
         };
         out.push(Unverified {
             id: d.id.clone(),
@@ -143,7 +144,10 @@ pub async fn after_run(
         )
         .await?;
     reporter.report(&RunEvent::Notice {
-        message: format!("every step is verified: promoting ({program}; log: {})", log.display()),
+        message: format!(
+            "every step is verified: promoting ({program}; log: {})",
+            log.display()
+        ),
     });
     let started = Instant::now();
     let outcome = match process::spawn_child(&spec) {
@@ -198,7 +202,13 @@ pub async fn after_run(
                 o.tail.clone(),
             ),
         },
-        Err(e) => ("failed", None, None, format!("could not start: {e}"), Vec::new()),
+        Err(e) => (
+            "failed",
+            None,
+            None,
+            format!("could not start: {e}"),
+            Vec::new(),
+        ),
     };
     journal
         .event(

@@ -55,7 +55,12 @@ pub fn with_database(uri: &str, db: &str) -> Result<String> {
 fn hosts_of(uri: &str) -> Option<String> {
     let (_, rest) = uri.split_once("://")?;
     let hosts = rest.split(['/', '?']).next()?;
-    Some(hosts.rsplit_once('@').map_or(hosts, |(_, h)| h).to_lowercase())
+    Some(
+        hosts
+            .rsplit_once('@')
+            .map_or(hosts, |(_, h)| h)
+            .to_lowercase(),
+    )
 }
 
 /// Whether two URIs reach the same server (same hosts, whatever the credentials).
@@ -243,7 +248,11 @@ impl Recorder {
                 }
             }
             RunEvent::Notice { message } => {
-                match self.running.as_ref().and_then(|(i, _, _)| state.steps.get_mut(*i)) {
+                match self
+                    .running
+                    .as_ref()
+                    .and_then(|(i, _, _)| state.steps.get_mut(*i))
+                {
                     Some(step) => step.warnings.push(message.clone()),
                     None => state.notices.push(message.clone()),
                 }
@@ -476,7 +485,10 @@ pub fn save_record(state_dir: &Path, report: &RehearsalReport) -> Result<Option<
     };
     write().map_err(|e| {
         Error::usage(
-            format!("cannot keep the rehearsal's record in {}: {e}", path.display()),
+            format!(
+                "cannot keep the rehearsal's record in {}: {e}",
+                path.display()
+            ),
             "make the state directory writable (UPSTEP_STATE_DIR)",
         )
     })?;
@@ -509,7 +521,10 @@ mod tests {
             with_database("mongodb://u:p@h1:1,h2:2/novu-db?authSource=admin", "s").unwrap(),
             "mongodb://u:p@h1:1,h2:2/s?authSource=admin"
         );
-        assert_eq!(with_database("mongodb://h/db", "s").unwrap(), "mongodb://h/s");
+        assert_eq!(
+            with_database("mongodb://h/db", "s").unwrap(),
+            "mongodb://h/s"
+        );
         assert!(with_database("mongodb://h", "s").is_err());
         assert_eq!(database_of("mongodb://h/db?x=1").as_deref(), Some("db"));
         assert_eq!(database_of("mongodb://h/?x=1"), None);
@@ -528,7 +543,10 @@ mod tests {
 
     #[test]
     fn same_database_ignores_credentials_and_options_only() {
-        assert!(same_database("mongodb://a:b@h:1/db", "mongodb://h:1/db?x=1"));
+        assert!(same_database(
+            "mongodb://a:b@h:1/db",
+            "mongodb://h:1/db?x=1"
+        ));
         assert!(!same_database("mongodb://h:1/db", "mongodb://h:1/db2"));
         assert!(!same_database("mongodb://h:1/db", "mongodb://other:1/db"));
     }

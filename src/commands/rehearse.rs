@@ -31,12 +31,15 @@ use crate::store::{Store, JOURNAL};
 use crate::ui::events::{Reporter, RunEvent};
 use crate::ui::{self, Styler};
 
+/// Wraps the run's reporter in another (the rehearsal's recorder).
+pub(super) type WrapReporter = Box<dyn FnOnce(Box<dyn Reporter>) -> Box<dyn Reporter>>;
+
 /// What a rehearsal changes in the upgrade run (`run::upgrade_with`); the default is a plain
 /// upgrade.
 #[derive(Default)]
 pub(super) struct RunHooks {
     /// Wraps the run's reporter (the rehearsal measures each step from the events).
-    pub wrap_reporter: Option<Box<dyn FnOnce(Box<dyn Reporter>) -> Box<dyn Reporter>>>,
+    pub wrap_reporter: Option<WrapReporter>,
     /// More inherited variables no child may see.
     pub private_env: Vec<String>,
     /// Set in a rehearsal.
@@ -124,11 +127,7 @@ impl Measure for ScratchMeasure {
                 count_limit: Some(i64::MAX as u64),
             };
             let report = fingerprint::evaluate(&db, &fp, opts).await;
-            report
-                .checks
-                .iter()
-                .map(|c| c.count)
-                .sum::<Option<u64>>()
+            report.checks.iter().map(|c| c.count).sum::<Option<u64>>()
         })
     }
 }
@@ -194,11 +193,16 @@ async fn connect_targets(
         _ => scratch_uri.clone(),
     };
     let scratch = Store::connect(&scratch_local).await?;
-    let existing = scratch
-        .db
-        .list_collection_names()
-        .await
-        .map_err(|e| Error::connection(format!("cannot list the collections of the scratch database {}: {}", redact_uri(&scratch_uri), crate::redact::scrub(&e.to_string(), &crate::redact::uri_secrets(&scratch_local))), "check that the user may read and create that database"))?;
+    let existing = scratch.db.list_collection_names().await.map_err(|e| {
+        Error::connection(
+            format!(
+                "cannot list the collections of the scratch database {}: {}",
+                redact_uri(&scratch_uri),
+                crate::redact::scrub(&e.to_string(), &crate::redact::uri_secrets(&scratch_local))
+            ),
+            "check that the user may read and create that database",
+        )
+    })?;
     if !existing.is_empty() {
         return Err(Error::usage(
             format!(
@@ -293,7 +297,11 @@ async fn make_copy(
             .collection::<Document>(JOURNAL)
             .insert_many(entries)
             .await
-            .map_err(|e| Error::Internal(format!("cannot copy the journal into the scratch database: {e}")))?;
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot copy the journal into the scratch database: {e}"
+                ))
+            })?;
     }
     let restore_ms = started.elapsed().as_millis() as u64;
     let kept = args.from_backup.is_some() || args.run.backup.is_some();
@@ -356,7 +364,10 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     })?;
     let real_db = lib::database_of(&real_uri).ok_or_else(|| {
         Error::usage(
-            format!("the MongoDB URI {} names no database", redact_uri(&real_uri)),
+            format!(
+                "the MongoDB URI {} names no database",
+                redact_uri(&real_uri)
+            ),
             "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
         )
     })?;
@@ -367,7 +378,10 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     };
     if lib::database_of(&scratch_uri).is_none() {
         return Err(Error::usage(
-            format!("--scratch-uri {} names no database", redact_uri(&scratch_uri)),
+            format!(
+                "--scratch-uri {} names no database",
+                redact_uri(&scratch_uri)
+            ),
             "name the scratch database in the URI's path, e.g. mongodb://host:27017/novu-rehearsal",
         ));
     }
@@ -495,9 +509,11 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     let scratch = redact_uri(&targets.scratch_uri);
     close(&side, targets);
 
-    let rec = std::mem::take(&mut *recording.lock().map_err(|_| {
-        Error::Internal("the rehearsal's recording was poisoned".into())
-    })?);
+    let rec = std::mem::take(
+        &mut *recording
+            .lock()
+            .map_err(|_| Error::Internal("the rehearsal's recording was poisoned".into()))?,
+    );
     let steps_ms: u64 = rec.steps.iter().map(|s| s.duration_ms).sum();
     let report = RehearsalReport {
         schema: lib::REPORT_SCHEMA.into(),
@@ -530,8 +546,8 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     };
     let saved = lib::save_record(&state, &report)?;
     if let Some(file) = &args.report {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(file, text + "\n").map_err(|e| {
             Error::usage(
                 format!("cannot write the report {}: {e}", file.display()),

@@ -174,7 +174,11 @@ pub(super) fn upgrade_with(
     let rt = runtime()?;
     let result = rt.block_on(async {
         let connected = connect(&settings, !interactive).await?;
-        let connected_uri = settings.mongo_uri.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+        let connected_uri = settings
+            .mongo_uri
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default();
         let mut connection = Connection {
             mongo_uri: connected.uri.clone(),
             encryption_key: std::env::var(&key_var).ok().filter(|k| !k.is_empty()),
@@ -296,7 +300,15 @@ pub(super) fn upgrade_with(
             break result;
         };
         let summary = match summary {
-            Ok(summary) if !args.then.is_empty() => crate::promote::after_run(&args.then, &opts, &connected.store, &watcher, reporter.as_mut()).await.map(|()| summary),
+            Ok(summary) if !args.then.is_empty() => crate::promote::after_run(
+                &args.then,
+                &opts,
+                &connected.store,
+                &watcher,
+                reporter.as_mut(),
+            )
+            .await
+            .map(|()| summary),
             other => other,
         };
         if let Some(t) = tunnel {

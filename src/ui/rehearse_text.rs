@@ -114,7 +114,12 @@ pub fn render(report: &RehearsalReport, st: &Styler) -> String {
     );
     let with_backup = report
         .predicted_downtime_with_backup_ms
-        .map(|ms| format!(" ({} with `upgrade --backup` while the API is stopped)", human_duration(ms)))
+        .map(|ms| {
+            format!(
+                " ({} with `upgrade --backup` while the API is stopped)",
+                human_duration(ms)
+            )
+        })
         .unwrap_or_default();
     let _ = writeln!(
         out,

@@ -150,11 +150,20 @@ fn a_rehearsal_runs_the_plan_on_a_copy_and_leaves_the_real_database_byte_identic
             .iter()
             .find(|c| c["name"] == "items")
             .unwrap_or_else(|| panic!("{step}"));
-        assert_eq!((items["before"].as_u64(), items["after"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(
+            (items["before"].as_u64(), items["after"].as_u64()),
+            (Some(2), Some(2))
+        );
         assert!(step["duration_ms"].as_u64().unwrap() > 0);
     }
-    assert_eq!(report["skipped"], 1, "exits is applied per the copied journal");
-    let steps_ms: u64 = steps.iter().map(|s| s["duration_ms"].as_u64().unwrap()).sum();
+    assert_eq!(
+        report["skipped"], 1,
+        "exits is applied per the copied journal"
+    );
+    let steps_ms: u64 = steps
+        .iter()
+        .map(|s| s["duration_ms"].as_u64().unwrap())
+        .sum();
     assert_eq!(report["predicted_downtime_ms"].as_u64(), Some(steps_ms));
     assert_eq!(report["source"]["kind"], "backup-taken");
     assert_eq!(report["scratch_kept"], false);
@@ -168,10 +177,19 @@ fn a_rehearsal_runs_the_plan_on_a_copy_and_leaves_the_real_database_byte_identic
 
     // Byte-identical: data, journal, events, lock; the real mirror untouched; the copy gone.
     assert_eq!(checksums(&env.uri, &env.db), before);
-    assert_eq!(mirror_files(&env).iter().filter(|m| mirrors.contains(m)).count(), mirrors.len());
+    assert_eq!(
+        mirror_files(&env)
+            .iter()
+            .filter(|m| mirrors.contains(m))
+            .count(),
+        mirrors.len()
+    );
     assert!(rehearsal_dbs(&env).is_empty(), "{:?}", rehearsal_dbs(&env));
     for item in env.items() {
-        assert!(!item.contains_key("tagged"), "the real data changed: {item}");
+        assert!(
+            !item.contains_key("tagged"),
+            "the real data changed: {item}"
+        );
     }
 
     // The real run of the same plan says it was rehearsed.
@@ -197,11 +215,17 @@ fn keep_keeps_the_copy_and_an_existing_scratch_database_is_never_overwritten() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Predicted downtime of the real run"), "{stdout}");
+    assert!(
+        stdout.contains("Predicted downtime of the real run"),
+        "{stdout}"
+    );
     assert!(stdout.contains("is kept (--keep)"), "{stdout}");
     assert!(databases().contains(&scratch));
     let migrated = checksums(&scratch_uri, &scratch);
-    assert!(migrated.iter().any(|(c, _)| c == "upstep_journal"), "{migrated:?}");
+    assert!(
+        migrated.iter().any(|(c, _)| c == "upstep_journal"),
+        "{migrated:?}"
+    );
     assert_eq!(checksums(&env.uri, &env.db), before);
 
     // The same scratch name again: refused, and neither database changes.
@@ -260,7 +284,10 @@ fn a_failing_step_is_reported_and_the_real_database_is_untouched() {
         .collect();
     assert_eq!(failed.len(), 1, "{report}");
     assert_eq!(failed[0]["id"], "fails");
-    assert!(failed[0]["reason"].as_str().unwrap().contains("code 3"), "{report}");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("code 3"),
+        "{report}"
+    );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
     assert_eq!(written["status"], "step-failed");
@@ -310,18 +337,33 @@ fn then_promotes_only_after_a_verified_run_and_its_failure_exits_14() {
     // Nothing left to run: the database is at the target and verified, so it promotes again.
     let out = env.upgrade(&["--to", "1.1.0", "--json", "--then", "sh", "-c", &promote]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "promoted\npromoted\n");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "promoted\npromoted\n"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.lines().any(|l| l.contains("\"event\":\"promotion\"") && l.contains("\"status\":\"succeeded\"")),
+        stdout.lines().any(
+            |l| l.contains("\"event\":\"promotion\"") && l.contains("\"status\":\"succeeded\"")
+        ),
         "{stdout}"
     );
 
     // A failing promotion: exit 14, its code journalled, the steps still succeeded.
-    let out = env.upgrade(&["--to", "1.1.0", "--then", "sh", "-c", "echo broken >&2; exit 5"]);
+    let out = env.upgrade(&[
+        "--to",
+        "1.1.0",
+        "--then",
+        "sh",
+        "-c",
+        "echo broken >&2; exit 5",
+    ]);
     assert_eq!(out.status.code(), Some(14), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("exited with code 5") && stderr.contains("broken"), "{stderr}");
+    assert!(
+        stderr.contains("exited with code 5") && stderr.contains("broken"),
+        "{stderr}"
+    );
     let finished = events_of(&env, "promotion-finished");
     let last = finished.last().unwrap().get_document("details").unwrap();
     assert_eq!(last.get_i32("exit_code").ok(), Some(5), "{last}");
@@ -346,7 +388,10 @@ fn then_is_withheld_while_a_step_cannot_be_verified() {
     let out = env.upgrade_with(&map, &["--to", "1.1.0", "--yes", "--then", &promote]);
     assert_eq!(out.status.code(), Some(14), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("export-only") && stderr.contains("upstep mark"), "{stderr}");
+    assert!(
+        stderr.contains("export-only") && stderr.contains("upstep mark"),
+        "{stderr}"
+    );
     assert!(!marker.exists());
     assert_eq!(events_of(&env, "promotion-withheld").len(), 1);
 
@@ -391,7 +436,10 @@ fn at_a_terminal_a_person_picks_the_target_confirms_and_reads_the_report() {
     tmux.keys(&["y"]);
     let screen = tmux.wait_for("EXIT=", Duration::from_secs(120));
     assert!(screen.contains("EXIT=0"), "{screen}");
-    assert!(screen.contains("Predicted downtime of the real run"), "{screen}");
+    assert!(
+        screen.contains("Predicted downtime of the real run"),
+        "{screen}"
+    );
     assert!(screen.contains("The rehearsal succeeded"), "{screen}");
     assert!(!screen.contains("Back up the database"), "{screen}");
     assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
