@@ -303,4 +303,18 @@ mod tests {
         let table: Vec<i32> = ExitCode::TABLE.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, table);
     }
+
+    #[test]
+    fn the_docs_list_every_exit_code() {
+        for doc in ["README.md", "docs/unattended.md"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (code, _) in ExitCode::TABLE {
+                assert!(
+                    text.contains(&format!("| {code} |")),
+                    "exit code {code} missing from {doc}"
+                );
+            }
+        }
+    }
 }
