@@ -95,6 +95,9 @@ pub enum Command {
     /// Show the settings upstep resolves from flags, environment and upstep.toml.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show what upstep keeps on disk (repositories, worktrees per tag, toolchains, logs, the
+    /// package store) with sizes; `upstep cache prune` removes what no run can use any more.
+    Cache(CacheArgs),
     /// Print a shell completion script, e.g. `upstep completions bash > ~/.bash_completion`.
     Completions {
         /// The shell to generate completions for.
@@ -113,9 +116,10 @@ pub struct RunEnvOpts {
     pub toolchain: crate::doctor::ToolchainPolicy,
 
     /// Name of the environment variable holding the store encryption key (the key itself is
-    /// never accepted on the command line).
-    #[arg(long, value_name = "VAR", default_value = "STORE_ENCRYPTION_KEY")]
-    pub encryption_key_env: String,
+    /// never accepted on the command line) [default: the profile's encryption_key_env, else
+    /// STORE_ENCRYPTION_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub encryption_key_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -125,9 +129,9 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub map: MapOpts,
     #[command(flatten)]
-    pub mongo: MongoOpts,
+    pub repo: RepoOpts,
     #[command(flatten)]
-    pub redis: RedisOpts,
+    pub connect: ConnectOpts,
     #[command(flatten)]
     pub run_env: RunEnvOpts,
     #[command(flatten)]
@@ -537,6 +541,36 @@ pub enum ConfigCommand {
         map: MapOpts,
         #[command(flatten)]
         ssh: SshOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: Option<CacheCommand>,
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove worktrees whose repository is gone, toolchains no release of the map needs and
+    /// logs older than --older-than days. Never what an unfinished run needs: nothing while
+    /// another upstep uses the cache, no worktree or log of a step the local journal mirror
+    /// shows running, failed or interrupted. Says what it kept and why.
+    Prune {
+        /// Remove run logs older than this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        older_than: u64,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        map: MapOpts,
+        #[command(flatten)]
+        profile: ProfileOpts,
         #[command(flatten)]
         output: OutputOpts,
     },

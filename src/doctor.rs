@@ -50,6 +50,21 @@ impl DoctorReport {
     pub fn worst(&self) -> Severity {
         worst_severity(&self.checks)
     }
+
+    /// Add checks made outside `run_checks` (the repository's, the journal's), counted alike.
+    pub fn add(&mut self, checks: Vec<CheckResult>) {
+        self.checks.extend(checks);
+        self.blockers = self
+            .checks
+            .iter()
+            .filter(|c| c.severity == Severity::Blocker)
+            .count();
+        self.warnings = self
+            .checks
+            .iter()
+            .filter(|c| c.severity == Severity::Warning)
+            .count();
+    }
 }
 
 fn plan_needs(plan: &Plan, need: Need) -> bool {

@@ -158,7 +158,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("release map {} has {} problem(s):\n{}", .name, .problems.len(), format_problems(.problems))]
+    #[error("release map {} has {}:\n{}", .name, crate::ui::words::count(.problems.len(), "problem"), format_problems(.problems))]
     MapInvalid {
         name: String,
         problems: Vec<MapProblem>,

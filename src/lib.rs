@@ -2,8 +2,10 @@
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
 pub mod backup;
+pub mod cache;
 pub mod cli;
 pub(crate) mod commands;
+pub mod decided;
 pub mod detect;
 pub mod doctor;
 pub mod downloads;

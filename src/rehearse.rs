@@ -178,7 +178,6 @@ pub struct Recorder {
     inner: Box<dyn Reporter>,
     state: Arc<Mutex<Recording>>,
     measure: Box<dyn Measure>,
-    warnings: BTreeMap<String, Vec<String>>,
     running: Option<(usize, Instant, Counts)>,
     setup_started: Option<Instant>,
 }
@@ -188,13 +187,11 @@ impl Recorder {
         inner: Box<dyn Reporter>,
         state: Arc<Mutex<Recording>>,
         measure: Box<dyn Measure>,
-        warnings: BTreeMap<String, Vec<String>>,
     ) -> Recorder {
         Recorder {
             inner,
             state,
             measure,
-            warnings,
             running: None,
             setup_started: None,
         }
@@ -208,7 +205,12 @@ impl Recorder {
             RunEvent::Plan { steps } => {
                 state.skipped = steps.iter().filter(|s| s.action == "skip").count();
             }
-            RunEvent::StepStarted { id, git_ref, .. } => {
+            RunEvent::StepStarted {
+                id,
+                git_ref,
+                warnings,
+                ..
+            } => {
                 // Read before the clock starts: the measuring is not the step's time.
                 let pending_before = self.measure.pending(id);
                 let before = self.measure.counts().unwrap_or_default();
@@ -217,7 +219,7 @@ impl Recorder {
                     git_ref: git_ref.clone(),
                     status: "not-finished".into(),
                     pending_before,
-                    warnings: self.warnings.get(id).cloned().unwrap_or_default(),
+                    warnings: warnings.clone(),
                     ..StepReport::default()
                 });
                 self.running = Some((state.steps.len() - 1, Instant::now(), before));
@@ -438,9 +440,10 @@ pub fn map_text(map: &crate::release_map::ReleaseMap) -> Vec<u8> {
 pub fn plan_key_for(
     opts: &crate::executor::UpgradeOptions,
     plan: &crate::plan::Plan,
+    repo: Option<&crate::git::GitRepo>,
     database: &str,
 ) -> String {
-    let commits: Vec<String> = match &opts.repo {
+    let commits: Vec<String> = match repo {
         Some(repo) => plan
             .groups
             .iter()
@@ -588,7 +591,6 @@ mod tests {
             Box::new(Sink),
             state.clone(),
             Box::new(Fake(vec![before, after])),
-            BTreeMap::from([("s".to_string(), vec!["careful".to_string()])]),
         );
         r.report(&RunEvent::StepStarted {
             index: 1,
@@ -596,6 +598,7 @@ mod tests {
             id: "s".into(),
             git_ref: "v1".into(),
             runs_as: "file".into(),
+            warnings: vec!["careful".into()],
         });
         r.report(&RunEvent::Notice {
             message: "said while running".into(),

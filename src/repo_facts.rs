@@ -51,8 +51,9 @@ pub fn check_plan_against_repo(
     } else {
         Err(Error::repository(
             format!(
-                "{} script(s) of the plan do not exist at their tag in {}:\n  {}",
-                missing.len(),
+                "{} of the plan {} not exist at their tag in {}:\n  {}",
+                crate::ui::words::count(missing.len(), "script"),
+                if missing.len() == 1 { "does" } else { "do" },
                 location,
                 missing.join("\n  ")
             ),

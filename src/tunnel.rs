@@ -980,7 +980,7 @@ impl Tunnel {
                 Err(StartError::PortTaken) if attempt >= retries => {
                     return Err(Error::Tunnel {
                         message: format!(
-                            "cannot reopen the tunnel: local port(s) {:?} are now taken by \
+                            "cannot reopen the tunnel: local ports {:?} are now taken by \
                              another program",
                             self.local_ports
                         ),

@@ -15,7 +15,8 @@ use super::{
     backup, now_rfc3339, prepare_restore, redact_uri, BackupManifest, BackupOptions, BarProgress,
     CollectionState, NoProgress, PreparedRestore, Progress, RestoreOptions, RestoreReport,
 };
-use crate::cli::{MongoOpts, OutputOpts};
+use crate::cli::{MongoOpts, OutputOpts, ProfileOpts, SshOpts};
+use crate::commands::resolve::{mongo_settings, through_tunnel};
 use crate::error::{Error, ExitCode, Result};
 use crate::preflight::human_bytes;
 use crate::ui;
@@ -24,6 +25,10 @@ use crate::ui;
 pub struct BackupArgs {
     #[command(flatten)]
     pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
 
     /// Only these collections (comma-separated or repeated). Default: every collection but
     /// system.* and upstep's own upstep_*.
@@ -51,8 +56,12 @@ pub struct RestoreArgs {
 
     #[command(flatten)]
     pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
 
-    /// Restore into this MongoDB instead (database from its path, else the backup's). Printed
+    /// Restore into this MongoDB instead (through the SSH tunnel with --ssh) (database from its path, else the backup's). Printed
     /// only with its password redacted.
     #[arg(long, value_name = "URI", hide_env_values = true)]
     pub to_uri: Option<String>,
@@ -99,7 +108,12 @@ fn database_in(uri: &str) -> Option<String> {
 }
 
 pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
-    let uri = args.mongo.resolve().ok_or_else(no_uri)?;
+    let settings = mongo_settings(&args.mongo, &args.ssh, &args.profile)?;
+    let uri = settings
+        .mongo_uri
+        .clone()
+        .map(|u| u.value)
+        .ok_or_else(no_uri)?;
     let out = match &args.out {
         Some(out) => out.clone(),
         None => {
@@ -124,7 +138,14 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "backup");
     let started = Instant::now();
-    let manifest = crate::commands::runtime()?.block_on(backup(&uri, &opts, progress.as_ref()))?;
+    let manifest = crate::commands::runtime()?.block_on(async {
+        let (uri, tunnel) = through_tunnel(&settings, uri, true).await?;
+        let manifest = backup(&uri, &opts, progress.as_ref()).await;
+        if let Some(t) = tunnel {
+            t.close().await;
+        }
+        manifest
+    })?;
     let summary = BackupSummary::new(&out, &manifest, started.elapsed().as_secs_f64());
     if args.output.json {
         ui::print_json(&summary)?;
@@ -135,7 +156,8 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
 }
 
 pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
-    let uri = args.mongo.resolve();
+    let settings = mongo_settings(&args.mongo, &args.ssh, &args.profile)?;
+    let uri = settings.mongo_uri.clone().map(|u| u.value);
     if uri.is_none() && args.to_uri.is_none() {
         return Err(no_uri());
     }
@@ -147,6 +169,23 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
     let progress = progress_for(&args.output, "restore");
     let started = Instant::now();
     crate::commands::runtime()?.block_on(async {
+        // With --ssh, the MongoDB restored into (--to-uri, else the settings') is reached
+        // through the tunnel, which lives until the restore ends.
+        let (uri, opts, _tunnel) = match (&opts.to_uri, uri) {
+            (Some(to), uri) => {
+                let (to, tunnel) = through_tunnel(&settings, to.clone(), true).await?;
+                let opts = RestoreOptions {
+                    to_uri: Some(to),
+                    ..opts
+                };
+                (uri, opts, tunnel)
+            }
+            (None, Some(uri)) => {
+                let (uri, tunnel) = through_tunnel(&settings, uri, true).await?;
+                (Some(uri), opts, tunnel)
+            }
+            (None, None) => (None, opts, None),
+        };
         let prepared = prepare_restore(uri.as_deref(), &args.backup, &opts).await?;
         if let Err(e) = confirm_replacing(&prepared, args.yes).await {
             prepared.release().await;
@@ -181,8 +220,9 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
                     let mut text = restore_text(&report, seconds);
                     if !reset.is_empty() {
                         text.push_str(&format!(
-                            "journal: {} step(s) ran after this backup and are pending again: {}\n",
-                            reset.len(),
+                            "journal: {} ran after this backup and {} pending again: {}\n",
+                            crate::ui::words::count(reset.len(), "step"),
+                            if reset.len() == 1 { "is" } else { "are" },
                             reset.join(", ")
                         ));
                     }
@@ -226,8 +266,8 @@ async fn confirm_replacing(prepared: &PreparedRestore, yes: bool) -> Result<()> 
         .map(|(name, n)| format!("{name} (about {n} documents)"))
         .collect();
     let what = format!(
-        "restore --drop replaces {} collection(s) of database {} at {} with the backup of {}: {}",
-        replaced.len(),
+        "restore --drop replaces {} of database {} at {} with the backup of {}: {}",
+        crate::ui::words::count(replaced.len(), "collection"),
         prepared.database(),
         prepared.target(),
         prepared.backup_created_at(),
@@ -498,8 +538,8 @@ fn leftovers_text(report: &RestoreReport) -> String {
         return String::new();
     }
     format!(
-        "Removed {} temporary collection(s) an interrupted restore had left: {}\n",
-        report.leftovers_removed.len(),
+        "Removed {} an interrupted restore had left: {}\n",
+        crate::ui::words::count(report.leftovers_removed.len(), "temporary collection"),
         report.leftovers_removed.join(", ")
     )
 }

@@ -442,8 +442,8 @@ impl PreparedRestore {
         }
         if !report.leftovers_removed.is_empty() {
             tracing::info!(
-                "removed {} temporary collection(s) an interrupted restore left: {}",
-                report.leftovers_removed.len(),
+                "removed {} an interrupted restore left: {}",
+                crate::ui::words::count(report.leftovers_removed.len(), "temporary collection"),
                 report.leftovers_removed.join(", ")
             );
         }

@@ -13,7 +13,7 @@ use crate::cli::{DetectArgs, PlanArgs};
 use crate::detect::{self, DetectOptions};
 use crate::error::{Error, ExitCode, Result};
 use crate::executor::decide::{Action, Decision};
-use crate::executor::{self, DecidedStep};
+use crate::executor::DecidedStep;
 use crate::git::{GitRepo, RepoLocation};
 use crate::plan::Plan;
 use crate::ui::{self, plan_text, Styler};
@@ -139,25 +139,16 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
     let mut opts = read_only_options(map, to);
     opts.from = from.clone();
     opts.include_unreleased = args.range.include_unreleased;
-    let (full, decided, database) = runtime()?.block_on(async {
+    let decision = runtime()?.block_on(async {
         let connected = connect(&settings, !super::run::is_interactive(false)).await?;
-        let store = &connected.store;
-        let plan = executor::full_plan(&opts)?;
-        let entries = crate::store::journal::read_entries(store).await?;
-        let decided = executor::decide_steps(&opts, &plan, store, &entries).await;
-        Ok::<_, Error>((plan, decided, store.redacted_uri.clone()))
+        crate::decided::decide(&opts, &connected.store, Default::default()).await
     })?;
+    let (full, decided, database) = (&decision.full, &decision.steps, &decision.database);
     let from_text = from
         .as_ref()
         .map(display)
-        .unwrap_or_else(|| "the journal and the data".to_string());
-
-    let count = |action: Action| {
-        decided
-            .iter()
-            .filter(|d| d.decision.action == action)
-            .count()
-    };
+        .unwrap_or_else(|| crate::decided::FROM_THE_DATA.to_string());
+    let count = |action: Action| decision.count(action);
     if args.output.json {
         let mut plan = full.clone();
         plan.from = from_text;
@@ -173,7 +164,7 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
                 .flatten()
             {
                 let id = step.get("id").and_then(|i| i.as_str()).unwrap_or_default();
-                let decision = decision_of(&decided, id)
+                let decision = decision_of(decided, id)
                     .and_then(|d| serde_json::to_value(d).ok())
                     .unwrap_or(serde_json::Value::Null);
                 if let Some(obj) = step.as_object_mut() {
@@ -184,7 +175,7 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
         ui::print_json(&DecidedPlan {
             plan: value,
             detect: true,
-            database: &database,
+            database,
             would_run: count(Action::Run),
             skipped: count(Action::Skip),
             blocked: count(Action::Block),
@@ -193,23 +184,8 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
     }
 
     // Text: the plan of the steps that would run, then the skipped and blocked ones.
-    let mut plan: Plan = full.clone();
-    plan.from = from_text;
-    for group in &mut plan.groups {
-        group
-            .steps
-            .retain(|s| decision_of(&decided, &s.id).is_some_and(|d| d.action == Action::Run));
-        for step in &mut group.steps {
-            if let Some(d) = decision_of(&decided, &step.id) {
-                step.reason = d.reason.clone();
-            }
-        }
-    }
-    plan.groups.retain(|g| !g.steps.is_empty());
-    plan.steps_total = plan.groups.iter().map(|g| g.steps.len()).sum();
-    if let Some((repo, label)) = &repo {
-        crate::repo_facts::check_plan_against_repo(&mut plan, repo, label)?;
-    }
+    let mut plan: Plan = decision.to_run(&opts.map, from.as_ref());
+    crate::decided::with_repo(&mut plan, repo.as_ref())?;
     let st = Styler::for_stdout();
     let mut out = format!(
         "{}\n",
@@ -218,10 +194,14 @@ pub fn plan_detect_command(args: &PlanArgs) -> Result<ExitCode> {
         ))
     );
     out.push_str(&plan_text::render(&plan, &st));
+    let needs = crate::decided::PlanNeeds::of(&plan, &opts.map, Some(database), false);
+    if let Some(disk) = plan_text::disk_line(&needs) {
+        out.push_str(&format!("\n{disk}\n"));
+    }
     let list = |action: Action| -> Vec<String> {
         full.steps()
             .filter_map(|(g, s)| {
-                let d = decision_of(&decided, &s.id)?;
+                let d = decision_of(decided, &s.id)?;
                 (d.action == action).then(|| {
                     format!(
                         "  {}  {}  {}",

@@ -6,12 +6,10 @@ use serde::Serialize;
 
 use std::io::IsTerminal;
 
-use crate::cli::{Command, DoctorArgs, MapCommand, MapOpts, OutputOpts, RangeOpts, RepoOpts};
-use crate::doctor::{self, DoctorInputs};
+use crate::cli::{Command, ConnectOpts, MapCommand, MapOpts, OutputOpts, RangeOpts, RepoOpts};
 use crate::error::{Error, ExitCode, Result};
 use crate::git::{ExpectedScript, GitRepo, RepoLocation};
 use crate::plan::{self, Plan, PlanRequest};
-use crate::preflight::Severity;
 use crate::release_map::{self, Fingerprint, Introduced, ReleaseMap};
 use crate::repo_facts;
 use crate::ui::{self, plan_text, Styler};
@@ -20,17 +18,27 @@ use crate::version::{display, parse_user_version};
 pub fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Plan(args) if args.detect => detect::plan_detect_command(&args),
-        Command::Plan(args) => plan_command(&args.range, &args.map, &args.repo, &args.output),
-        Command::Upgrade(args) if args.plan => {
-            plan_command(&args.range, &args.map, &args.repo, &args.output)
-        }
-        Command::Upgrade(args) => run::upgrade_command(&args),
+        Command::Plan(args) => plan_command(
+            &args.range,
+            &args.map,
+            &args.repo,
+            &args.connect,
+            &args.output,
+        ),
+        Command::Upgrade(args) if args.plan => plan_command(
+            &args.range,
+            &args.map,
+            &args.repo,
+            &args.connect,
+            &args.output,
+        ),
+        Command::Upgrade(args) => upgrade::upgrade_command(&args),
         Command::Rehearse(args) => rehearse::rehearse_command(&args),
         Command::Status(args) => run::status_command(&args),
         Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
         Command::Unlock(args) => run::unlock_command(&args),
-        Command::Doctor(args) => doctor_command(&args),
+        Command::Doctor(args) => doctor::doctor_command(&args),
         Command::Map(MapCommand::Validate { file, map, output }) => {
             map_validate(file.as_deref().or(map.map.as_deref()), &output)
         }
@@ -42,15 +50,20 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             crate::ops::dispatch(command)
         }
+        Command::Cache(args) => cache::cache_command(&args),
         Command::Backup(args) => crate::backup::args::backup_command(&args),
         Command::Restore(args) => crate::backup::args::restore_command(&args),
     }
 }
 
+mod cache;
 mod detect;
+mod doctor;
 mod interactive;
 mod rehearse;
+pub(crate) mod resolve;
 mod run;
+mod upgrade;
 
 fn load_map(opts: &MapOpts) -> Result<ReleaseMap> {
     release_map::load(opts.map.as_deref())
@@ -141,29 +154,49 @@ fn require_repo(opts: &RepoOpts) -> Result<GitRepo> {
     })
 }
 
+/// `plan` without `--detect`: the map's range after `--from`, offline (it says so). The map
+/// and repository come through the one settings path (flags > environment > profile).
 fn plan_command(
     range: &RangeOpts,
     map_opts: &MapOpts,
     repo_opts: &RepoOpts,
+    connect: &ConnectOpts,
     output: &OutputOpts,
 ) -> Result<ExitCode> {
-    let map = load_map(map_opts)?;
+    let settings = run::resolve_settings(connect, repo_opts, map_opts)?;
+    let map = load_map_from(settings.map.as_ref().map(|m| m.value.as_path()))?;
     let request = plan_request(&map, range)?;
     let mut plan: Plan = plan::plan(&map, &request)?;
     let mut blockers = 0;
-    if let (Some(repo), Some(location)) = (open_repo(repo_opts)?, repo_opts.repo.as_ref()) {
+    if let Some(location) = settings.repo.as_ref().map(|r| &r.value) {
+        let repo = open_repo_spec(location)?;
         repo_facts::check_plan_against_repo(&mut plan, &repo, location)?;
         blockers = repo_facts::probe_downloads(&mut plan);
     }
     if output.json {
         ui::print_json(&plan)?;
     } else {
-        ui::print_text(&plan_text::render(&plan, &Styler::for_stdout()))?;
+        let st = Styler::for_stdout();
+        let mut text = format!(
+            "{}\n",
+            st.dim(&format!(
+                "Planned from --from {} alone: the journal and the data were not read (`upstep plan --detect` reads them).",
+                plan.from
+            ))
+        );
+        text.push_str(&plan_text::render(&plan, &st));
+        let needs = crate::decided::PlanNeeds::of(&plan, &map, None, false);
+        if let Some(disk) = plan_text::disk_line(&needs) {
+            text.push_str(&format!("\n{disk}\n"));
+        }
+        ui::print_text(&text)?;
     }
     if blockers > 0 {
         // The plan is printed; the exit code says it cannot run from here.
         return Err(Error::Preflight(format!(
-            "{blockers} tag(s) of this plan cannot be set up from here: a download their install needs is out of reach (see the plan above)"
+            "{} of this plan cannot be set up from here: a download {} install needs is out of reach (see the plan above)",
+            crate::ui::words::count(blockers, "tag"),
+            if blockers == 1 { "its" } else { "their" }
         )));
     }
     Ok(ExitCode::Success)
@@ -363,25 +396,6 @@ fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-/// A runtime for the commands that talk to services.
-/// The steps an upgrade would run now, decided from the journal and the data.
-async fn current_plan(map: &ReleaseMap, range: &RangeOpts, uri: &str) -> Result<Plan> {
-    let to = to_version(map, range.to.as_deref(), None, range.include_unreleased)?;
-    let store = crate::store::Store::connect(uri).await?;
-    let mut opts = run::read_only_options(map.clone(), to);
-    opts.include_unreleased = range.include_unreleased;
-    let mut plan = crate::executor::full_plan(&opts)?;
-    let entries = crate::store::journal::read_entries(&store).await?;
-    let decided = crate::executor::decide_steps(&opts, &plan, &store, &entries).await;
-    let run: std::collections::HashSet<&str> = decided
-        .iter()
-        .filter(|d| d.decision.action == crate::executor::decide::Action::Run)
-        .map(|d| d.id.as_str())
-        .collect();
-    plan.retain_steps(|s| run.contains(s.id.as_str()));
-    Ok(plan)
-}
-
 /// One thread: upstep mostly waits on a child and the database, and every extra thread
 /// costs memory (its own malloc arena) for nothing.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -389,53 +403,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
-}
-
-fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
-    let map = load_map(&args.map)?;
-    let mongo_uri = args.mongo.resolve();
-    let plan = match (&args.range.from, &mongo_uri) {
-        (Some(_), _) => plan::plan(&map, &plan_request(&map, &args.range)?)?,
-        // The current plan: the steps a run would execute, by the journal and the data.
-        (None, Some(uri)) => runtime()?.block_on(current_plan(&map, &args.range, uri))?,
-        (None, None) => {
-            return Err(Error::usage(
-                "doctor needs to know which steps to check",
-                "pass --from <version>, or --mongo-uri so it reads where the data stands",
-            ))
-        }
-    };
-    let key = std::env::var(&args.run_env.encryption_key_env).ok();
-    let inputs = DoctorInputs {
-        map: &map,
-        plan: &plan,
-        mongo_uri: mongo_uri.as_deref(),
-        redis_url: args.redis.redis_url.as_deref(),
-        encryption_key_var: &args.run_env.encryption_key_env,
-        encryption_key: key.as_deref(),
-        path_env: std::env::var_os("PATH").unwrap_or_default(),
-        cache_dir: crate::git::default_cache_root(),
-        toolchain: args.run_env.toolchain,
-        keep_worktrees: false,
-        probe_downloads: true,
-    };
-    let report = runtime()?.block_on(doctor::run_checks(&inputs));
-    if args.output.json {
-        ui::print_json(&report)?;
-    } else {
-        ui::print_text(&ui::doctor_text::render(
-            &plan,
-            &report,
-            &Styler::for_stdout(),
-        ))?;
-    }
-    if report.worst() == Severity::Blocker {
-        return Err(Error::Preflight(format!(
-            "preflight found {} blocker(s): fix them before upgrading",
-            report.blockers
-        )));
-    }
-    Ok(ExitCode::Success)
 }
 
 fn map_generate(repo_opts: &RepoOpts, dir: Option<&str>, map_opts: &MapOpts) -> Result<ExitCode> {

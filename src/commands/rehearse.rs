@@ -7,7 +7,6 @@
 //! inherited variables that lead to the real database are withheld, and the real database is
 //! only read here (its lock, its journal entries, a backup).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -63,12 +62,13 @@ impl RunHooks {
         &self,
         opts: &UpgradeOptions,
         plan: &Plan,
+        repo: Option<&crate::git::GitRepo>,
         configured_uri: &str,
         reporter: &mut dyn Reporter,
     ) {
         match &self.rehearsal {
             Some(hook) => {
-                let key = lib::plan_key_for(opts, plan, &hook.database);
+                let key = lib::plan_key_for(opts, plan, repo, &hook.database);
                 if let Ok(mut rec) = hook.recording.lock() {
                     rec.plan_key = Some(key);
                     rec.from = opts.from.as_ref().map(crate::version::display);
@@ -77,7 +77,7 @@ impl RunHooks {
             }
             None if opts.dry_run => {}
             None => {
-                let key = lib::plan_key_for(opts, plan, &redact_uri(configured_uri));
+                let key = lib::plan_key_for(opts, plan, repo, &redact_uri(configured_uri));
                 if let Some((report, path)) = lib::find_record(&opts.state_dir, &key) {
                     reporter.report(&RunEvent::Notice {
                         message: format!("{} (report: {})", report.one_line(), path.display()),
@@ -445,11 +445,6 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
 
     // The run, exactly as `upgrade` runs it, on the scratch database.
     let recording = Arc::new(Mutex::new(Recording::default()));
-    let warnings: BTreeMap<String, Vec<String>> = map
-        .migrations
-        .iter()
-        .map(|m| (m.id.clone(), m.warnings.clone()))
-        .collect();
     let measure = ScratchMeasure {
         handle: side.handle().clone(),
         db: targets.scratch.db.clone(),
@@ -458,7 +453,7 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     let rec = recording.clone();
     let hooks = RunHooks {
         wrap_reporter: Some(Box::new(move |inner| {
-            Box::new(lib::Recorder::new(inner, rec, Box::new(measure), warnings))
+            Box::new(lib::Recorder::new(inner, rec, Box::new(measure)))
         })),
         private_env: lib::real_database_vars(&real_uri, &real_db, std::env::vars()),
         rehearsal: Some(RehearsalHook {
@@ -485,7 +480,7 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
         output: args.output.clone(),
         then: Vec::new(),
     };
-    let outcome = run::upgrade_with(&inner, hooks);
+    let outcome = super::upgrade::upgrade_with(&inner, hooks);
 
     let dropped_at = Instant::now();
     if !args.keep {

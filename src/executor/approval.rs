@@ -12,6 +12,9 @@
 //! is asked is exactly what runs.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use futures_util::future::LocalBoxFuture;
 
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -19,7 +22,9 @@ use crate::release_map::{Fingerprint, Idempotency, ReleaseMap};
 use crate::store::fingerprint::FpState;
 
 use super::decide::Action;
+use super::effects::{Blocked, Prompt};
 use super::DecidedStep;
+use crate::detect::DetectReport;
 
 /// What the operator approved before the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +33,31 @@ pub struct Approvals {
     pub routine: bool,
     /// Steps approved one by one: `--approve <id>`, or a yes at the terminal for that step.
     pub steps: BTreeSet<String>,
+}
+
+/// `--yes` and `--approve` as the answers of an unattended run. Today's unattended runs ask
+/// nothing (the run checks its approvals against its decision, `check`), so this answers only
+/// if a flow asks: a step by `--approve`, the routine confirmation by `--yes`; no question
+/// changes the plan (the target stays, unfinished steps stop the run, no backup is added).
+impl Prompt for Approvals {
+    fn target(&self, map: &ReleaseMap, _detected: &DetectReport) -> Result<semver::Version> {
+        Ok(map.default_target(false)?.version.clone())
+    }
+    fn blocked(&self, _steps: &[&DecidedStep]) -> Result<Blocked> {
+        Ok(Blocked::Stop)
+    }
+    fn confirm_run(&self, _steps: usize) -> Result<bool> {
+        Ok(true)
+    }
+    fn backup(&self) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    fn approve_step<'a>(&'a self, id: &'a str) -> LocalBoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Ok(self.steps.contains(id))))
+    }
+    fn confirm_risky(&self) -> LocalBoxFuture<'_, Result<bool>> {
+        Box::pin(std::future::ready(Ok(self.routine)))
+    }
 }
 
 /// A step about to run that needs a yes, and why.
@@ -107,13 +137,18 @@ pub fn check(risky: &[RiskyStep], approvals: &Approvals) -> Result<()> {
     if let Some(first) = unapproved.first() {
         let list: Vec<String> = unapproved.iter().map(|r| r.describe()).collect();
         return Err(Error::NeedsDecision(format!(
-            "{} step(s) need an approval of their own before the upgrade can go on; nothing was \
+            "{} an approval of their own before the upgrade can go on; nothing was \
              run:\n  {}\n  each is not idempotent and no data check can tell whether it ran, so a \
              repeat or a partial run would go unnoticed; --yes does not approve it.\n  fix: check \
              that it has not run on this database (its warnings, `upstep status`), then approve \
              it with --approve <id> (repeat the flag for several), e.g. --approve {}; or run at a \
              terminal and answer its question",
-            unapproved.len(),
+            crate::ui::words::count(unapproved.len(), "step")
+                + if unapproved.len() == 1 {
+                    " needs"
+                } else {
+                    " need"
+                },
             list.join("\n  "),
             first.id
         )));

@@ -222,10 +222,13 @@ impl Context {
             )
             .with_details(vec![message]);
         }
-        let why = if message.to_ascii_lowercase().contains("connection refused") {
-            "connection refused".to_string()
+        // One cause for people; the driver's whole account only under -v.
+        let why = crate::ui::words::connect_failure_reason(&message);
+        tracing::debug!("MongoDB driver error: {message}");
+        let details = if tracing::enabled!(tracing::Level::DEBUG) {
+            vec![message]
         } else {
-            message.clone()
+            Vec::new()
         };
         CheckResult::blocker(
             "mongo.connect",
@@ -237,7 +240,7 @@ impl Context {
             ),
             CONNECT_FIX,
         )
-        .with_details(vec![message])
+        .with_details(details)
     }
 
     fn auth_failure(&self, failure: &Failure, options: &ClientOptions) -> CheckResult {
@@ -403,9 +406,8 @@ impl Context {
             ID,
             title,
             format!(
-                "{} collection{}, about {total} documents",
-                collections.len(),
-                if collections.len() == 1 { "" } else { "s" }
+                "{}, about {total} documents",
+                crate::ui::words::count(collections.len(), "collection")
             ),
         )
         .with_details(details);

@@ -218,7 +218,7 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
             if !unknown.is_empty() {
                 sink.push(
                     None,
-                    format!("{here}: env {var} uses unknown placeholder(s) {unknown:?}"),
+                    format!("{here}: env {var} uses unknown placeholders {unknown:?}"),
                     "allowed: {mongo_uri} {redis_host} {redis_port} {redis_password} {redis_db} {redis_tls} {encryption_key}",
                 );
             }

@@ -140,10 +140,19 @@ pub fn mongo_error(err: &mongodb::error::Error, redacted: &str, uri: &str) -> Er
             format!("the MongoDB user of {redacted} is not allowed to do this: {detail}"),
             "grant the user readWrite on the database (and read on admin for diagnostics)",
         ),
-        (ErrorKind::ServerSelection { .. }, _) | (ErrorKind::Io(_), _) => Error::connection(
-            format!("cannot reach MongoDB at {redacted}: {detail}"),
-            "check that the server runs and the host and port are right (use --ssh for a remote database)",
-        ),
+        (ErrorKind::ServerSelection { .. }, _) | (ErrorKind::Io(_), _) => {
+            // One line for people; the driver's whole account under -v.
+            let full = crate::redact::scrub(&err.to_string(), &crate::redact::uri_secrets(uri));
+            tracing::debug!("MongoDB driver error: {full}");
+            Error::connection(
+                format!(
+                    "cannot reach MongoDB at {}: {}",
+                    crate::ui::words::uri_hosts(redacted),
+                    crate::ui::words::connect_failure_reason(&full)
+                ),
+                "check that the server runs and the host and port are right (use --ssh for a remote database)",
+            )
+        }
         _ => Error::connection(
             format!("MongoDB at {redacted} failed: {detail}"),
             "check the server's log; re-run with -v for details",

@@ -113,10 +113,9 @@ pub fn render(report: &DetectReport, st: &Styler) -> String {
     if let Some(looks) = &report.looks_like {
         let _ = writeln!(
             out,
-            "{} the data looks like {looks}, but {} older migration{} {} not applied:",
+            "{} the data looks like {looks}, but {} {} not applied:",
             st.warn("Gaps:"),
-            report.gaps.len(),
-            if report.gaps.len() == 1 { "" } else { "s" },
+            super::words::count(report.gaps.len(), "older migration"),
             if report.gaps.len() == 1 { "is" } else { "are" },
         );
         for gap in &report.gaps {

@@ -35,6 +35,8 @@ pub enum RunEvent {
         id: String,
         git_ref: String,
         runs_as: String,
+        /// The map's warnings about this step, shown before it runs.
+        warnings: Vec<String>,
     },
     Output {
         id: String,
@@ -144,12 +146,17 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
             id,
             git_ref,
             runs_as,
+            warnings,
         } => {
-            format!(
+            let mut line = format!(
                 "{} {} at {git_ref} ({runs_as})",
                 st.bold(&format!("[{index}/{total}]")),
                 st.bold(id)
-            )
+            );
+            for warning in warnings {
+                line.push_str(&format!("\n  {} {}", st.warn("warning:"), warning));
+            }
+            line
         }
         RunEvent::Output { id, line, .. } if echo_output => {
             format!("  {} {line}", st.dim(&format!("{id} |")))
@@ -205,5 +212,108 @@ impl Reporter for TextReporter {
         if let Some(line) = event_line(event, &self.styler, self.echo_output) {
             eprintln!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each event, every field filled.
+    fn samples() -> Vec<RunEvent> {
+        let s = || String::from("x");
+        vec![
+            RunEvent::Plan {
+                steps: vec![PlannedStepView {
+                    id: s(),
+                    git_ref: s(),
+                    action: s(),
+                    reason: s(),
+                }],
+            },
+            RunEvent::Notice { message: s() },
+            RunEvent::Setup {
+                git_ref: s(),
+                status: s(),
+                detail: s(),
+            },
+            RunEvent::SetupOutput {
+                git_ref: s(),
+                line: s(),
+            },
+            RunEvent::StepStarted {
+                index: 1,
+                total: 1,
+                id: s(),
+                git_ref: s(),
+                runs_as: s(),
+                warnings: vec![s()],
+            },
+            RunEvent::Output {
+                id: s(),
+                stream: s(),
+                line: s(),
+            },
+            RunEvent::Verification {
+                id: s(),
+                state: s(),
+                detail: s(),
+            },
+            RunEvent::StepFinished {
+                id: s(),
+                status: s(),
+                ended_by: s(),
+                reason: s(),
+                duration_ms: 1,
+            },
+            RunEvent::Summary {
+                ran: 1,
+                succeeded: 1,
+                skipped: 1,
+                failed: 1,
+                status: s(),
+                duration_ms: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_documented_event_table_names_every_field_each_event_carries() {
+        let docs = include_str!("../../docs/unattended.md");
+        for event in samples() {
+            let value = serde_json::to_value(&event).unwrap();
+            let name = value["event"].as_str().unwrap().to_string();
+            let row = docs
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("docs/unattended.md has no row for {name}"));
+            for field in value.as_object().unwrap().keys().filter(|k| *k != "event") {
+                assert!(
+                    row.contains(&format!("`{field}`")),
+                    "docs/unattended.md does not name {name}'s field {field}: {row}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_shows_its_warnings_as_it_starts() {
+        let line = event_line(
+            &RunEvent::StepStarted {
+                index: 2,
+                total: 3,
+                id: "counter".into(),
+                git_ref: "v1.2.0".into(),
+                runs_as: "file".into(),
+                warnings: vec!["Every run bumps the counter again.".into()],
+            },
+            &Styler::plain(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            "[2/3] counter at v1.2.0 (file)\n  warning: Every run bumps the counter again."
+        );
     }
 }

@@ -2,8 +2,11 @@
 
 use std::fmt::Write;
 
+use super::words::{count, them};
 use super::{pad, Styler};
+use crate::decided::PlanNeeds;
 use crate::plan::{Plan, PlanStep};
+use crate::preflight::human_bytes;
 use crate::release_map::{Exits, Idempotency, Need};
 
 fn exits_text(exits: Exits) -> &'static str {
@@ -63,6 +66,25 @@ fn worst_text(w: &crate::plan::WorstCase, st: &Styler) -> String {
     )
 }
 
+/// The disk a run of this plan takes, the same words in every view (None: the map names no
+/// size per tag, or nothing would run).
+pub fn disk_line(needs: &PlanNeeds) -> Option<String> {
+    if needs.disk_per_tag == 0 || needs.tags == 0 {
+        return None;
+    }
+    let each = human_bytes(needs.disk_per_tag);
+    Some(if needs.tags == 1 {
+        format!("Disk: 1 tag prepared, about {each}.")
+    } else {
+        format!(
+            "Disk: {} prepared one at a time, about {each} each ({} if every tag is kept with \
+             --keep-worktrees).",
+            count(needs.tags, "tag"),
+            human_bytes(needs.disk_all_tags)
+        )
+    })
+}
+
 pub fn render(plan: &Plan, st: &Styler) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -92,11 +114,9 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
         let tags = plan.groups.len();
         let _ = writeln!(
             out,
-            "{} script{} at {} tag{}, in this order:",
-            plan.steps_total,
-            if plan.steps_total == 1 { "" } else { "s" },
-            tags,
-            if tags == 1 { "" } else { "s" }
+            "{} at {}, in this order:",
+            count(plan.steps_total, "script"),
+            count(tags, "tag")
         );
     }
     let mut n = 0;
@@ -214,8 +234,8 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
             "\n{} {} (no release ships {} yet; add --include-unreleased to run {} at the ref the map names)",
             st.dim("Left out:"),
             plan.unreleased_left_out.join(", "),
-            if plan.unreleased_left_out.len() == 1 { "it" } else { "them" },
-            if plan.unreleased_left_out.len() == 1 { "it" } else { "them" },
+            them(plan.unreleased_left_out.len()),
+            them(plan.unreleased_left_out.len()),
         );
     }
     out

@@ -40,30 +40,47 @@ impl Write for LogWriter {
 
 pub struct ProgressReporter {
     multi: MultiProgress,
-    overall: ProgressBar,
+    /// The bar of steps, drawn from the first setup or step on: nothing is in progress while
+    /// the guided flow asks its questions.
+    overall: Option<ProgressBar>,
+    /// Steps the decided plan runs.
+    total: u64,
     step: Option<ProgressBar>,
     styler: Styler,
+    /// The plan as last shown: the run decides again under its lock, and an unchanged plan is
+    /// not printed twice.
+    shown_plan: Option<String>,
 }
 
 impl ProgressReporter {
     pub fn new() -> ProgressReporter {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let overall = multi.add(ProgressBar::new(0));
-        overall.set_style(
-            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} steps  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        overall.set_prefix("upgrade");
         if let Ok(mut sink) = log_sink().lock() {
             *sink = Some(multi.clone());
         }
         ProgressReporter {
             multi,
-            overall,
+            overall: None,
+            total: 0,
             step: None,
             styler: Styler::for_stderr(),
+            shown_plan: None,
         }
+    }
+
+    /// The bar of steps, created when there is progress to show.
+    fn overall(&mut self) -> &ProgressBar {
+        let (multi, total) = (&self.multi, self.total);
+        self.overall.get_or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} steps  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix("upgrade");
+            bar
+        })
     }
 
     /// For prompts that must hide the bars while they ask (`MultiProgress::suspend`).
@@ -90,7 +107,9 @@ impl Drop for ProgressReporter {
         if let Some(step) = self.step.take() {
             step.finish_and_clear();
         }
-        self.overall.finish_and_clear();
+        if let Some(overall) = self.overall.take() {
+            overall.finish_and_clear();
+        }
     }
 }
 
@@ -107,17 +126,23 @@ impl Reporter for ProgressReporter {
     fn report(&mut self, event: &RunEvent) {
         match event {
             RunEvent::Plan { steps } => {
-                let to_run = steps.iter().filter(|s| s.action == "run").count();
-                self.overall.set_length(to_run as u64);
+                self.total = steps.iter().filter(|s| s.action == "run").count() as u64;
+                if let Some(overall) = &self.overall {
+                    overall.set_length(self.total);
+                }
                 if let Some(line) = event_line(event, &self.styler, false) {
-                    self.println(&line);
+                    if self.shown_plan.as_deref() != Some(line.as_str()) {
+                        self.println(&line);
+                        self.shown_plan = Some(line);
+                    }
                 }
             }
             RunEvent::StepStarted {
                 index, id, git_ref, ..
             } => {
-                self.overall.set_position(*index as u64 - 1);
-                self.overall.set_message(id.clone());
+                let overall = self.overall();
+                overall.set_position(*index as u64 - 1);
+                overall.set_message(id.clone());
                 if let Some(line) = event_line(event, &self.styler, false) {
                     self.println(&line);
                 }
@@ -135,6 +160,7 @@ impl Reporter for ProgressReporter {
                 status,
                 detail,
             } if status == "running" => {
+                self.overall();
                 if let Some(line) = event_line(event, &self.styler, false) {
                     self.println(&line);
                 }
@@ -172,12 +198,16 @@ impl Reporter for ProgressReporter {
                 if let Some(spinner) = self.step.take() {
                     spinner.finish_and_clear();
                 }
-                self.overall.inc(1);
+                self.overall().inc(1);
                 if let Some(line) = event_line(event, &self.styler, false) {
                     self.println(&line);
                 }
             }
-            RunEvent::Summary { .. } => self.overall.finish_and_clear(),
+            RunEvent::Summary { .. } => {
+                if let Some(overall) = self.overall.take() {
+                    overall.finish_and_clear();
+                }
+            }
             other => {
                 if let Some(line) = event_line(other, &self.styler, false) {
                     self.println(&line);

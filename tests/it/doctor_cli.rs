@@ -132,15 +132,17 @@ fn blockers_exit_5_with_their_fix_and_no_secret() {
         "<ENCRYPTION_KEY_MUST_BE_32_LONG>",
     );
     assert_eq!(code, 5, "{stdout}\n{stderr}");
+    // The checklist follows the plan's steps (which name their needs too).
+    let checks = stdout.split("\nChecks\n").nth(1).expect("a Checks section");
     for id in ["redis", "mongo.connect", "encryption-key"] {
-        let line = stdout
+        let line = checks
             .lines()
             .find(|l| l.contains(id))
             .unwrap_or_else(|| panic!("{id}:\n{stdout}"));
         assert!(line.contains("BLOCKER"), "{line}");
     }
     assert!(stdout.matches("fix:").count() >= 3, "{stdout}");
-    assert!(stderr.contains("preflight found 3 blocker(s)"), "{stderr}");
+    assert!(stderr.contains("preflight found 3 blockers"), "{stderr}");
     assert!(
         !stdout.contains(CANARY) && !stderr.contains(CANARY),
         "the canary leaked:\n{stdout}\n{stderr}"

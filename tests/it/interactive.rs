@@ -100,9 +100,12 @@ fn a_person_picks_the_target_confirms_declines_the_backup_and_watches_it_run() {
     let env = Env::new("interactive");
     let tmux = Tmux::start("guided", &shell_line(&env, &env.project.map_path, &[]));
     // The targets are listed newest first: v1.2.0, v1.1.0, v1.0.0.
-    tmux.wait_for("Upgrade to", Duration::from_secs(60));
+    let screen = tmux.wait_for("Upgrade to", Duration::from_secs(60));
+    // Nothing is in progress yet: no bar of steps above the question.
+    assert!(!screen.contains("steps  "), "{screen}");
     tmux.keys(&["Down", "Enter"]);
-    let screen = tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(30));
+    let screen = tmux.wait_for("Run these 3 steps?", Duration::from_secs(30));
+    assert!(!screen.contains("0/3 steps"), "{screen}");
     assert!(
         screen.contains("exits") && screen.contains("export-only"),
         "{screen}"
@@ -113,6 +116,8 @@ fn a_person_picks_the_target_confirms_declines_the_backup_and_watches_it_run() {
     let screen = tmux.wait_for("EXIT=", Duration::from_secs(120));
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(screen.contains("Upgrade done: 3 ran"), "{screen}");
+    // The run decides again under its lock; the unchanged plan is shown once.
+    assert_eq!(screen.matches("Plan:").count(), 1, "{screen}");
     assert_eq!(env.project.executed(), ["exits", "hangs", "export-only"]);
 }
 
@@ -124,7 +129,7 @@ fn the_first_ctrl_c_asks_and_stop_after_the_step_keeps_the_journal_clean() {
     });
     let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "4"];
     let tmux = Tmux::start("ctrlc", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !env.project.executed().contains(&"hangs".to_string()) {
@@ -162,7 +167,7 @@ fn at_a_terminal_an_unverifiable_non_idempotent_step_is_asked_about_by_name() {
     let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "120"];
     // Declined: nothing runs, and the way to approve it later is named.
     let tmux = Tmux::start("approve_no", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     tmux.wait_for("Approve running hangs?", Duration::from_secs(30));
     tmux.keys(&["n"]);
@@ -174,7 +179,7 @@ fn at_a_terminal_an_unverifiable_non_idempotent_step_is_asked_about_by_name() {
 
     // Approved at the prompt: it runs.
     let tmux = Tmux::start("approve_yes", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     tmux.wait_for("Approve running hangs?", Duration::from_secs(30));
     tmux.keys(&["y"]);
@@ -194,7 +199,7 @@ fn a_step_ended_unverified_is_put_to_the_person_who_marks_it_applied_and_the_run
     });
     let argv = ["--to", "1.1.0", "--no-backup", "--quiet-secs", "1"];
     let tmux = Tmux::start("unverified", &shell_line(&env, &map, &argv));
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(60));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(60));
     tmux.keys(&["y"]);
     tmux.wait_for("Run them?", Duration::from_secs(30));
     tmux.keys(&["y"]);

@@ -2,12 +2,14 @@
 //! (`support`); each area of upstep adds its own `mod` line.
 
 mod backup;
+mod cache_cli;
 mod detect;
 mod doctor_cli;
 mod git_layer;
 mod interactive;
 mod journal_contract;
 mod novu_seed;
+mod one_picture;
 mod ops_redis;
 mod ops_settings;
 mod ops_tunnel;
@@ -18,9 +20,11 @@ mod rehearse;
 mod runner_proc;
 mod secrets_url;
 mod services;
+mod settings_path;
 mod store;
 mod support;
 mod upgrade;
 mod upgrade_gentle;
 mod upgrade_setup;
 mod upgrade_ssh;
+mod wording;

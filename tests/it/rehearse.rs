@@ -432,7 +432,7 @@ fn at_a_terminal_a_person_picks_the_target_confirms_and_reads_the_report() {
     tmux.wait_for("Upgrade to", Duration::from_secs(60));
     // Newest first: v1.2.0, v1.1.0, v1.0.0.
     tmux.keys(&["Down", "Enter"]);
-    tmux.wait_for("Run these 3 step(s)?", Duration::from_secs(30));
+    tmux.wait_for("Run these 3 steps?", Duration::from_secs(30));
     tmux.keys(&["y"]);
     let screen = tmux.wait_for("EXIT=", Duration::from_secs(120));
     assert!(screen.contains("EXIT=0"), "{screen}");

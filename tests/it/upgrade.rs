@@ -387,7 +387,7 @@ fn dry_run_touches_no_data_no_journal_and_no_lock() {
     let out = env.upgrade(&["--dry-run", "--to", "1.1.0"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("3 step(s) would run"),
+        String::from_utf8_lossy(&out.stdout).contains("3 steps would run"),
         "{}",
         text(&out)
     );
