@@ -100,6 +100,11 @@ pub enum Command {
     /// Inspect the release map.
     #[command(subcommand)]
     Map(MapCommand),
+    /// Try the whole upgrade on a scratch copy first: back up, restore into a scratch database,
+    /// run the planned steps there exactly as `upgrade` would, report per step the time, the
+    /// ending and the documents changed, predict the real run's downtime, drop the copy. The
+    /// real database and its journal are only read.
+    Rehearse(RehearseArgs),
     /// Back up the database (mongodump's directory format, with a checksummed manifest).
     Backup(BackupArgs),
     /// Restore a backup, verified against its manifest first.
@@ -366,6 +371,57 @@ pub struct UpgradeArgs {
     pub run: RunOpts,
     #[command(flatten)]
     pub output: OutputOpts,
+    /// After the run, promote: run this command (e.g. `--then docker compose up -d`) only when
+    /// every step of the plan succeeded and its data check verified it (also when nothing
+    /// needed to run). Everything after --then is the command; one argument holding spaces
+    /// runs through `sh -c`. A failed (or withheld) promotion exits 14.
+    #[arg(
+        long,
+        value_name = "CMD",
+        num_args = 1..,
+        allow_hyphen_values = true,
+        conflicts_with_all = ["plan", "dry_run"]
+    )]
+    pub then: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    #[command(flatten)]
+    pub range: RangeOpts,
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub repo: RepoOpts,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub run_env: RunEnvOpts,
+    /// The run's options, as for `upgrade`. --backup DIR keeps the backup the rehearsal takes
+    /// there; --no-backup and --dry-run do not apply.
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
+
+    /// Restore this backup (the one `upstep backup` or `upgrade --backup` wrote) into the
+    /// scratch database instead of backing up the database now.
+    #[arg(long, value_name = "DIR")]
+    pub from_backup: Option<PathBuf>,
+
+    /// The scratch database (default: the same server, database `<db>_upstep_rehearsal_<UTC
+    /// time>`). It must not exist yet: a rehearsal never overwrites a database. Printed only
+    /// with its password redacted.
+    #[arg(long, value_name = "URI", hide_env_values = true)]
+    pub scratch_uri: Option<String>,
+
+    /// Keep the scratch database afterwards (to inspect what the steps did).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Also write the rehearsal's report (one JSON document) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Where the data is and how to reach it: MongoDB, Redis, an SSH tunnel, a profile.
@@ -839,6 +895,33 @@ mod tests {
             unknown.is_empty(),
             "messages name flags upstep does not have:\n{}",
             unknown.join("\n")
+        );
+    }
+
+    #[test]
+    fn then_takes_the_rest_of_the_line_as_the_command() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "upstep",
+            "upgrade",
+            "--no-backup",
+            "--then",
+            "docker",
+            "compose",
+            "up",
+            "-d",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            super::Command::Upgrade(args) => {
+                assert_eq!(args.then, ["docker", "compose", "up", "-d", "--json"]);
+                assert!(!args.output.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            super::Cli::try_parse_from(["upstep", "upgrade", "--dry-run", "--then", "x"]).is_err()
         );
     }
 

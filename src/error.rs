@@ -39,6 +39,9 @@ pub enum ExitCode {
     NoTerminal = 12,
     /// A configuration file or profile is wrong.
     Config = 13,
+    /// `upgrade --then`: every step succeeded, but the promotion command failed, or was not
+    /// run because a step's work could not be verified.
+    PromotionFailed = 14,
     /// Stopped by SIGINT (Ctrl-C).
     Interrupted = 130,
     /// Stopped by SIGTERM, or by SIGHUP (a dropped terminal or SSH session), treated alike.
@@ -68,6 +71,10 @@ impl ExitCode {
             "a confirmation is needed but there is no terminal (use --yes)",
         ),
         (13, "configuration file or profile error"),
+        (
+            14,
+            "--then: the migrations succeeded but the promotion command failed (or was withheld: a step could not be verified)",
+        ),
         (130, "interrupted (SIGINT)"),
         (
             143,
@@ -96,6 +103,7 @@ impl ExitCode {
             ExitCode::Tunnel => "tunnel",
             ExitCode::NoTerminal => "no-terminal",
             ExitCode::Config => "config",
+            ExitCode::PromotionFailed => "promotion-failed",
             ExitCode::Interrupted => "interrupted",
             ExitCode::Terminated => "terminated",
         }
@@ -259,6 +267,10 @@ pub enum Error {
     #[error("{message}\n  fix: {fix}")]
     Config { message: String, fix: String },
 
+    /// `--then`: the promotion command failed or was withheld (the migrations succeeded).
+    #[error("{0}")]
+    Promotion(String),
+
     #[error("interrupted")]
     Interrupted,
 
@@ -369,6 +381,7 @@ impl Error {
             Error::Tunnel { .. } => ExitCode::Tunnel,
             Error::NoTerminal(_) => ExitCode::NoTerminal,
             Error::Config { .. } => ExitCode::Config,
+            Error::Promotion(_) => ExitCode::PromotionFailed,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Terminated => ExitCode::Terminated,
             // A closed stdout (e.g. `upstep plan | head`) is not a bug; report it as usage-free failure.
@@ -400,6 +413,7 @@ mod tests {
             ExitCode::Tunnel,
             ExitCode::NoTerminal,
             ExitCode::Config,
+            ExitCode::PromotionFailed,
             ExitCode::Interrupted,
             ExitCode::Terminated,
         ];

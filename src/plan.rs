@@ -8,7 +8,7 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::release_map::{Idempotency, Introduced, Mode, Need, ReleaseMap};
+use crate::release_map::{Idempotency, Introduced, Migration, Mode, Need, ReleaseMap};
 use crate::version::display;
 
 pub const PLAN_SCHEMA: &str = "upstep.plan/1";
@@ -127,6 +127,57 @@ pub struct PlanStep {
     /// The script exits 0 even when it failed: only its data check proves it ran.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exit_code_unreliable: bool,
+    /// The worst that can happen, up front.
+    pub worst_case: WorstCase,
+}
+
+/// What can go wrong with a step, from the map, and what a backup would give back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorstCase {
+    /// Any of "destructive", "lossy", "not-idempotent", "unverifiable".
+    pub risks: Vec<&'static str>,
+    /// The collections its data check reads (the ones it migrates, as far as the map says).
+    pub collections: Vec<String>,
+    /// What a backup taken before the run (`upgrade --backup DIR`) restores.
+    pub backup_restores: String,
+}
+
+/// The worst case of a migration, from its map fields.
+pub fn worst_case(m: &Migration) -> WorstCase {
+    let mut risks = Vec::new();
+    if m.destructive {
+        risks.push("destructive");
+    }
+    if m.lossy {
+        risks.push("lossy");
+    }
+    if m.idempotent == Idempotency::No {
+        risks.push("not-idempotent");
+    }
+    let mut collections = Vec::new();
+    match &m.fingerprint {
+        crate::release_map::Fingerprint::Checks(checks) => {
+            for c in checks {
+                if !collections.contains(&c.collection) {
+                    collections.push(c.collection.clone());
+                }
+            }
+        }
+        crate::release_map::Fingerprint::Unknown { .. } => risks.push("unverifiable"),
+    }
+    let backup_restores = if collections.is_empty() {
+        "every collection as it was before the run (the map does not say which ones this step writes); `upstep restore DIR --drop` puts them back and sets the journal back".to_string()
+    } else {
+        format!(
+            "{} (and every other collection) as it was before the run; `upstep restore DIR --drop` puts it back and sets the journal back",
+            collections.join(", ")
+        )
+    };
+    WorstCase {
+        risks,
+        collections,
+        backup_restores,
+    }
 }
 
 impl Plan {
@@ -322,6 +373,7 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
             required_stop: m.lifecycle.required_stop.clone(),
             optional: m.lifecycle.optional.clone(),
             exit_code_unreliable: m.lifecycle.exit_code_unreliable,
+            worst_case: worst_case(m),
         });
     }
 

@@ -33,6 +33,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             &args.output,
         ),
         Command::Upgrade(args) => upgrade::upgrade_command(&args),
+        Command::Rehearse(args) => rehearse::rehearse_command(&args),
         Command::Status(args) => run::status_command(&args),
         Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
@@ -60,6 +61,7 @@ mod cache;
 mod detect;
 mod doctor;
 mod interactive;
+mod rehearse;
 pub(crate) mod resolve;
 mod run;
 mod upgrade;

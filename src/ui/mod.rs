@@ -8,6 +8,8 @@ pub mod doctor_text;
 pub mod events;
 pub mod plan_text;
 pub mod progress;
+pub mod rehearse_recorder;
+pub mod rehearse_text;
 pub mod words;
 
 use std::io::{IsTerminal, Write};

@@ -49,6 +49,23 @@ fn safety(step: &PlanStep, st: &Styler) -> String {
     }
 }
 
+/// The worst case of a step in one line: its risks, and what a backup taken first restores.
+fn worst_text(w: &crate::plan::WorstCase, st: &Styler) -> String {
+    if w.risks.is_empty() {
+        return st.dim("none: safe to repeat, and its data check verifies it");
+    }
+    let risks: Vec<String> = w.risks.iter().map(|r| r.replace('-', " ")).collect();
+    let what = if w.collections.is_empty() {
+        "every collection".to_string()
+    } else {
+        w.collections.join(", ")
+    };
+    format!(
+        "{}; only a backup taken first (--backup DIR) undoes it: it restores {what} as before the run",
+        st.warn(&risks.join(", "))
+    )
+}
+
 /// The disk a run of this plan takes, the same words in every view (None: the map names no
 /// size per tag, or nothing would run).
 pub fn disk_line(needs: &PlanNeeds) -> Option<String> {
@@ -183,6 +200,7 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
                 &format!("{}; {}", step.runs_as, exits_text(step.mode.exits)),
             );
             row(&mut out, "safety", &safety(step, st));
+            row(&mut out, "worst", &worst_text(&step.worst_case, st));
             if !step.needs.is_empty() {
                 let needs: Vec<&str> = step.needs.iter().map(|n| need_text(*n)).collect();
                 row(&mut out, "needs", &needs.join(", "));

@@ -121,6 +121,13 @@ fn one_of_each_event() -> Vec<RunEvent> {
             status: String::new(),
             duration_ms: 0,
         },
+        RunEvent::Promotion {
+            status: String::new(),
+            program: String::new(),
+            exit_code: None,
+            duration_ms: 0,
+            detail: String::new(),
+        },
     ];
     for event in &events {
         // Exhaustive on purpose: a new event must be added above (and documented).
@@ -133,7 +140,8 @@ fn one_of_each_event() -> Vec<RunEvent> {
             | RunEvent::Output { .. }
             | RunEvent::Verification { .. }
             | RunEvent::StepFinished { .. }
-            | RunEvent::Summary { .. } => {}
+            | RunEvent::Summary { .. }
+            | RunEvent::Promotion { .. } => {}
         }
     }
     events

@@ -19,6 +19,7 @@ mod ops_tunnel;
 mod plan_cli;
 mod plan_repo;
 mod preflight;
+mod rehearse;
 mod runner_proc;
 mod secrets_url;
 mod services;
