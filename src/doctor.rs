@@ -223,9 +223,7 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
 
 /// With no Redis URL (or `auto`), upstep starts a throwaway local redis-server for the run.
 fn check_redis_server_installed(path_env: &OsString) -> CheckResult {
-    let found = std::env::split_paths(path_env)
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file());
+    let found = crate::child::find_on_path("redis-server", path_env);
     match found {
         Some(path) => CheckResult::ok(
             "redis",

@@ -6,13 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dialoguer::{Confirm, Input, Password, Select};
+use futures_util::future::LocalBoxFuture;
 use semver::Version;
 
+use crate::detect::DetectReport;
 use crate::error::{Error, Result};
+use crate::executor::effects::{Blocked, Prompt};
 use crate::executor::DecidedStep;
 use crate::release_map::ReleaseMap;
 use crate::runner::process::StopRequest;
 use crate::runner::signals::SignalWatcher;
+use crate::ui::Styler;
 use crate::version::display;
 
 /// A prompt that was cancelled (Ctrl-C, closed terminal) ends the run as interrupted.
@@ -69,14 +73,8 @@ pub fn choose_target(map: &ReleaseMap, detected: Option<&Version>) -> Result<Ver
     Ok(newer[choice].version.clone())
 }
 
-pub enum BlockedChoice {
-    Retry,
-    MarkApplied,
-    Stop,
-}
-
 /// The journal shows failed or interrupted steps: what happened, and what to do about it.
-pub fn resolve_blocked(blocked: &[&DecidedStep]) -> Result<BlockedChoice> {
+pub fn resolve_blocked(blocked: &[&DecidedStep]) -> Result<Blocked> {
     eprintln!("The journal shows steps that did not finish:");
     for step in blocked {
         eprintln!("  {} ({}): {}", step.id, step.git_ref, step.decision.reason);
@@ -93,9 +91,9 @@ pub fn resolve_blocked(blocked: &[&DecidedStep]) -> Result<BlockedChoice> {
         .interact()
         .map_err(cancelled)?;
     Ok(match choice {
-        0 => BlockedChoice::Retry,
-        1 => BlockedChoice::MarkApplied,
-        _ => BlockedChoice::Stop,
+        0 => Blocked::Retry,
+        1 => Blocked::MarkApplied,
+        _ => Blocked::Stop,
     })
 }
 
@@ -195,4 +193,36 @@ pub fn spawn_stop_prompt(watcher: Arc<SignalWatcher>, multi: Option<indicatif::M
             }
         }
     });
+}
+
+/// The questions of a run, answered by a person at the terminal.
+pub struct TerminalPrompt;
+
+impl Prompt for TerminalPrompt {
+    fn target(&self, map: &ReleaseMap, detected: &DetectReport) -> Result<Version> {
+        eprint!(
+            "{}",
+            crate::ui::detect_text::render(detected, &Styler::for_stderr())
+        );
+        let at = detected
+            .detected
+            .as_deref()
+            .and_then(|v| Version::parse(v).ok());
+        choose_target(map, at.as_ref())
+    }
+    fn blocked(&self, steps: &[&DecidedStep]) -> Result<Blocked> {
+        resolve_blocked(steps)
+    }
+    fn confirm_run(&self, steps: usize) -> Result<bool> {
+        confirm_run(steps)
+    }
+    fn backup(&self) -> Result<Option<PathBuf>> {
+        ask_backup()
+    }
+    fn approve_step<'a>(&'a self, id: &'a str) -> LocalBoxFuture<'a, Result<bool>> {
+        Box::pin(approve_step(id))
+    }
+    fn confirm_risky(&self) -> LocalBoxFuture<'_, Result<bool>> {
+        Box::pin(confirm_risky())
+    }
 }

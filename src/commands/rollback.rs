@@ -3,13 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{connect, is_interactive, read_only_options, redis_connection, resolve_settings};
+use futures_util::future::LocalBoxFuture;
+
+use super::run::{connect, is_interactive, read_only_options, resolve_settings};
+use super::upgrade::redis_connection;
 use super::{load_map_from, open_repo_spec, runtime};
 use crate::cli::{ConnectOpts, MapOpts, OutputOpts, PlanArgs, RepoOpts, RollbackArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::executor::command::Connection;
 use crate::executor::decide::Flags;
+use crate::executor::effects::{Effects, Surroundings, Workspace};
+use crate::executor::real::{GitWorkspace, MongoRunStore, ProcessChildren, SystemClock};
 use crate::executor::rollback::{self, DownAction, RollbackPlan, RollbackRequest};
+use crate::executor::{KnownFacts, UpgradeOptions};
+use crate::plan::Plan;
 use crate::release_map::{Need, ReleaseMap};
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
 use crate::ui::events::{JsonReporter, Reporter, TextReporter};
@@ -188,7 +195,6 @@ pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
             ..Connection::default()
         };
         let mut opts = read_only_options(map, newest);
-        opts.repo = repo;
         opts.flags = Flags {
             retry: args.run.retry,
             force: false,
@@ -219,13 +225,30 @@ pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
             redis_connection(&url, &mut connection)?;
         }
         opts.connection = connection;
-        let watcher = Arc::new(SignalWatcher::install(if interactive {
-            SignalPolicy::Interactive
-        } else {
-            SignalPolicy::Unattended
-        })?);
-        let result =
-            rollback::run_rollback(&opts, &req, &connected.store, watcher, reporter.as_mut()).await;
+        let run_store = MongoRunStore::new(
+            &connected.store,
+            &connected.uri,
+            &opts.state_dir,
+            opts.lease,
+        );
+        let workspace = repo
+            .as_ref()
+            .map(|repo| GitWorkspace::new(repo, &opts.cache_root, opts.allow_provision));
+        // A rollback asks nothing (`--force`/`--approve` are refused above).
+        let unattended = opts.approvals.clone();
+        let mut surroundings = RollbackSurroundings { interactive };
+        let mut fx = Effects {
+            store: Arc::new(run_store),
+            workspace: workspace.as_ref().map(|w| w as &dyn Workspace),
+            children: &ProcessChildren,
+            clock: Arc::new(SystemClock),
+            tunnel: None,
+            prompt: &unattended,
+            surroundings: &mut surroundings,
+            reporter: reporter.as_mut(),
+        };
+        let result = rollback::run_rollback(&opts, &req, &connected.store, &mut fx).await;
+        drop(fx);
         if let Some(t) = connected.tunnel {
             t.close().await;
         }
@@ -240,4 +263,30 @@ pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
         ))?;
     }
     Ok(ExitCode::Success)
+}
+
+/// What surrounds a rollback: the signal handlers (its services and checks are set up by
+/// `rollback_command` before it starts).
+struct RollbackSurroundings {
+    interactive: bool,
+}
+
+impl Surroundings for RollbackSurroundings {
+    fn prepare<'a>(
+        &'a mut self,
+        _opts: &'a mut UpgradeOptions,
+        _plan: &'a Plan,
+        _guided: Option<&'a KnownFacts>,
+        _reporter: &'a mut dyn crate::ui::events::Reporter,
+    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>> {
+        Ok(Arc::new(SignalWatcher::install(if self.interactive {
+            SignalPolicy::Interactive
+        } else {
+            SignalPolicy::Unattended
+        })?))
+    }
 }

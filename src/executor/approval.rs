@@ -12,6 +12,9 @@
 //! is asked is exactly what runs.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use futures_util::future::LocalBoxFuture;
 
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -19,7 +22,9 @@ use crate::release_map::{Fingerprint, Idempotency, ReleaseMap};
 use crate::store::fingerprint::FpState;
 
 use super::decide::Action;
+use super::effects::{Blocked, Prompt};
 use super::DecidedStep;
+use crate::detect::DetectReport;
 
 /// What the operator approved before the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +33,33 @@ pub struct Approvals {
     pub routine: bool,
     /// Steps approved one by one: `--approve <id>`, or a yes at the terminal for that step.
     pub steps: BTreeSet<String>,
+    /// Optional steps asked for by id (`--include-optional <id>`); the others are skipped.
+    pub optional: BTreeSet<String>,
+}
+
+/// `--yes` and `--approve` as the answers of an unattended run. Today's unattended runs ask
+/// nothing (the run checks its approvals against its decision, `check`), so this answers only
+/// if a flow asks: a step by `--approve`, the routine confirmation by `--yes`; no question
+/// changes the plan (the target stays, unfinished steps stop the run, no backup is added).
+impl Prompt for Approvals {
+    fn target(&self, map: &ReleaseMap, _detected: &DetectReport) -> Result<semver::Version> {
+        Ok(map.default_target(false)?.version.clone())
+    }
+    fn blocked(&self, _steps: &[&DecidedStep]) -> Result<Blocked> {
+        Ok(Blocked::Stop)
+    }
+    fn confirm_run(&self, _steps: usize) -> Result<bool> {
+        Ok(true)
+    }
+    fn backup(&self) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    fn approve_step<'a>(&'a self, id: &'a str) -> LocalBoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Ok(self.steps.contains(id))))
+    }
+    fn confirm_risky(&self) -> LocalBoxFuture<'_, Result<bool>> {
+        Box::pin(std::future::ready(Ok(self.routine)))
+    }
 }
 
 /// A step about to run that needs a yes, and why.
@@ -113,7 +145,7 @@ pub fn check(risky: &[RiskyStep], approvals: &Approvals) -> Result<()> {
              that it has not run on this database (its warnings, `upstep status`), then approve \
              it with --approve <id> (repeat the flag for several), e.g. --approve {}; or run at a \
              terminal and answer its question",
-            crate::ui::words::count(unapproved.len(), "step")
+            crate::words::count(unapproved.len(), "step")
                 + if unapproved.len() == 1 {
                     " needs"
                 } else {
@@ -161,6 +193,7 @@ mod tests {
         let yes = Approvals {
             routine: true,
             steps: BTreeSet::new(),
+            optional: BTreeSet::new(),
         };
         let err = check(&steps, &yes).unwrap_err();
         assert_eq!(err.code(), ExitCode::NeedsDecision);
@@ -171,6 +204,7 @@ mod tests {
         let approved = Approvals {
             routine: true,
             steps: ["centralize".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         check(&steps, &approved).unwrap();
     }
@@ -184,11 +218,12 @@ mod tests {
         let by_name = Approvals {
             routine: false,
             steps: ["drop".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         check(&steps, &by_name).unwrap();
     }
 
-    /// Every step of the embedded map up to v2.1.0 (and the unreleased one) decided to run,
+    /// Every step of the embedded map up to v2.1.1 (and any unreleased one) decided to run,
     /// with what its data check would say on a database that has seen none of them.
     fn all_running(data: FpState) -> (ReleaseMap, Plan, Vec<DecidedStep>) {
         let map = crate::release_map::load(None).unwrap();
@@ -196,7 +231,7 @@ mod tests {
             &map,
             &crate::plan::PlanRequest {
                 from: semver::Version::new(0, 0, 0),
-                to: semver::Version::new(2, 1, 0),
+                to: semver::Version::new(2, 1, 1),
                 include_unreleased: true,
             },
         )
@@ -212,6 +247,7 @@ mod tests {
                     reason: "test".into(),
                     regressed: false,
                     unknown: false,
+                    left_out: false,
                 },
                 data: Some(match map.migration(&step.id).unwrap().fingerprint {
                     Fingerprint::Unknown { .. } => FpState::Unknown,
@@ -257,6 +293,7 @@ mod tests {
         let only_a = Approvals {
             routine: true,
             steps: ["a".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         let text = check(&steps, &only_a).unwrap_err().to_string();
         assert!(text.contains("--approve b"), "{text}");

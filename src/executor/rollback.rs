@@ -9,29 +9,24 @@
 //! while one needs a decision.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 use semver::Version;
 use serde::Serialize;
 
-use super::{StepCtx, Summary, UpgradeOptions};
+use super::effects::{Effects, Workspace};
+use super::prepare::{self, group_era};
+use super::stop::{StepCtx, Stops};
+use super::{lock, recovery, report, step, Summary, UpgradeOptions};
 use crate::error::{Error, Result};
-use crate::git::{GitRepo, Worktrees};
 use crate::plan::{Plan, PlanRequest};
 use crate::release_map::tools::{down_of, file_name, names_its_migration};
 use crate::release_map::{Down, Exits, Migration, Mode, RunKind, ToolJournal};
 use crate::runner::process::{self, ChildSpec, Ending, StopRequest, Watch};
-use crate::runner::signals::SignalWatcher;
-use crate::runner::toolchain::{self, ToolchainRequest};
 use crate::store::down_journal;
-use crate::store::fingerprint::{self, EvalOptions, FpState};
-use crate::store::journal::{Actor, Journal, JournalEntry, StepEnd, StepStart, StepStatus};
-use crate::store::lock::RunLock;
-use crate::store::mirror::Mirror;
+use crate::store::fingerprint::{EvalOptions, FpState};
+use crate::store::journal::{Journal, JournalEntry, StepEnd, StepStart, StepStatus};
 use crate::store::Store;
-use crate::ui::events::{Reporter, RunEvent};
+use crate::ui::events::RunEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -260,64 +255,38 @@ pub fn refusal(steps: &[DownStep]) -> Option<Error> {
     })
 }
 
-/// The rollback: lock, decide, then each tag's downs, newest first.
+/// The rollback: lock, decide, then each tag's downs, newest first. `store` is the database
+/// `fx.store` journals in: the downs' records (`direction: "down"`) are written there as the
+/// run lock's holder.
 pub async fn run_rollback(
     opts: &UpgradeOptions,
     req: &RollbackRequest,
     store: &Store,
-    watcher: Arc<SignalWatcher>,
-    reporter: &mut dyn Reporter,
+    fx: &mut Effects<'_>,
 ) -> Result<Summary> {
-    let started = Instant::now();
+    let started = fx.clock.now();
     let plan = full_plan(opts)?;
-    let actor = Actor::current();
-    let mirror = Mirror::for_database(&opts.state_dir, &store.redacted_uri);
-    let journal = Journal::new(store, actor.clone(), mirror).with_heartbeat_lease(opts.lease);
-    crate::store::journal::ensure_readable(store).await?;
-    let lock = RunLock::new(store);
-    super::take_lock(&lock, &journal, opts, reporter).await?;
-    let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = super::spawn_heartbeat(
-        store,
-        actor.clone(),
+    let watcher = fx.surroundings.watch_signals()?;
+    // A journal or lock from a newer upstep is refused before anything is written.
+    fx.store.ensure_readable().await?;
+    lock::take(opts, fx).await?;
+    let stops = Stops::new(watcher);
+    let heartbeat = lock::Heartbeat::start(
+        fx.store.clone(),
+        fx.clock.clone(),
         opts.lease,
-        watcher.clone(),
-        lost.clone(),
+        stops.clone(),
     );
+    let journal = Journal::new(store, fx.store.actor().clone(), fx.store.mirror().clone())
+        .with_heartbeat_lease(opts.lease);
     let mut summary = Summary::default();
-    let result = rollback_locked(
-        opts,
-        req,
-        &plan,
-        store,
-        &journal,
-        &watcher,
-        &lost,
-        reporter,
-        &mut summary,
-    )
-    .await;
-    heartbeat.abort();
-    if !lost.load(Ordering::SeqCst) {
-        if let Err(e) = lock.release(&actor).await {
-            tracing::warn!("could not release the run lock: {e}");
-        }
-    }
-    if matches!(&result, Err(Error::StepFailed(_))) {
-        summary.failed += 1;
-    }
-    reporter.report(&RunEvent::Summary {
-        ran: summary.ran,
-        succeeded: summary.succeeded,
-        skipped: summary.skipped,
-        failed: summary.failed,
-        status: match &result {
-            Ok(_) => "succeeded".to_string(),
-            Err(e) => e.code().name().to_string(),
-        },
-        duration_ms: started.elapsed().as_millis() as u64,
-    });
-    result.map(|()| summary)
+    let result = rollback_locked(opts, req, &plan, store, &journal, &stops, &mut summary, fx)
+        .await
+        .map(|()| summary.clone());
+    drop(heartbeat);
+    lock::release(fx.store.as_ref(), &stops).await;
+    report::report_summary(&result, &mut summary, started, fx);
+    result
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -327,23 +296,22 @@ async fn rollback_locked(
     plan: &Plan,
     store: &Store,
     journal: &Journal,
-    watcher: &Arc<SignalWatcher>,
-    lost: &Arc<AtomicBool>,
-    reporter: &mut dyn Reporter,
+    stops: &Stops,
     summary: &mut Summary,
+    fx: &mut Effects<'_>,
 ) -> Result<()> {
-    journal
+    fx.store
         .event(
             "rollback-started",
             None,
             bson::doc! { "to": req.to.to_string() },
         )
         .await?;
-    super::settle_abandoned(journal, opts).await?;
-    let entries = journal.entries().await?;
+    recovery::settle_abandoned(opts, fx).await?;
+    let entries = fx.store.entries().await?;
     let steps = decide_rollback(opts, plan, store, req, &entries).await;
     for s in &steps {
-        reporter.report(&RunEvent::Notice {
+        fx.reporter.report(&RunEvent::Notice {
             message: format!("{} at {}: {:?} ({})", s.id, s.git_ref, s.action, s.reason)
                 .to_lowercase(),
         });
@@ -360,21 +328,20 @@ async fn rollback_locked(
         .filter(|s| s.action == DownAction::Undo)
         .collect();
     if to_undo.is_empty() {
-        reporter.report(&RunEvent::Notice {
+        fx.reporter.report(&RunEvent::Notice {
             message: format!("nothing to roll back: no applied step after {}", req.to),
         });
         return Ok(());
     }
-    let repo = opts.repo.as_ref().ok_or_else(|| {
+    let workspace = fx.workspace.ok_or_else(|| {
         Error::usage(
             "undoing steps needs the project's code",
             "pass --repo <path or URL of the project's repository>",
         )
     })?;
-    super::stop_requested(watcher, lost)?;
+    stops.check()?;
     // `--backup DIR`: the database as it was before the first down.
-    super::until_stopped(watcher, lost, super::take_backup(opts, journal, reporter)).await?;
-    let worktrees = Worktrees::new(&opts.cache_root);
+    stops.until(prepare::take_backup(opts, fx)).await?;
     let total = to_undo.len();
     let mut index = 0;
     // Groups newest first, in the order the decision listed them.
@@ -383,93 +350,31 @@ async fn rollback_locked(
     for g in groups {
         let group = &plan.groups[g];
         let steps: Vec<&&DownStep> = to_undo.iter().filter(|s| s.group == g).collect();
-        super::stop_requested(watcher, lost)?;
-        let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
-        let worktree = super::until_stopped(
-            watcher,
-            lost,
-            super::prepare_worktree(&worktrees, repo, &tag, opts.repair_worktrees, reporter),
-        )
-        .await?;
-        let era = super::group_era(&opts.map, group)?;
-        let choice = era.setup_for(
-            steps
-                .iter()
-                .filter_map(|d| group.steps.iter().find(|s| s.id == d.id))
-                .map(|s| s.mode.setup_profile.as_deref()),
-        );
-        let toolchain = super::until_stopped(
-            watcher,
-            lost,
-            toolchain::resolve(
-                &ToolchainRequest {
-                    node: group.node.clone(),
-                    node_range: group.node_engines.clone(),
-                    pnpm: if choice.commands.is_empty() {
-                        None
-                    } else {
-                        group.pnpm.clone()
-                    },
-                    policy: opts.toolchain,
-                },
-                &opts.cache_root,
-                &std::env::var_os("PATH").unwrap_or_default(),
-                opts.allow_provision,
-            ),
-        )
-        .await?;
-        let mut path_prefix = vec![toolchain.node_dir.clone()];
-        path_prefix.extend(toolchain.pnpm_dir.clone());
-        let setup_plan = super::SetupPlan {
-            git_ref: &group.git_ref,
-            era,
-            choice,
-            repair_lockfile: group.repair_lockfile.as_deref(),
-            commit: &tag.commit,
-            node_version: &toolchain.node_version,
-            pnpm: group.pnpm.as_deref(),
-            node_headers: toolchain::node_headers_prefix(&toolchain.node_dir),
-        };
-        super::run_setup(
-            opts,
-            &setup_plan,
-            &worktree.path,
-            &path_prefix,
-            journal,
-            watcher,
-            lost,
-            reporter,
-        )
-        .await?;
+        let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        // Checked out, its toolchain found, set up for the steps it undoes.
+        let tag = prepare::prepare_tag(opts, group, &ids, stops, fx).await?;
         for step in steps {
-            super::stop_requested(watcher, lost)?;
+            stops.check()?;
             index += 1;
-            let (stop, forwarder) =
-                super::step_stop_channel(watcher, None, Arc::new(AtomicBool::new(false)));
-            let dropped = AtomicBool::new(false);
-            let ctx = StepCtx {
-                stop,
-                tunnel_dropped: &dropped,
-                tunnel: None,
-            };
+            let ctx = StepCtx::new(&stops.watcher, None);
             let at = DownAt {
                 plan,
                 group: g,
-                commit: &tag.commit,
-                worktree: &worktree.path,
-                path_prefix: &path_prefix,
+                commit: &tag.tag.commit,
+                worktree: &tag.worktree,
+                path_prefix: &tag.path_prefix,
                 index,
                 total,
             };
             let outcome = run_down(
-                opts, &step.id, &at, &ctx, repo, store, journal, lost, reporter,
+                opts, &step.id, &at, &ctx, workspace, store, journal, stops, fx,
             )
             .await;
-            forwarder.abort();
+            drop(ctx);
             summary.ran += 1;
             match outcome? {
                 StepStatus::RolledBack => summary.succeeded += 1,
-                StepStatus::Interrupted => return Err(super::stop_error(watcher, lost)),
+                StepStatus::Interrupted => return Err(stops.error()),
                 _ => {
                     return Err(Error::StepFailed(format!(
                         "the down of {} failed; earlier steps were not undone. See its log and `upstep status`; fix the cause, then re-run the rollback with --retry",
@@ -477,15 +382,15 @@ async fn rollback_locked(
                     )))
                 }
             }
-            if watcher.current() == StopRequest::AfterStep {
+            if stops.current() == StopRequest::AfterStep {
                 return Err(Error::Interrupted);
             }
         }
         if !opts.keep_worktrees {
-            super::remove_worktree(&worktrees, repo, &tag, reporter);
+            prepare::remove_worktree(workspace, &tag.tag, fx.reporter);
         }
     }
-    journal
+    fx.store
         .event(
             "rollback-finished",
             None,
@@ -509,7 +414,7 @@ struct DownAt<'a> {
 /// migration of the tag's folder): refused unless that is this step's.
 async fn check_undoes_this_one(
     store: &Store,
-    repo: &GitRepo,
+    workspace: &dyn Workspace,
     commit: &str,
     git_ref: &str,
     m: &Migration,
@@ -544,7 +449,7 @@ async fn check_undoes_this_one(
         } else {
             format!("{dir}/{other}")
         };
-        if repo.path_exists_at(commit, &path)? {
+        if workspace.read_file_at(commit, &path)?.is_some() {
             return Err(Error::Preflight(format!(
                 "{}: at {git_ref}, `{}` undoes the newest applied migration, which is {other}, not {ours}; nothing was undone for {}\n  fix: undo {other} first (roll back to the release before it, with a down declared for it), or give {} a down that names its migration",
                 m.id,
@@ -562,12 +467,12 @@ async fn run_down(
     opts: &UpgradeOptions,
     id: &str,
     at: &DownAt<'_>,
-    ctx: &StepCtx<'_>,
-    repo: &GitRepo,
+    ctx: &StepCtx,
+    workspace: &dyn Workspace,
     store: &Store,
     journal: &Journal,
-    lost: &AtomicBool,
-    reporter: &mut dyn Reporter,
+    stops: &Stops,
+    fx: &mut Effects<'_>,
 ) -> Result<StepStatus> {
     let group = &at.plan.groups[at.group];
     let step = group
@@ -579,20 +484,14 @@ async fn run_down(
         .map
         .migration(id)
         .ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
-    let era = super::group_era(&opts.map, group)?;
+    let era = group_era(&opts.map, group)?;
     let down = down_for(opts, at.plan, at.group, id)
         .ok_or_else(|| Error::Internal(format!("{id} has no down")))?;
     let (cmd, recorded_file) = match &down {
         Down::Command(argv) => {
-            check_undoes_this_one(store, repo, at.commit, &group.git_ref, m, argv).await?;
+            check_undoes_this_one(store, workspace, at.commit, &group.git_ref, m, argv).await?;
             (
-                crate::runner::command_step::command_in(
-                    at.worktree,
-                    era,
-                    argv,
-                    &step.script,
-                    &m.name,
-                ),
+                super::command_step::command_in(at.worktree, era, argv, &step.script, &m.name),
                 step.script.clone(),
             )
         }
@@ -610,15 +509,13 @@ async fn run_down(
             )
         }
     };
-    if let Some(problem) =
-        crate::runner::command_step::tool_problem(&cmd, at.worktree, at.path_prefix)
-    {
+    if let Some(problem) = super::command_step::tool_problem(&cmd, at.worktree, at.path_prefix) {
         return Err(Error::Preflight(format!(
             "{id}: its down cannot start at {}: {problem}; nothing was undone for {id}\n  fix: make the era's setup install the tool at {}, or correct the down in the release map",
             group.git_ref, group.git_ref
         )));
     }
-    let sha = super::script_sha256(repo, at.commit, &recorded_file)?;
+    let sha = step::script_sha256(workspace, at.commit, &recorded_file)?;
     down_journal::begin_down(
         journal,
         store,
@@ -632,7 +529,7 @@ async fn run_down(
         },
     )
     .await?;
-    reporter.report(&RunEvent::StepStarted {
+    fx.reporter.report(&RunEvent::StepStarted {
         index: at.index,
         total: at.total,
         id: id.into(),
@@ -657,7 +554,7 @@ async fn run_down(
         log_append: false,
         secrets: opts.connection.secrets(),
     };
-    let child = match process::spawn_child(&spec) {
+    let child = match fx.children.spawn(&spec) {
         Ok(child) => child,
         Err(e) => {
             let end = StepEnd {
@@ -692,7 +589,7 @@ async fn run_down(
     };
     let outcome = child
         .wait(watch, ctx.stop.clone(), None, &mut |line| {
-            reporter.report(&RunEvent::Output {
+            fx.reporter.report(&RunEvent::Output {
                 id: id.into(),
                 stream: match line.stream {
                     process::Stream::Stdout => "stdout".into(),
@@ -720,7 +617,7 @@ async fn run_down(
     ) && outcome.exit_code.is_none_or(|c| c == 0)
         && !(outcome.ending == Ending::Exited && outcome.exit_code.is_none());
     let (mut status, ended_by, mut reason) = match &outcome.ending {
-        Ending::Stopped { signal } if lost.load(Ordering::SeqCst) => (
+        Ending::Stopped { signal } if stops.lock_lost() => (
             StepStatus::Interrupted,
             "lease-lost".to_string(),
             format!("down stopped (signal {signal}): the run lock was lost"),
@@ -751,15 +648,17 @@ async fn run_down(
         ),
     };
     if status == StepStatus::RolledBack {
-        let report = fingerprint::evaluate(
-            &store.db,
-            &m.fingerprint,
-            EvalOptions {
-                time_limit: opts.check_time_limit,
-                count_limit: None,
-            },
-        )
-        .await;
+        let report = fx
+            .store
+            .checks()
+            .check(
+                &m.fingerprint,
+                EvalOptions {
+                    time_limit: opts.check_time_limit,
+                    count_limit: None,
+                },
+            )
+            .await;
         let tool = m.tool_journal().is_some();
         match report.state {
             FpState::Applied | FpState::Failed if tool => {
@@ -772,7 +671,7 @@ async fn run_down(
             }
             state => reason = format!("{reason}; its data check now says {}", state.as_str()),
         }
-        reporter.report(&RunEvent::Verification {
+        fx.reporter.report(&RunEvent::Verification {
             id: id.into(),
             state: report.state.as_str().into(),
             detail: String::new(),
@@ -787,7 +686,7 @@ async fn run_down(
         output_tail: outcome.tail.clone(),
     };
     down_journal::settle_down(journal, store, id, status, &end).await?;
-    reporter.report(&RunEvent::StepFinished {
+    fx.reporter.report(&RunEvent::StepFinished {
         id: id.into(),
         status: status.as_str().into(),
         ended_by,

@@ -5,23 +5,23 @@
 
 use std::path::{Path, PathBuf};
 
+use super::command_step;
+use super::effects::{Effects, Workspace};
+use super::prepare::group_era;
 use super::{DecidedStep, UpgradeOptions};
 use crate::error::{Error, Result};
-use crate::git::GitRepo;
 use crate::plan::{Plan, PlanGroup};
 use crate::release_map::RunKind;
-use crate::runner::command_step;
-use crate::store::fingerprint::{self, EvalOptions};
-use crate::store::journal::Journal;
-use crate::store::Store;
-use crate::ui::events::{Reporter, RunEvent};
+use crate::store::fingerprint::{EvalOptions, FpState};
+use crate::store::journal::StepStatus;
+use crate::ui::events::RunEvent;
 
 /// Before anything runs: each command step's migration file is at its tag, or the tool would
 /// be asked for a migration it does not know (and the run would stop half-way).
 pub fn check_files(
     opts: &UpgradeOptions,
     plan: &Plan,
-    repo: &GitRepo,
+    workspace: &dyn Workspace,
     to_run: &[&DecidedStep],
 ) -> Result<()> {
     let mut missing = Vec::new();
@@ -35,9 +35,9 @@ pub fn check_files(
         if steps.is_empty() {
             continue;
         }
-        let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
+        let tag = workspace.resolve_tag(group)?;
         for step in steps {
-            if !repo.path_exists_at(&tag.commit, &step.script)? {
+            if workspace.read_file_at(&tag.commit, &step.script)?.is_none() {
                 let name = opts
                     .map
                     .migration(&step.id)
@@ -64,11 +64,11 @@ pub fn check_files(
 pub fn check_tools(
     opts: &UpgradeOptions,
     group: &PlanGroup,
-    steps: &[&&DecidedStep],
+    steps: &[&DecidedStep],
     worktree: &Path,
     path_prefix: &[PathBuf],
 ) -> Result<()> {
-    let era = super::group_era(&opts.map, group)?;
+    let era = group_era(&opts.map, group)?;
     let mut problems = Vec::new();
     for d in steps {
         let Some(step) = group.steps.iter().find(|s| s.id == d.id) else {
@@ -103,10 +103,8 @@ pub fn check_tools(
 /// an event and skipped, never run twice.
 pub async fn applied_meanwhile(
     opts: &UpgradeOptions,
-    store: &Store,
-    journal: &Journal,
     id: &str,
-    reporter: &mut dyn Reporter,
+    fx: &mut Effects<'_>,
 ) -> Result<bool> {
     let Some(migration) = opts.map.migration(id) else {
         return Ok(false);
@@ -114,19 +112,21 @@ pub async fn applied_meanwhile(
     if migration.tool_journal().is_none() {
         return Ok(false);
     }
-    let report = fingerprint::evaluate(
-        &store.db,
-        &migration.fingerprint,
-        EvalOptions {
-            time_limit: opts.check_time_limit,
-            count_limit: None,
-        },
-    )
-    .await;
-    if report.state != crate::store::fingerprint::FpState::Applied {
+    let report = fx
+        .store
+        .checks()
+        .check(
+            &migration.fingerprint,
+            EvalOptions {
+                time_limit: opts.check_time_limit,
+                count_limit: None,
+            },
+        )
+        .await;
+    if report.state != FpState::Applied {
         return Ok(false);
     }
-    journal
+    fx.store
         .event(
             "applied-by-tool",
             Some(id),
@@ -134,17 +134,17 @@ pub async fn applied_meanwhile(
         )
         .await?;
     // An entry that says otherwise (rolled back, marked pending) must not contradict the tool.
-    let entry = journal.entries().await?.remove(id);
+    let entry = fx.store.entries().await?.remove(id);
     if entry.is_some_and(|e| !e.status.is_done()) {
-        journal
-            .mark(
+        fx.store
+            .mark_held(
                 id,
-                crate::store::journal::StepStatus::MarkedApplied,
+                StepStatus::MarkedApplied,
                 "its tool's journal records it: an earlier step's command ran it",
             )
             .await?;
     }
-    reporter.report(&RunEvent::Notice {
+    fx.reporter.report(&RunEvent::Notice {
         message: format!(
             "{id}: skipped: its tool's journal already records it (an earlier step's command ran every pending migration)"
         ),

@@ -4,6 +4,7 @@
 pub mod load;
 mod load_tools;
 pub mod model;
+pub mod order;
 pub mod schema;
 pub mod tools;
 

@@ -4,7 +4,6 @@
 //! - `signals`: SIGINT/SIGTERM turned into stop requests, per the run's policy.
 //! - `toolchain`: the exact node and pnpm of a tag (PATH, version managers, or provisioned).
 
-pub mod command_step;
 pub mod process;
 pub mod signals;
 pub mod toolchain;

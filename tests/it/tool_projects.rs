@@ -413,8 +413,19 @@ fn a_command_whose_tool_is_not_installed_stops_before_the_tag_runs_anything() {
 #[test]
 fn a_migration_the_tool_does_not_know_is_refused_before_anything_runs() {
     let env = Env::new(Tool::MikroOrm, "mikro_unknown");
+    // The real migration stays mapped (the map must cover the repository's scripts); one more
+    // entry names a migration file no tag ships.
     let map = env.project.map_variant("unknown", |t| {
-        t.replace("Migration20240202000000.js", "Migration20240202999999.js")
+        let start = t
+            .find("[[migrations]]\nid = \"customer-tier\"")
+            .expect("customer-tier's entry");
+        let end = t[start + 1..]
+            .find("[[migrations]]")
+            .map_or(t.len(), |e| start + 1 + e);
+        let extra = t[start..end]
+            .replace("\"customer-tier\"", "\"customer-tier-fix\"")
+            .replace("Migration20240202000000.js", "Migration20240202999999.js");
+        format!("{t}\n{extra}")
     });
     let out = env.with_map("upgrade", &map, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -424,6 +435,21 @@ fn a_migration_the_tool_does_not_know_is_refused_before_anything_runs() {
         "{stderr}"
     );
     assert!(stderr.contains("fix:"), "{stderr}");
+    assert!(env.project.executed().is_empty(), "nothing half-run");
+    assert!(env.find("upstep_journal").is_empty());
+
+    // A map that names the wrong file instead of the real one leaves the real one unmapped:
+    // refused earlier, as a map that does not cover the repository (exit 3), nothing run.
+    let renamed = env.project.map_variant("renamed", |t| {
+        t.replace("Migration20240202000000.js", "Migration20240202999999.js")
+    });
+    let out = env.with_map("upgrade", &renamed, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        stderr.contains("Migration20240202000000.js is in the repository since 1.1.0"),
+        "{stderr}"
+    );
     assert!(env.project.executed().is_empty(), "nothing half-run");
     assert!(env.find("upstep_journal").is_empty());
 }

@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::command::{relative_to, step_command as script_command, StepCommand};
 use crate::error::{Error, Result};
-use crate::executor::command::{relative_to, step_command as script_command, StepCommand};
 use crate::release_map::tools::fill_command;
 use crate::release_map::{Era, Mode, RunKind};
 
