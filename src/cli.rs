@@ -215,7 +215,18 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub run_env: RunEnvOpts,
     #[command(flatten)]
+    pub optional: OptionalOpts,
+    #[command(flatten)]
     pub output: OutputOpts,
+}
+
+/// Optional steps asked for (they change what runs, so doctor takes them too).
+#[derive(Debug, Args, Clone, Default)]
+pub struct OptionalOpts {
+    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
+    /// skipped unless asked for by id. Repeat for several steps.
+    #[arg(long, value_name = "ID")]
+    pub include_optional: Vec<String>,
 }
 
 /// Which release map to use.
@@ -484,10 +495,8 @@ pub struct RunOpts {
     #[arg(long, value_name = "ID")]
     pub approve: Vec<String>,
 
-    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
-    /// skipped unless asked for by id. Repeat for several steps.
-    #[arg(long, value_name = "ID")]
-    pub include_optional: Vec<String>,
+    #[command(flatten)]
+    pub optional: OptionalOpts,
 
     /// Seconds of silence after which a finished script that never exits is ended (default:
     /// per migration in the map, else the map's quiet_secs).

@@ -143,7 +143,7 @@ impl Resolved {
             None => None,
         };
         let approved = approved_steps(&map, &args.run.approve)?;
-        let optional = crate::plan::optional_steps(&map, &args.run.include_optional)?;
+        let optional = crate::plan::optional_steps(&map, &args.run.optional.include_optional)?;
         if let (Some(repo), Some(spec)) = (&repo, settings.repo.as_ref()) {
             let start = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
             crate::repo_facts::check_map_covers_repo(&map, repo, &spec.value, &start, &to)?;
