@@ -323,6 +323,12 @@ pub struct RunOpts {
     #[arg(long)]
     pub keep_worktrees: bool,
 
+    /// Prepare one tag at a time. By default the next tag is checked out, installed and built
+    /// while the steps of the current one run (when it has setup commands and at least
+    /// 1.5 GB of memory is available), so its setup is hidden behind them.
+    #[arg(long)]
+    pub no_overlap: bool,
+
     /// Back up the database into DIR before the first step runs (see `upstep restore`).
     /// Unattended runs must choose this or --no-backup; at a terminal upstep asks.
     #[arg(long, value_name = "DIR", conflicts_with = "no_backup")]

@@ -46,6 +46,8 @@ pub struct ProgressReporter {
     /// Steps the decided plan runs.
     total: u64,
     step: Option<ProgressBar>,
+    /// The running setup command's phase (install, build), kept on its spinner's line.
+    setup_phase: String,
     styler: Styler,
     /// The plan as last shown: the run decides again under its lock, and an unchanged plan is
     /// not printed twice.
@@ -63,6 +65,7 @@ impl ProgressReporter {
             overall: None,
             total: 0,
             step: None,
+            setup_phase: String::new(),
             styler: Styler::for_stderr(),
             shown_plan: None,
         }
@@ -158,7 +161,9 @@ impl Reporter for ProgressReporter {
             RunEvent::Setup {
                 git_ref,
                 status,
+                phase,
                 detail,
+                ..
             } if status == "running" => {
                 self.overall();
                 if let Some(line) = event_line(event, &self.styler, false) {
@@ -172,13 +177,19 @@ impl Reporter for ProgressReporter {
                     ProgressStyle::with_template("  {spinner} {elapsed_precise} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                spinner.set_message(format!("setup {git_ref}: {}", shorten(detail, 80)));
+                // The spinner's clock is the phase's elapsed time.
+                self.setup_phase = phase.clone();
+                spinner.set_message(format!("setup {git_ref} {phase}: {}", shorten(detail, 80)));
                 spinner.enable_steady_tick(Duration::from_millis(120));
                 self.step = Some(spinner);
             }
             RunEvent::SetupOutput { git_ref, line } => {
                 if let Some(spinner) = &self.step {
-                    spinner.set_message(format!("setup {git_ref} | {}", shorten(line, 100)));
+                    spinner.set_message(format!(
+                        "setup {git_ref} {} | {}",
+                        self.setup_phase,
+                        shorten(line, 100)
+                    ));
                 }
             }
             RunEvent::Setup { .. } => {
