@@ -318,8 +318,8 @@ pub struct RunOpts {
     pub dry_run: bool,
 
     /// Keep each tag's prepared worktree. Without it, a tag's worktree is removed as soon as
-    /// its steps are done (and after a failed setup), so a run holds one prepared tag at a
-    /// time; the tag of a failed step keeps its worktree, for the retry.
+    /// its steps are done (and after a failed setup), so a run holds at most two prepared tags
+    /// (see --no-overlap); the tag of a failed step keeps its worktree, for the retry.
     #[arg(long)]
     pub keep_worktrees: bool,
 

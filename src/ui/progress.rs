@@ -46,6 +46,9 @@ pub struct ProgressReporter {
     /// Steps the decided plan runs.
     total: u64,
     step: Option<ProgressBar>,
+    /// A tag's running setup command: its own line, since the next tag is set up while the
+    /// steps of the current one run.
+    setup: Option<ProgressBar>,
     /// The running setup command's phase (install, build), kept on its spinner's line.
     setup_phase: String,
     styler: Styler,
@@ -65,6 +68,7 @@ impl ProgressReporter {
             overall: None,
             total: 0,
             step: None,
+            setup: None,
             setup_phase: String::new(),
             styler: Styler::for_stderr(),
             shown_plan: None,
@@ -107,8 +111,8 @@ impl Drop for ProgressReporter {
         if let Ok(mut sink) = log_sink().lock() {
             *sink = None;
         }
-        if let Some(step) = self.step.take() {
-            step.finish_and_clear();
+        for spinner in [self.step.take(), self.setup.take()].into_iter().flatten() {
+            spinner.finish_and_clear();
         }
         if let Some(overall) = self.overall.take() {
             overall.finish_and_clear();
@@ -169,7 +173,7 @@ impl Reporter for ProgressReporter {
                 if let Some(line) = event_line(event, &self.styler, false) {
                     self.println(&line);
                 }
-                if let Some(old) = self.step.take() {
+                if let Some(old) = self.setup.take() {
                     old.finish_and_clear();
                 }
                 let spinner = self.multi.add(ProgressBar::new_spinner());
@@ -181,10 +185,10 @@ impl Reporter for ProgressReporter {
                 self.setup_phase = phase.clone();
                 spinner.set_message(format!("setup {git_ref} {phase}: {}", shorten(detail, 80)));
                 spinner.enable_steady_tick(Duration::from_millis(120));
-                self.step = Some(spinner);
+                self.setup = Some(spinner);
             }
             RunEvent::SetupOutput { git_ref, line } => {
-                if let Some(spinner) = &self.step {
+                if let Some(spinner) = &self.setup {
                     spinner.set_message(format!(
                         "setup {git_ref} {} | {}",
                         self.setup_phase,
@@ -193,7 +197,7 @@ impl Reporter for ProgressReporter {
                 }
             }
             RunEvent::Setup { .. } => {
-                if let Some(spinner) = self.step.take() {
+                if let Some(spinner) = self.setup.take() {
                     spinner.finish_and_clear();
                 }
                 if let Some(line) = event_line(event, &self.styler, false) {
