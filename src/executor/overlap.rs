@@ -205,21 +205,21 @@ pub(super) async fn steps_alongside(
         (result, clock.now())
     });
     let running = std::pin::pin!(steps(&mut fg));
-    let ((result, prepared_at), steps_result, steps_ended) =
-        match select(running, preparing).await {
-            Either::Left((steps_result, preparing)) => {
-                let steps_ended = clock.now();
-                if steps_result.is_err() {
-                    // Dropping the preparation kills its children; nothing it held is written.
-                    return (steps_result, None);
-                }
-                (preparing.await, steps_result, steps_ended)
+    let ((result, prepared_at), steps_result, steps_ended) = match select(running, preparing).await
+    {
+        Either::Left((steps_result, preparing)) => {
+            let steps_ended = clock.now();
+            if steps_result.is_err() {
+                // Dropping the preparation kills its children; nothing it held is written.
+                return (steps_result, None);
             }
-            Either::Right((prepared, running)) => {
-                let steps_result = running.await;
-                (prepared, steps_result, clock.now())
-            }
-        };
+            (preparing.await, steps_result, steps_ended)
+        }
+        Either::Right((prepared, running)) => {
+            let steps_result = running.await;
+            (prepared, steps_result, clock.now())
+        }
+    };
     if steps_result.is_err() {
         // A prepared tag stays stamped for the next run; a failed one is reported when its
         // tag comes up, which it now does not.

@@ -357,6 +357,8 @@ pub fn setup_fix(tail: &[String]) -> String {
     let has = |needle: &str| text.contains(needle);
     if has("ERR_PNPM_OUTDATED_LOCKFILE") {
         "the tag's lockfile does not match its package.json files: if only workspace-link specifiers are stale (a version bump), declare repair_lockfile for this release in the release map (docs/release-map.md); otherwise the tag cannot be installed as released".into()
+    } else if has("ERR_PNPM_UNEXPECTED_STORE") {
+        "the tag's node_modules was installed with another package store (an older upstep used pnpm's default one; upstep now shares <cache>/pnpm-store): remove that tag's folder under <cache>/worktrees, then run again".into()
     } else if has("ENOSPC") || has("no space left") {
         "free disk space (each prepared tag takes several GB), then run again".into()
     } else if has("github.com") || has("codeload.github.com") {
@@ -418,13 +420,27 @@ mod tests {
     }
 
     #[test]
+    fn a_node_modules_from_another_store_is_named_with_its_fix() {
+        let tail = ["ERR_PNPM_UNEXPECTED_STORE  Unexpected store location".to_string()];
+        assert!(
+            super::setup_fix(&tail).contains("remove that tag's folder under <cache>/worktrees")
+        );
+    }
+
+    #[test]
     fn a_setup_command_s_phase_comes_from_its_words() {
         for (command, phase) in [
-            ("pnpm install --frozen-lockfile --filter @novu/api...", "install"),
+            (
+                "pnpm install --frozen-lockfile --filter @novu/api...",
+                "install",
+            ),
             ("pnpm i", "install"),
             ("npm ci", "install"),
             ("pnpm nx build @novu/api", "build"),
-            ("pnpm nx run-many --target=build --projects=@novu/dal", "build"),
+            (
+                "pnpm nx run-many --target=build --projects=@novu/dal",
+                "build",
+            ),
             ("pnpm run build:api", "build"),
             ("node scripts/setup-env-files.js", "other"),
             // The program's own name is not a word of the command.

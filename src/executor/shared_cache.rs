@@ -28,10 +28,7 @@ pub fn nx_cache(cache_root: &Path) -> PathBuf {
 ///
 /// A variable the map's `setup_env` or the user's environment already sets is left as it is
 /// (`already_set`), so an operator can still choose another store.
-pub fn setup_env(
-    cache_root: &Path,
-    already_set: &dyn Fn(&str) -> bool,
-) -> Vec<(String, String)> {
+pub fn setup_env(cache_root: &Path, already_set: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
     let wanted = [
         ("npm_config_store_dir", pnpm_store(cache_root)),
         ("NX_CACHE_DIRECTORY", nx_cache(cache_root)),
@@ -54,7 +51,10 @@ mod tests {
         assert_eq!(
             env,
             vec![
-                ("npm_config_store_dir".to_string(), "/c/pnpm-store".to_string()),
+                (
+                    "npm_config_store_dir".to_string(),
+                    "/c/pnpm-store".to_string()
+                ),
                 ("NX_CACHE_DIRECTORY".to_string(), "/c/nx-cache".to_string()),
             ]
         );

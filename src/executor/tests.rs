@@ -951,7 +951,11 @@ async fn the_next_tag_is_prepared_while_the_steps_of_this_one_run() {
     let log = world.log.lines();
     let started_a = position(&log, "spawn a.js", 0);
     let ahead = position(&log, "checkout v2.0.0", 0);
-    let second_install = position(&log, "spawn install", position(&log, "spawn install", 0) + 1);
+    let second_install = position(
+        &log,
+        "spawn install",
+        position(&log, "spawn install", 0) + 1,
+    );
     let second_build = position(&log, "exit build", position(&log, "exit build", 0) + 1);
     let ended_a = position(&log, "exit a.js", 0);
     assert!(
@@ -1030,8 +1034,20 @@ async fn a_failed_preparation_ahead_is_reported_when_its_tag_comes_up() {
             data: Some(FpState::Applied),
         },
     );
-    world.children.on("build", Behaviour::Exits { code: 0, data: None });
-    world.children.on("build", Behaviour::Exits { code: 2, data: None });
+    world.children.on(
+        "build",
+        Behaviour::Exits {
+            code: 0,
+            data: None,
+        },
+    );
+    world.children.on(
+        "build",
+        Behaviour::Exits {
+            code: 2,
+            data: None,
+        },
+    );
     let err = world.run().await.unwrap_err();
     assert!(
         matches!(&err, Error::StepFailed(m) if m.contains("the setup of v2.0.0 failed")),
@@ -1060,14 +1076,36 @@ async fn a_failed_step_or_a_stop_cancels_the_preparation_ahead() {
     // A failed step: the next tag's install, still running, is dropped (never finishes).
     let mut world = World::new();
     world.setup = Some(TWO_PHASE_SETUP);
-    world.script("a", Behaviour::Slow { ms: 100, data: Some(FpState::Pending) });
-    world.children.on("install", Behaviour::Exits { code: 0, data: None });
-    world.children.on("install", Behaviour::Slow { ms: 60_000, data: None });
+    world.script(
+        "a",
+        Behaviour::Slow {
+            ms: 100,
+            data: Some(FpState::Pending),
+        },
+    );
+    world.children.on(
+        "install",
+        Behaviour::Exits {
+            code: 0,
+            data: None,
+        },
+    );
+    world.children.on(
+        "install",
+        Behaviour::Slow {
+            ms: 60_000,
+            data: None,
+        },
+    );
     let err = world.run().await.unwrap_err();
     assert!(matches!(err, Error::StepFailed(_)), "{err}");
     let log = world.log.lines();
     assert_eq!(log.iter().filter(|l| *l == "spawn install").count(), 2);
-    assert_eq!(log.iter().filter(|l| *l == "exit install").count(), 1, "{log:#?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "exit install").count(),
+        1,
+        "{log:#?}"
+    );
     assert!(!world.journal().iter().any(|l| l.contains("setup-failed")));
 
     // A stop while both run: the step is interrupted, the preparation ends, nothing of
@@ -1076,7 +1114,13 @@ async fn a_failed_step_or_a_stop_cancels_the_preparation_ahead() {
     world.setup = Some(TWO_PHASE_SETUP);
     let watcher = world.watcher();
     world.script("a", Behaviour::UntilStopped { stop_with: None });
-    world.children.on("install", Behaviour::Exits { code: 0, data: None });
+    world.children.on(
+        "install",
+        Behaviour::Exits {
+            code: 0,
+            data: None,
+        },
+    );
     world.children.on(
         "install",
         Behaviour::UntilStopped {
@@ -1093,9 +1137,16 @@ async fn a_failed_step_or_a_stop_cancels_the_preparation_ahead() {
         world.journal()
     );
     // v1.1.0's own build ran before a; v2.0.0's never starts.
-    let builds = world.spawned().iter().filter(|s| *s == "spawn build").count();
+    let builds = world
+        .spawned()
+        .iter()
+        .filter(|s| *s == "spawn build")
+        .count();
     assert_eq!(builds, 1, "{:?}", world.spawned());
-    let stamp = world.dir.path().join("worktrees/v2.0.0/.upstep-setup.stamp");
+    let stamp = world
+        .dir
+        .path()
+        .join("worktrees/v2.0.0/.upstep-setup.stamp");
     assert!(!stamp.exists());
     assert!(world.log.only(&["remove worktree v2.0.0"]).is_empty());
 }

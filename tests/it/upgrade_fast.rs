@@ -45,7 +45,10 @@ fn applied_beforehand(env: &Env, fields: Document) {
     crate::support::block_on(async move {
         let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
         let items = client.database(&db).collection::<Document>("items");
-        items.update_many(doc! {}, doc! { "$set": fields }).await.unwrap();
+        items
+            .update_many(doc! {}, doc! { "$set": fields })
+            .await
+            .unwrap();
     });
 }
 
@@ -79,7 +82,10 @@ fn the_next_tag_is_set_up_while_the_steps_of_the_one_before_it_run() {
     let setup_started = second_setup[0]["at_ms"].as_u64().unwrap();
     let first_tag_ended = events
         .iter()
-        .filter(|e| e["event"] == "step-finished" && ["hangs", "export-only"].contains(&e["id"].as_str().unwrap()))
+        .filter(|e| {
+            e["event"] == "step-finished"
+                && ["hangs", "export-only"].contains(&e["id"].as_str().unwrap())
+        })
         .map(|e| e["at_ms"].as_u64().unwrap())
         .max()
         .expect("the steps of v1.1.0 finished");
@@ -88,12 +94,18 @@ fn the_next_tag_is_set_up_while_the_steps_of_the_one_before_it_run() {
         "v1.2.0's setup started at {setup_started}, after v1.1.0's steps ended at {first_tag_ended}"
     );
     let finished = setup_events(&events, "v1.2.0", "finished");
-    assert!(finished[0]["duration_ms"].as_u64().unwrap() >= 1500, "{finished:?}");
+    assert!(
+        finished[0]["duration_ms"].as_u64().unwrap() >= 1500,
+        "{finished:?}"
+    );
     let ahead = setup_events(&events, "v1.2.0", "prepared-ahead");
     assert_eq!(ahead.len(), 1, "{events:#?}");
     let hidden = ahead[0]["duration_ms"].as_u64().unwrap();
     assert!(hidden > 0, "{:?}", ahead[0]);
-    eprintln!("overlap hid {hidden} ms of v1.2.0's preparation: {}", ahead[0]["detail"]);
+    eprintln!(
+        "overlap hid {hidden} ms of v1.2.0's preparation: {}",
+        ahead[0]["detail"]
+    );
     // The steps ran in their order, v1.1.0's before v1.2.0's.
     let started: Vec<&str> = events
         .iter()
@@ -128,7 +140,10 @@ fn a_resumed_run_reuses_the_tag_it_still_has_and_runs_no_setup_command() {
     assert_eq!(cached[0]["duration_ms"], 0);
     assert_eq!(cached[0]["phase"], "setup");
     assert!(
-        cached[0]["detail"].as_str().unwrap().contains("no setup command ran"),
+        cached[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no setup command ran"),
         "{:?}",
         cached[0]
     );
