@@ -14,10 +14,21 @@ fn map_with_slow_second_setup(env: &Env) -> PathBuf {
     env.project.map_variant("slow-setup", |m| {
         m.replacen(
             "done_lines = [\"end migration\"]\n",
-            "done_lines = [\"end migration\"]\nsetup = [\n  [\"node\", \"-e\", \"if (process.cwd().endsWith('v1.2.0')) { console.log('installing slowly'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); } console.log('installed')\", \"install\"],\n]\n",
+            "done_lines = [\"end migration\"]\nsetup = [\n  [\"node\", \"-e\", \"if (process.cwd().endsWith('v1.2.0')) { console.log('installing slowly'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); } console.log('installed'); console.log('store=' + process.env.npm_config_store_dir); console.log('nx=' + process.env.NX_CACHE_DIRECTORY)\", \"install\"],\n]\n",
             1,
         )
     })
+}
+
+/// The setup log of `git_ref` (one run per test here: the only one).
+fn setup_log_of(env: &Env, git_ref: &str) -> PathBuf {
+    let logs = env.state.path().join("logs");
+    std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|run| run.path().join(format!("setup-{git_ref}.log")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no setup log of {git_ref} under {}", logs.display()))
 }
 
 fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
@@ -106,6 +117,11 @@ fn the_next_tag_is_set_up_while_the_steps_of_the_one_before_it_run() {
         "overlap hid {hidden} ms of v1.2.0's preparation: {}",
         ahead[0]["detail"]
     );
+    // Every setup command is given the package store and the nx cache in upstep's cache.
+    let log = std::fs::read_to_string(setup_log_of(&env, "v1.2.0")).unwrap();
+    let cache = env.cache.path().display().to_string();
+    assert!(log.contains(&format!("store={cache}/pnpm-store")), "{log}");
+    assert!(log.contains(&format!("nx={cache}/nx-cache")), "{log}");
     // The steps ran in their order, v1.1.0's before v1.2.0's.
     let started: Vec<&str> = events
         .iter()
