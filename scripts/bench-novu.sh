@@ -72,19 +72,20 @@ sed 's|\["pnpm", "nx", "build", "@novu/api"\]|["pnpm", "--filter", "@novu/api^..
 
 results=$work/results.tsv
 : >"$results"
-# run_config NAME CACHE FROM TO [upstep flags...]: one novu-e2e.sh run, its figures appended.
+# run_config NAME CACHE FROM TO UPSTEP_FLAGS [novu-e2e.sh flags...]: one novu-e2e.sh run, its
+# figures appended.
 run_config() {
-  local name=$1 cache=$2 from=$3 to=$4; shift 4
+  local name=$1 cache=$2 from=$3 to=$4 flags=$5; shift 5
   local dir=$work/$name-v$from-v$to stop
   mkdir -p "$cache"
   [ -e "$cache/toolchains" ] || ln -s "$shared_toolchains" "$cache/toolchains"
   stop=$(mktemp -u)
   sample_disk "$dir.peak" "$stop" "$cache/worktrees" "$cache/pnpm-store" "$cache/nx-cache" &
   local sampler=$! rc=0 started
-  log "$name: v$from -> v$to (cache $cache) $*"
+  log "$name: v$from -> v$to (cache $cache) $flags $*"
   started=$(date +%s)
-  UPSTEP_CACHE_DIR=$cache UPSTEP_EXTRA_ARGS="$*" \
-    "$here/scripts/novu-e2e.sh" --clone "$clone" --from "$from" --to "$to" --work "$dir" \
+  UPSTEP_CACHE_DIR=$cache UPSTEP_EXTRA_ARGS="$flags" \
+    "$here/scripts/novu-e2e.sh" --clone "$clone" --from "$from" --to "$to" --work "$dir" "$@" \
     >"$dir.out" 2>&1 || rc=$?
   touch "$stop"; wait "$sampler" 2>/dev/null || true; rm -f "$stop"
   node - "$name" "v$from-v$to" "$rc" "$(( $(date +%s) - started ))" "$dir/run1.jsonl" \
@@ -150,10 +151,10 @@ for range in "${ranges[@]}"; do
   from=${range%%:*} to=${range#*:}
   cache=$work/cache-v$from-v$to
   rm -rf "$cache"
-  run_config cold "$cache" "$from" "$to"
-  run_config warm "$cache" "$from" "$to"
+  run_config cold "$cache" "$from" "$to" ""
+  run_config warm "$cache" "$from" "$to" ""
   run_config warm-serial "$cache" "$from" "$to" --no-overlap
-  [ "$candidate" = no ] || run_config candidate "$cache" "$from" "$to" --map "$candidate_map"
+  [ "$candidate" = no ] || run_config candidate "$cache" "$from" "$to" "" --map "$candidate_map"
   [ "$manual" = no ] || manual_range "$from" "$to"
 done
 

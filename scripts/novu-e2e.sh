@@ -3,6 +3,7 @@
 # npm registry, tens of GB of disk and up to hours on a small machine).
 #
 #   scripts/novu-e2e.sh --clone DIR --from X --to Y [--work DIR] [--stand-ins auto|yes|no]
+#                       [--approve ID]... [--include-optional ID]... [--map FILE]
 #
 # It starts the test MongoDB server (SecantusDB) and a redis-server on free loopback ports,
 # seeds a small real-shaped Novu database as of X (examples/novu_seed), runs
@@ -23,6 +24,9 @@
 #   each affected tag onto a commit whose pnpm-lock.yaml takes the same package from npm
 #   (STAND_INS below). Results obtained that way say so in the table and in docs/novu.md.
 #
+# --approve / --include-optional / --map go to both upgrade runs (--map to plan and status too):
+#   a range through v2.1.0 needs --approve preference-centralization (no data check proves it).
+#
 # Environment: UPSTEP_BIN / NOVU_SEED_BIN (prebuilt binaries; default: cargo build),
 # UPSTEP_CACHE_DIR (toolchains and worktrees, shared across runs; default ~/.cache/upstep),
 # UPSTEP_TEST_MONGOD (default ~/.cache/upstep-test-tools/secantus/bin/secantusd-rs).
@@ -31,14 +35,16 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 clone="" from="" to="" work="" stand_ins=auto
+extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --approve|--include-optional|--map) extra+=("$1" "$2"); shift 2 ;;
     --clone) clone=$2; shift 2 ;;
     --from) from=${2#v}; shift 2 ;;
     --to) to=${2#v}; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --stand-ins) stand_ins=$2; shift 2 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,6 +67,12 @@ export UPSTEP_CACHE_DIR=${UPSTEP_CACHE_DIR:-$HOME/.cache/upstep}
 STAND_INS=(
   "tarball: https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz|integrity: sha512-L8iE1xmQ9hZxalL9ekcx6Dp98h8Fwfxnv9Kq8cf7adrXmyYGBnkbQeJe7MBHPkXxjITIOM1R7XWQYo4iDaNAuQ==, tarball: https://registry.npmjs.org/http2/-/http2-3.3.6.tgz"
   "tarball: https://codeload.github.com/scopsy/monorepo-run/tar.gz/aa7f44fa44321f1350a6f46ec37d843b49185160|integrity: sha512-39teSbaJJLxgwZbCCwLOKevDJwUzTCoH52A0nvlQicsJKRlpT0XhW8rAjOhoe2luGb7WXltBGt27dYEVZc+GgQ==, tarball: https://registry.npmjs.org/monorepo-run/-/monorepo-run-0.4.2.tgz"
+  # @team-plain/typescript-sdk 5.4.3 (application-generic, v2.1.0-v2.2.0) is no longer served
+  # by npm (404); 5.8.0, the version v2.3.0 moved to, takes its place (the importer keeps the
+  # specifier 5.4.3, as the package.json says; only the resolved version changes).
+  "'@team-plain/typescript-sdk@5.4.3':|'@team-plain/typescript-sdk@5.8.0':"
+  "integrity: sha512-660VeutTdaspdzsgpLHKhYsBxX0BOH/O4r0FTi1HD67QyHnKeaMRbxBAen7Yi+vpcpBc3gJGq4HtgHWPZ5WEoA==|integrity: sha512-qgDGX96yDsdTo5+Yh8R+rhtInmAm90w17607B2Ugik8Ij0H1wocjjp8xtMxHruSmms5ani43Y5xRxVFPSxYVeg=="
+  "'@team-plain/typescript-sdk':\n        specifier: 5.4.3\n        version: 5.4.3|'@team-plain/typescript-sdk':\n        specifier: 5.4.3\n        version: 5.8.0"
 )
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -92,14 +104,14 @@ if [ "$stand_ins" = yes ]; then
   for tag in $(git -C "$repo" tag -l 'v*'); do
     text=$work/stand-in.lock
     git -C "$repo" show "refs/tags/$tag:pnpm-lock.yaml" >"$text" 2>/dev/null || continue
-    needs=no
+    cp "$text" "$text.orig"
     for pair in "${STAND_INS[@]}"; do
-      if grep -qF -- "${pair%%|*}" "$text"; then needs=yes; fi
+      # Whole-file mode: a pair may span lines (`\n` in it stands for a newline).
+      FROM=${pair%%|*} TO=${pair#*|} perl -0pi -e '($f = $ENV{FROM}) =~ s/\\n/\n/g; ($t = $ENV{TO}) =~ s/\\n/\n/g; s/\Q$f\E/$t/g' "$text"
     done
-    [ "$needs" = yes ] || continue
-    for pair in "${STAND_INS[@]}"; do
-      FROM=${pair%%|*} TO=${pair#*|} perl -pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/g' "$text"
-    done
+    # A tag whose lockfile no pair changes keeps its commit.
+    if cmp -s "$text" "$text.orig"; then rm -f "$text" "$text.orig"; continue; fi
+    rm -f "$text.orig"
     blob=$(git -C "$repo" hash-object -w "$text")
     rm -f "$text"
     index=$work/stand-in.index
@@ -110,7 +122,7 @@ if [ "$stand_ins" = yes ]; then
     # an earlier run is still at its tag's commit.
     commit=$(GIT_AUTHOR_NAME=novu-e2e GIT_AUTHOR_EMAIL=novu-e2e@localhost GIT_AUTHOR_DATE='2024-01-01T00:00:00Z' \
       GIT_COMMITTER_NAME=novu-e2e GIT_COMMITTER_EMAIL=novu-e2e@localhost GIT_COMMITTER_DATE='2024-01-01T00:00:00Z' \
-      git -C "$repo" commit-tree "$tree" -p "refs/tags/$tag^{commit}" -m "novu-e2e: npm stand-ins for GitHub-hosted packages")
+      git -C "$repo" commit-tree "$tree" -p "refs/tags/$tag^{commit}" -m "novu-e2e: npm stand-ins for packages out of reach (GitHub-hosted, or gone from npm)")
     git -C "$repo" tag -f "$tag" "$commit" >/dev/null
     rm -f "$index"
     substituted+=("$tag")
@@ -148,7 +160,11 @@ redis_url=redis://127.0.0.1:$redis_port/0
 log "test MongoDB on :$mongo_port, Redis on :$redis_port, work in $work"
 
 "$seed" seed "$mongo_uri" --as-of "$from"
-"$upstep" plan --json --repo "$repo" --from "$from" --to "$to" >"$work/plan.json" 2>"$work/plan.stderr" || {
+map_args=()
+for ((n = 0; n < ${#extra[@]}; n += 2)); do
+  [ "${extra[n]}" = --map ] && map_args=(--map "${extra[n+1]}")
+done
+"$upstep" plan --json "${map_args[@]}" --repo "$repo" --from "$from" --to "$to" >"$work/plan.json" 2>"$work/plan.stderr" || {
   log "upstep plan --repo failed (exit $?):"; cat "$work/plan.stderr"; }
 
 # --- the upgrade ------------------------------------------------------------------------------
@@ -184,7 +200,7 @@ stamp() {
 # UPSTEP_EXTRA_ARGS: more upgrade flags, split on spaces (scripts/bench-novu.sh: --no-overlap, --map).
 # shellcheck disable=SC2206
 upgrade=("$upstep" upgrade --yes --json --repo "$repo" --from "$from" --to "$to"
-  --mongo-uri "$mongo_uri" --redis-url "$redis_url" ${UPSTEP_EXTRA_ARGS:-})
+  --mongo-uri "$mongo_uri" --redis-url "$redis_url" "${extra[@]}" ${UPSTEP_EXTRA_ARGS:-})
 log "upstep upgrade --from $from --to $to (events: $work/run1.jsonl)"
 started=$(date +%s)
 set +e
@@ -199,7 +215,7 @@ sleep 1
 log "first run: exit $run1_rc after ${run1_secs}s"
 
 set +e
-"$upstep" status --check --to "$to" --mongo-uri "$mongo_uri" >"$work/status.txt" 2>&1
+"$upstep" status --check "${map_args[@]}" --to "$to" --mongo-uri "$mongo_uri" >"$work/status.txt" 2>&1
 status_rc=$?
 "${upgrade[@]}" --no-backup 2>"$work/run2.stderr" > >(stamp >"$work/run2.jsonl")
 run2_rc=$?

@@ -467,15 +467,12 @@ fn verdict(
             } else if age_days >= days {
                 (
                     Remove,
-                    format!("{} old", crate::ui::words::count(age_days as usize, "day")),
+                    format!("{} old", crate::words::count(age_days as usize, "day")),
                 )
             } else {
                 (
                     Keep,
-                    format!(
-                        "newer than {}",
-                        crate::ui::words::count(days as usize, "day")
-                    ),
+                    format!("newer than {}", crate::words::count(days as usize, "day")),
                 )
             }
         }

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::ExitCode;
+use crate::runner::toolchain::ToolchainPolicy;
 
 /// The exit-code table, rendered once from `ExitCode::TABLE` for `--help`.
 fn exit_codes_help() -> &'static str {
@@ -52,6 +53,22 @@ pub struct GlobalOpts {
     pub log_format: LogFormat,
 }
 
+/// `--toolchain`'s values, here so the runner does not depend on clap.
+impl clap::ValueEnum for ToolchainPolicy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ToolchainPolicy::Exact, ToolchainPolicy::Range]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            ToolchainPolicy::Exact => clap::builder::PossibleValue::new("exact")
+                .help("The exact `.nvmrc` version the release was built with"),
+            ToolchainPolicy::Range => clap::builder::PossibleValue::new("range")
+                .help("Any node inside the release's `engines.node` range"),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -83,10 +100,15 @@ pub enum Command {
     /// Inspect the release map.
     #[command(subcommand)]
     Map(MapCommand),
+    /// Try the whole upgrade on a scratch copy first: back up, restore into a scratch database,
+    /// run the planned steps there exactly as `upgrade` would, report per step the time, the
+    /// ending and the documents changed, predict the real run's downtime, drop the copy. The
+    /// real database and its journal are only read.
+    Rehearse(RehearseArgs),
     /// Back up the database (mongodump's directory format, with a checksummed manifest).
-    Backup(crate::backup::args::BackupArgs),
+    Backup(BackupArgs),
     /// Restore a backup, verified against its manifest first.
-    Restore(crate::backup::args::RestoreArgs),
+    Restore(RestoreArgs),
     /// Show the settings upstep resolves from flags, environment and upstep.toml.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -103,12 +125,75 @@ pub enum Command {
     Man,
 }
 
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
+
+    /// Only these collections (comma-separated or repeated). Default: every collection but
+    /// system.* and upstep's own upstep_*.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+
+    /// The backup directory (default ./upstep-backup-<db>-<UTC timestamp>). Running again with
+    /// the same directory resumes: finished collections are kept.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Compress the files (.bson.gz, .metadata.json.gz, like mongodump --gzip).
+    #[arg(long)]
+    pub gzip: bool,
+
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory (the one `upstep backup` wrote, holding upstep-manifest.json).
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+
+    #[command(flatten)]
+    pub mongo: MongoOpts,
+    #[command(flatten)]
+    pub ssh: SshOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
+
+    /// Restore into this MongoDB instead (through the SSH tunnel with --ssh) (database from its path, else the backup's). Printed
+    /// only with its password redacted.
+    #[arg(long, value_name = "URI", hide_env_values = true)]
+    pub to_uri: Option<String>,
+
+    /// Only these collections of the backup (comma-separated or repeated).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub collections: Option<Vec<String>>,
+
+    /// Replace target collections that already hold documents. Each collection is loaded
+    /// beside the old one and swapped in whole, so none is ever left half-restored. Asks first
+    /// at a terminal; elsewhere needs --yes.
+    #[arg(long)]
+    pub drop: bool,
+
+    /// Answer yes to the confirmation --drop asks for (unattended runs).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub output: OutputOpts,
+}
+
 /// How the scripts' environment is prepared.
 #[derive(Debug, Args, Clone)]
 pub struct RunEnvOpts {
     /// Which node a tag runs with: its exact .nvmrc version, or any inside engines.node.
-    #[arg(long, value_enum, default_value_t = crate::doctor::ToolchainPolicy::Exact)]
-    pub toolchain: crate::doctor::ToolchainPolicy,
+    #[arg(long, value_enum, default_value_t = ToolchainPolicy::Exact)]
+    pub toolchain: ToolchainPolicy,
 
     /// Name of the environment variable holding the store encryption key (the key itself is
     /// never accepted on the command line) [default: the profile's encryption_key_env, else
@@ -286,6 +371,57 @@ pub struct UpgradeArgs {
     pub run: RunOpts,
     #[command(flatten)]
     pub output: OutputOpts,
+    /// After the run, promote: run this command (e.g. `--then docker compose up -d`) only when
+    /// every step of the plan succeeded and its data check verified it (also when nothing
+    /// needed to run). Everything after --then is the command; one argument holding spaces
+    /// runs through `sh -c`. A failed (or withheld) promotion exits 14.
+    #[arg(
+        long,
+        value_name = "CMD",
+        num_args = 1..,
+        allow_hyphen_values = true,
+        conflicts_with_all = ["plan", "dry_run"]
+    )]
+    pub then: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    #[command(flatten)]
+    pub range: RangeOpts,
+    #[command(flatten)]
+    pub map: MapOpts,
+    #[command(flatten)]
+    pub repo: RepoOpts,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub run_env: RunEnvOpts,
+    /// The run's options, as for `upgrade`. --backup DIR keeps the backup the rehearsal takes
+    /// there; --no-backup and --dry-run do not apply.
+    #[command(flatten)]
+    pub run: RunOpts,
+    #[command(flatten)]
+    pub output: OutputOpts,
+
+    /// Restore this backup (the one `upstep backup` or `upgrade --backup` wrote) into the
+    /// scratch database instead of backing up the database now.
+    #[arg(long, value_name = "DIR")]
+    pub from_backup: Option<PathBuf>,
+
+    /// The scratch database (default: the same server, database `<db>_upstep_rehearsal_<UTC
+    /// time>`). It must not exist yet: a rehearsal never overwrites a database. Printed only
+    /// with its password redacted.
+    #[arg(long, value_name = "URI", hide_env_values = true)]
+    pub scratch_uri: Option<String>,
+
+    /// Keep the scratch database afterwards (to inspect what the steps did).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Also write the rehearsal's report (one JSON document) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Where the data is and how to reach it: MongoDB, Redis, an SSH tunnel, a profile.
@@ -353,6 +489,11 @@ pub struct RunOpts {
     /// preference-centralization): --yes does not cover it. Repeat for several steps.
     #[arg(long, value_name = "ID")]
     pub approve: Vec<String>,
+
+    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
+    /// skipped unless asked for by id. Repeat for several steps.
+    #[arg(long, value_name = "ID")]
+    pub include_optional: Vec<String>,
 
     /// Seconds of silence after which a finished script that never exits is ended (default:
     /// per migration in the map, else the map's quiet_secs).
@@ -760,6 +901,33 @@ mod tests {
             unknown.is_empty(),
             "messages name flags upstep does not have:\n{}",
             unknown.join("\n")
+        );
+    }
+
+    #[test]
+    fn then_takes_the_rest_of_the_line_as_the_command() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "upstep",
+            "upgrade",
+            "--no-backup",
+            "--then",
+            "docker",
+            "compose",
+            "up",
+            "-d",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            super::Command::Upgrade(args) => {
+                assert_eq!(args.then, ["docker", "compose", "up", "-d", "--json"]);
+                assert!(!args.output.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            super::Cli::try_parse_from(["upstep", "upgrade", "--dry-run", "--then", "x"]).is_err()
         );
     }
 

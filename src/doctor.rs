@@ -178,7 +178,8 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
 
     let per_tag = inputs.map.project.disk_per_tag_mb * 1024 * 1024;
     if per_tag > 0 && !plan.is_empty() {
-        let tags_at_once = crate::decided::tags_at_once(plan.groups.len(), inputs.keep_worktrees);
+        let tags_at_once =
+            crate::plan_needs::tags_at_once(plan.groups.len(), inputs.keep_worktrees);
         checks.push(check_disk(&inputs.cache_dir, per_tag * tags_at_once as u64));
     }
 
@@ -200,9 +201,7 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
 
 /// With no Redis URL (or `auto`), upstep starts a throwaway local redis-server for the run.
 fn check_redis_server_installed(path_env: &OsString) -> CheckResult {
-    let found = std::env::split_paths(path_env)
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file());
+    let found = crate::child::find_on_path("redis-server", path_env);
     match found {
         Some(path) => CheckResult::ok(
             "redis",

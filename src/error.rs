@@ -39,6 +39,9 @@ pub enum ExitCode {
     NoTerminal = 12,
     /// A configuration file or profile is wrong.
     Config = 13,
+    /// `upgrade --then`: every step succeeded, but the promotion command failed, or was not
+    /// run because a step's work could not be verified.
+    PromotionFailed = 14,
     /// Stopped by SIGINT (Ctrl-C).
     Interrupted = 130,
     /// Stopped by SIGTERM, or by SIGHUP (a dropped terminal or SSH session), treated alike.
@@ -68,6 +71,10 @@ impl ExitCode {
             "a confirmation is needed but there is no terminal (use --yes)",
         ),
         (13, "configuration file or profile error"),
+        (
+            14,
+            "--then: the migrations succeeded but the promotion command failed (or was withheld: a step could not be verified)",
+        ),
         (130, "interrupted (SIGINT)"),
         (
             143,
@@ -96,6 +103,7 @@ impl ExitCode {
             ExitCode::Tunnel => "tunnel",
             ExitCode::NoTerminal => "no-terminal",
             ExitCode::Config => "config",
+            ExitCode::PromotionFailed => "promotion-failed",
             ExitCode::Interrupted => "interrupted",
             ExitCode::Terminated => "terminated",
         }
@@ -137,6 +145,75 @@ impl fmt::Display for MapProblem {
     }
 }
 
+/// Which MongoDB failure an error is: callers decide by this, never by the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MongoFailure {
+    /// The server rejected the user or password.
+    CredentialsRefused,
+    /// Logged in, but the user's roles do not allow the operation.
+    NotAllowed,
+    /// No server answered (wrong host or port, down, or a dropped connection).
+    Unreachable,
+    /// The server answered with another error.
+    Server,
+}
+
+/// A driver error met while doing something to one MongoDB, ready to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoError {
+    pub failure: MongoFailure,
+    /// The URI with its password redacted.
+    pub target: String,
+    /// What upstep was doing, e.g. "read collection x of" (followed by "MongoDB at ...").
+    pub doing: String,
+    /// The driver's first line, secrets scrubbed.
+    pub detail: String,
+}
+
+impl MongoError {
+    pub fn fix(&self) -> &'static str {
+        match self.failure {
+            MongoFailure::CredentialsRefused => {
+                "check the user, the password and authSource in the URI"
+            }
+            MongoFailure::NotAllowed => {
+                "grant the user readWrite on the database (the backup/restore roles for backup \
+                 and restore, read on admin for diagnostics)"
+            }
+            MongoFailure::Unreachable => {
+                "check that the server runs and the host and port are right (a database that \
+                 cannot be reached from here directly needs --ssh)"
+            }
+            MongoFailure::Server => "check the server's log; re-run with -v for details",
+        }
+    }
+}
+
+impl fmt::Display for MongoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (target, doing, detail) = (&self.target, &self.doing, &self.detail);
+        match self.failure {
+            MongoFailure::CredentialsRefused => write!(
+                f,
+                "MongoDB at {target} refused the credentials (authentication failed): {detail}"
+            )?,
+            MongoFailure::NotAllowed => write!(
+                f,
+                "the MongoDB user of {target} is not allowed to {doing} it: {detail}"
+            )?,
+            // One line for people: the hosts and the cause (the driver's account is logged).
+            MongoFailure::Unreachable => write!(
+                f,
+                "cannot reach MongoDB at {}: {}",
+                crate::words::uri_hosts(target),
+                crate::words::connect_failure_reason(detail)
+            )?,
+            MongoFailure::Server => write!(f, "cannot {doing} MongoDB at {target}: {detail}")?,
+        }
+        write!(f, "\n  fix: {}", self.fix())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A bad value on the command line. `fix` says what to do instead.
@@ -150,7 +227,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("release map {} has {}:\n{}", .name, crate::ui::words::count(.problems.len(), "problem"), format_problems(.problems))]
+    #[error("release map {} has {}:\n{}", .name, crate::words::count(.problems.len(), "problem"), format_problems(.problems))]
     MapInvalid {
         name: String,
         problems: Vec<MapProblem>,
@@ -164,6 +241,10 @@ pub enum Error {
 
     #[error("{message}\n  fix: {fix}")]
     Connection { message: String, fix: String },
+
+    /// A MongoDB failure, typed (`MongoError::failure`) so callers classify by kind.
+    #[error("{0}")]
+    Mongo(MongoError),
 
     #[error("{0}")]
     Locked(String),
@@ -186,6 +267,10 @@ pub enum Error {
     #[error("{message}\n  fix: {fix}")]
     Config { message: String, fix: String },
 
+    /// `--then`: the promotion command failed or was withheld (the migrations succeeded).
+    #[error("{0}")]
+    Promotion(String),
+
     #[error("interrupted")]
     Interrupted,
 
@@ -197,6 +282,23 @@ pub enum Error {
 
     #[error("internal error: {0} (this is a bug in upstep: please report it)")]
     Internal(String),
+
+    /// A run that failed part-way, with what it had done by then (as refinery's error carries
+    /// its report). Prints, and exits, as the failure it wraps.
+    #[error("{failure}")]
+    RunFailed {
+        failure: Box<Error>,
+        report: RunReport,
+    },
+}
+
+/// The steps a run had settled when it stopped, in the order they settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub succeeded: Vec<String>,
+    pub skipped: Vec<String>,
+    /// The step the run stopped at, if a step was the cause.
+    pub failed: Option<String>,
 }
 
 fn format_problems(problems: &[MapProblem]) -> String {
@@ -236,14 +338,42 @@ impl Error {
         }
     }
 
+    /// Attaches what the run had done before this failure.
+    pub fn with_report(self, report: RunReport) -> Self {
+        match self {
+            Error::RunFailed { failure, .. } => Error::RunFailed { failure, report },
+            failure => Error::RunFailed {
+                failure: Box::new(failure),
+                report,
+            },
+        }
+    }
+
+    /// The failure itself, under any report attached to it: match on this.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::RunFailed { failure, .. } => failure.cause(),
+            other => other,
+        }
+    }
+
+    /// What the run had done before it failed, when known.
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            Error::RunFailed { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+
     /// The single exit-code policy.
     pub fn code(&self) -> ExitCode {
         match self {
+            Error::RunFailed { failure, .. } => failure.code(),
             Error::Usage { .. } => ExitCode::Usage,
             Error::MapRead { .. } | Error::MapInvalid { .. } => ExitCode::Map,
             Error::Repository { .. } => ExitCode::Repository,
             Error::Preflight(_) => ExitCode::Preflight,
-            Error::Connection { .. } => ExitCode::Connection,
+            Error::Connection { .. } | Error::Mongo(_) => ExitCode::Connection,
             Error::Locked(_) => ExitCode::Locked,
             Error::StepFailed(_) => ExitCode::StepFailed,
             Error::NeedsDecision(_) => ExitCode::NeedsDecision,
@@ -251,6 +381,7 @@ impl Error {
             Error::Tunnel { .. } => ExitCode::Tunnel,
             Error::NoTerminal(_) => ExitCode::NoTerminal,
             Error::Config { .. } => ExitCode::Config,
+            Error::Promotion(_) => ExitCode::PromotionFailed,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Terminated => ExitCode::Terminated,
             // A closed stdout (e.g. `upstep plan | head`) is not a bug; report it as usage-free failure.
@@ -282,11 +413,32 @@ mod tests {
             ExitCode::Tunnel,
             ExitCode::NoTerminal,
             ExitCode::Config,
+            ExitCode::PromotionFailed,
             ExitCode::Interrupted,
             ExitCode::Terminated,
         ];
         let codes: Vec<i32> = from_enum.iter().map(|c| c.as_i32()).collect();
         let table: Vec<i32> = ExitCode::TABLE.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, table);
+    }
+
+    #[test]
+    fn a_report_rides_on_the_failure_without_changing_it() {
+        let report = RunReport {
+            succeeded: vec!["a".into(), "b".into()],
+            skipped: vec!["c".into()],
+            failed: Some("d".into()),
+        };
+        let err = Error::StepFailed("d failed".into()).with_report(report.clone());
+        assert_eq!(err.code(), ExitCode::StepFailed);
+        assert_eq!(err.to_string(), "d failed");
+        assert!(matches!(err.cause(), Error::StepFailed(_)));
+        assert_eq!(err.report(), Some(&report));
+        let again = err.with_report(RunReport::default());
+        assert!(
+            matches!(again.cause(), Error::StepFailed(_)),
+            "never nested twice"
+        );
+        assert_eq!(again.report(), Some(&RunReport::default()));
     }
 }

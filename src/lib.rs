@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod cache;
+pub mod child;
 pub mod cli;
 pub(crate) mod commands;
+pub mod date;
 pub mod decided;
 pub mod detect;
 pub mod doctor;
@@ -13,13 +15,17 @@ pub mod error;
 pub mod executor;
 pub mod git;
 mod logging;
+pub mod mongo;
 pub mod npm_range;
 pub mod ops;
 pub mod orphan_guard;
 pub mod plan;
+pub mod plan_needs;
 pub mod preflight;
+pub mod promote;
 pub mod redact;
 pub mod redis_auto;
+pub mod rehearse;
 pub mod release_map;
 pub mod repo_facts;
 pub mod runner;
@@ -28,6 +34,7 @@ pub mod store;
 pub mod tunnel;
 pub mod ui;
 pub mod version;
+pub mod words;
 
 use std::ffi::OsString;
 

@@ -5,8 +5,11 @@
 //! stops the guarded group: SIGTERM, then SIGKILL a second later. Disarmed (its group killed
 //! and the `sh` reaped) when the child is stopped normally.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::Signal;
+
+use crate::child::{self, Lifetime};
 
 const SCRIPT: &str = r#"
 parent=$1; group=$2
@@ -42,7 +45,8 @@ impl OrphanGuard {
     /// Guards `group` until `parent` exits. Without `sh` there is no guard (only a warning):
     /// the normal exit paths still stop the helper.
     pub fn for_parent(parent: u32, group: u32, what: &str) -> OrphanGuard {
-        let child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(SCRIPT)
             .arg("upstep-orphan-guard")
@@ -50,10 +54,10 @@ impl OrphanGuard {
             .arg(group.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own group: a Ctrl-C aimed at upstep must not kill the cleaner.
-            .process_group(0)
-            .spawn();
+            .stderr(Stdio::null());
+        // Its own group (a Ctrl-C aimed at upstep must not kill the cleaner), and it outlives
+        // upstep: that is when its work starts.
+        let child = child::spawn_std(command, Lifetime::OutlivesUpstep);
         match child {
             Ok(child) => OrphanGuard { child: Some(child) },
             Err(e) => {
@@ -74,10 +78,7 @@ impl OrphanGuard {
     pub fn disarm(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Its whole group (the `sh` and a `sleep` it may be in), so no sleeper lingers.
-            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) has no memory-safety preconditions; the group is the guard's own.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            }
+            child::signal_child_group(child.id(), Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
         }

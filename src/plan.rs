@@ -13,141 +13,8 @@ use crate::version::display;
 
 pub const PLAN_SCHEMA: &str = "upstep.plan/1";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanRequest {
-    /// The version the data is at now.
-    pub from: Version,
-    /// The version to upgrade to.
-    pub to: Version,
-    /// Also plan scripts that no release ships yet (they run last, at their git ref).
-    pub include_unreleased: bool,
-}
-
-/// Where a step runs: a release's tag, or the ref of a script no release ships yet.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum RunPoint {
-    Release(Version),
-    /// Position among the unreleased refs (first appearance in the map), then the ref.
-    Unreleased(usize, String),
-}
-
-/// A step ordered before the plan is dressed for output.
-#[derive(Debug, Clone)]
-struct OrderedStep<'m> {
-    migration: &'m Migration,
-    at: RunPoint,
-}
-
-/// An `after` constraint the map's releases make impossible to honour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderViolation {
-    pub migration: String,
-    pub after: String,
-}
-
-fn run_point(m: &Migration, to: &Version, unreleased_refs: &mut Vec<String>) -> RunPoint {
-    match &m.introduced {
-        Introduced::Release(introduced) => match &m.run_at {
-            Some(at) if at <= to => RunPoint::Release(at.clone()),
-            _ => RunPoint::Release(introduced.clone()),
-        },
-        Introduced::Unreleased { git_ref } => {
-            let pos = unreleased_refs
-                .iter()
-                .position(|r| r == git_ref)
-                .unwrap_or_else(|| {
-                    unreleased_refs.push(git_ref.clone());
-                    unreleased_refs.len() - 1
-                });
-            RunPoint::Unreleased(pos, git_ref.clone())
-        }
-    }
-}
-
-/// Whether a migration belongs to the upgrade (from, to].
-fn in_range(m: &Migration, map: &ReleaseMap, req: &PlanRequest) -> bool {
-    match &m.introduced {
-        Introduced::Release(v) => &req.from < v && v <= &req.to,
-        Introduced::Unreleased { .. } => {
-            req.include_unreleased
-                && map
-                    .newest_release()
-                    .is_none_or(|newest| req.to >= newest.version)
-        }
-    }
-}
-
-/// The steps of (from, to] in execution order: by run point, then by `after` constraints,
-/// then by map order. Used by validation too, so a valid map always orders.
-fn order_steps_inner<'m>(
-    map: &'m ReleaseMap,
-    req: &PlanRequest,
-) -> std::result::Result<Vec<OrderedStep<'m>>, OrderViolation> {
-    let mut refs = Vec::new();
-    let mut steps: Vec<OrderedStep> = map
-        .migrations
-        .iter()
-        .filter(|m| in_range(m, map, req))
-        .map(|m| OrderedStep {
-            at: run_point(m, &req.to, &mut refs),
-            migration: m,
-        })
-        .collect();
-    // Stable: map order breaks ties inside a run point.
-    steps.sort_by(|a, b| a.at.cmp(&b.at));
-
-    // Dependencies at a later run point can never be honoured.
-    for s in &steps {
-        for dep in &s.migration.after {
-            if let Some(d) = steps.iter().find(|d| &d.migration.id == dep) {
-                if d.at > s.at {
-                    return Err(OrderViolation {
-                        migration: s.migration.id.clone(),
-                        after: dep.clone(),
-                    });
-                }
-            }
-        }
-    }
-
-    // Within a run point: repeatedly take the first step (map order) whose in-plan
-    // dependencies have all been taken. Validation rejects cycles, so this always progresses.
-    let mut ordered: Vec<OrderedStep> = Vec::with_capacity(steps.len());
-    let mut start = 0;
-    while start < steps.len() {
-        let end = start
-            + steps[start..]
-                .iter()
-                .take_while(|s| s.at == steps[start].at)
-                .count();
-        let mut group: Vec<OrderedStep> = steps[start..end].to_vec();
-        while !group.is_empty() {
-            let ready = group.iter().position(|s| {
-                s.migration
-                    .after
-                    .iter()
-                    .all(|dep| !group.iter().any(|g| &g.migration.id == dep))
-            });
-            match ready {
-                Some(i) => ordered.push(group.remove(i)),
-                None => {
-                    let stuck = &group[0].migration;
-                    return Err(OrderViolation {
-                        migration: stuck.id.clone(),
-                        after: stuck.after.first().cloned().unwrap_or_default(),
-                    });
-                }
-            }
-        }
-        start = end;
-    }
-    Ok(ordered)
-}
-
-/// Order check used by map validation: Ok when the request can be planned.
-pub fn order_steps(map: &ReleaseMap, req: &PlanRequest) -> std::result::Result<(), OrderViolation> {
-    order_steps_inner(map, req).map(|_| ())
-}
+pub use crate::release_map::order::{order_steps, OrderViolation, PlanRequest};
+use crate::release_map::order::{order_steps_inner, RunPoint};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -251,6 +118,66 @@ pub struct PlanStep {
     /// Whether the script exists at the group's ref (with --repo).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_at_ref: Option<bool>,
+    /// Why the step runs at this tag whatever the target (the map's `required_stop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_stop: Option<String>,
+    /// Why the step runs only when asked for by id (`--include-optional <id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optional: Option<String>,
+    /// The script exits 0 even when it failed: only its data check proves it ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exit_code_unreliable: bool,
+    /// The worst that can happen, up front.
+    pub worst_case: WorstCase,
+}
+
+/// What can go wrong with a step, from the map, and what a backup would give back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorstCase {
+    /// Any of "destructive", "lossy", "not-idempotent", "unverifiable".
+    pub risks: Vec<&'static str>,
+    /// The collections its data check reads (the ones it migrates, as far as the map says).
+    pub collections: Vec<String>,
+    /// What a backup taken before the run (`upgrade --backup DIR`) restores.
+    pub backup_restores: String,
+}
+
+/// The worst case of a migration, from its map fields.
+pub fn worst_case(m: &Migration) -> WorstCase {
+    let mut risks = Vec::new();
+    if m.destructive {
+        risks.push("destructive");
+    }
+    if m.lossy {
+        risks.push("lossy");
+    }
+    if m.idempotent == Idempotency::No {
+        risks.push("not-idempotent");
+    }
+    let mut collections = Vec::new();
+    match &m.fingerprint {
+        crate::release_map::Fingerprint::Checks(checks) => {
+            for c in checks {
+                if !collections.contains(&c.collection) {
+                    collections.push(c.collection.clone());
+                }
+            }
+        }
+        crate::release_map::Fingerprint::Unknown { .. } => risks.push("unverifiable"),
+    }
+    let backup_restores = if collections.is_empty() {
+        "every collection as it was before the run (the map does not say which ones this step writes); `upstep restore DIR --drop` puts them back and sets the journal back".to_string()
+    } else {
+        format!(
+            "{} (and every other collection) as it was before the run; `upstep restore DIR --drop` puts it back and sets the journal back",
+            collections.join(", ")
+        )
+    };
+    WorstCase {
+        risks,
+        collections,
+        backup_restores,
+    }
 }
 
 impl Plan {
@@ -275,6 +202,46 @@ impl Plan {
             .iter()
             .flat_map(|g| g.steps.iter().map(move |s| (g, s)))
     }
+}
+
+/// A plan's `from`/`to` text back as a version (`display` writes `v1.2.3`); 0.0.0 if unreadable.
+pub fn version_of(text: &str) -> Version {
+    Version::parse(text.trim_start_matches('v')).unwrap_or(Version::new(0, 0, 0))
+}
+
+/// `--include-optional <id>`: each id must name an optional migration of the map (a typo, or a
+/// step that is not optional, would include nothing).
+pub fn optional_steps(
+    map: &ReleaseMap,
+    ids: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
+    for id in ids {
+        match map.migration(id) {
+            Some(m) if m.lifecycle.optional.is_some() => {}
+            found => {
+                let optional: Vec<&str> = map
+                    .migrations
+                    .iter()
+                    .filter(|m| m.lifecycle.optional.is_some())
+                    .map(|m| m.id.as_str())
+                    .collect();
+                let what = if found.is_some() {
+                    "is not optional (it runs whenever the plan needs it)"
+                } else {
+                    "is not a migration of the map"
+                };
+                return Err(Error::usage(
+                    format!("--include-optional {id}: {id:?} {what} ({})", map.source),
+                    if optional.is_empty() {
+                        "this map has no optional steps: drop --include-optional".to_string()
+                    } else {
+                        format!("name one of the optional steps: {}", optional.join(", "))
+                    },
+                ));
+            }
+        }
+    }
+    Ok(ids.iter().cloned().collect())
 }
 
 /// Check a request against the map: a known range, no downgrade.
@@ -403,6 +370,10 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
             has_fingerprint: matches!(m.fingerprint, crate::release_map::Fingerprint::Checks(_)),
             reason,
             script_at_ref: None,
+            required_stop: m.lifecycle.required_stop.clone(),
+            optional: m.lifecycle.optional.clone(),
+            exit_code_unreliable: m.lifecycle.exit_code_unreliable,
+            worst_case: worst_case(m),
         });
     }
 
@@ -586,10 +557,111 @@ mod tests {
             .map(|(t, ids)| (t.to_string(), ids.into_iter().map(String::from).collect()))
             .collect();
         assert_eq!(by_tag, expected);
+        // drop-logs-collection ships in v2.1.1: no script of the embedded map is unreleased.
+        assert!(plan.unreleased_left_out.is_empty());
+    }
+
+    #[test]
+    fn v2_0_to_v3_15_stops_at_v2_1_0_and_shows_the_optional_step() {
+        let map = embedded();
+        let plan = plan(
+            &map,
+            &request(&Version::new(2, 0, 0), &Version::new(3, 15, 0), false),
+        )
+        .unwrap();
+        let by_tag: Vec<(&str, Vec<&str>)> = plan
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.git_ref.as_str(),
+                    g.steps.iter().map(|s| s.id.as_str()).collect(),
+                )
+            })
+            .collect();
         assert_eq!(
-            plan.unreleased_left_out,
-            vec!["drop-logs-collection".to_string()]
+            by_tag,
+            [
+                ("v2.1.0", vec!["preference-centralization"]),
+                ("v2.1.1", vec!["drop-logs-collection"]),
+                ("v2.3.0", vec!["email-step-ui-schema-html-editor"]),
+                (
+                    "v3.11.0",
+                    vec!["add-layout-id-to-email-controls", "preferences-uniqueness"]
+                ),
+                (
+                    "v3.12.0",
+                    vec![
+                        "add-default-identifier-to-topic-subscribers",
+                        "remove-duplicate-identifiers"
+                    ]
+                ),
+            ]
         );
+        let step = |id: &str| plan.steps().find(|(_, s)| s.id == id).unwrap().1;
+        assert!(step("preference-centralization")
+            .required_stop
+            .as_deref()
+            .is_some_and(|r| r.contains("stub")));
+        // doctor blocks a standalone server for a plan with this step (preflight topology).
+        assert!(step("preference-centralization")
+            .needs
+            .contains(&Need::ReplicaSet));
+        assert!(step("preferences-uniqueness").optional.is_some());
+        assert!(step("drop-logs-collection").exit_code_unreliable);
+        // v3.15.0 introduces no script: no plan prepares it.
+        assert!(plan.groups.iter().all(|g| g.git_ref != "v3.15.0"));
+    }
+
+    #[test]
+    fn no_plan_runs_a_script_at_a_tag_where_it_no_longer_exists() {
+        let map = embedded();
+        let points = points(&map);
+        for (i, from) in points.iter().enumerate() {
+            for to in &points[i..] {
+                let plan = plan(&map, &request(from, to, true)).unwrap();
+                for (group, step) in plan.steps() {
+                    let m = map.migration(&step.id).unwrap();
+                    let (Some(at), Some(removed)) =
+                        (group.version.as_deref(), &m.lifecycle.removed_in)
+                    else {
+                        continue;
+                    };
+                    assert!(
+                        &Version::parse(at).unwrap() < removed,
+                        "{} planned at {at}, removed in {removed}",
+                        step.id
+                    );
+                }
+            }
+        }
+        let removed: Vec<&str> = map
+            .migrations
+            .iter()
+            .filter(|m| m.lifecycle.removed_in.is_some())
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(removed, ["subscriber-preferences-level"]);
+    }
+
+    #[test]
+    fn an_optional_id_that_does_not_exist_or_is_not_optional_is_one_clear_error() {
+        let map = embedded();
+        let ok = optional_steps(&map, &["preferences-uniqueness".to_string()]).unwrap();
+        assert!(ok.contains("preferences-uniqueness"));
+        for (id, needle) in [
+            ("preferences-uniquenes", "is not a migration of the map"),
+            ("drop-logs-collection", "is not optional"),
+        ] {
+            let err = optional_steps(&map, &[id.to_string()]).unwrap_err();
+            assert_eq!(err.code(), crate::error::ExitCode::Usage);
+            let text = err.to_string();
+            assert!(text.contains(needle), "{text}");
+            assert!(
+                text.contains("fix: name one of the optional steps: preferences-uniqueness"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -635,10 +707,11 @@ mod tests {
         }
         let same = plan(&map, &request(&newest, &newest, false)).unwrap();
         assert!(same.is_empty());
-        // At the newest release, the only thing left to plan is what no release ships yet.
+        // At the newest release, the only thing left to plan is what no release ships yet
+        // (nothing, in the embedded map).
         let unreleased = plan(&map, &request(&newest, &newest, true)).unwrap();
         assert!(unreleased.groups.iter().all(|g| g.unreleased));
-        assert_eq!(unreleased.steps_total, 1);
+        assert_eq!(unreleased.steps_total, 0);
     }
 
     const SYNTHETIC: &str = r#"

@@ -9,11 +9,12 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
 use crate::orphan_guard::OrphanGuard;
@@ -37,11 +38,7 @@ pub struct ThrowawayRedis {
 /// `redis-server` in the directories of `path_var` (a `PATH` value); a missing one is an error
 /// that says how to install it or how to point at a Redis instead.
 pub fn find_redis_server(path_var: Option<&OsStr>) -> Result<PathBuf> {
-    let found = path_var.and_then(|p| {
-        std::env::split_paths(p)
-            .map(|dir| dir.join("redis-server"))
-            .find(|candidate| is_executable(candidate))
-    });
+    let found = path_var.and_then(|p| crate::child::find_on_path("redis-server", p));
     found.ok_or_else(|| {
         Error::Preflight(
             "`--redis-url auto` needs a local redis-server to start for the run, and none is on \
@@ -50,11 +47,6 @@ pub fn find_redis_server(path_var: Option<&OsStr>) -> Result<PathBuf> {
                 .into(),
         )
     })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Starts a throwaway redis-server (found on PATH) in a new directory under `state_dir`.
@@ -103,17 +95,17 @@ fn start_blocking(binary: &Path, state_dir: &Path) -> Result<ThrowawayRedis> {
                 .map_err(|e| Error::Preflight(format!("cannot create {}: {e}", log.display())))
         };
         let (out, err) = (open_log()?, open_log()?);
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
+            .stderr(err);
+        let child =
+            crate::child::spawn_std(command, crate::child::Lifetime::WithUpstep).map_err(|e| {
                 let _ = std::fs::remove_dir_all(&dir);
                 Error::Preflight(format!(
                     "cannot start {}: {e}\n  fix: check the installation, or pass --redis-url \
@@ -211,9 +203,9 @@ impl ThrowawayRedis {
             };
             let _ = ping(self.port, b"*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n");
             if !gone(&mut child, Duration::from_secs(2)) {
-                signal_group(pid, libc::SIGTERM);
+                signal_group(pid, Signal::SIGTERM);
                 if !gone(&mut child, Duration::from_secs(2)) {
-                    signal_group(pid, libc::SIGKILL);
+                    signal_group(pid, Signal::SIGKILL);
                     let _ = child.wait();
                 }
             }
@@ -223,15 +215,8 @@ impl ThrowawayRedis {
     }
 }
 
-fn signal_group(pid: u32, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        if pid > 0 {
-            // SAFETY: killpg(2) has no memory-safety preconditions; redis leads its own group.
-            unsafe {
-                libc::killpg(pid, signal);
-            }
-        }
-    }
+fn signal_group(pid: u32, signal: Signal) {
+    crate::child::signal_child_group(pid, signal);
 }
 
 impl Drop for ThrowawayRedis {

@@ -52,7 +52,7 @@ pub fn check_plan_against_repo(
         Err(Error::repository(
             format!(
                 "{} of the plan {} not exist at their tag in {}:\n  {}",
-                crate::ui::words::count(missing.len(), "script"),
+                crate::words::count(missing.len(), "script"),
                 if missing.len() == 1 { "does" } else { "do" },
                 location,
                 missing.join("\n  ")
@@ -89,4 +89,49 @@ pub fn probe_downloads(plan: &mut Plan) -> usize {
         group.blockers = found;
     }
     blockers
+}
+
+/// Scripts the repository's tags introduce inside (`from`, `to`] that the map lacks: each one
+/// is a blocker for plan, doctor and upgrade (exit 3), because running the upgrade would skip
+/// a real script the map never heard of.
+pub fn check_map_covers_repo(
+    map: &crate::release_map::ReleaseMap,
+    repo: &GitRepo,
+    location: &RepoLocation,
+    from: &semver::Version,
+    to: &semver::Version,
+) -> Result<()> {
+    let p = &map.project;
+    let tags = repo.release_tags(&p.ignore_tags, &p.mainline)?;
+    let mapped: Vec<&str> = map.migrations.iter().map(|m| m.script.as_str()).collect();
+    let unmapped = crate::git::unmapped_scripts(
+        repo,
+        &tags,
+        &p.migrations_dir,
+        &p.script_suffixes,
+        &p.exclude_suffixes,
+        &mapped,
+        from,
+        to,
+    )?;
+    if unmapped.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MapInvalid {
+        name: format!("{} (compared with {location})", map.source),
+        problems: unmapped
+            .iter()
+            .map(|s| crate::error::MapProblem {
+                location: None,
+                message: format!(
+                    "{} is in the repository since {} ({}), inside the planned range, but not in the map: the upgrade would skip it",
+                    s.path, s.introduced_in, s.tag
+                ),
+                hint: format!(
+                    "add a [[migrations]] entry for it (`upstep map generate --repo {location}` drafts one; `upstep map check --repo {location}` lists every gap) and pass that map with --map, or stop before {} with --to",
+                    s.tag
+                ),
+            })
+            .collect(),
+    })
 }

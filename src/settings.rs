@@ -356,25 +356,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(row[j]).min(cur)
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 /// The fix for a parse error: the nearest known field for a typo, the key rule for a key.
 fn parse_fix(message: &str) -> String {
     let unknown = message
@@ -400,8 +381,8 @@ fn parse_fix(message: &str) -> String {
         };
         if let Some(best) = known
             .iter()
-            .min_by_key(|k| edit_distance(field, k))
-            .filter(|k| edit_distance(field, k) <= 3)
+            .min_by_key(|k| strsim::levenshtein(field, k))
+            .filter(|k| strsim::levenshtein(field, k) <= 3)
         {
             return format!("did you mean `{best}`? (see docs/configuration.md)");
         }

@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -334,11 +335,11 @@ pub async fn open(spec: TunnelSpec) -> Result<Tunnel> {
                 return Ok(tunnel);
             }
             Err(StartError::PortTaken) => last = Some(StartError::PortTaken),
-            Err(StartError::Failed(e)) => return Err(e),
+            Err(StartError::Failed(e) | StartError::Permanent(e)) => return Err(e),
         }
     }
     Err(match last {
-        Some(StartError::Failed(e)) => e,
+        Some(StartError::Failed(e) | StartError::Permanent(e)) => e,
         _ => Error::Tunnel {
             message: "ssh could not listen on a free local port three times in a row".into(),
             fix: "check what is taking loopback ports on this machine, then try again".into(),
@@ -349,6 +350,8 @@ pub async fn open(spec: TunnelSpec) -> Result<Tunnel> {
 enum StartError {
     PortTaken,
     Failed(Error),
+    /// A failure no retry can fix (a host-key problem, a refused login).
+    Permanent(Error),
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {
@@ -439,29 +442,28 @@ async fn start(
 ) -> std::result::Result<(Child, StderrLog, OrphanGuard), StartError> {
     let args = ssh_args(spec, ports);
     tracing::debug!("starting ssh {}", args.join(" "));
-    let mut child = Command::new("ssh")
+    let mut command = Command::new("ssh");
+    command
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            StartError::Failed(if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Tunnel {
-                    message: "the OpenSSH client (`ssh`) is not installed or not on PATH".into(),
-                    fix: "install it (apt-get install openssh-client, or your system's \
+        .kill_on_drop(true);
+    let mut child = crate::child::spawn_tokio(command).map_err(|e| {
+        StartError::Failed(if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Tunnel {
+                message: "the OpenSSH client (`ssh`) is not installed or not on PATH".into(),
+                fix: "install it (apt-get install openssh-client, or your system's \
                           package), or reach the database without --ssh"
-                        .into(),
-                }
-            } else {
-                Error::Tunnel {
-                    message: format!("cannot start ssh: {e}"),
-                    fix: "check that `ssh -V` works for this user".into(),
-                }
-            })
-        })?;
+                    .into(),
+            }
+        } else {
+            Error::Tunnel {
+                message: format!("cannot start ssh: {e}"),
+                fix: "check that `ssh -V` works for this user".into(),
+            }
+        })
+    })?;
     let mut guard = OrphanGuard::for_group(child.id().unwrap_or(0), "SSH tunnel");
     let stderr: StderrLog = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(pipe) = child.stderr.take() {
@@ -506,11 +508,7 @@ async fn wait_ready(
             if is_port_taken(&text) {
                 return Err(StartError::PortTaken);
             }
-            return Err(StartError::Failed(classify_exit(
-                spec,
-                &text,
-                status.code(),
-            )));
+            return Err(classify_exit(spec, &text, status.code()));
         }
         for (i, (forward, port)) in spec.forwards.iter().zip(ports).enumerate() {
             if ready[i] {
@@ -562,7 +560,7 @@ pub async fn mongo_hello(port: u16) -> bool {
         .connect_timeout(Duration::from_secs(2))
         .app_name("upstep-tunnel-check".to_string())
         .build();
-    let Ok(client) = mongodb::Client::with_options(options) else {
+    let Ok(client) = crate::mongo::client(options) else {
         return false;
     };
     let result = client
@@ -614,7 +612,7 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// One clear message per way ssh fails before the tunnel is up.
-fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
+fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> StartError {
     let target = spec.target();
     let via = spec
         .jump_host
@@ -623,7 +621,7 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
         .unwrap_or_default();
     let has = |needle: &str| text.contains(needle);
     if has("REMOTE HOST IDENTIFICATION HAS CHANGED") || has("Host key for") && has("has changed") {
-        return Error::Tunnel {
+        return StartError::Permanent(Error::Tunnel {
             message: format!(
                 "the host key of {target} has CHANGED since it was recorded in known_hosts: \
                  the server was reinstalled, or the connection is being intercepted"
@@ -631,7 +629,7 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
             fix: "confirm the new fingerprint with the server's administrator over another \
                   channel, then replace the old line (ssh-keygen -R <host>) and add the new key"
                 .into(),
-        };
+        });
     }
     if has("Host key verification failed") || has("No ") && has("host key is known for") {
         let file = spec
@@ -639,7 +637,7 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
             .as_ref()
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "~/.ssh/known_hosts".into());
-        return Error::Tunnel {
+        return StartError::Permanent(Error::Tunnel {
             message: format!(
                 "the host key of {target} is not in {file}, and host-key checking is strict"
             ),
@@ -650,7 +648,7 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
                 spec.port.map(|p| format!(" -p {p}")).unwrap_or_default(),
                 host_of(&spec.destination),
             ),
-        };
+        });
     }
     if has("Permission denied (") || has("Too many authentication failures") {
         let key = spec
@@ -658,34 +656,34 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
             .as_ref()
             .map(|k| format!("the key {}", k.display()))
             .unwrap_or_else(|| "the offered keys".into());
-        return Error::Tunnel {
+        return StartError::Permanent(Error::Tunnel {
             message: format!(
                 "{target}{via} refused the login: {key} is not accepted for this user"
             ),
             fix: "add the public key to ~/.ssh/authorized_keys of that user on the SSH host, or \
                   give the right key with --ssh-identity FILE (and the right user as user@host)"
                 .into(),
-        };
+        });
     }
     if has("UNPROTECTED PRIVATE KEY FILE") || has("bad permissions") {
-        return Error::Tunnel {
+        return StartError::Failed(Error::Tunnel {
             message: "ssh ignored the identity file because others can read it".into(),
             fix: "chmod 600 the key file".into(),
-        };
+        });
     }
     if has("Load key") && (has("No such file") || has("invalid format")) || has("no such identity")
     {
-        return Error::Tunnel {
+        return StartError::Failed(Error::Tunnel {
             message: "ssh could not load the identity file (missing or not a private key)".into(),
             fix: "check the path given to --ssh-identity / identity_file".into(),
-        };
+        });
     }
     if has("Could not resolve hostname") {
-        return Error::Tunnel {
+        return StartError::Failed(Error::Tunnel {
             message: format!("the SSH host {target}{via} is unknown: its name does not resolve"),
             fix: "check the spelling of --ssh / the profile's ssh.host, and this machine's DNS"
                 .into(),
-        };
+        });
     }
     if has("Connection refused")
         || has("timed out")
@@ -694,14 +692,14 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
         || has("Connection closed by")
         || has("kex_exchange_identification")
     {
-        return Error::Tunnel {
+        return StartError::Failed(Error::Tunnel {
             message: format!("cannot reach the SSH host {target}{via}: {}", tail(text, 1)),
             fix: "check the host and port, that sshd runs there, and that a firewall or VPN \
                   lets this machine reach it (try `ssh -p PORT user@host true`)"
                 .into(),
-        };
+        });
     }
-    Error::Tunnel {
+    StartError::Failed(Error::Tunnel {
         message: format!(
             "ssh to {target}{via} exited{} before the tunnel was up: {}",
             code.map(|c| format!(" with status {c}"))
@@ -717,7 +715,7 @@ fn classify_exit(spec: &TunnelSpec, text: &str, code: Option<i32>) -> Error {
             spec.port.map(|p| format!(" -p {p}")).unwrap_or_default(),
             spec.destination
         ),
-    }
+    })
 }
 
 fn host_of(destination: &str) -> &str {
@@ -821,26 +819,19 @@ fn timeout_error(
     }
 }
 
-fn kill_group_now(pid: u32, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        if pid > 0 {
-            // SAFETY: killpg(2) has no memory-safety preconditions; ssh leads its own group.
-            unsafe {
-                libc::killpg(pid, signal);
-            }
-        }
-    }
+fn kill_group_now(pid: u32, signal: Signal) {
+    crate::child::signal_child_group(pid, signal);
 }
 
 /// SIGTERM to ssh's group, up to 2 s, then SIGKILL; reaps it.
 async fn kill_group(child: &mut Child) {
     if let Some(pid) = child.id() {
-        kill_group_now(pid, libc::SIGTERM);
+        kill_group_now(pid, Signal::SIGTERM);
         if tokio::time::timeout(Duration::from_secs(2), child.wait())
             .await
             .is_err()
         {
-            kill_group_now(pid, libc::SIGKILL);
+            kill_group_now(pid, Signal::SIGKILL);
         }
     }
     let _ = child.kill().await;
@@ -849,7 +840,7 @@ async fn kill_group(child: &mut Child) {
 /// The same, without a runtime (for Drop).
 fn kill_group_blocking(child: &mut Child) {
     if let Some(pid) = child.id() {
-        kill_group_now(pid, libc::SIGTERM);
+        kill_group_now(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
@@ -857,7 +848,7 @@ fn kill_group_blocking(child: &mut Child) {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        kill_group_now(pid, libc::SIGKILL);
+        kill_group_now(pid, Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if !matches!(child.try_wait(), Ok(None)) {
@@ -974,9 +965,8 @@ impl Tunnel {
                     tracing::info!("SSH tunnel to {} reopened", self.spec.target());
                     return Ok(());
                 }
-                Err(StartError::Failed(e)) if !is_transient(&e) || attempt >= retries => {
-                    return Err(e)
-                }
+                Err(StartError::Permanent(e)) => return Err(e),
+                Err(StartError::Failed(e)) if attempt >= retries => return Err(e),
                 Err(StartError::PortTaken) if attempt >= retries => {
                     return Err(Error::Tunnel {
                         message: format!(
@@ -1020,17 +1010,6 @@ impl Tunnel {
     pub async fn close(mut self) {
         self.stop_child().await;
         self.state.send_replace(TunnelState::Closed);
-    }
-}
-
-/// A failure a later attempt may not meet (network, timeouts), as opposed to a refused key or a
-/// host-key mismatch.
-fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Tunnel { message, .. } => {
-            !(message.contains("host key") || message.contains("refused the login"))
-        }
-        _ => false,
     }
 }
 

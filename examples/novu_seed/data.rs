@@ -101,6 +101,8 @@ pub struct Ids {
     pub org2_member: ObjectId,
     pub org2_env_dev: ObjectId,
     pub org2_env_prod: ObjectId,
+    pub msg_template_email: ObjectId,
+    pub link_alice_again: ObjectId,
 }
 
 fn oid(n: u8) -> ObjectId {
@@ -156,6 +158,8 @@ pub fn ids() -> Ids {
         org2_member: oid(41),
         org2_env_dev: oid(42),
         org2_env_prod: oid(43),
+        msg_template_email: oid(44),
+        link_alice_again: oid(45),
     }
 }
 
@@ -174,6 +178,11 @@ pub struct AsOf(pub Version);
 impl AsOf {
     pub fn applied(&self, major: u64, minor: u64) -> bool {
         self.0 >= Version::new(major, minor, 0)
+    }
+
+    /// `applied` for a patch release (drop-logs-collection ships in v2.1.1).
+    pub fn applied_patch(&self, major: u64, minor: u64, patch: u64) -> bool {
+        self.0 >= Version::new(major, minor, patch)
     }
 }
 
@@ -286,6 +295,8 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
             "_environmentId": env, "_creatorId": i.user_jane, "_notificationGroupId": group,
             "triggers": [{ "type": "event", "identifier": "welcome", "variables": [] }],
             "steps": [{ "_templateId": mt, "active": true }],
+            "critical": false,
+            "preferenceSettings": { "email": true, "sms": true, "in_app": true, "chat": true, "push": true },
             "createdAt": day(2), "updatedAt": day(2),
         };
         if let Some(p) = parent {
@@ -316,6 +327,9 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
             Some(i.workflow_dev),
         ));
     }
+    if a.applied(2, 0) {
+        message_templates.push(email_step_template(&a, &i));
+    }
     out.push(("notificationgroups", groups));
     out.push(("messagetemplates", message_templates));
     out.push(("notificationtemplates", workflows));
@@ -330,13 +344,23 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
     ));
     // topic-subscriber-normalize (v0.24.0) deletes links whose subscriber is missing or
     // soft-deleted; the link to a live subscriber stays.
+    // add-default-identifier-to-topic-subscribers (v3.12.0) gives each link the identifier
+    // `tk_<topicKey>:si_<subscriberId>`; remove-duplicate-identifiers (v3.12.0) then deletes
+    // all but the first link of one identifier: alice subscribed twice (seeded from v2.0.0).
     let link = |id: ObjectId, sub: ObjectId, external: &str| {
-        doc! { "_id": id, "_topicId": i.topic, "topicKey": "e2e-news", "_subscriberId": sub, "externalSubscriberId": external, "_organizationId": i.org, "_environmentId": i.env_dev, "createdAt": day(3), "updatedAt": day(3) }
+        let mut d = doc! { "_id": id, "_topicId": i.topic, "topicKey": "e2e-news", "_subscriberId": sub, "externalSubscriberId": external, "_organizationId": i.org, "_environmentId": i.env_dev, "createdAt": day(3), "updatedAt": day(3) };
+        if a.applied(3, 12) {
+            d.insert("identifier", format!("tk_e2e-news:si_{external}"));
+        }
+        d
     };
     let mut links = vec![link(i.link_alice, i.sub_alice, "e2e-alice")];
     if !a.applied(0, 24) {
         links.push(link(i.link_ghost, oid(200), "e2e-ghost"));
         links.push(link(i.link_gone, i.sub_gone, "e2e-gone"));
+    }
+    if a.applied(2, 0) && !a.applied(3, 12) {
+        links.push(link(i.link_alice_again, i.sub_alice, "e2e-alice"));
     }
     out.push(("topicsubscribers", links));
 
@@ -374,6 +398,72 @@ pub fn documents(as_of: &Version) -> Vec<(&'static str, Vec<Document>)> {
     }
     prefs.insert(0, pref);
     out.push(("subscriberpreferences", prefs));
+    // preference-centralization (v2.1.0) writes `preferences` from the workflows and the
+    // subscriber preferences above (it leaves subscriberpreferences in place).
+    if a.applied(2, 1) {
+        out.push(("preferences", centralized_preferences(&i)));
+    }
+    // drop-logs-collection (v2.1.1) drops `logs`.
+    if !a.applied_patch(2, 1, 1) {
+        out.push((
+            "logs",
+            vec![doc! { "_id": oid(60), "_organizationId": i.org, "_environmentId": i.env_dev, "text": "an old execution log line", "createdAt": day(7) }],
+        ));
+    }
+    out
+}
+
+/// A v2 e-mail step's template with its controls: its UI schema gets the HTML editor at
+/// v2.3.0 (email-step-ui-schema-html-editor), and a layoutId at v3.11.0
+/// (add-layout-id-to-email-controls).
+fn email_step_template(a: &AsOf, i: &Ids) -> Document {
+    let mut schema = doc! { "type": "object", "properties": { "subject": { "type": "string" }, "body": { "type": "string" } }, "required": ["subject", "body"] };
+    let mut ui = doc! { "group": "EMAIL", "properties": { "subject": { "component": "TEXT_FULL_LINE" }, "body": { "component": "BLOCK_EDITOR" } } };
+    if a.applied(2, 3) {
+        let props = ui.get_document_mut("properties").expect("seeded");
+        props.insert("body", doc! { "component": "EMAIL_BODY" });
+        props.insert(
+            "editorType",
+            doc! { "component": "EMAIL_EDITOR_SELECT", "placeholder": "block" },
+        );
+    }
+    if a.applied(3, 11) {
+        schema
+            .get_document_mut("properties")
+            .expect("seeded")
+            .insert("layoutId", doc! { "type": ["string", "null"] });
+        ui.get_document_mut("properties")
+            .expect("seeded")
+            .insert("layoutId", doc! { "component": "LAYOUT_SELECT" });
+    }
+    doc! {
+        "_id": i.msg_template_email, "type": "email", "stepId": "send-email", "_organizationId": i.org,
+        "_environmentId": i.env_dev, "_creatorId": i.user_jane, "deleted": false,
+        "controls": { "schema": schema, "uiSchema": ui },
+        "content": "", "subject": "Hello", "createdAt": day(8), "updatedAt": day(8),
+    }
+}
+
+/// What preference-centralization writes for the seeded workflows and preferences.
+fn centralized_preferences(i: &Ids) -> Vec<Document> {
+    let channels = |off: &str| {
+        let mut c = Document::new();
+        for ch in ["email", "sms", "in_app", "chat", "push"] {
+            c.insert(ch, doc! { "enabled": ch != off });
+        }
+        doc! { "all": { "enabled": true, "readOnly": false }, "channels": c }
+    };
+    let mut out = Vec::new();
+    for (n, (wf, env)) in [(i.workflow_dev, i.env_dev), (i.workflow_prod, i.env_prod)]
+        .into_iter()
+        .enumerate()
+    {
+        let n = n as u8;
+        out.push(doc! { "_id": oid(70 + 2 * n), "type": "WORKFLOW_RESOURCE", "_templateId": wf, "_environmentId": env, "_organizationId": i.org, "preferences": channels(""), "createdAt": day(9), "updatedAt": day(9) });
+        out.push(doc! { "_id": oid(71 + 2 * n), "type": "USER_WORKFLOW", "_templateId": wf, "_userId": i.user_jane, "_environmentId": env, "_organizationId": i.org, "preferences": channels(""), "createdAt": day(9), "updatedAt": day(9) });
+    }
+    out.push(doc! { "_id": oid(74), "type": "SUBSCRIBER_GLOBAL", "_subscriberId": i.sub_alice, "_environmentId": i.env_dev, "_organizationId": i.org, "preferences": channels("sms"), "createdAt": day(9), "updatedAt": day(9) });
+    out.push(doc! { "_id": oid(75), "type": "SUBSCRIBER_WORKFLOW", "_subscriberId": i.sub_alice, "_templateId": i.workflow_dev, "_environmentId": i.env_dev, "_organizationId": i.org, "preferences": channels("email"), "createdAt": day(9), "updatedAt": day(9) });
     out
 }
 

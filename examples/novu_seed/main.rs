@@ -100,8 +100,27 @@ async fn seed(db: &Database, as_of: &Version) -> Result<usize, BoxError> {
 
 /// Whether an upgrade from `from` to `to` runs the scripts of release `major.minor`.
 fn runs(from: &Version, to: &Version, major: u64, minor: u64) -> bool {
-    let v = Version::new(major, minor, 0);
+    runs_patch(from, to, major, minor, 0)
+}
+
+/// `runs` for a patch release (drop-logs-collection ships in v2.1.1).
+fn runs_patch(from: &Version, to: &Version, major: u64, minor: u64, patch: u64) -> bool {
+    let v = Version::new(major, minor, patch);
     *from < v && v <= *to
+}
+
+/// `doc.a.b.c` as a document path, if every step is a document.
+fn path<'a>(d: &'a Document, dotted: &str) -> Option<&'a Bson> {
+    let mut parts = dotted.split('.').peekable();
+    let mut current = d;
+    while let Some(part) = parts.next() {
+        let value = current.get(part)?;
+        if parts.peek().is_none() {
+            return Some(value);
+        }
+        current = value.as_document()?;
+    }
+    None
 }
 
 struct Report {
@@ -463,6 +482,105 @@ async fn check(db: &Database, from: &Version, to: &Version, key: &str) -> Result
             "it holds the newer duplicate's fields (firstName New, phone)",
             kept.get_str("firstName") == Ok("New") && kept.get_str("phone") == Ok("+15550100"),
             format!("{kept}"),
+        );
+    }
+    if runs(from, to, 2, 1) {
+        for (kind, n) in [("WORKFLOW_RESOURCE", 2), ("USER_WORKFLOW", 2)] {
+            let count = db
+                .collection::<Document>("preferences")
+                .count_documents(doc! { "type": kind })
+                .await?;
+            r.promise(
+                "preference-centralization",
+                &format!("one {kind} preference per workflow"),
+                count == n,
+                format!("{count} found"),
+            );
+        }
+        let global = find_one(
+            db,
+            "preferences",
+            doc! { "type": "SUBSCRIBER_GLOBAL", "_subscriberId": i.sub_alice },
+        )
+        .await;
+        let sms = global
+            .as_ref()
+            .ok()
+            .and_then(|g| path(g, "preferences.channels.sms.enabled").cloned());
+        r.promise(
+            "preference-centralization",
+            "the global opt-out from SMS became a SUBSCRIBER_GLOBAL preference",
+            sms == Some(Bson::Boolean(false)),
+            format!("{global:?}"),
+        );
+        let per_workflow = find_one(
+            db,
+            "preferences",
+            doc! { "type": "SUBSCRIBER_WORKFLOW", "_subscriberId": i.sub_alice, "_templateId": i.workflow_dev },
+        )
+        .await;
+        let email = per_workflow
+            .as_ref()
+            .ok()
+            .and_then(|p| path(p, "preferences.channels.email.enabled").cloned());
+        r.promise(
+            "preference-centralization",
+            "the workflow opt-out from e-mail became a SUBSCRIBER_WORKFLOW preference",
+            email == Some(Bson::Boolean(false)),
+            format!("{per_workflow:?}"),
+        );
+    }
+    if runs_patch(from, to, 2, 1, 1) {
+        let names = db.list_collection_names().await?;
+        r.promise(
+            "drop-logs-collection",
+            "the logs collection is gone",
+            !names.iter().any(|n| n == "logs"),
+            names.join(", "),
+        );
+    }
+    if runs(from, to, 2, 3) {
+        let t = find_one(db, "messagetemplates", doc! { "_id": i.msg_template_email }).await?;
+        let body = path(&t, "controls.uiSchema.properties.body.component").cloned();
+        let editor = path(&t, "controls.uiSchema.properties.editorType.component").cloned();
+        r.promise(
+            "email-step-ui-schema-html-editor",
+            "the e-mail step's UI schema has the EMAIL_BODY body and the editor select",
+            body == Some(Bson::String("EMAIL_BODY".into()))
+                && editor == Some(Bson::String("EMAIL_EDITOR_SELECT".into())),
+            format!("{body:?} {editor:?}"),
+        );
+    }
+    if runs(from, to, 3, 11) {
+        let t = find_one(db, "messagetemplates", doc! { "_id": i.msg_template_email }).await?;
+        let schema = path(&t, "controls.schema.properties.layoutId").cloned();
+        let ui = path(&t, "controls.uiSchema.properties.layoutId.component").cloned();
+        r.promise(
+            "add-layout-id-to-email-controls",
+            "the e-mail step's controls carry a layoutId in schema and UI schema",
+            schema.is_some() && ui == Some(Bson::String("LAYOUT_SELECT".into())),
+            format!("{schema:?} {ui:?}"),
+        );
+    }
+    if runs(from, to, 3, 12) {
+        let links = find_all(db, "topicsubscribers", doc! {}).await?;
+        let identifiers: Vec<Option<&str>> =
+            links.iter().map(|l| l.get_str("identifier").ok()).collect();
+        r.promise(
+            "add-default-identifier-to-topic-subscribers",
+            "every topic subscription has the identifier tk_<topic>:si_<subscriber>",
+            identifiers
+                .iter()
+                .all(|x| *x == Some("tk_e2e-news:si_e2e-alice")),
+            format!("{identifiers:?}"),
+        );
+        let ids: Vec<Option<bson::oid::ObjectId>> =
+            links.iter().map(|l| l.get_object_id("_id").ok()).collect();
+        r.promise(
+            "remove-duplicate-identifiers",
+            "alice's duplicate subscription is gone, the first one kept",
+            ids == [Some(i.link_alice)],
+            format!("{ids:?}"),
         );
     }
     // Nothing the scripts do removes organizations, users or environments (a second

@@ -12,7 +12,6 @@ use mongodb::{ClientSession, Database};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::conn::Connection;
 use super::manifest::{
     create_private_dir, create_private_file, hash_file, io_error, write_json_atomic,
     BackupManifest, CollectionEntry, SkippedCollection, MANIFEST_FILE, MANIFEST_SCHEMA,
@@ -20,6 +19,7 @@ use super::manifest::{
 use super::progress::Progress;
 use super::{is_excluded, now_rfc3339, BackupOptions};
 use crate::error::{Error, Result};
+use crate::mongo::Connection;
 use crate::preflight::human_bytes;
 
 /// Documents per getMore: large batches keep round trips few; a batch is at most 16 MiB anyway.
@@ -41,7 +41,8 @@ pub(crate) async fn run(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
-    let conn = Connection::open(uri, "--mongo-uri", true).await?;
+    let conn =
+        Connection::open(uri, "--mongo-uri", true, std::time::Duration::from_secs(10)).await?;
     let db_name = conn.database.clone().unwrap_or_default();
     let db = conn.client.database(&db_name);
 

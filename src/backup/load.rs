@@ -21,10 +21,10 @@ use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::conn::Connection;
 use super::manifest::{hash_file, read_manifest, BackupManifest, CollectionEntry};
 use super::progress::Progress;
 use crate::error::{Error, Result};
+use crate::mongo::Connection;
 use crate::preflight::human_bytes;
 use crate::store::journal::{Actor, StepStatus};
 use crate::store::lock::{Acquire, LockDoc, RunLock};
@@ -184,7 +184,7 @@ pub async fn prepare(
             ))
         }
     };
-    let conn = Connection::open(target_uri, flag, false).await?;
+    let conn = Connection::open(target_uri, flag, false, Duration::from_secs(10)).await?;
     let db_name = match (&conn.database, opts.to_uri.is_some()) {
         (Some(db), true) => db.clone(),
         (Some(db), false) if db != &manifest.database => {
@@ -443,7 +443,7 @@ impl PreparedRestore {
         if !report.leftovers_removed.is_empty() {
             tracing::info!(
                 "removed {} an interrupted restore left: {}",
-                crate::ui::words::count(report.leftovers_removed.len(), "temporary collection"),
+                crate::words::count(report.leftovers_removed.len(), "temporary collection"),
                 report.leftovers_removed.join(", ")
             );
         }

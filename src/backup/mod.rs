@@ -6,8 +6,6 @@
 //! (options and indexes as canonical Extended JSON), plus upstep's `upstep-manifest.json` with
 //! counts and SHA-256 checksums, written last. See docs/backup.md.
 
-pub mod args;
-mod conn;
 mod dump;
 mod load;
 mod manifest;
@@ -15,7 +13,7 @@ mod progress;
 
 use std::path::{Path, PathBuf};
 
-pub use conn::redact_uri;
+pub use crate::redact::redact_uri;
 pub use load::{
     prepare as prepare_restore, CollectionState, PreparedRestore, RestoreFailure, RestoreOptions,
     RestoreReport, RestoredCollection, ServerSpace, TEMP_PREFIX,
@@ -89,34 +87,7 @@ pub(crate) fn now_rfc3339() -> String {
     rfc3339_millis(bson::DateTime::now().timestamp_millis())
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
-pub(crate) fn rfc3339_millis(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub(crate) use crate::date::rfc3339_millis;
 
 #[cfg(test)]
 mod tests {

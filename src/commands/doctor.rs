@@ -41,6 +41,12 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         Some(spec) => Some((open_repo_spec(&spec.value)?, spec.value.clone())),
         None => None,
     };
+    if let Some((repo, location)) = &repo {
+        // A script the repository's tags add inside the range but the map lacks would be
+        // skipped by the run: refuse, as plan and upgrade do.
+        let start = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
+        crate::repo_facts::check_map_covers_repo(&map, repo, location, &start, &to)?;
+    }
     let key_var = super::resolve::key_var(&settings, &args.run_env)?;
     let key = std::env::var(&key_var).ok();
     let rt = runtime()?;

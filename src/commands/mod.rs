@@ -33,6 +33,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             &args.output,
         ),
         Command::Upgrade(args) => upgrade::upgrade_command(&args),
+        Command::Rehearse(args) => rehearse::rehearse_command(&args),
         Command::Status(args) => run::status_command(&args),
         Command::Detect(args) => detect::detect_command(&args),
         Command::Mark(args) => run::mark_command(&args),
@@ -50,15 +51,17 @@ pub fn dispatch(command: Command) -> Result<ExitCode> {
             crate::ops::dispatch(command)
         }
         Command::Cache(args) => cache::cache_command(&args),
-        Command::Backup(args) => crate::backup::args::backup_command(&args),
-        Command::Restore(args) => crate::backup::args::restore_command(&args),
+        Command::Backup(args) => backup::backup_command(&args),
+        Command::Restore(args) => backup::restore_command(&args),
     }
 }
 
+mod backup;
 mod cache;
 mod detect;
 mod doctor;
 mod interactive;
+mod rehearse;
 pub(crate) mod resolve;
 mod run;
 mod upgrade;
@@ -168,6 +171,7 @@ fn plan_command(
     let mut blockers = 0;
     if let Some(location) = settings.repo.as_ref().map(|r| &r.value) {
         let repo = open_repo_spec(location)?;
+        repo_facts::check_map_covers_repo(&map, &repo, location, &request.from, &request.to)?;
         repo_facts::check_plan_against_repo(&mut plan, &repo, location)?;
         blockers = repo_facts::probe_downloads(&mut plan);
     }
@@ -193,7 +197,7 @@ fn plan_command(
         // The plan is printed; the exit code says it cannot run from here.
         return Err(Error::Preflight(format!(
             "{} of this plan cannot be set up from here: a download {} install needs is out of reach (see the plan above)",
-            crate::ui::words::count(blockers, "tag"),
+            crate::words::count(blockers, "tag"),
             if blockers == 1 { "its" } else { "their" }
         )));
     }
@@ -427,6 +431,8 @@ struct MapCheckReport {
     map: String,
     repository: String,
     disagreements: Vec<String>,
+    /// Entries the repository is too old to check (exit 0 when nothing else is wrong).
+    unchecked: Vec<String>,
 }
 
 fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
@@ -441,9 +447,10 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
             id: m.id.clone(),
             script: m.script.clone(),
             introduced_in: m.introduced_version().cloned(),
+            removed_in: m.lifecycle.removed_in.clone(),
         })
         .collect();
-    let found = crate::git::check_map(
+    let checked = crate::git::check_map_report(
         &repo,
         &expected,
         &tags,
@@ -451,6 +458,7 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
         &p.script_suffixes,
         &p.exclude_suffixes,
     )?;
+    let found = &checked.disagreements;
     let report = MapCheckReport {
         schema: "upstep.map-check/1",
         map: map.source.clone(),
@@ -460,14 +468,41 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
             .map(ToString::to_string)
             .unwrap_or_default(),
         disagreements: found.iter().map(|d| d.to_string()).collect(),
+        unchecked: checked.unchecked.iter().map(|u| u.to_string()).collect(),
     };
     if output.json {
         ui::print_json(&report)?;
-    } else if found.is_empty() {
-        ui::print_text(&format!(
-            "{} agrees with {}\n",
-            report.map, report.repository
-        ))?;
+    } else {
+        let mut text = String::new();
+        if !report.unchecked.is_empty() {
+            let _ = writeln!(
+                text,
+                "{} entr{} could not be checked: the repository's tags end before them:\n  {}",
+                report.unchecked.len(),
+                if report.unchecked.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                report.unchecked.join("\n  ")
+            );
+        }
+        if found.is_empty() {
+            let _ = writeln!(
+                text,
+                "{} agrees with {}{}",
+                report.map,
+                report.repository,
+                if report.unchecked.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (0 problems; {} unchecked)", report.unchecked.len())
+                }
+            );
+        }
+        if !text.is_empty() {
+            ui::print_text(&text)?;
+        }
     }
     if found.is_empty() {
         return Ok(ExitCode::Success);

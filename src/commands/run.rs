@@ -132,6 +132,9 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                     "regressed".to_string()
                 }
                 (Some(s), _) => s.as_str().to_string(),
+                (None, Some(Action::Skip)) if d.is_some_and(|d| d.decision.left_out) => {
+                    "optional (left out)".to_string()
+                }
                 (None, Some(Action::Skip)) => "applied (per data)".to_string(),
                 (None, _) => "pending".to_string(),
             };
@@ -158,7 +161,8 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
                 .filter(|r| {
                     !(r.state.starts_with("succeeded")
                         || r.state.starts_with("marked-applied")
-                        || r.state.starts_with("applied"))
+                        || r.state.starts_with("applied")
+                        || r.state.starts_with("optional"))
                 })
                 .count(),
             lock,
@@ -219,7 +223,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     if args.check && report.pending > 0 {
         return Err(Error::Pending(format!(
             "{} not applied (status --check)",
-            crate::ui::words::count(report.pending, "migration")
+            crate::words::count(report.pending, "migration")
                 + if report.pending == 1 { " is" } else { " are" }
         )));
     }

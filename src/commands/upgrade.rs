@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 
 use super::interactive;
+use super::rehearse::RunHooks;
 use super::run::{connect, is_interactive, resolve_settings};
 use super::{load_map_from, open_repo_spec, runtime};
 use crate::cli::UpgradeArgs;
@@ -33,6 +34,11 @@ use crate::ui::progress::ProgressReporter;
 use crate::ui::{self, Styler};
 
 pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
+    upgrade_with(args, RunHooks::default())
+}
+
+/// `upgrade`, with what a rehearsal changes in it (`hooks`; see commands/rehearse.rs).
+pub(super) fn upgrade_with(args: &UpgradeArgs, mut hooks: RunHooks) -> Result<ExitCode> {
     let mut settings = resolve_settings(&args.connect, &args.repo, &args.map)?;
     let interactive = is_interactive(args.run.yes);
     if settings.mongo_uri.is_none() && interactive && !args.output.json {
@@ -45,6 +51,9 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
     let resolved = Resolved::new(args, &settings, interactive)?;
     let key_var = super::resolve::key_var(&settings, &args.run_env)?;
     let (mut reporter, multi) = reporter_for(args.output.json, interactive);
+    if let Some(wrap) = hooks.wrap_reporter.take() {
+        reporter = wrap(reporter);
+    }
     let questions = Questions {
         guided: interactive,
         target: args.range.to.is_none(),
@@ -54,6 +63,10 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         let connected = connect(&settings, !interactive).await?;
         let Resolved { mut options, repo } = resolved;
         options.connection = connection_for(&connected.uri, &key_var, &settings);
+        options
+            .connection
+            .private_env
+            .extend(hooks.private_env.iter().cloned());
         let store = MongoRunStore::new(
             &connected.store,
             &connected.uri,
@@ -72,6 +85,10 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
             interactive,
             multi,
             throwaway: None,
+            hooks: &hooks,
+            repo: repo.as_ref(),
+            ran_with: None,
+            watcher: None,
         };
         let mut tunnel = connected.tunnel;
         let mut fx = Effects {
@@ -90,12 +107,22 @@ pub fn upgrade_command(args: &UpgradeArgs) -> Result<ExitCode> {
         };
         let summary = executor::run(RunRequest { options, questions }, &mut fx).await;
         drop(fx);
+        // `--then`: the promotion, once the run ended well (see promote.rs).
+        let summary = match (summary, surroundings.ran_with.take(), &surroundings.watcher) {
+            (Ok(summary), Some(opts), Some(watcher)) if !args.then.is_empty() => {
+                let store = &connected.store;
+                crate::promote::after_run(&args.then, &opts, store, watcher, reporter.as_mut())
+                    .await
+                    .map(|()| summary)
+            }
+            (summary, _, _) => summary,
+        };
         if let Some(t) = tunnel {
             t.close().await;
         }
         summary
     })?;
-    if !args.output.json {
+    if !args.output.json && !hooks.is_rehearsal() {
         ui::print_text(&summary_text(args.run.dry_run, &summary))?;
     }
     Ok(ExitCode::Success)
@@ -116,6 +143,11 @@ impl Resolved {
             None => None,
         };
         let approved = approved_steps(&map, &args.run.approve)?;
+        let optional = crate::plan::optional_steps(&map, &args.run.include_optional)?;
+        if let (Some(repo), Some(spec)) = (&repo, settings.repo.as_ref()) {
+            let start = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
+            crate::repo_facts::check_map_covers_repo(&map, repo, &spec.value, &start, &to)?;
+        }
         let backup_dir = choose_backup(args, interactive)?;
         let options = UpgradeOptions {
             map,
@@ -148,6 +180,7 @@ impl Resolved {
             approvals: Approvals {
                 routine: args.run.yes,
                 steps: approved,
+                optional,
             },
         };
         Ok(Resolved { options, repo })
@@ -190,7 +223,7 @@ fn summary_text(dry_run: bool, summary: &executor::Summary) -> String {
     if dry_run {
         format!(
             "Dry run: {} would run, {} would be skipped; nothing was touched.\n",
-            crate::ui::words::count(summary.ran, "step"),
+            crate::words::count(summary.ran, "step"),
             summary.skipped
         )
     } else {
@@ -210,6 +243,12 @@ struct RunSurroundings<'s> {
     interactive: bool,
     multi: Option<indicatif::MultiProgress>,
     throwaway: Option<crate::redis_auto::ThrowawayRedis>,
+    /// What a rehearsal changes (default: nothing).
+    hooks: &'s RunHooks,
+    repo: Option<&'s GitRepo>,
+    /// The options the run went ahead with, and its signal watcher: what `--then` needs.
+    ran_with: Option<UpgradeOptions>,
+    watcher: Option<Arc<SignalWatcher>>,
 }
 
 impl Surroundings for RunSurroundings<'_> {
@@ -222,6 +261,14 @@ impl Surroundings for RunSurroundings<'_> {
     ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
         Box::pin(async move {
             // The decision plan, doctor and status show: the preflight checks what will run.
+            let configured = self.settings.mongo_uri.as_ref().map(|s| s.value.as_str());
+            self.hooks.at_plan(
+                opts,
+                plan,
+                self.repo,
+                configured.unwrap_or_default(),
+                reporter,
+            );
             let (facts, preflight_plan) =
                 crate::decided::before_run(opts, self.store, guided, plan).await?;
             if opts.dry_run {
@@ -237,6 +284,7 @@ impl Surroundings for RunSurroundings<'_> {
                 reporter,
             )
             .await?;
+            self.ran_with = Some(opts.clone());
             Ok(facts)
         })
     }
@@ -250,6 +298,7 @@ impl Surroundings for RunSurroundings<'_> {
         if self.interactive {
             interactive::spawn_stop_prompt(watcher.clone(), self.multi.clone());
         }
+        self.watcher = Some(watcher.clone());
         Ok(watcher)
     }
 }
@@ -400,7 +449,7 @@ async fn preflight(
             .collect();
         return Err(Error::Preflight(format!(
             "preflight found {}; nothing was run:\n  {}",
-            crate::ui::words::count(report.blockers, "blocker"),
+            crate::words::count(report.blockers, "blocker"),
             list.join("\n  ")
         )));
     }

@@ -33,6 +33,8 @@ pub struct Approvals {
     pub routine: bool,
     /// Steps approved one by one: `--approve <id>`, or a yes at the terminal for that step.
     pub steps: BTreeSet<String>,
+    /// Optional steps asked for by id (`--include-optional <id>`); the others are skipped.
+    pub optional: BTreeSet<String>,
 }
 
 /// `--yes` and `--approve` as the answers of an unattended run. Today's unattended runs ask
@@ -143,7 +145,7 @@ pub fn check(risky: &[RiskyStep], approvals: &Approvals) -> Result<()> {
              that it has not run on this database (its warnings, `upstep status`), then approve \
              it with --approve <id> (repeat the flag for several), e.g. --approve {}; or run at a \
              terminal and answer its question",
-            crate::ui::words::count(unapproved.len(), "step")
+            crate::words::count(unapproved.len(), "step")
                 + if unapproved.len() == 1 {
                     " needs"
                 } else {
@@ -191,6 +193,7 @@ mod tests {
         let yes = Approvals {
             routine: true,
             steps: BTreeSet::new(),
+            optional: BTreeSet::new(),
         };
         let err = check(&steps, &yes).unwrap_err();
         assert_eq!(err.code(), ExitCode::NeedsDecision);
@@ -201,6 +204,7 @@ mod tests {
         let approved = Approvals {
             routine: true,
             steps: ["centralize".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         check(&steps, &approved).unwrap();
     }
@@ -214,11 +218,12 @@ mod tests {
         let by_name = Approvals {
             routine: false,
             steps: ["drop".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         check(&steps, &by_name).unwrap();
     }
 
-    /// Every step of the embedded map up to v2.1.0 (and the unreleased one) decided to run,
+    /// Every step of the embedded map up to v2.1.1 (and any unreleased one) decided to run,
     /// with what its data check would say on a database that has seen none of them.
     fn all_running(data: FpState) -> (ReleaseMap, Plan, Vec<DecidedStep>) {
         let map = crate::release_map::load(None).unwrap();
@@ -226,7 +231,7 @@ mod tests {
             &map,
             &crate::plan::PlanRequest {
                 from: semver::Version::new(0, 0, 0),
-                to: semver::Version::new(2, 1, 0),
+                to: semver::Version::new(2, 1, 1),
                 include_unreleased: true,
             },
         )
@@ -242,6 +247,7 @@ mod tests {
                     reason: "test".into(),
                     regressed: false,
                     unknown: false,
+                    left_out: false,
                 },
                 data: Some(match map.migration(&step.id).unwrap().fingerprint {
                     Fingerprint::Unknown { .. } => FpState::Unknown,
@@ -287,6 +293,7 @@ mod tests {
         let only_a = Approvals {
             routine: true,
             steps: ["a".to_string()].into(),
+            optional: BTreeSet::new(),
         };
         let text = check(&steps, &only_a).unwrap_err().to_string();
         assert!(text.contains("--approve b"), "{text}");

@@ -1,6 +1,6 @@
 //! Building the child process of one step from the release map: the era's argv and working
-//! directory, its environment with connection placeholders filled in, and the shim that calls
-//! an exported function. Secrets travel only in the environment, never in argv.
+//! directory, and its environment with connection placeholders filled in (the shim that calls an
+//! exported function is written by `shim`). Secrets travel only in the environment, never in argv.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -121,43 +121,9 @@ pub fn step_command(
     let (target, shim) = match mode.run {
         RunKind::File => (script_rel, None),
         RunKind::Export => {
-            let (shim_name, export) = match (&mode.shim, &mode.export) {
-                (Some(s), Some(e)) => (s, e),
-                _ => {
-                    return Err(Error::Internal(format!(
-                        "{step_id}: export mode without shim/export"
-                    )))
-                }
-            };
-            let template = &era
-                .shims
-                .get(shim_name)
-                .ok_or_else(|| {
-                    Error::Internal(format!(
-                        "{step_id}: shim {shim_name} missing from era {}",
-                        era.name
-                    ))
-                })?
-                .template;
-            let ext = Path::new(script)
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("js");
-            let module = script_rel.with_extension("");
-            let module = format!("./{}", module.display());
-            // The name starts with `.upstep-`: worktree checks ignore upstep's own files.
-            let file_name = format!(".upstep-shim-{step_id}.{ext}");
-            let body = template
-                .replace("{module}", &module)
-                .replace("{export}", export);
-            let path = cwd.join(&file_name);
-            std::fs::write(&path, body).map_err(|e| {
-                Error::repository(
-                    format!("cannot write the shim {}: {e}", path.display()),
-                    "check that the worktree is writable and the disk is not full",
-                )
-            })?;
-            (PathBuf::from(file_name), Some(path))
+            let (file_name, path) =
+                super::shim::write_shim(&cwd, era, mode, script, &script_rel, step_id)?;
+            (file_name, Some(path))
         }
     };
     let target = target.display().to_string();

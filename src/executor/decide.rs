@@ -27,6 +27,9 @@ pub struct Decision {
     pub regressed: bool,
     /// Neither the journal nor a data check can tell whether it is applied.
     pub unknown: bool,
+    /// An optional step the user did not ask for (`--include-optional <id>`): skipped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub left_out: bool,
 }
 
 /// Everything known about one step before the run.
@@ -40,6 +43,8 @@ pub struct StepFacts {
     pub at_or_before_from: bool,
     /// The journal shows it `running` for another run whose heartbeat is fresh.
     pub running_elsewhere: bool,
+    /// An optional step (the map's `optional`) the user did not ask for by id.
+    pub optional_left_out: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,8 +61,12 @@ fn decision(action: Action, reason: impl Into<String>) -> Decision {
         reason: reason.into(),
         regressed: false,
         unknown: false,
+        left_out: false,
     }
 }
+
+/// What an optional step the user did not ask for gets.
+pub const OPTIONAL_LEFT_OUT: &str = "optional: runs only when asked for by id (--include-optional <id>); see its warnings in `upstep plan`";
 
 /// What a step another run is still running gets: left alone, whatever the flags.
 pub const RUNNING_ELSEWHERE: &str = "running elsewhere: another run's heartbeat on it is fresh; it is left alone whatever the flags (--retry, --force, `upstep mark` included): wait for that run to finish";
@@ -65,6 +74,13 @@ pub const RUNNING_ELSEWHERE: &str = "running elsewhere: another run's heartbeat 
 pub fn decide(facts: StepFacts, flags: Flags) -> Decision {
     if facts.running_elsewhere {
         return decision(Action::Block, RUNNING_ELSEWHERE);
+    }
+    if facts.optional_left_out {
+        // Never run by surprise, and never a blocker: not asked for is a decision.
+        return Decision {
+            left_out: true,
+            ..decision(Action::Skip, OPTIONAL_LEFT_OUT)
+        };
     }
     let data = facts.data.unwrap_or(FpState::Unknown);
     let not_idempotent = facts.idempotent == Idempotency::No;
@@ -193,6 +209,7 @@ mod tests {
                                     idempotent,
                                     at_or_before_from,
                                     running_elsewhere: false,
+                                    optional_left_out: false,
                                 },
                                 Flags { retry, force },
                             ));
@@ -280,6 +297,7 @@ mod tests {
             idempotent: Idempotency::Guarded,
             at_or_before_from,
             running_elsewhere: false,
+            optional_left_out: false,
         };
         let no = Flags::default();
         assert_eq!(
@@ -348,6 +366,28 @@ mod tests {
             {
                 assert!(stops, "{facts:?} {flags:?}");
             }
+        }
+    }
+
+    #[test]
+    fn an_optional_step_not_asked_for_is_skipped_whatever_the_journal_data_and_flags() {
+        for (facts, flags) in every_case() {
+            let d = decide(
+                StepFacts {
+                    optional_left_out: true,
+                    ..facts
+                },
+                flags,
+            );
+            assert_eq!(d.action, Action::Skip, "{facts:?} {flags:?}");
+            assert!(
+                d.left_out && d.reason.contains("--include-optional"),
+                "{d:?}"
+            );
+            // Asked for, it is decided like any other step.
+            let asked = decide(facts, flags);
+            assert!(!asked.left_out);
+            assert_eq!(asked, decide(facts, flags));
         }
     }
 

@@ -154,6 +154,8 @@ pub fn decide_all(
                 idempotent: step.idempotent,
                 at_or_before_from: at_or_before_from(&opts.map, &step.id, opts.from.as_ref()),
                 running_elsewhere: entries.get(&step.id).is_some_and(|e| e.running_elsewhere()),
+                optional_left_out: step.optional.is_some()
+                    && !opts.approvals.optional.contains(&step.id),
             };
             DecidedStep {
                 group: g,

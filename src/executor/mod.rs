@@ -21,6 +21,7 @@ pub mod decide;
 pub mod effects;
 pub mod lockfile;
 pub mod real;
+pub mod shim;
 
 mod facts;
 #[cfg(test)]

@@ -112,7 +112,7 @@ pub(super) async fn prepare_tag(
     // Dropping the resolution (on a stop) ends its npm install's group.
     let toolchain = stops.until(workspace.toolchain(&request)).await?;
     fx.reporter.report(&RunEvent::Notice {
-        message: crate::ui::words::toolchain_notice(
+        message: crate::words::toolchain_notice(
             &group.git_ref,
             &toolchain.node_version,
             &toolchain.node_source,

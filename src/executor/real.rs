@@ -364,7 +364,7 @@ async fn check_downloads(
     }
     Err(Error::Preflight(format!(
         "{} the setup needs cannot be reached; nothing was run:\n  {}",
-        crate::ui::words::count(blocked.len(), "download"),
+        crate::words::count(blocked.len(), "download"),
         blocked.join("\n  ")
     )))
 }

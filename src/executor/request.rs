@@ -10,6 +10,7 @@ use crate::release_map::ReleaseMap;
 use crate::runner::toolchain::ToolchainPolicy;
 
 /// Everything a run needs, resolved by the command layer.
+#[derive(Clone)]
 pub struct UpgradeOptions {
     pub map: ReleaseMap,
     /// `--from`; None: the journal and the data decide every step.

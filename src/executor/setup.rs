@@ -152,7 +152,7 @@ async fn repair_lockfile(
     let repaired = RepairedLockfile::apply(at.worktree, file)?;
     let detail = format!(
         "{file}: reconciled {} with the package.json files (external dependencies stay pinned; the file is restored after the setup)",
-        crate::ui::words::count(repaired.edits.len(), "stale workspace-link specifier")
+        crate::words::count(repaired.edits.len(), "stale workspace-link specifier")
     );
     setup_log.write(&format!("\n# {detail}\n"))?;
     for edit in &repaired.edits {

@@ -57,7 +57,7 @@ pub(super) fn judge(report: &FingerprintReport, reason: String) -> Verdict {
                 status: StepStatus::Failed,
                 reason: format!(
                     "{reason}, but it did not migrate: its data check still finds {}",
-                    crate::ui::words::count(count as usize, "pending document")
+                    crate::words::count(count as usize, "pending document")
                 ),
                 detail: format!("{count} pending"),
             }

@@ -225,7 +225,7 @@ fn run_git(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|err| {
+    let mut child = crate::child::spawn_std(command, crate::child::Lifetime::WithUpstep).map_err(|err| {
         if err.kind() == std::io::ErrorKind::NotFound {
             "the `git` program is not installed or not on PATH (upstep uses it to clone and fetch)"
                 .to_string()

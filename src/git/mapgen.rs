@@ -38,6 +38,30 @@ pub struct ExpectedScript {
     pub script: String,
     /// `None` for a script the map says no release ships yet (`unreleased_ref`).
     pub introduced_in: Option<Version>,
+    /// The first release whose tree no longer holds the script, per the map (`removed_in`).
+    pub removed_in: Option<Version>,
+}
+
+/// An entry `map check` could not check: the repository's tags end before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchecked {
+    pub id: String,
+    /// What could not be checked and why.
+    pub what: String,
+}
+
+impl fmt::Display for Unchecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "migration {}: {}", self.id, self.what)
+    }
+}
+
+/// The outcome of [`check_map_report`]: real disagreements, and what the repository is too old
+/// (or too new) to say anything about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapCheck {
+    pub disagreements: Vec<Disagreement>,
+    pub unchecked: Vec<Unchecked>,
 }
 
 /// One way the release map and the repository disagree.
@@ -65,6 +89,14 @@ pub enum Disagreement {
     },
     /// The map's `introduced_in` names a version with no release tag.
     TagMissing { id: String, version: Version },
+    /// The map's `removed_in` disagrees with the tags: `repo_says` is the first release tag
+    /// without the script (`None`: the newest tag still holds it).
+    WrongRemoval {
+        id: String,
+        path: String,
+        map_says: Version,
+        repo_says: Option<Version>,
+    },
 }
 
 impl fmt::Display for Disagreement {
@@ -109,7 +141,25 @@ impl fmt::Display for Disagreement {
                 last_seen_in: Some(version),
             } => write!(
                 f,
-                "migration {id}: {path} was removed after {version} (it is not in the newest tag) (fix: keep the entry for upgrades from older releases; add the script's new path as its own entry if it moved)"
+                "migration {id}: {path} was removed after {version} (it is not in the newest tag) (fix: keep the entry for upgrades from older releases and set removed_in to the first release without it; add the script's new path as its own entry if it moved)"
+            ),
+            Disagreement::WrongRemoval {
+                id,
+                path,
+                map_says,
+                repo_says: Some(repo_says),
+            } => write!(
+                f,
+                "migration {id}: the map says removed_in {map_says} but {path} leaves the tree in release {repo_says} (fix: set removed_in = \"{repo_says}\")"
+            ),
+            Disagreement::WrongRemoval {
+                id,
+                path,
+                map_says,
+                repo_says: None,
+            } => write!(
+                f,
+                "migration {id}: the map says removed_in {map_says} but the newest release tag still holds {path} (fix: remove removed_in, or fetch the newer tags)"
             ),
             Disagreement::TagMissing { id, version } => write!(
                 f,
@@ -243,7 +293,9 @@ fn subtree_id(repo: &GitRepo, commit: &str, dir: &str) -> Result<Option<Oid>> {
 
 /// Compares what a release map says (`expected`) with the repository's tags. Reports scripts
 /// missing from the map, entries naming the wrong release, scripts no release has (or the
-/// newest release no longer has), and `introduced_in` versions without a tag.
+/// newest release no longer has, unless the map records the removal), and `introduced_in`
+/// versions without a tag. See [`check_map_report`] for what a repository older than the map
+/// leaves unchecked.
 pub fn check_map(
     repo: &GitRepo,
     expected: &[ExpectedScript],
@@ -252,15 +304,42 @@ pub fn check_map(
     suffixes: &[String],
     exclude_suffixes: &[String],
 ) -> Result<Vec<Disagreement>> {
+    Ok(check_map_report(repo, expected, tags, dir, suffixes, exclude_suffixes)?.disagreements)
+}
+
+/// [`check_map`], plus the entries a repository whose tags end before the map's releases
+/// cannot check (upstream's snapshot ends at v2.0.0; the map goes further): an entry
+/// introduced after the newest tag, or removed after it, is listed as unchecked, not as a
+/// disagreement.
+pub fn check_map_report(
+    repo: &GitRepo,
+    expected: &[ExpectedScript],
+    tags: &[ReleaseTag],
+    dir: &str,
+    suffixes: &[String],
+    exclude_suffixes: &[String],
+) -> Result<MapCheck> {
     let discovered = discover_scripts(repo, tags, dir, suffixes, exclude_suffixes)?;
     let by_path: HashMap<&str, &DiscoveredScript> =
         discovered.iter().map(|s| (s.path.as_str(), s)).collect();
-    let mut disagreements = Vec::new();
+    let newest_tag = tags.iter().map(|t| &t.version).max();
+    let past_the_tags = |v: &Version| newest_tag.is_none_or(|newest| v > newest);
+    let mut report = MapCheck::default();
     for entry in expected {
         let script = normalise_repo_path(&entry.script);
         if let Some(version) = &entry.introduced_in {
+            if past_the_tags(version) {
+                report.unchecked.push(Unchecked {
+                    id: entry.id.clone(),
+                    what: format!(
+                        "introduced_in {version} is newer than the repository's newest release tag{}: fetch the newer tags to check it",
+                        newest_tag.map(|v| format!(" ({v})")).unwrap_or_default()
+                    ),
+                });
+                continue;
+            }
             if !tags.iter().any(|tag| &tag.version == version) {
-                disagreements.push(Disagreement::TagMissing {
+                report.disagreements.push(Disagreement::TagMissing {
                     id: entry.id.clone(),
                     version: version.clone(),
                 });
@@ -272,7 +351,7 @@ pub fn check_map(
             None => discover_path(repo, tags, script)?,
         };
         let Some(found) = found else {
-            disagreements.push(Disagreement::NoLongerExists {
+            report.disagreements.push(Disagreement::NoLongerExists {
                 id: entry.id.clone(),
                 path: script.to_string(),
                 last_seen_in: None,
@@ -280,19 +359,45 @@ pub fn check_map(
             continue;
         };
         if entry.introduced_in.as_ref() != Some(&found.introduced_in) {
-            disagreements.push(Disagreement::WrongRelease {
+            report.disagreements.push(Disagreement::WrongRelease {
                 id: entry.id.clone(),
                 path: script.to_string(),
                 map_says: entry.introduced_in.clone(),
                 repo_says: found.introduced_in.clone(),
             });
         }
-        if let Some(version) = found.removed_after {
-            disagreements.push(Disagreement::NoLongerExists {
+        // The first stable release after the last one holding the script: where it left.
+        let left_in = found.removed_after.as_ref().and_then(|last| {
+            tags.iter()
+                .filter(|t| t.stable && &t.version > last)
+                .map(|t| t.version.clone())
+                .min()
+        });
+        match (&entry.removed_in, &found.removed_after) {
+            (None, None) => {}
+            (None, Some(last)) => report.disagreements.push(Disagreement::NoLongerExists {
                 id: entry.id.clone(),
                 path: script.to_string(),
-                last_seen_in: Some(version),
-            });
+                last_seen_in: Some(last.clone()),
+            }),
+            (Some(map_says), None) if past_the_tags(map_says) => {
+                report.unchecked.push(Unchecked {
+                    id: entry.id.clone(),
+                    what: format!(
+                        "removed_in {map_says} is newer than the repository's newest release tag{}: fetch the newer tags to check the removal",
+                        newest_tag.map(|v| format!(" ({v})")).unwrap_or_default()
+                    ),
+                })
+            }
+            (Some(map_says), _) if left_in.as_ref() != Some(map_says) => {
+                report.disagreements.push(Disagreement::WrongRemoval {
+                    id: entry.id.clone(),
+                    path: script.to_string(),
+                    map_says: map_says.clone(),
+                    repo_says: left_in.clone(),
+                })
+            }
+            (Some(_), _) => {}
         }
     }
     let mapped: HashSet<&str> = expected
@@ -301,13 +406,37 @@ pub fn check_map(
         .collect();
     for script in &discovered {
         if !mapped.contains(script.path.as_str()) {
-            disagreements.push(Disagreement::MissingFromMap {
+            report.disagreements.push(Disagreement::MissingFromMap {
                 path: script.path.clone(),
                 introduced_in: script.introduced_in.clone(),
             });
         }
     }
-    Ok(disagreements)
+    Ok(report)
+}
+
+/// Scripts the repository's release tags introduce in (`from`, `to`] whose path no map entry
+/// names (`mapped`): an upgrade through that range would skip them, because the map has not
+/// heard of them (a repository newer than the map).
+#[allow(clippy::too_many_arguments)]
+pub fn unmapped_scripts(
+    repo: &GitRepo,
+    tags: &[ReleaseTag],
+    dir: &str,
+    suffixes: &[String],
+    exclude_suffixes: &[String],
+    mapped: &[&str],
+    from: &Version,
+    to: &Version,
+) -> Result<Vec<DiscoveredScript>> {
+    let mapped: HashSet<&str> = mapped.iter().map(|p| normalise_repo_path(p)).collect();
+    Ok(
+        discover_scripts(repo, tags, dir, suffixes, exclude_suffixes)?
+            .into_iter()
+            .filter(|s| &s.introduced_in > from && &s.introduced_in <= to)
+            .filter(|s| !mapped.contains(s.path.as_str()))
+            .collect(),
+    )
 }
 
 /// [`discover_scripts`] for one exact path.
@@ -622,7 +751,19 @@ mod tests {
             },
             Disagreement::TagMissing {
                 id: "a".into(),
-                version: v,
+                version: v.clone(),
+            },
+            Disagreement::WrongRemoval {
+                id: "a".into(),
+                path: "m/a.ts".into(),
+                map_says: v.clone(),
+                repo_says: Some(Version::new(0, 9, 0)),
+            },
+            Disagreement::WrongRemoval {
+                id: "a".into(),
+                path: "m/a.ts".into(),
+                map_says: v,
+                repo_says: None,
             },
         ];
         for disagreement in all {

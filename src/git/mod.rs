@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 pub use location::{credentials_on_command_line, RepoLocation};
 pub use mapgen::{
-    check_map, discover_scripts, generate_map_skeleton, Disagreement, DiscoveredScript,
-    ExpectedScript,
+    check_map, check_map_report, discover_scripts, generate_map_skeleton, unmapped_scripts,
+    Disagreement, DiscoveredScript, ExpectedScript, MapCheck, Unchecked,
 };
 pub use repo::GitRepo;
 pub use tags::{ReleaseTag, TagInfo};

@@ -19,9 +19,7 @@ use crate::redact::{redact_uri, scrub, uri_secrets};
 /// The oldest MongoDB the Rust driver upstep uses can talk to (wire version 9).
 pub const MIN_MONGO_VERSION: (u64, u64) = (4, 4);
 
-/// MongoDB's codes for "authentication failed" and "not authorized".
-const AUTH_FAILED: i32 = 18;
-const UNAUTHORIZED: i32 = 13;
+use crate::mongo::{AUTH_FAILED, UNAUTHORIZED};
 
 const CONNECT_FIX: &str = "check the host and port in the URI and that MongoDB is running \
                            there; for a server only reachable over SSH use --ssh to tunnel";
@@ -76,7 +74,7 @@ pub async fn check_mongo(
     // `hello` needs no authentication, so it separates "unreachable" from "wrong password".
     let mut anonymous_options = options.clone();
     anonymous_options.credential = None;
-    let connected = match Client::with_options(anonymous_options) {
+    let connected = match crate::mongo::client(anonymous_options) {
         Ok(client) => command(&client.database("admin"), doc! { "hello": 1 }, timeout)
             .await
             .map(|hello| (client, hello)),
@@ -99,7 +97,7 @@ pub async fn check_mongo(
     ));
 
     // The authenticated client is the one every later step uses.
-    let client = match Client::with_options(options.clone()) {
+    let client = match crate::mongo::client(options.clone()) {
         Ok(client) => client,
         Err(e) => {
             results.push(CheckResult::blocker(
@@ -223,7 +221,7 @@ impl Context {
             .with_details(vec![message]);
         }
         // One cause for people; the driver's whole account only under -v.
-        let why = crate::ui::words::connect_failure_reason(&message);
+        let why = crate::words::connect_failure_reason(&message);
         tracing::debug!("MongoDB driver error: {message}");
         let details = if tracing::enabled!(tracing::Level::DEBUG) {
             vec![message]
@@ -407,7 +405,7 @@ impl Context {
             title,
             format!(
                 "{}, about {total} documents",
-                crate::ui::words::count(collections.len(), "collection")
+                crate::words::count(collections.len(), "collection")
             ),
         )
         .with_details(details);

@@ -6,8 +6,6 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -221,16 +219,7 @@ fn find_version(tool: &str, path_env: &OsStr) -> Found {
 
 /// The first executable file named `tool` in the directories of `path_env`.
 fn find_on_path(tool: &str, path_env: &OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path_env)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(tool))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    crate::child::find_on_path(tool, path_env)
 }
 
 /// The first `x.y.z` (optionally `v`-prefixed) token in the output.
@@ -244,17 +233,19 @@ fn parse_version_output(output: &str) -> Option<Version> {
 /// Runs `<path> --version` with PATH = `path_env` (so a `#!/usr/bin/env node` script such as
 /// pnpm finds the same node), its own process group (killed whole on timeout), and a deadline.
 fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
-    let mut command = Command::new(path);
-    command
-        .arg("--version")
-        .env("PATH", path_env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0);
+    let command = || {
+        let mut command = Command::new(path);
+        command
+            .arg("--version")
+            .env("PATH", path_env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        command
+    };
     let mut attempts = 0;
     let mut child = loop {
-        match command.spawn() {
+        match crate::child::spawn_std(command(), crate::child::Lifetime::WithUpstep) {
             Ok(child) => break child,
             // A script written a moment ago can be briefly "busy" while another thread's fork
             // still holds it open for writing; that passes within milliseconds.
@@ -301,13 +292,7 @@ fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
 }
 
 fn kill_group(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the group
-        // we created for this child with process_group(0).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
+    crate::child::signal_child_group(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 #[cfg(test)]

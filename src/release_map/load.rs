@@ -14,6 +14,9 @@ use super::model::*;
 use super::schema::{self, RawCheck, RawMap, RawMigration, RawMode, SCHEMA_VERSION};
 use crate::error::{Error, Location, MapProblem, Result};
 
+#[path = "lifecycle.rs"]
+mod lifecycle;
+
 /// The default map (Novu), compiled into the binary so upstep needs no files beside it.
 pub const EMBEDDED_MAP: &str = include_str!("../../release-map.toml");
 pub const EMBEDDED_NAME: &str = "release-map.toml (embedded)";
@@ -671,6 +674,17 @@ fn build_migrations(
         let base_mode = build_mode(sink, &m.id, ModeFields::from(m), &base_eras);
 
         let fingerprint = build_fingerprint(sink, m);
+        let lifecycle = lifecycle::build_lifecycle(
+            sink,
+            releases,
+            m,
+            lifecycle::Resolved {
+                introduced: introduced_version.as_ref(),
+                unreleased: matches!(introduced, Some(Introduced::Unreleased { .. })),
+                run_at: run_at.as_ref(),
+                mode_starts: modes.iter().map(|(from, _)| from).collect(),
+            },
+        );
 
         migrations.push(Migration {
             id,
@@ -691,6 +705,7 @@ fn build_migrations(
             fingerprint,
             verified: m.verified,
             notes: m.notes.clone(),
+            lifecycle,
         });
     }
     migrations
@@ -892,12 +907,12 @@ fn check_ordering(map: &ReleaseMap, raw: &[RawMigration], sink: &mut Problems) {
     for (a, from) in points.iter().enumerate() {
         for to in &points[a + 1..] {
             for include_unreleased in [false, true] {
-                let req = crate::plan::PlanRequest {
+                let req = super::order::PlanRequest {
                     from: from.clone(),
                     to: to.clone(),
                     include_unreleased,
                 };
-                if let Err(v) = crate::plan::order_steps(map, &req) {
+                if let Err(v) = super::order::order_steps(map, &req) {
                     let at = index[v.migration.as_str()];
                     sink.at(
                         &raw[at].id,
@@ -1022,7 +1037,7 @@ filter = { done = { "$exists" = false }, _id = { "$oid" = "507f1f77bcf86cd799439
         );
         let target = map.default_target(false).unwrap();
         assert!(target.verified && target.version < newest.version);
-        assert_eq!(target.version, semver::Version::new(2, 0, 0));
+        assert_eq!(target.version, semver::Version::new(2, 0, 2));
         // Asking for unreleased scripts is asking to go past every release.
         assert_eq!(map.default_target(true).unwrap().version, newest.version);
     }
@@ -1042,7 +1057,7 @@ filter = { done = { "$exists" = false }, _id = { "$oid" = "507f1f77bcf86cd799439
     #[test]
     fn the_embedded_map_is_valid() {
         let map = load(None).unwrap();
-        assert_eq!(map.migrations.len(), 21);
+        assert_eq!(map.migrations.len(), 26);
         assert!(map.releases.windows(2).all(|w| w[0].version < w[1].version));
     }
 

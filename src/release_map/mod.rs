@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod model;
+pub mod order;
 pub mod schema;
 
 pub use load::{load, parse_map, EMBEDDED_MAP, EMBEDDED_NAME};

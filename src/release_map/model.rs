@@ -208,6 +208,23 @@ pub struct Migration {
     pub fingerprint: Fingerprint,
     pub verified: bool,
     pub notes: Option<String>,
+    pub lifecycle: Lifecycle,
+}
+
+/// Where a script lives and when it may run (see `lifecycle.rs` for the rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// The first release whose tree no longer holds the script (always after it was introduced
+    /// and after every release it runs at).
+    pub removed_in: Option<Version>,
+    /// Why the script must run at its own release whatever the target.
+    pub required_stop: Option<String>,
+    /// The first release whose file is a stub that refuses to run.
+    pub stub_from: Option<Version>,
+    /// Why it runs only when asked for by id.
+    pub optional: Option<String>,
+    /// It exits 0 even when it failed: only its data check proves it ran.
+    pub exit_code_unreliable: bool,
 }
 
 impl Migration {

@@ -273,6 +273,25 @@ pub struct RawMigration {
     pub verified: bool,
     #[serde(default)]
     pub notes: Option<String>,
+
+    // Where the script lives and when it may run (validated in `lifecycle.rs`).
+    /// The first release whose tree no longer holds the script.
+    #[serde(default)]
+    pub removed_in: Option<Spanned<String>>,
+    /// Why the script works only at its own release: an upgrade that crosses that release runs
+    /// it there, whatever the target (no `run_at`).
+    #[serde(default)]
+    pub required_stop: Option<Spanned<String>>,
+    /// The first release whose file is a stub that refuses to run (with `required_stop`).
+    #[serde(default)]
+    pub stub_from: Option<Spanned<String>>,
+    /// Why the script runs only when the user asks for it by id (`--include-optional <id>`).
+    #[serde(default)]
+    pub optional: Option<Spanned<String>>,
+    /// The script catches its own errors and exits 0 anyway: only its data check proves that it
+    /// ran (requires `[[migrations.pending]]` checks).
+    #[serde(default)]
+    pub exit_code_unreliable: bool,
 }
 
 #[derive(Debug, Deserialize)]

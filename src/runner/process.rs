@@ -1,4 +1,5 @@
-//! The one place upstep spawns child processes.
+//! Running a step's child (scripts, setup commands): its log, its output, its ending.
+//! The spawn itself (process group, death signal, spawner thread) is `crate::child`.
 //!
 //! Every child runs in its own process group, because Novu's scripts run as a tree
 //! (`npm exec -> sh -> node`) and some never exit: only a signal to the whole group ends them,
@@ -12,8 +13,7 @@
 //! No child outlives upstep, however upstep ends (even SIGKILL, which runs no destructors): the
 //! direct child gets `PR_SET_PDEATHSIG` (SIGKILL), and an `OrphanGuard` ends the rest of its group
 //! (`npm exec -> sh -> node`: the signal is not inherited by grandchildren) within about two
-//! seconds. The kernel sends the death signal when the *thread* that forked the child exits,
-//! not the process, so every child is forked by one spawner thread that lives as long as upstep.
+//! seconds.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -244,32 +244,8 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        // Its own group, so a signal reaches the whole tree and the terminal's Ctrl-C does not.
-        .process_group(0)
         // The group is ended by us (Drop and wait); a kill of the direct child alone is not enough.
         .kill_on_drop(false);
-    let upstep = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // upstep died between the fork and the prctl: no death signal will ever come.
-            if libc::getppid() != upstep {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
     for key in &spec.env_remove {
         cmd.env_remove(key);
     }
@@ -280,7 +256,7 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
         cmd.env("PATH", prefixed_path(spec)?);
     }
 
-    let mut child = spawn_on_spawner_thread(cmd).map_err(|e| spawn_error(spec, &program, e))?;
+    let mut child = crate::child::spawn_tokio(cmd).map_err(|e| spawn_error(spec, &program, e))?;
     let Some(pid) = child.id() else {
         return Err(Error::Internal(format!(
             "{program} has no pid right after spawn"
@@ -303,52 +279,6 @@ pub fn spawn_child(spec: &ChildSpec) -> Result<RunningChild> {
         settled: false,
         guard,
     })
-}
-
-/// One spawn, done on the spawner thread in the caller's runtime.
-struct SpawnJob {
-    cmd: tokio::process::Command,
-    runtime: tokio::runtime::Handle,
-    reply: std::sync::mpsc::SyncSender<std::io::Result<tokio::process::Child>>,
-}
-
-/// Forks `cmd` from the spawner thread: a thread that never exits, so the children's
-/// `PR_SET_PDEATHSIG` fires only when upstep itself dies. (Forking from a runtime worker or a
-/// `spawn_blocking` thread would kill the child when that thread retires.)
-fn spawn_on_spawner_thread(cmd: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
-    static SPAWNER: std::sync::OnceLock<std::io::Result<std::sync::mpsc::Sender<SpawnJob>>> =
-        std::sync::OnceLock::new();
-    let sender = SPAWNER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("upstep-spawner".into())
-            .spawn(move || {
-                for mut job in rx {
-                    // tokio registers the child with the runtime it is spawned in.
-                    let _runtime = job.runtime.enter();
-                    let _ = job.reply.send(job.cmd.spawn());
-                }
-            })
-            .map(|_| tx)
-    });
-    let sender = match sender {
-        Ok(sender) => sender,
-        Err(e) => {
-            return Err(std::io::Error::new(
-                e.kind(),
-                format!("no spawner thread: {e}"),
-            ))
-        }
-    };
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    let job = SpawnJob {
-        cmd,
-        runtime: tokio::runtime::Handle::current(),
-        reply,
-    };
-    let gone = || std::io::Error::other("the spawner thread is gone");
-    sender.send(job).map_err(|_| gone())?;
-    answer.recv().map_err(|_| gone())?
 }
 
 /// The CPU time (clock ticks) group `pgid` has used, and its members: two readings a window
@@ -1071,28 +1001,15 @@ pub use crate::redact::replace_secrets as redact;
 /// Sends `signal` to process group `pgid`. Refuses pgids that would mean "every process"
 /// (0, 1, negative) or upstep's own group.
 fn signal_group(pgid: i32, signal: i32) -> bool {
-    if !safe_pgid(pgid) {
-        return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(-pgid, signal) == 0 }
-}
-
-fn safe_pgid(pgid: i32) -> bool {
-    // SAFETY: getpgrp(2) cannot fail.
-    pgid > 1 && pgid != unsafe { libc::getpgrp() }
+    nix::sys::signal::Signal::try_from(signal)
+        .is_ok_and(|signal| crate::child::signal_group(pgid, signal))
 }
 
 /// Whether any process of group `pgid` is still running. Zombies do not count: they are
 /// finished, waiting only for their parent (or init) to reap them.
 pub fn group_alive(pgid: i32) -> bool {
-    if !safe_pgid(pgid) {
+    if !crate::child::safe_pgid(pgid) || !crate::child::group_exists(pgid) {
         return false;
-    }
-    // SAFETY: signal 0 only checks that the group exists.
-    if unsafe { libc::kill(-pgid, 0) } != 0 {
-        // ESRCH: no such group. EPERM: it exists but is not ours, so it is alive.
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return true;
@@ -1145,6 +1062,7 @@ pub fn kill_group(pgid: i32, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child::safe_pgid;
 
     fn secrets(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

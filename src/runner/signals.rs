@@ -353,13 +353,12 @@ mod tests {
     async fn real_signals_are_counted() {
         let w = SignalWatcher::install(SignalPolicy::Interactive).unwrap();
         let mut asks = w.take_ask_receiver().unwrap();
-        // SAFETY: kill(2) to our own pid; both signals are handled by tokio now.
-        unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
+        // Both signals are handled by tokio now.
+        crate::child::raise(nix::sys::signal::Signal::SIGINT);
         tokio::time::timeout(Duration::from_secs(5), asks.recv())
             .await
             .unwrap();
-        // SAFETY: as above.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        crate::child::raise(nix::sys::signal::Signal::SIGTERM);
         settle(&w, 2).await;
         assert_eq!(w.current(), NOW_TERM);
         assert_eq!(w.last_signal(), Some(libc::SIGTERM));

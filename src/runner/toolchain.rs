@@ -24,8 +24,8 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an `npm install` of node or pnpm may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How strictly a tag's node version is matched (`--toolchain`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+/// How strictly a tag's node version is matched (`--toolchain`; its flag values are in `cli`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolchainPolicy {
     /// The exact `.nvmrc` version the release was built with.
@@ -613,15 +613,8 @@ pub fn node_headers_prefix(node_dir: &Path) -> Option<PathBuf> {
     arch.into_iter().next()
 }
 
-/// The first executable `name` in `path_env`.
 fn find_in_path(path_env: &OsStr, name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path_env)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    crate::child::find_on_path(name, path_env)
 }
 
 #[cfg(test)]

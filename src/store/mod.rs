@@ -15,11 +15,9 @@ mod operators;
 
 use std::time::Duration;
 
-use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
 use crate::error::{Error, Result};
-use crate::redact::redact_uri;
 
 pub const JOURNAL: &str = "upstep_journal";
 pub const EVENTS: &str = "upstep_events";
@@ -66,38 +64,13 @@ pub struct Store {
 impl Store {
     /// Connect and ping. The URI must name the database (`mongodb://host/novu-db`).
     pub async fn connect(uri: &str) -> Result<Store> {
-        let redacted = redact_uri(uri);
-        let mut options = ClientOptions::parse(uri).await.map_err(|e| {
-            Error::usage(
-                format!(
-                    "the MongoDB URI {redacted} is not valid: {}",
-                    first_line(&e.to_string(), uri)
-                ),
-                "pass --mongo-uri mongodb://[user:password@]host:port/database",
-            )
-        })?;
-        let Some(db_name) = options.default_database.clone() else {
-            return Err(Error::usage(
-                format!("the MongoDB URI {redacted} names no database"),
-                "append the database to the URI, e.g. mongodb://host:27017/novu-db",
-            ));
-        };
-        options.app_name = Some("upstep".into());
-        options
-            .server_selection_timeout
-            .get_or_insert(Duration::from_secs(5));
-        options
-            .connect_timeout
-            .get_or_insert(Duration::from_secs(5));
-        let client = Client::with_options(options).map_err(|e| mongo_error(&e, &redacted, uri))?;
-        let db = client.database(&db_name);
-        db.run_command(bson::doc! { "ping": 1 })
-            .await
-            .map_err(|e| mongo_error(&e, &redacted, uri))?;
+        let conn = crate::mongo::Connection::open(uri, "--mongo-uri", true, Duration::from_secs(5))
+            .await?;
+        let db_name = conn.database.clone().unwrap_or_default();
         Ok(Store {
-            client,
-            db,
-            redacted_uri: redacted,
+            db: conn.client.database(&db_name),
+            client: conn.client,
+            redacted_uri: conn.redacted,
         })
     }
 
@@ -106,56 +79,10 @@ impl Store {
     }
 }
 
-/// The first line of a driver message, with anything of the URI's secret removed.
-fn first_line(message: &str, uri: &str) -> String {
-    let line = message.lines().next().unwrap_or("").to_string();
-    crate::redact::scrub(&line, &crate::redact::uri_secrets(uri))
-}
+pub use crate::mongo::error_code;
 
-/// The server error code of a driver error, if it has one.
-pub fn error_code(err: &mongodb::error::Error) -> Option<i32> {
-    use mongodb::error::ErrorKind;
-    match err.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::InsertMany(m) => m
-            .write_errors
-            .as_ref()
-            .and_then(|w| w.first())
-            .map(|w| w.code),
-        _ => None,
-    }
-}
-
-/// One mapping from driver errors to user-facing errors, so every command words them alike.
+/// A driver error met while using the store (see `crate::mongo::driver_error`). `uri`, when
+/// known, names the secrets to scrub.
 pub fn mongo_error(err: &mongodb::error::Error, redacted: &str, uri: &str) -> Error {
-    use mongodb::error::ErrorKind;
-    let detail = first_line(&err.to_string(), uri);
-    match (err.kind.as_ref(), error_code(err)) {
-        (ErrorKind::Authentication { .. }, _) | (_, Some(18)) => Error::connection(
-            format!("MongoDB at {redacted} refused the credentials (authentication failed)"),
-            "check the user, password and authSource in the URI",
-        ),
-        (_, Some(13)) => Error::connection(
-            format!("the MongoDB user of {redacted} is not allowed to do this: {detail}"),
-            "grant the user readWrite on the database (and read on admin for diagnostics)",
-        ),
-        (ErrorKind::ServerSelection { .. }, _) | (ErrorKind::Io(_), _) => {
-            // One line for people; the driver's whole account under -v.
-            let full = crate::redact::scrub(&err.to_string(), &crate::redact::uri_secrets(uri));
-            tracing::debug!("MongoDB driver error: {full}");
-            Error::connection(
-                format!(
-                    "cannot reach MongoDB at {}: {}",
-                    crate::ui::words::uri_hosts(redacted),
-                    crate::ui::words::connect_failure_reason(&full)
-                ),
-                "check that the server runs and the host and port are right (use --ssh for a remote database)",
-            )
-        }
-        _ => Error::connection(
-            format!("MongoDB at {redacted} failed: {detail}"),
-            "check the server's log; re-run with -v for details",
-        ),
-    }
+    crate::mongo::driver_error("use", redacted, &crate::redact::uri_secrets(uri), err)
 }

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use super::words::count;
 use super::{pad, Styler};
-use crate::decided::PlanNeeds;
 use crate::doctor::DoctorReport;
+use crate::plan_needs::PlanNeeds;
 use crate::preflight::Severity;
 
 pub fn render(

@@ -60,6 +60,16 @@ pub enum RunEvent {
         reason: String,
         duration_ms: u64,
     },
+    /// `upgrade --then`: the promotion command, once it ended (or why it was withheld).
+    Promotion {
+        /// "succeeded", "failed", "interrupted" or "withheld".
+        status: String,
+        /// The command's program (its arguments are not repeated: they may hold a token).
+        program: String,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        detail: String,
+    },
     Summary {
         ran: usize,
         succeeded: usize,
@@ -183,6 +193,25 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
                 "  {id}: {status_text} ({ended_by}, {:.1}s) {}",
                 *duration_ms as f64 / 1000.0,
                 st.dim(reason)
+            )
+        }
+        RunEvent::Promotion {
+            status,
+            program,
+            exit_code,
+            duration_ms,
+            detail,
+        } => {
+            let status_text = match status.as_str() {
+                "succeeded" => st.good(status),
+                _ => st.bad(status),
+            };
+            let code = exit_code.map(|c| format!("exit {c}, ")).unwrap_or_default();
+            format!(
+                "{} {program}: {status_text} ({code}{:.1}s) {}",
+                st.bold("promotion"),
+                *duration_ms as f64 / 1000.0,
+                st.dim(detail)
             )
         }
         RunEvent::Summary { .. } => return None,

@@ -1,12 +1,15 @@
 //! Everything upstep prints on stdout goes through here: human text (aligned, coloured only
 //! on a terminal and never under NO_COLOR) or JSON. Logs go to stderr through `tracing`.
 
+pub mod backup_text;
 pub mod cache_text;
 pub mod detect_text;
 pub mod doctor_text;
 pub mod events;
 pub mod plan_text;
 pub mod progress;
+pub mod rehearse_recorder;
+pub mod rehearse_text;
 pub mod words;
 
 use std::io::{IsTerminal, Write};

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use super::words::{count, them};
 use super::{pad, Styler};
-use crate::decided::PlanNeeds;
 use crate::plan::{Plan, PlanStep};
+use crate::plan_needs::PlanNeeds;
 use crate::preflight::human_bytes;
 use crate::release_map::{Exits, Idempotency, Need};
 
@@ -47,6 +47,23 @@ fn safety(step: &PlanStep, st: &Styler) -> String {
     } else {
         text
     }
+}
+
+/// The worst case of a step in one line: its risks, and what a backup taken first restores.
+fn worst_text(w: &crate::plan::WorstCase, st: &Styler) -> String {
+    if w.risks.is_empty() {
+        return st.dim("none: safe to repeat, and its data check verifies it");
+    }
+    let risks: Vec<String> = w.risks.iter().map(|r| r.replace('-', " ")).collect();
+    let what = if w.collections.is_empty() {
+        "every collection".to_string()
+    } else {
+        w.collections.join(", ")
+    };
+    format!(
+        "{}; only a backup taken first (--backup DIR) undoes it: it restores {what} as before the run",
+        st.warn(&risks.join(", "))
+    )
 }
 
 /// The disk a run of this plan takes, the same words in every view (None: the map names no
@@ -183,6 +200,7 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
                 &format!("{}; {}", step.runs_as, exits_text(step.mode.exits)),
             );
             row(&mut out, "safety", &safety(step, st));
+            row(&mut out, "worst", &worst_text(&step.worst_case, st));
             if !step.needs.is_empty() {
                 let needs: Vec<&str> = step.needs.iter().map(|n| need_text(*n)).collect();
                 row(&mut out, "needs", &needs.join(", "));
@@ -191,6 +209,33 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
                 row(&mut out, "after", &step.after.join(", "));
             }
             row(&mut out, "why", &step.reason);
+            if let Some(why) = &step.required_stop {
+                row(
+                    &mut out,
+                    "stop",
+                    &st.warn(&format!(
+                        "required stop: runs at {} whatever the target ({why})",
+                        group.git_ref
+                    )),
+                );
+            }
+            if let Some(why) = &step.optional {
+                row(
+                    &mut out,
+                    "optional",
+                    &st.warn(&format!(
+                        "runs only when asked for: --include-optional {} ({why})",
+                        step.id
+                    )),
+                );
+            }
+            if step.exit_code_unreliable {
+                row(
+                    &mut out,
+                    "exit",
+                    &st.dim("exits 0 even when it failed: only its data check proves it ran"),
+                );
+            }
             if !step.has_fingerprint {
                 row(
                     &mut out,

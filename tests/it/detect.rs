@@ -484,6 +484,104 @@ fn cases() -> Vec<Case> {
             vec![("logs", vec![doc! { "text": "old log line" }])],
             vec![("messages", vec![message(doc! {})])],
         ),
+        // v2.3.0: the e-mail step's UI schema gets the HTML editor (body EMAIL_BODY, an
+        // editor select); a template without a UI schema is not its business.
+        case(
+            "email-step-ui-schema-html-editor",
+            vec![(
+                "messagetemplates",
+                vec![
+                    doc! { "type": "email", "controls": { "uiSchema": { "properties": { "body": { "component": "BLOCK_EDITOR" } } } } },
+                    doc! { "type": "email" },
+                ],
+            )],
+            vec![(
+                "messagetemplates",
+                vec![
+                    doc! { "type": "email", "controls": { "uiSchema": { "properties": { "body": { "component": "EMAIL_BODY" }, "editorType": { "component": "EMAIL_EDITOR_SELECT", "placeholder": "block" } } } } },
+                    doc! { "type": "email" },
+                    doc! { "type": "in_app", "controls": { "uiSchema": { "properties": {} } } },
+                ],
+            )],
+        ),
+        // v3.11.0: live e-mail templates with controls get a layoutId in both schemas;
+        // soft-deleted ones are left alone.
+        case(
+            "add-layout-id-to-email-controls",
+            vec![(
+                "messagetemplates",
+                vec![
+                    doc! { "type": "email", "deleted": false, "controls": { "schema": { "properties": {} }, "uiSchema": { "properties": {} } } },
+                ],
+            )],
+            vec![(
+                "messagetemplates",
+                vec![
+                    doc! { "type": "email", "deleted": false, "controls": { "schema": { "properties": { "layoutId": { "type": ["string", "null"] } } }, "uiSchema": { "properties": { "layoutId": { "component": "LAYOUT_SELECT" } } } } },
+                    doc! { "type": "email", "deleted": true, "controls": { "schema": { "properties": {} }, "uiSchema": { "properties": {} } } },
+                ],
+            )],
+        ),
+        // v3.11.0 (optional): one preference per group and type.
+        case(
+            "preferences-uniqueness",
+            vec![(
+                "preferences",
+                vec![
+                    doc! { "type": "SUBSCRIBER_WORKFLOW", "_environmentId": env, "_subscriberId": dev, "_templateId": prod },
+                    doc! { "type": "SUBSCRIBER_WORKFLOW", "_environmentId": env, "_subscriberId": dev, "_templateId": prod },
+                ],
+            )],
+            vec![(
+                "preferences",
+                vec![
+                    // One per group: another subscriber, another workflow, another type.
+                    doc! { "type": "SUBSCRIBER_WORKFLOW", "_environmentId": env, "_subscriberId": dev, "_templateId": prod },
+                    doc! { "type": "SUBSCRIBER_WORKFLOW", "_environmentId": env, "_subscriberId": org, "_templateId": prod },
+                    doc! { "type": "SUBSCRIBER_GLOBAL", "_environmentId": env, "_subscriberId": dev },
+                    doc! { "type": "WORKFLOW_RESOURCE", "_environmentId": env, "_templateId": prod },
+                    doc! { "type": "USER_WORKFLOW", "_environmentId": env, "_templateId": prod },
+                ],
+            )],
+        ),
+        // v3.12.0: topic subscriptions get the default identifier (those missing topicKey or
+        // externalSubscriberId are skipped by the script, so they are not pending).
+        case(
+            "add-default-identifier-to-topic-subscribers",
+            vec![(
+                "topicsubscribers",
+                vec![
+                    doc! { "_environmentId": env, "topicKey": "news", "externalSubscriberId": "alice" },
+                ],
+            )],
+            vec![(
+                "topicsubscribers",
+                vec![
+                    doc! { "_environmentId": env, "topicKey": "news", "externalSubscriberId": "alice", "identifier": "tk_news:si_alice" },
+                    doc! { "_environmentId": env, "externalSubscriberId": "bob" },
+                ],
+            )],
+        ),
+        // v3.12.0: one subscription per identifier and environment; before 001 ran, two
+        // subscriptions of one subscriber to one topic are the duplicates-to-be.
+        case(
+            "remove-duplicate-identifiers",
+            vec![(
+                "topicsubscribers",
+                vec![
+                    doc! { "_environmentId": env, "identifier": "tk_news:si_alice" },
+                    doc! { "_environmentId": env, "topicKey": "news", "externalSubscriberId": "alice" },
+                ],
+            )],
+            vec![(
+                "topicsubscribers",
+                vec![
+                    doc! { "_environmentId": env, "identifier": "tk_news:si_alice" },
+                    doc! { "_environmentId": org, "identifier": "tk_news:si_alice" },
+                    doc! { "_environmentId": env, "topicKey": "news" },
+                ],
+            )],
+        ),
     ]
 }
 
@@ -491,7 +589,7 @@ fn cases() -> Vec<Case> {
 fn every_novu_fingerprint_classifies_its_pending_and_applied_data() {
     let map = embedded();
     let cases = cases();
-    assert_eq!(cases.len(), 21);
+    assert_eq!(cases.len(), 26);
     assert_eq!(
         map.migrations.len(),
         cases.len(),
@@ -671,12 +769,16 @@ fn v0_16_with_a_skipped_v0_12_migration_is_detected_with_the_gap() {
     let out = upstep(&["detect", "--mongo-uri", &uri]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    let target = format!(
+        "Target: v{} (the newest verified release in the map)",
+        map.default_target(false).unwrap().version
+    );
     for needle in [
         "MIGRATION",
         "Detected version: v0.9.0",
         "looks like v0.16.0",
         "normalize-users-email (v0.12.0): pending while v0.16.0's migrations are applied",
-        "Target: v2.0.0 (the newest verified release in the map)",
+        target.as_str(),
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
@@ -688,7 +790,12 @@ fn an_empty_database_needs_nothing() {
     let report = json(&["detect", "--mongo-uri", &uri]);
     assert_eq!(report["schema"], "upstep.detect/1");
     assert_eq!(report["nothing_to_migrate"], true, "{report:#}");
-    assert_eq!(report["detected"], "v2.0.0", "up to the default target");
+    let target = embedded().default_target(false).unwrap().version.clone();
+    assert_eq!(
+        report["detected"],
+        format!("v{target}"),
+        "up to the default target"
+    );
     assert!(report["gaps"].as_array().unwrap().is_empty());
     for m in report["migrations"].as_array().unwrap() {
         assert_eq!(m["verdict"], "not-applicable", "{m:#}");

@@ -519,21 +519,25 @@ fn check_map_finds_each_kind_of_disagreement() {
             id: "changes".into(),
             script: "migrations/changes-migration.ts".into(),
             introduced_in: Some(version("0.1.0")),
+            removed_in: None,
         },
         ExpectedScript {
             id: "seen".into(),
             script: "migrations/seen/seen-read.migration.ts".into(),
             introduced_in: Some(version("0.1.0")),
+            removed_in: None,
         },
         ExpectedScript {
             id: "ghost".into(),
             script: "migrations/ghost.ts".into(),
             introduced_in: Some(version("0.3.0")),
+            removed_in: None,
         },
         ExpectedScript {
             id: "legacy".into(),
             script: "migrations/legacy/changes-migration.ts".into(),
             introduced_in: Some(version("0.2.5")),
+            removed_in: None,
         },
     ];
     let found = check_map(&repo, &expected, &tags, "migrations", &suffixes, &excludes).unwrap();
@@ -594,6 +598,7 @@ fn check_map_is_quiet_when_the_map_agrees() {
             id: s.path.clone(),
             script: s.path.clone(),
             introduced_in: Some(s.introduced_in.clone()),
+            removed_in: None,
         })
         .collect();
     let found = check_map(&repo, &expected, &tags, "migrations", &suffixes, &excludes).unwrap();
@@ -607,6 +612,62 @@ fn check_map_is_quiet_when_the_map_agrees() {
         found.len(),
         3,
         "only the removed scripts are unmapped: {found:?}"
+    );
+}
+
+#[test]
+fn check_map_accepts_a_recorded_removal_and_names_a_wrong_one() {
+    let h = history();
+    let repo = h.fixture.open();
+    let tags = repo
+        .release_tags(&strings(&["v1.0.1"]), &strings(&["main"]))
+        .unwrap();
+    let (suffixes, excludes) = script_options();
+    let changes = |removed_in: Option<&str>| ExpectedScript {
+        id: "changes".into(),
+        script: "migrations/changes-migration.ts".into(),
+        introduced_in: Some(version("0.1.0")),
+        removed_in: removed_in.map(version),
+    };
+    let only_changes = |found: Vec<Disagreement>| -> Vec<Disagreement> {
+        found
+            .into_iter()
+            .filter(|d| !matches!(d, Disagreement::MissingFromMap { .. }))
+            .collect()
+    };
+    // The script leaves the tree after 0.2.1: the next stable release is where it left.
+    let recorded = check_map(
+        &repo,
+        &[changes(Some("0.3.0"))],
+        &tags,
+        "migrations",
+        &suffixes,
+        &excludes,
+    )
+    .unwrap();
+    assert_eq!(only_changes(recorded), []);
+    let wrong = check_map(
+        &repo,
+        &[changes(Some("0.2.1"))],
+        &tags,
+        "migrations",
+        &suffixes,
+        &excludes,
+    )
+    .unwrap();
+    assert_eq!(
+        only_changes(wrong.clone()),
+        [Disagreement::WrongRemoval {
+            id: "changes".into(),
+            path: "migrations/changes-migration.ts".into(),
+            map_says: version("0.2.1"),
+            repo_says: Some(version("0.3.0")),
+        }]
+    );
+    assert!(
+        wrong[0].to_string().contains("set removed_in = \"0.3.0\""),
+        "{}",
+        wrong[0]
     );
 }
 

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::upgrade::Env;
 
-struct Tmux {
+pub(crate) struct Tmux {
     session: String,
 }
 
 impl Tmux {
     /// Runs `command` (a shell line) in a detached session; its exit code is printed as
     /// `EXIT=<code>` when it ends, and the pane stays for reading.
-    fn start(name: &str, command: &str) -> Tmux {
+    pub(crate) fn start(name: &str, command: &str) -> Tmux {
         let session = format!("upstep-{name}-{}", std::process::id());
         let line = format!("{command}; echo EXIT=$?; sleep 600");
         let status = Command::new("tmux")
@@ -34,7 +34,7 @@ impl Tmux {
         Tmux { session }
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args([
                 "capture-pane",
@@ -50,7 +50,7 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn wait_for(&self, needle: &str, within: Duration) -> String {
+    pub(crate) fn wait_for(&self, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             let screen = self.screen();
@@ -65,7 +65,7 @@ impl Tmux {
         }
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.session];
         args.extend(keys);
         assert!(Command::new("tmux").args(&args).status().unwrap().success());

@@ -1,13 +1,16 @@
 //! The one integration-test binary: every file here is a module sharing one harness
 //! (`support`); each area of upstep adds its own `mod` line.
 
+mod architecture;
 mod backup;
 mod cache_cli;
+mod contracts;
 mod detect;
 mod doctor_cli;
 mod git_layer;
 mod interactive;
 mod journal_contract;
+mod lifecycle;
 mod novu_seed;
 mod one_picture;
 mod ops_redis;
@@ -16,6 +19,7 @@ mod ops_tunnel;
 mod plan_cli;
 mod plan_repo;
 mod preflight;
+mod rehearse;
 mod runner_proc;
 mod secrets_url;
 mod services;

@@ -55,10 +55,20 @@ fn seeded_as_of_a_release_exactly_the_later_migrations_are_pending() {
                 // update-primary-for-disabled-novu-integrations repairs what a v0.18.0 upgrade
                 // left (inactive Novu integrations marked primary): only that state has work
                 // for it; before v0.18.0 there are no Novu integrations to repair.
-                let expected = if m.id == "update-primary-for-disabled-novu-integrations" {
-                    as_of.major == 0 && as_of.minor == 18
-                } else {
-                    *as_of < runs_at
+                // The v2 e-mail step template and alice's second subscription to the topic
+                // are seeded from v2.0.0 (v2 workflows, and what
+                // remove-duplicate-identifiers deletes); the optional preferences-uniqueness
+                // finds no duplicate in any state (the seed writes one preference per group).
+                let v2 = Version::new(2, 0, 0);
+                let expected = match m.id.as_str() {
+                    "update-primary-for-disabled-novu-integrations" => {
+                        as_of.major == 0 && as_of.minor == 18
+                    }
+                    "email-step-ui-schema-html-editor"
+                    | "add-layout-id-to-email-controls"
+                    | "remove-duplicate-identifiers" => *as_of >= v2 && *as_of < runs_at,
+                    "preferences-uniqueness" => false,
+                    _ => *as_of < runs_at,
                 };
                 if pending != expected {
                     wrong.push(format!(

@@ -182,8 +182,13 @@ fn the_upgrade_preflight_refuses_the_missing_key_the_data_driven_plan_needs() {
 #[test]
 fn doctor_with_repo_blocks_on_a_script_missing_at_its_tag() {
     let env = Env::new("picture_repo");
+    // The map places noop a release early, where its file does not exist yet. (A renamed
+    // file would also leave the repository's script unmapped: that is refused outright, exit 3.)
     let map = env.project.map_variant("moved", |t| {
-        t.replace("migrations/005-noop.js", "migrations/005-gone.js")
+        t.replace(
+            "introduced_in = \"1.2.0\"\nscript = \"migrations/005-noop.js\"",
+            "introduced_in = \"1.1.0\"\nscript = \"migrations/005-noop.js\"",
+        )
     });
     let out = doctor(&env, &map, &[]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
@@ -199,7 +204,7 @@ fn doctor_with_repo_blocks_on_a_script_missing_at_its_tag() {
         "{line}"
     );
     assert!(
-        checks.contains("noop (migrations/005-gone.js) at v1.2.0"),
+        checks.contains("noop (migrations/005-noop.js) at v1.1.0"),
         "{checks}"
     );
 

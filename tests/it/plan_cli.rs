@@ -66,27 +66,36 @@ fn partial_versions_mean_the_newest_known_patch() {
     assert_eq!(json["to"], "v0.19.0");
 }
 
+fn embedded() -> upstep::release_map::ReleaseMap {
+    upstep::release_map::load(None).expect("the embedded map is valid")
+}
+
 #[test]
 fn default_target_is_the_newest_verified_release() {
-    // v2.1.0 is the newest release, but unverified: only a target when named.
+    let map = embedded();
+    let target = map.default_target(false).unwrap().version.clone();
     let out = stdout_of(&["plan", "--from", "v0.24.0", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["to"], "v2.0.0");
-    assert!(!out.contains("preference-centralization"), "{out}");
-    let out = stdout_of(&["plan", "--from", "v2.0.0", "--to", "v2.1.0", "--json"]);
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["to"], "v2.1.0");
-    assert_eq!(
-        json["groups"][0]["steps"][0]["id"],
-        "preference-centralization"
-    );
-    assert_eq!(json["groups"][0]["verified"], false);
-    // Asking for unreleased scripts goes past every release.
-    let out = stdout_of(&["plan", "--from", "v2.0.0", "--include-unreleased", "--json"]);
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["to"], "v2.1.0");
+    assert_eq!(json["to"], format!("v{target}"));
+    // An unverified release newer than it is a target only when named.
+    let unverified: Vec<&upstep::release_map::Release> = map
+        .releases
+        .iter()
+        .filter(|r| !r.verified && r.version > target)
+        .collect();
+    for release in &unverified {
+        let out = stdout_of(&["plan", "--from", "v2.0.0", "--to", &release.tag, "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["to"], release.tag);
+        for group in json["groups"].as_array().unwrap() {
+            let version = semver::Version::parse(group["version"].as_str().unwrap()).unwrap();
+            let verified = map.release(&version).unwrap().verified;
+            assert_eq!(group["verified"], verified, "{group}");
+        }
+    }
     // Data already past the default target: nothing to do, not a "downgrade".
-    let out = stdout_of(&["plan", "--from", "v2.1.0"]);
+    let newest = map.newest_release().unwrap().tag.clone();
+    let out = stdout_of(&["plan", "--from", &newest]);
     assert!(out.contains("Nothing to do"), "{out}");
 }
 
@@ -100,7 +109,7 @@ fn a_version_between_releases_is_valid() {
 
 #[test]
 fn an_empty_plan_is_nothing_to_do_not_an_error() {
-    let out = stdout_of(&["plan", "--from", "v2.1.0"]);
+    let out = stdout_of(&["plan", "--from", "v3.12.0", "--to", "v3.15.0"]);
     assert!(out.contains("Nothing to do"), "{out}");
     // v0.22.0 is a toolchain milestone that introduces no script.
     let out = stdout_of(&["plan", "--from", "v0.20.0", "--to", "v0.22.0"]);
@@ -111,10 +120,35 @@ fn an_empty_plan_is_nothing_to_do_not_an_error() {
 
 #[test]
 fn unreleased_scripts_need_the_flag() {
-    let without = stdout_of(&["plan", "--from", "v2.0.0", "--json"]);
+    // The embedded map has none any more (drop-logs-collection ships in v2.1.1): make one.
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("unreleased.toml");
+    let text = upstep_map().replacen(
+        "introduced_in = \"2.1.1\"\nscript = \"apps/api/migrations/deleteLogs/dropLogsCollection.ts\"",
+        "unreleased_ref = \"next\"\nscript = \"apps/api/migrations/deleteLogs/dropLogsCollection.ts\"",
+        1,
+    );
+    assert!(text.contains("unreleased_ref = \"next\""));
+    std::fs::write(&map, text).unwrap();
+    let map = map.to_str().unwrap();
+    let without = stdout_of(&[
+        "plan", "--map", map, "--from", "v2.0.0", "--to", "v3.15.0", "--json",
+    ]);
     assert!(!without.contains("\"id\": \"drop-logs-collection\""));
-    let with = stdout_of(&["plan", "--from", "v2.0.0", "--include-unreleased", "--json"]);
+    let with = stdout_of(&[
+        "plan",
+        "--map",
+        map,
+        "--from",
+        "v2.0.0",
+        "--include-unreleased",
+        "--json",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&with).unwrap();
+    assert_eq!(
+        json["to"], "v3.15.0",
+        "unreleased scripts go past every release"
+    );
     let last = json["groups"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["unreleased"], true);
     assert_eq!(last["steps"][0]["id"], "drop-logs-collection");
@@ -143,7 +177,7 @@ fn a_source_newer_than_the_map_says_the_map_may_be_out_of_date() {
         &["newer than every release", "out of date", "--map"],
     );
     assert_user_error(
-        &["plan", "--from", "v0.17.0", "--to", "v3"],
+        &["plan", "--from", "v0.17.0", "--to", "v4"],
         2,
         &["newer than every release", "out of date"],
     );
@@ -201,10 +235,10 @@ fn malformed_and_invalid_maps_name_file_line_and_fix() {
 #[test]
 fn map_validate_and_show_work_on_the_embedded_map() {
     let out = stdout_of(&["map", "validate"]);
-    assert!(out.contains("valid (15 releases, 21 migrations"), "{out}");
+    assert!(out.contains("valid (25 releases, 26 migrations"), "{out}");
     let out = stdout_of(&["map", "show", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["migrations"].as_array().unwrap().len(), 21);
+    assert_eq!(json["migrations"].as_array().unwrap().len(), 26);
     let text = stdout_of(&["map", "show"]);
     assert!(
         text.contains("encrypt-api-keys") && text.contains("v2.1.0"),

@@ -1,88 +1,22 @@
-//! `upstep backup` and `upstep restore`: their flags, and the commands that run them and print
-//! a summary (text for people, one JSON document with `--json`).
+//! `upstep backup` and `upstep restore`: the commands that run them and print a summary (text
+//! for people, one JSON document with `--json`). Their flags are in `cli`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-use clap::Args;
-use serde::Serialize;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
-use super::{
-    backup, now_rfc3339, prepare_restore, redact_uri, BackupManifest, BackupOptions, BarProgress,
-    CollectionState, NoProgress, PreparedRestore, Progress, RestoreOptions, RestoreReport,
+use crate::backup::{
+    backup, now_rfc3339, prepare_restore, redact_uri, BackupOptions, BarProgress, NoProgress,
+    PreparedRestore, Progress, RestoreOptions,
 };
-use crate::cli::{MongoOpts, OutputOpts, ProfileOpts, SshOpts};
+use crate::cli::{BackupArgs, OutputOpts, RestoreArgs};
 use crate::commands::resolve::{mongo_settings, through_tunnel};
 use crate::error::{Error, ExitCode, Result};
-use crate::preflight::human_bytes;
 use crate::ui;
-
-#[derive(Debug, Args)]
-pub struct BackupArgs {
-    #[command(flatten)]
-    pub mongo: MongoOpts,
-    #[command(flatten)]
-    pub ssh: SshOpts,
-    #[command(flatten)]
-    pub profile: ProfileOpts,
-
-    /// Only these collections (comma-separated or repeated). Default: every collection but
-    /// system.* and upstep's own upstep_*.
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
-    pub collections: Option<Vec<String>>,
-
-    /// The backup directory (default ./upstep-backup-<db>-<UTC timestamp>). Running again with
-    /// the same directory resumes: finished collections are kept.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-
-    /// Compress the files (.bson.gz, .metadata.json.gz, like mongodump --gzip).
-    #[arg(long)]
-    pub gzip: bool,
-
-    #[command(flatten)]
-    pub output: OutputOpts,
-}
-
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// The backup directory (the one `upstep backup` wrote, holding upstep-manifest.json).
-    #[arg(value_name = "BACKUP")]
-    pub backup: PathBuf,
-
-    #[command(flatten)]
-    pub mongo: MongoOpts,
-    #[command(flatten)]
-    pub ssh: SshOpts,
-    #[command(flatten)]
-    pub profile: ProfileOpts,
-
-    /// Restore into this MongoDB instead (through the SSH tunnel with --ssh) (database from its path, else the backup's). Printed
-    /// only with its password redacted.
-    #[arg(long, value_name = "URI", hide_env_values = true)]
-    pub to_uri: Option<String>,
-
-    /// Only these collections of the backup (comma-separated or repeated).
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
-    pub collections: Option<Vec<String>>,
-
-    /// Replace target collections that already hold documents. Each collection is loaded
-    /// beside the old one and swapped in whole, so none is ever left half-restored. Asks first
-    /// at a terminal; elsewhere needs --yes.
-    #[arg(long)]
-    pub drop: bool,
-
-    /// Answer yes to the confirmation --drop asks for (unattended runs).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-
-    #[command(flatten)]
-    pub output: OutputOpts,
-}
+use crate::ui::backup_text::{restore_text, stopped_text, BackupSummary};
 
 fn progress_for(output: &OutputOpts, verb: &'static str) -> Box<dyn Progress> {
     if output.json {
@@ -138,7 +72,7 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "backup");
     let started = Instant::now();
-    let manifest = crate::commands::runtime()?.block_on(async {
+    let manifest = super::runtime()?.block_on(async {
         let (uri, tunnel) = through_tunnel(&settings, uri, true).await?;
         let manifest = backup(&uri, &opts, progress.as_ref()).await;
         if let Some(t) = tunnel {
@@ -168,7 +102,7 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
     };
     let progress = progress_for(&args.output, "restore");
     let started = Instant::now();
-    crate::commands::runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         // With --ssh, the MongoDB restored into (--to-uri, else the settings') is reached
         // through the tunnel, which lives until the restore ends.
         let (uri, opts, _tunnel) = match (&opts.to_uri, uri) {
@@ -221,7 +155,7 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
                     if !reset.is_empty() {
                         text.push_str(&format!(
                             "journal: {} ran after this backup and {} pending again: {}\n",
-                            crate::ui::words::count(reset.len(), "step"),
+                            crate::words::count(reset.len(), "step"),
                             if reset.len() == 1 { "is" } else { "are" },
                             reset.join(", ")
                         ));
@@ -267,7 +201,7 @@ async fn confirm_replacing(prepared: &PreparedRestore, yes: bool) -> Result<()> 
         .collect();
     let what = format!(
         "restore --drop replaces {} of database {} at {} with the backup of {}: {}",
-        crate::ui::words::count(replaced.len(), "collection"),
+        crate::words::count(replaced.len(), "collection"),
         prepared.database(),
         prepared.target(),
         prepared.backup_created_at(),
@@ -354,217 +288,10 @@ async fn reset_journal(
         .await
 }
 
-/// `upstep backup --json`.
-#[derive(Debug, Serialize)]
-struct BackupSummary {
-    schema: &'static str,
-    out: String,
-    database: String,
-    created_at: String,
-    consistency: String,
-    documents: u64,
-    bytes: u64,
-    seconds: f64,
-    collections: Vec<CollectionSummary>,
-}
-
-#[derive(Debug, Serialize)]
-struct CollectionSummary {
-    name: String,
-    documents: u64,
-    bytes: u64,
-    bson_bytes: u64,
-    seconds: f64,
-    docs_per_second: f64,
-    resumed: bool,
-}
-
-impl BackupSummary {
-    fn new(out: &Path, manifest: &BackupManifest, seconds: f64) -> Self {
-        let collections: Vec<CollectionSummary> = manifest
-            .collections
-            .iter()
-            .map(|c| {
-                let secs = c.duration_ms as f64 / 1000.0;
-                CollectionSummary {
-                    name: c.name.clone(),
-                    documents: c.documents,
-                    bytes: c.bytes,
-                    bson_bytes: c.bson_bytes,
-                    seconds: secs,
-                    docs_per_second: rate(c.documents, secs),
-                    resumed: c.resumed,
-                }
-            })
-            .collect();
-        BackupSummary {
-            schema: "upstep.backup-summary/1",
-            out: out.display().to_string(),
-            database: manifest.database.clone(),
-            created_at: manifest.created_at.clone(),
-            consistency: manifest.consistency.clone(),
-            documents: collections.iter().map(|c| c.documents).sum(),
-            bytes: collections.iter().map(|c| c.bytes).sum(),
-            seconds,
-            collections,
-        }
-    }
-
-    fn text(&self) -> String {
-        let mut s = format!(
-            "Backed up database {} to {} ({} consistency)\n",
-            self.database, self.out, self.consistency
-        );
-        let width = self
-            .collections
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(0)
-            .max(10);
-        for c in &self.collections {
-            let timing = if c.resumed {
-                "kept from an earlier run".to_string()
-            } else {
-                format!("{:.1}s, {:.0} docs/s", c.seconds, c.docs_per_second)
-            };
-            s.push_str(&format!(
-                "  {} {:>10} docs {:>10}  {timing}\n",
-                ui::pad(&c.name, width),
-                c.documents,
-                human_bytes(c.bytes)
-            ));
-        }
-        s.push_str(&format!(
-            "Total: {} documents, {} in {:.1}s ({:.0} docs/s)\n",
-            self.documents,
-            human_bytes(self.bytes),
-            self.seconds,
-            rate(self.documents, self.seconds)
-        ));
-        s.push_str(&format!(
-            "Restore with: upstep restore {} --drop\n",
-            shell_quote(&self.out)
-        ));
-        s
-    }
-}
-
-fn restore_text(report: &RestoreReport, seconds: f64) -> String {
-    let mut s = format!(
-        "Restored the backup of {} into database {} at {}\n",
-        report.backup_created_at, report.database, report.target
-    );
-    s.push_str(&leftovers_text(report));
-    let width = report
-        .collections
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(10);
-    let mut docs = 0;
-    let mut bytes = 0;
-    for c in &report.collections {
-        let secs = c.duration_ms as f64 / 1000.0;
-        docs += c.documents;
-        bytes += c.bson_bytes;
-        s.push_str(&format!(
-            "  {} {:>10} docs {:>10} {:>3} indexes  {:.1}s, {:.0} docs/s{}\n",
-            ui::pad(&c.name, width),
-            c.documents,
-            human_bytes(c.bson_bytes),
-            c.indexes,
-            secs,
-            rate(c.documents, secs),
-            if c.dropped { "  (replaced)" } else { "" }
-        ));
-    }
-    s.push_str(&format!(
-        "Total: {docs} documents, {} in {seconds:.1}s; counts verified against the manifest; \
-         each collection swapped in whole\n",
-        human_bytes(bytes)
-    ));
-    s
-}
-
-/// Which collections a restore that stopped left restored and which unchanged.
-fn stopped_text(report: &RestoreReport) -> String {
-    let names = |state: CollectionState| -> Vec<&str> {
-        report
-            .collections
-            .iter()
-            .filter(|c| c.state == state)
-            .map(|c| c.name.as_str())
-            .collect()
-    };
-    let (restored, unchanged) = (
-        names(CollectionState::Restored),
-        names(CollectionState::Unchanged),
-    );
-    let mut s = format!(
-        "The restore into database {} at {} stopped. No collection is half-restored:\n",
-        report.database, report.target
-    );
-    s.push_str(&leftovers_text(report));
-    let list = |v: &[&str]| {
-        if v.is_empty() {
-            "(none)".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    s.push_str(&format!(
-        "  restored from the backup: {}\n  unchanged (as before the restore): {}\n",
-        list(&restored),
-        list(&unchanged)
-    ));
-    if !report.leftovers_kept.is_empty() {
-        s.push_str(&format!(
-            "  temporary collections left (the next restore removes them): {}\n",
-            report.leftovers_kept.join(", ")
-        ));
-    }
-    if !restored.is_empty() && !unchanged.is_empty() {
-        s.push_str(
-            "  the journal was not changed; restore again with --drop to bring the rest back\n",
-        );
-    }
-    s
-}
-
-fn leftovers_text(report: &RestoreReport) -> String {
-    if report.leftovers_removed.is_empty() {
-        return String::new();
-    }
-    format!(
-        "Removed {} an interrupted restore had left: {}\n",
-        crate::ui::words::count(report.leftovers_removed.len(), "temporary collection"),
-        report.leftovers_removed.join(", ")
-    )
-}
-
-fn rate(n: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        n as f64 / seconds
-    } else {
-        0.0
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preflight::human_bytes;
 
     #[test]
     fn database_from_uri_path() {
