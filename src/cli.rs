@@ -465,10 +465,16 @@ pub struct RunOpts {
     pub dry_run: bool,
 
     /// Keep each tag's prepared worktree. Without it, a tag's worktree is removed as soon as
-    /// its steps are done (and after a failed setup), so a run holds one prepared tag at a
-    /// time; the tag of a failed step keeps its worktree, for the retry.
+    /// its steps are done (and after a failed setup), so a run holds at most two prepared tags
+    /// (see --no-overlap); the tag of a failed step keeps its worktree, for the retry.
     #[arg(long)]
     pub keep_worktrees: bool,
+
+    /// Prepare one tag at a time. By default the next tag is checked out, installed and built
+    /// while the steps of the current one run (when it has setup commands and at least
+    /// 1.5 GB of memory is available), so its setup is hidden behind them.
+    #[arg(long)]
+    pub no_overlap: bool,
 
     /// Back up the database into DIR before the first step runs (see `upstep restore`).
     /// Unattended runs must choose this or --no-backup; at a terminal upstep asks.

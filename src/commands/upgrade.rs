@@ -161,6 +161,10 @@ impl Resolved {
             },
             dry_run: args.run.dry_run,
             keep_worktrees: args.run.keep_worktrees,
+            overlap: crate::executor::Overlap {
+                enabled: !args.run.no_overlap,
+                ..Default::default()
+            },
             repair_worktrees: args.run.repair,
             backup_dir,
             toolchain: args.run_env.toolchain,

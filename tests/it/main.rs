@@ -27,6 +27,7 @@ mod settings_path;
 mod store;
 mod support;
 mod upgrade;
+mod upgrade_fast;
 mod upgrade_gentle;
 mod upgrade_setup;
 mod upgrade_ssh;
