@@ -30,6 +30,7 @@
 # Environment: UPSTEP_BIN / NOVU_SEED_BIN (prebuilt binaries; default: cargo build),
 # UPSTEP_CACHE_DIR (toolchains and worktrees, shared across runs; default ~/.cache/upstep),
 # UPSTEP_TEST_MONGOD (default ~/.cache/upstep-test-tools/secantus/bin/secantusd-rs).
+# UPSTEP_EXTRA_ARGS: more `upstep upgrade` flags (e.g. --no-overlap), split on spaces.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -196,8 +197,10 @@ stamp() {
   done
 }
 
+# UPSTEP_EXTRA_ARGS: more upgrade flags, split on spaces (scripts/bench-novu.sh: --no-overlap, --map).
+# shellcheck disable=SC2206
 upgrade=("$upstep" upgrade --yes --json --repo "$repo" --from "$from" --to "$to"
-  --mongo-uri "$mongo_uri" --redis-url "$redis_url" "${extra[@]}")
+  --mongo-uri "$mongo_uri" --redis-url "$redis_url" "${extra[@]}" ${UPSTEP_EXTRA_ARGS:-})
 log "upstep upgrade --from $from --to $to (events: $work/run1.jsonl)"
 started=$(date +%s)
 set +e

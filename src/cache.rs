@@ -8,15 +8,16 @@
 //! <cache>/toolchains/node-<v>, pnpm-<v>    versions provisioned with npm
 //! <state>/logs/<run-id>/                   setup and step logs of each run
 //! <state>/journal/<hash>.jsonl             the local mirror of each database's journal
-//! <data>/pnpm/store                        pnpm's package store (pnpm's own, shared)
+//! <cache>/pnpm-store/                      the pnpm package store every tag's setup shares
+//! <cache>/nx-cache/                        the nx build cache every tag's setup shares
 //! ```
 //!
 //! `inventory` lists them with their sizes; `decide_prune` (pure) says what may go: worktrees
 //! whose repository is gone, toolchains no release of the map needs, logs older than N days.
 //! It never removes what an unfinished run needs: nothing at all while another upstep process
 //! uses the same cache, no worktree of a tag whose step the local journal mirror shows
-//! unfinished, no log of a run with an unfinished step. Repositories, the journal mirror and
-//! the package store are never pruned.
+//! unfinished, no log of a run with an unfinished step. Repositories, the journal mirror, the
+//! package store and the build cache are never pruned.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -35,29 +36,24 @@ pub const PRUNE_SCHEMA: &str = "upstep.cache-prune/1";
 pub struct Roots {
     pub cache: PathBuf,
     pub state: PathBuf,
-    /// pnpm's package store, when one is found (shown, never pruned).
+    /// The package store every tag's setup shares (shown, never pruned).
     pub package_store: Option<PathBuf>,
+    /// The nx build cache every tag's setup shares (shown, never pruned).
+    pub build_cache: Option<PathBuf>,
 }
 
 impl Roots {
     /// The roots this process uses (UPSTEP_CACHE_DIR, UPSTEP_STATE_DIR, or their defaults).
     pub fn current() -> Roots {
+        let cache = crate::git::default_cache_root();
+        let shared = |path: PathBuf| Some(path).filter(|p| p.is_dir());
         Roots {
-            cache: crate::git::default_cache_root(),
+            package_store: shared(crate::executor::shared_cache::pnpm_store(&cache)),
+            build_cache: shared(crate::executor::shared_cache::nx_cache(&cache)),
             state: crate::store::mirror::state_dir(),
-            package_store: pnpm_store(),
+            cache,
         }
     }
-}
-
-/// pnpm's default store: `$PNPM_HOME/store`, else `$XDG_DATA_HOME/pnpm/store`
-/// (~/.local/share/pnpm/store).
-fn pnpm_store() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("PNPM_HOME").map(|h| PathBuf::from(h).join("store")),
-        dirs::data_dir().map(|d| d.join("pnpm").join("store")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_dir())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -69,6 +65,7 @@ pub enum Kind {
     Logs,
     JournalMirror,
     PackageStore,
+    BuildCache,
 }
 
 impl Kind {
@@ -80,6 +77,7 @@ impl Kind {
             Kind::Logs => "logs",
             Kind::JournalMirror => "journal mirrors",
             Kind::PackageStore => "package store",
+            Kind::BuildCache => "build cache",
         }
     }
 }
@@ -229,6 +227,9 @@ pub fn inventory(roots: &Roots) -> Inventory {
     }
     if let Some(store) = &roots.package_store {
         items.push(item(Kind::PackageStore, "pnpm store".into(), store.clone()));
+    }
+    if let Some(nx) = &roots.build_cache {
+        items.push(item(Kind::BuildCache, "nx cache".into(), nx.clone()));
     }
     let total_bytes = items.iter().map(|i| i.bytes).sum();
     Inventory {
@@ -411,9 +412,12 @@ fn verdict(
     let never = match item.kind {
         Kind::Repository => Some("a clone a later run can fetch into and use again"),
         Kind::JournalMirror => Some("the local record of each database's journal"),
-        Kind::PackageStore => {
-            Some("pnpm's own store, shared with other projects (`pnpm store prune` trims it)")
-        }
+        Kind::PackageStore => Some(
+            "shared by every tag's setup: the next install links from it (`pnpm store prune --store-dir <path>` trims it)",
+        ),
+        Kind::BuildCache => Some(
+            "shared by every tag's build: an unchanged library is restored, not rebuilt (removing it costs only build time)",
+        ),
         _ => None,
     };
     if let Some(why) = never {
@@ -472,7 +476,9 @@ fn verdict(
                 )
             }
         }
-        Kind::Repository | Kind::JournalMirror | Kind::PackageStore => (Keep, String::new()),
+        Kind::Repository | Kind::JournalMirror | Kind::PackageStore | Kind::BuildCache => {
+            (Keep, String::new())
+        }
     }
 }
 

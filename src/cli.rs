@@ -218,7 +218,18 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub run_env: RunEnvOpts,
     #[command(flatten)]
+    pub optional: OptionalOpts,
+    #[command(flatten)]
     pub output: OutputOpts,
+}
+
+/// Optional steps asked for (they change what runs, so doctor takes them too).
+#[derive(Debug, Args, Clone, Default)]
+pub struct OptionalOpts {
+    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
+    /// skipped unless asked for by id. Repeat for several steps.
+    #[arg(long, value_name = "ID")]
+    pub include_optional: Vec<String>,
 }
 
 /// Which release map to use.
@@ -464,10 +475,16 @@ pub struct RunOpts {
     pub dry_run: bool,
 
     /// Keep each tag's prepared worktree. Without it, a tag's worktree is removed as soon as
-    /// its steps are done (and after a failed setup), so a run holds one prepared tag at a
-    /// time; the tag of a failed step keeps its worktree, for the retry.
+    /// its steps are done (and after a failed setup), so a run holds at most two prepared tags
+    /// (see --no-overlap); the tag of a failed step keeps its worktree, for the retry.
     #[arg(long)]
     pub keep_worktrees: bool,
+
+    /// Prepare one tag at a time. By default the next tag is checked out, installed and built
+    /// while the steps of the current one run (when it has setup commands and at least
+    /// 1.5 GB of memory is available), so its setup is hidden behind them.
+    #[arg(long)]
+    pub no_overlap: bool,
 
     /// Back up the database into DIR before the first step runs (see `upstep restore`).
     /// Unattended runs must choose this or --no-backup; at a terminal upstep asks.
@@ -494,10 +511,8 @@ pub struct RunOpts {
     #[arg(long, value_name = "ID")]
     pub approve: Vec<String>,
 
-    /// Run an optional step (one the plan marks optional, e.g. preferences-uniqueness): it is
-    /// skipped unless asked for by id. Repeat for several steps.
-    #[arg(long, value_name = "ID")]
-    pub include_optional: Vec<String>,
+    #[command(flatten)]
+    pub optional: OptionalOpts,
 
     /// Seconds of silence after which a finished script that never exits is ended (default:
     /// per migration in the map, else the map's quiet_secs).

@@ -30,8 +30,8 @@ pub struct DoctorInputs<'a> {
     /// Where worktrees and installs go (checked for free space).
     pub cache_dir: PathBuf,
     pub toolchain: ToolchainPolicy,
-    /// Every tag's worktree stays (`--keep-worktrees`); otherwise a run holds one prepared tag
-    /// at a time (each is removed once its steps are done).
+    /// Every tag's worktree stays (`--keep-worktrees`); otherwise a run holds two prepared tags
+    /// at most (each is removed once its steps are done; the next is prepared meanwhile).
     pub keep_worktrees: bool,
     /// Probe the hosts of downloads the plan's setups fetch. The upgrade's preflight leaves
     /// this to the run, which knows which tags it really sets up (and reads their lockfiles).
@@ -197,11 +197,8 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
 
     let per_tag = inputs.map.project.disk_per_tag_mb * 1024 * 1024;
     if per_tag > 0 && !plan.is_empty() {
-        let tags_at_once = if inputs.keep_worktrees {
-            plan.groups.len()
-        } else {
-            1
-        };
+        let tags_at_once =
+            crate::plan_needs::tags_at_once(plan.groups.len(), inputs.keep_worktrees);
         checks.push(check_disk(&inputs.cache_dir, per_tag * tags_at_once as u64));
     }
 

@@ -22,7 +22,9 @@ pub struct PlanNeeds {
     pub tags: usize,
     /// Disk one prepared tag takes (the map's `disk_per_tag_mb`), in bytes.
     pub disk_per_tag: u64,
-    /// Disk the run needs at once: one tag at a time (each is removed when its steps are done).
+    /// Disk the run needs at once: two tags (the next one is prepared while the steps of the
+    /// current one run; each is removed when its steps are done). The package store they
+    /// share holds what they link, so it is inside each tag's figure.
     pub disk_at_once: u64,
     /// Disk every tag of the plan takes together (with --keep-worktrees).
     pub disk_all_tags: u64,
@@ -39,6 +41,16 @@ pub struct StepNeeds {
     /// Dependencies the tag's install fetches from outside the package registry.
     pub downloads: Vec<String>,
     pub reason: String,
+}
+
+/// How many tags a run holds prepared at once: every tag when it keeps its worktrees, else two
+/// at most (the current one and the next, prepared while the current one's steps run).
+pub fn tags_at_once(tags: usize, keep_all: bool) -> usize {
+    if keep_all {
+        tags
+    } else {
+        tags.min(2)
+    }
 }
 
 impl PlanNeeds {
@@ -69,11 +81,7 @@ impl PlanNeeds {
                 .collect(),
             tags: plan.groups.len(),
             disk_per_tag: per_tag,
-            disk_at_once: if keep_all {
-                per_tag * tags
-            } else {
-                per_tag.min(per_tag * tags)
-            },
+            disk_at_once: per_tag * tags_at_once(plan.groups.len(), keep_all) as u64,
             disk_all_tags: per_tag * tags,
         }
     }

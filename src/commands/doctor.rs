@@ -47,6 +47,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
         let start = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
         crate::repo_facts::check_map_covers_repo(&map, repo, location, &start, &to)?;
     }
+    let optional = crate::plan::optional_steps(&map, &args.optional.include_optional)?;
     let key_var = super::resolve::key_var(&settings, &args.run_env)?;
     let key = std::env::var(&key_var).ok();
     let rt = runtime()?;
@@ -61,6 +62,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
             let (mut plan, database) = match &connected {
                 Some(Ok(c)) => {
                     let mut opts = read_only_options(map.clone(), to.clone());
+                    opts.approvals.optional = optional.clone();
                     opts.from = from.clone();
                     opts.include_unreleased = args.range.include_unreleased;
                     let d = decided::decide(&opts, &c.store, DataStates::default()).await?;

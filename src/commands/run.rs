@@ -241,6 +241,7 @@ pub(super) fn read_only_options(map: ReleaseMap, to: semver::Version) -> Upgrade
         flags: Flags::default(),
         dry_run: true,
         keep_worktrees: true,
+        overlap: Default::default(),
         repair_worktrees: false,
         backup_dir: None,
         toolchain: Default::default(),

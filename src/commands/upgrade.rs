@@ -143,7 +143,7 @@ impl Resolved {
             None => None,
         };
         let approved = approved_steps(&map, &args.run.approve)?;
-        let optional = crate::plan::optional_steps(&map, &args.run.include_optional)?;
+        let optional = crate::plan::optional_steps(&map, &args.run.optional.include_optional)?;
         if let (Some(repo), Some(spec)) = (&repo, settings.repo.as_ref()) {
             let start = from.clone().unwrap_or(semver::Version::new(0, 0, 0));
             crate::repo_facts::check_map_covers_repo(&map, repo, &spec.value, &start, &to)?;
@@ -161,6 +161,10 @@ impl Resolved {
             },
             dry_run: args.run.dry_run,
             keep_worktrees: args.run.keep_worktrees,
+            overlap: crate::executor::Overlap {
+                enabled: !args.run.no_overlap,
+                ..Default::default()
+            },
             repair_worktrees: args.run.repair,
             backup_dir,
             toolchain: args.run_env.toolchain,

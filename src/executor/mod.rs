@@ -6,7 +6,9 @@
 //! - `recovery.rs`: what a dead run left; scripts changed since they ran; a dropped tunnel
 //! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`)
 //! - `prepare.rs`: backup, downloads; per tag: worktree, toolchain, then removal
-//! - `setup.rs`: per tag: install and build, stamped
+//! - `setup.rs`: per tag: install and build, stamped (`shared_cache.rs`: the package store
+//!   and build cache every tag shares)
+//! - `overlap.rs`: the next tag prepared while this tag's steps run
 //! - `step.rs`: per step: journal running, run, classify the ending, settle
 //! - `verify.rs`: per step: the data check after a success
 //! - `stop.rs`: signals, a lost lock, a dropped tunnel
@@ -29,11 +31,13 @@ mod facts;
 mod fakes;
 mod guided;
 mod lock;
+mod overlap;
 mod prepare;
 mod recovery;
 mod report;
 mod request;
 mod setup;
+pub mod shared_cache;
 mod step;
 mod stop;
 #[cfg(test)]
@@ -44,6 +48,7 @@ pub use facts::{
     decide_all, decide_steps, full_plan, plan_event, read_data, DataStates, DecidedStep, KnownFacts,
 };
 pub use lock::mark_locked;
+pub use overlap::Overlap;
 pub use recovery::tunnel_rerun_is_safe;
 pub use report::Summary;
 pub use request::{Questions, RunRequest, UpgradeOptions};
@@ -162,6 +167,7 @@ async fn run_locked(
         to_run: &to_run,
         backup: backup.as_deref(),
         index: 0,
+        ahead: None,
     };
     for g in 0..plan.groups.len() {
         run_tag(opts, plan, g, &mut run, stops, summary, fx).await?;
@@ -171,14 +177,17 @@ async fn run_locked(
     Ok(summary.clone())
 }
 
-/// Where the run is: the steps it runs, the backup they follow, how many have started.
+/// Where the run is: the steps it runs, the backup they follow, how many have started, and
+/// the tag prepared while the steps of the one before it ran (`overlap.rs`).
 struct Progress<'a> {
     to_run: &'a [&'a DecidedStep],
     backup: Option<&'a str>,
     index: usize,
+    ahead: Option<overlap::Ahead>,
 }
 
-/// One tag: prepare it, run its steps in order (each settled before the next), free it.
+/// One tag: prepare it (or take it prepared ahead), run its steps in order (each settled
+/// before the next) while the next tag is prepared, free it.
 async fn run_tag(
     opts: &UpgradeOptions,
     plan: &Plan,
@@ -188,19 +197,56 @@ async fn run_tag(
     summary: &mut Summary,
     fx: &mut Effects<'_>,
 ) -> Result<()> {
-    let steps: Vec<&DecidedStep> = run
-        .to_run
-        .iter()
-        .copied()
-        .filter(|d| d.group == g)
-        .collect();
+    let to_run = run.to_run;
+    let steps: Vec<&DecidedStep> = to_run.iter().copied().filter(|d| d.group == g).collect();
     if steps.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = steps.iter().map(|d| d.id.as_str()).collect();
-    let tag = prepare::prepare_tag(opts, &plan.groups[g], &ids, stops, fx).await?;
-    let group = &plan.groups[g];
-    tool_steps::check_tools(opts, group, &steps, &tag.worktree, &tag.path_prefix)?;
+    let tag = match overlap::Ahead::arrive(&mut run.ahead, g, fx).await {
+        Some(prepared) => prepared?,
+        None => prepare::prepare_tag(opts, &plan.groups[g], &steps, stops, fx).await?,
+    };
+    let Some((h, next)) = overlap::next_ahead(opts, plan, g, to_run, fx) else {
+        return run_steps(opts, plan, g, &steps, &tag, run, stops, summary, fx).await;
+    };
+    let (result, ahead) = overlap::steps_alongside(
+        opts,
+        plan,
+        (g, h),
+        &next,
+        stops,
+        fx,
+        async |fx: &mut Effects<'_>| {
+            run_steps(opts, plan, g, &steps, &tag, run, stops, summary, fx).await
+        },
+    )
+    .await;
+    run.ahead = ahead;
+    result
+}
+
+/// The steps of one prepared tag, in order, each settled before the next; then its worktree
+/// goes (a failed step returns first and keeps it for the retry).
+#[allow(clippy::too_many_arguments)]
+async fn run_steps(
+    opts: &UpgradeOptions,
+    plan: &Plan,
+    g: usize,
+    steps: &[&DecidedStep],
+    tag: &prepare::PreparedTag,
+    run: &mut Progress<'_>,
+    stops: &Stops,
+    summary: &mut Summary,
+    fx: &mut Effects<'_>,
+) -> Result<()> {
+    // The migration tool of its command steps is installed, or none of them starts.
+    tool_steps::check_tools(
+        opts,
+        &plan.groups[g],
+        steps,
+        &tag.worktree,
+        &tag.path_prefix,
+    )?;
     for step in steps {
         // A stop that came between steps (or during the setup) starts no further step.
         stops.check()?;
@@ -226,6 +272,5 @@ async fn run_tag(
             return Err(Error::Interrupted);
         }
     }
-    // A failed step returned above and keeps its tag's worktree for the retry.
     prepare::release_tag(opts, plan, g, run.to_run, &tag.tag, fx)
 }

@@ -69,8 +69,7 @@ pub(super) async fn check_downloads(
             continue;
         }
         let era = group_era(&opts.map, group)?;
-        let ids: Vec<&str> = steps.iter().map(|d| d.id.as_str()).collect();
-        running.push((group, setup_choice(era, group, &ids).profile));
+        running.push((group, setup_choice(era, group, &steps).profile));
     }
     workspace.check_downloads(&opts.map, running).await
 }
@@ -82,10 +81,21 @@ pub(super) struct PreparedTag {
     pub(super) path_prefix: Vec<PathBuf>,
 }
 
-/// Check out the tag, find (or provision) its toolchain, run the setup its steps (`ids`: an
-/// upgrade's, or a rollback's) need. Each phase is ended by a "stop now"; a failed setup
-/// removes the half-installed worktree.
+/// Check out the tag, find (or provision) its toolchain, run its setup. Each phase is ended
+/// by a "stop now"; a failed setup removes the half-installed worktree.
 pub(super) async fn prepare_tag(
+    opts: &UpgradeOptions,
+    group: &PlanGroup,
+    steps: &[&DecidedStep],
+    stops: &Stops,
+    fx: &mut Effects<'_>,
+) -> Result<PreparedTag> {
+    let ids: Vec<&str> = steps.iter().map(|d| d.id.as_str()).collect();
+    prepare_tag_for(opts, group, &ids, stops, fx).await
+}
+
+/// `prepare_tag` for the steps named `ids` (a rollback's downs pick the setup the same way).
+pub(super) async fn prepare_tag_for(
     opts: &UpgradeOptions,
     group: &PlanGroup,
     ids: &[&str],
@@ -100,7 +110,7 @@ pub(super) async fn prepare_tag(
         .await?;
     let era = group_era(&opts.map, group)?;
     stops.check()?;
-    let choice = setup_choice(era, group, ids);
+    let choice = setup_choice_for(era, group, ids);
     let request = ToolchainRequest {
         node: group.node.clone(),
         node_range: group.node_engines.clone(),
@@ -200,11 +210,20 @@ pub(super) fn remove_worktree(
 pub(super) fn setup_choice<'e>(
     era: &'e crate::release_map::Era,
     group: &crate::plan::PlanGroup,
-    running: &[&str],
+    running: &[&DecidedStep],
+) -> crate::release_map::SetupChoice<'e> {
+    let ids: Vec<&str> = running.iter().map(|d| d.id.as_str()).collect();
+    setup_choice_for(era, group, &ids)
+}
+
+/// `setup_choice` for the steps named `ids`.
+pub(super) fn setup_choice_for<'e>(
+    era: &'e crate::release_map::Era,
+    group: &crate::plan::PlanGroup,
+    ids: &[&str],
 ) -> crate::release_map::SetupChoice<'e> {
     era.setup_for(
-        running
-            .iter()
+        ids.iter()
             .filter_map(|id| group.steps.iter().find(|s| s.id == *id))
             .map(|s| s.mode.setup_profile.as_deref()),
     )

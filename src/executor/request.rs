@@ -21,6 +21,8 @@ pub struct UpgradeOptions {
     pub flags: Flags,
     pub dry_run: bool,
     pub keep_worktrees: bool,
+    /// Prepare the next tag while this tag's steps run (`--no-overlap`: one at a time).
+    pub overlap: super::Overlap,
     /// Reset worktrees with local changes to their tag.
     pub repair_worktrees: bool,
     /// Back up the database here before the first step runs.

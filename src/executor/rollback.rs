@@ -352,7 +352,7 @@ async fn rollback_locked(
         let steps: Vec<&&DownStep> = to_undo.iter().filter(|s| s.group == g).collect();
         let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
         // Checked out, its toolchain found, set up for the steps it undoes.
-        let tag = prepare::prepare_tag(opts, group, &ids, stops, fx).await?;
+        let tag = prepare::prepare_tag_for(opts, group, &ids, stops, fx).await?;
         for step in steps {
             stops.check()?;
             index += 1;

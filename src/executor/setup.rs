@@ -66,11 +66,14 @@ pub(super) async fn run_setup(
         fx.reporter.report(&RunEvent::Setup {
             git_ref: git_ref.into(),
             status: "cached".into(),
-            detail: format!("{profile}: installed and built earlier for this commit and toolchain"),
+            phase: "setup".into(),
+            detail: format!("{profile}: installed and built earlier for this commit and toolchain; reused, no setup command ran"),
+            duration_ms: 0,
         });
         return Ok(());
     }
     let _ = std::fs::remove_file(&stamp);
+    let started = fx.clock.now();
     let log = opts
         .state_dir
         .join("logs")
@@ -109,7 +112,9 @@ pub(super) async fn run_setup(
     fx.reporter.report(&RunEvent::Setup {
         git_ref: git_ref.into(),
         status: "done".into(),
+        phase: "setup".into(),
         detail: format!("{profile} (log: {})", log.display()),
+        duration_ms: (fx.clock.now() - started).as_millis() as u64,
     });
     Ok(())
 }
@@ -164,7 +169,9 @@ async fn repair_lockfile(
     fx.reporter.report(&RunEvent::Setup {
         git_ref: git_ref.into(),
         status: "lockfile-repaired".into(),
+        phase: "install".into(),
         detail,
+        duration_ms: 0,
     });
     Ok(repaired)
 }
@@ -196,13 +203,15 @@ async fn run_command(
     fx.reporter.report(&RunEvent::Setup {
         git_ref: git_ref.into(),
         status: "running".into(),
+        phase: phase_of(argv).into(),
         detail: shown.clone(),
+        duration_ms: 0,
     });
     let spec = ChildSpec {
         program: PathBuf::from(&argv[0]),
         args: argv[1..].to_vec(),
         cwd: at.worktree.to_path_buf(),
-        env: setup_env(setup),
+        env: setup_env(setup, &opts.cache_root),
         env_remove: opts.connection.private_env.clone(),
         path_prefix: at.path_prefix.to_vec(),
         log_file: setup_log.path.clone(),
@@ -262,26 +271,46 @@ async fn run_command(
     fx.reporter.report(&RunEvent::Setup {
         git_ref: git_ref.into(),
         status: "finished".into(),
+        phase: phase_of(argv).into(),
         detail: format!("{shown} ({secs:.1} s)"),
+        duration_ms: outcome.duration.as_millis() as u64,
     });
     Ok(())
 }
 
+/// Which phase of a tag's setup a command is: the package install, the build, or other
+/// (writing env files, ...). Judged by its words: `pnpm install`, `npm ci`, `pnpm i`;
+/// `nx build`, `run-many --target=build`, `pnpm build`.
+pub(super) fn phase_of(argv: &[String]) -> &'static str {
+    let words = || argv.iter().skip(1).map(String::as_str);
+    if words().any(|w| matches!(w, "install" | "i" | "ci" | "add")) {
+        "install"
+    } else if words().any(|w| w == "build" || w.starts_with("build:") || w.ends_with("=build")) {
+        "build"
+    } else {
+        "other"
+    }
+}
+
 /// The setup commands' environment: the era's `setup_env`, plus node-gyp's `nodedir` pointing
 /// at the tag's node headers (unless the map or the user set one), so native modules build
-/// against the node that runs them without downloading headers from nodejs.org.
-fn setup_env(setup: &SetupPlan<'_>) -> Vec<(String, String)> {
+/// against the node that runs them without downloading headers from nodejs.org, plus the
+/// shared package store and build cache (`shared_cache.rs`).
+fn setup_env(setup: &SetupPlan<'_>, cache_root: &Path) -> Vec<(String, String)> {
     let mut env = command::setup_env(setup.era);
-    let set = |key: &str| {
+    let set = |env: &[(String, String)], key: &str| {
         env.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
             || std::env::var_os(key).is_some()
             || std::env::var_os(key.to_ascii_uppercase()).is_some()
+            || std::env::var_os(key.to_ascii_lowercase()).is_some()
     };
     if let Some(headers) = &setup.node_headers {
-        if !set("npm_config_nodedir") {
+        if !set(&env, "npm_config_nodedir") {
             env.push(("npm_config_nodedir".into(), headers.display().to_string()));
         }
     }
+    let shared = super::shared_cache::setup_env(cache_root, &|key| set(&env, key));
+    env.extend(shared);
     env
 }
 
@@ -328,6 +357,8 @@ pub fn setup_fix(tail: &[String]) -> String {
     let has = |needle: &str| text.contains(needle);
     if has("ERR_PNPM_OUTDATED_LOCKFILE") {
         "the tag's lockfile does not match its package.json files: if only workspace-link specifiers are stale (a version bump), declare repair_lockfile for this release in the release map (docs/release-map.md); otherwise the tag cannot be installed as released".into()
+    } else if has("ERR_PNPM_UNEXPECTED_STORE") {
+        "the tag's node_modules was installed with another package store (an older upstep used pnpm's default one; upstep now shares <cache>/pnpm-store): remove that tag's folder under <cache>/worktrees, then run again".into()
     } else if has("ENOSPC") || has("no space left") {
         "free disk space (each prepared tag takes several GB), then run again".into()
     } else if has("github.com") || has("codeload.github.com") {
@@ -378,4 +409,44 @@ async fn setup_failed(
         "the setup of {git_ref} failed: `{command}` {why}; no step of {git_ref} was started\n  last lines:\n    {shown}\n  full log: {log_text}\n  fix: {}",
         setup_fix(tail)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase_of;
+
+    fn argv(words: &str) -> Vec<String> {
+        words.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn a_node_modules_from_another_store_is_named_with_its_fix() {
+        let tail = ["ERR_PNPM_UNEXPECTED_STORE  Unexpected store location".to_string()];
+        assert!(
+            super::setup_fix(&tail).contains("remove that tag's folder under <cache>/worktrees")
+        );
+    }
+
+    #[test]
+    fn a_setup_command_s_phase_comes_from_its_words() {
+        for (command, phase) in [
+            (
+                "pnpm install --frozen-lockfile --filter @novu/api...",
+                "install",
+            ),
+            ("pnpm i", "install"),
+            ("npm ci", "install"),
+            ("pnpm nx build @novu/api", "build"),
+            (
+                "pnpm nx run-many --target=build --projects=@novu/dal",
+                "build",
+            ),
+            ("pnpm run build:api", "build"),
+            ("node scripts/setup-env-files.js", "other"),
+            // The program's own name is not a word of the command.
+            ("build", "other"),
+        ] {
+            assert_eq!(phase_of(&argv(command)), phase, "{command}");
+        }
+    }
 }

@@ -158,6 +158,10 @@ impl World {
             flags: Default::default(),
             dry_run: false,
             keep_worktrees: false,
+            overlap: super::Overlap {
+                enabled: true,
+                min_free_memory: 0,
+            },
             repair_worktrees: false,
             backup_dir: None,
             toolchain: Default::default(),
@@ -916,6 +920,235 @@ fn the_data_check_after_a_success_can_fail_it_or_leave_it_unverified() {
     );
     let applied = judge(&report(FpState::Applied, None), "exited 0".into());
     assert_eq!(applied.reason, "exited 0; verified by its data check");
+}
+
+/// Both tags install and build; the setup commands' fake children are named `install` and
+/// `build` (their last word).
+const TWO_PHASE_SETUP: &str = r#"setup = [["pnpm", "install"], ["pnpm", "nx", "build"]]"#;
+
+/// Where `line` first appears in the log, from position `from` on.
+fn position(log: &[String], line: &str, from: usize) -> usize {
+    log[from..]
+        .iter()
+        .position(|l| l == line)
+        .map(|i| i + from)
+        .unwrap_or_else(|| panic!("{line:?} not after {from} in {log:#?}"))
+}
+
+#[tokio::test]
+async fn the_next_tag_is_prepared_while_the_steps_of_this_one_run() {
+    let mut world = World::new();
+    world.setup = Some(TWO_PHASE_SETUP);
+    world.script(
+        "a",
+        Behaviour::Slow {
+            ms: 300,
+            data: Some(FpState::Applied),
+        },
+    );
+    let summary = world.run().await.unwrap();
+    assert_eq!((summary.ran, summary.succeeded), (3, 3));
+    let log = world.log.lines();
+    let started_a = position(&log, "spawn a.js", 0);
+    let ahead = position(&log, "checkout v2.0.0", 0);
+    let second_install = position(
+        &log,
+        "spawn install",
+        position(&log, "spawn install", 0) + 1,
+    );
+    let second_build = position(&log, "exit build", position(&log, "exit build", 0) + 1);
+    let ended_a = position(&log, "exit a.js", 0);
+    assert!(
+        started_a < ahead && ahead < second_install && second_build < ended_a,
+        "v2.0.0 is checked out, installed and built while a runs: {log:#?}"
+    );
+    // The steps and the journal keep their order; v1.1.0's worktree goes once a is settled.
+    assert_eq!(
+        world.journal(),
+        lines(
+            "event run-started
+             journal a running
+             journal a child
+             journal a succeeded (exited)
+             journal b running
+             journal b child
+             journal b succeeded (exited)
+             journal c running
+             journal c child
+             journal c succeeded (exited)
+             event run-finished"
+        )
+    );
+    assert!(position(&log, "remove worktree v1.1.0", 0) < position(&log, "journal b running", 0));
+    // The second tag's setup is not run again when its turn comes, and the saving is said.
+    assert_eq!(world.spawned().len(), 4 + 3, "{:?}", world.spawned());
+    let ahead_event = world.reporter.events.iter().find_map(|e| match e {
+        crate::ui::events::RunEvent::Setup {
+            git_ref,
+            status,
+            detail,
+            ..
+        } if status == "prepared-ahead" => Some((git_ref.clone(), detail.clone())),
+        _ => None,
+    });
+    let (git_ref, detail) = ahead_event.expect("a prepared-ahead event");
+    assert_eq!(git_ref, "v2.0.0");
+    assert!(
+        detail.starts_with("prepared while the steps of v1.1.0 ran"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn without_overlap_or_memory_the_next_tag_waits_for_its_turn() {
+    for (enabled, min_free_memory) in [(false, 0), (true, u64::MAX)] {
+        let mut world = World::new();
+        world.setup = Some(TWO_PHASE_SETUP);
+        let mut options = world.options();
+        options.overlap = super::Overlap {
+            enabled,
+            min_free_memory,
+        };
+        world.run_with(options, Questions::default()).await.unwrap();
+        let log = world.log.lines();
+        assert!(
+            position(&log, "remove worktree v1.1.0", 0) < position(&log, "checkout v2.0.0", 0),
+            "{enabled} {min_free_memory}: {log:#?}"
+        );
+        let said_why = world.reporter.events.iter().any(|e| {
+            matches!(e, crate::ui::events::RunEvent::Notice { message }
+                if message.contains("prepared after the steps of v1.1.0, not alongside them"))
+        });
+        assert_eq!(said_why, enabled, "memory short: said so");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_preparation_ahead_is_reported_when_its_tag_comes_up() {
+    let mut world = World::new();
+    world.setup = Some(TWO_PHASE_SETUP);
+    world.script(
+        "a",
+        Behaviour::Slow {
+            ms: 200,
+            data: Some(FpState::Applied),
+        },
+    );
+    world.children.on(
+        "build",
+        Behaviour::Exits {
+            code: 0,
+            data: None,
+        },
+    );
+    world.children.on(
+        "build",
+        Behaviour::Exits {
+            code: 2,
+            data: None,
+        },
+    );
+    let err = world.run().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::StepFailed(m) if m.contains("the setup of v2.0.0 failed")),
+        "{err}"
+    );
+    assert_eq!(world.status("a"), Some(StepStatus::Succeeded));
+    assert_eq!(world.status("b"), None);
+    // Its journal event is written after a is settled, though the build failed before.
+    let log = world.log.lines();
+    let failed_build = position(&log, "exit build", position(&log, "exit build", 0) + 1);
+    assert!(failed_build < position(&log, "exit a.js", 0), "{log:#?}");
+    assert_eq!(
+        world.journal(),
+        lines(
+            "event run-started
+             journal a running
+             journal a child
+             journal a succeeded (exited)
+             event setup-failed"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_or_a_stop_cancels_the_preparation_ahead() {
+    // A failed step: the next tag's install, still running, is dropped (never finishes).
+    let mut world = World::new();
+    world.setup = Some(TWO_PHASE_SETUP);
+    world.script(
+        "a",
+        Behaviour::Slow {
+            ms: 100,
+            data: Some(FpState::Pending),
+        },
+    );
+    world.children.on(
+        "install",
+        Behaviour::Exits {
+            code: 0,
+            data: None,
+        },
+    );
+    world.children.on(
+        "install",
+        Behaviour::Slow {
+            ms: 60_000,
+            data: None,
+        },
+    );
+    let err = world.run().await.unwrap_err();
+    assert!(matches!(err, Error::StepFailed(_)), "{err}");
+    let log = world.log.lines();
+    assert_eq!(log.iter().filter(|l| *l == "spawn install").count(), 2);
+    assert_eq!(
+        log.iter().filter(|l| *l == "exit install").count(),
+        1,
+        "{log:#?}"
+    );
+    assert!(!world.journal().iter().any(|l| l.contains("setup-failed")));
+
+    // A stop while both run: the step is interrupted, the preparation ends, nothing of
+    // v2.0.0 is journalled, and its worktree keeps no setup stamp (the next run sets it up).
+    let mut world = World::new();
+    world.setup = Some(TWO_PHASE_SETUP);
+    let watcher = world.watcher();
+    world.script("a", Behaviour::UntilStopped { stop_with: None });
+    world.children.on(
+        "install",
+        Behaviour::Exits {
+            code: 0,
+            data: None,
+        },
+    );
+    world.children.on(
+        "install",
+        Behaviour::UntilStopped {
+            stop_with: Some(watcher),
+        },
+    );
+    let err = world.run().await.unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert_eq!(world.status("a"), Some(StepStatus::Interrupted));
+    assert_eq!(
+        world.journal().last().map(String::as_str),
+        Some("journal a interrupted (signal)"),
+        "{:?}",
+        world.journal()
+    );
+    // v1.1.0's own build ran before a; v2.0.0's never starts.
+    let builds = world
+        .spawned()
+        .iter()
+        .filter(|s| *s == "spawn build")
+        .count();
+    assert_eq!(builds, 1, "{:?}", world.spawned());
+    let stamp = world
+        .dir
+        .path()
+        .join("worktrees/v2.0.0/.upstep-setup.stamp");
+    assert!(!stamp.exists());
+    assert!(world.log.only(&["remove worktree v2.0.0"]).is_empty());
 }
 
 #[test]

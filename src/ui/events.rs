@@ -22,7 +22,12 @@ pub enum RunEvent {
     Setup {
         git_ref: String,
         status: String,
+        /// What part of the tag's setup: "install", "build", "other" (a setup command), or
+        /// "setup" (the whole of it: "done", "cached").
+        phase: String,
         detail: String,
+        /// How long it took ("finished": the command; "done": the whole setup; "cached": 0).
+        duration_ms: u64,
     },
     /// The latest line a setup command printed (at most about two a second).
     SetupOutput {
@@ -134,8 +139,15 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
         RunEvent::Setup {
             git_ref,
             status,
+            phase,
             detail,
-        } => format!("{} {git_ref}: {status} {}", st.dim("setup"), st.dim(detail)),
+            ..
+        } => format!(
+            "{} {git_ref}: {status}{} {}",
+            st.dim("setup"),
+            phase_label(phase),
+            st.dim(detail)
+        ),
         RunEvent::SetupOutput { git_ref, line } if echo_output => {
             format!("  {} {line}", st.dim(&format!("setup {git_ref} |")))
         }
@@ -207,6 +219,14 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
     Some(line)
 }
 
+/// A setup event's phase as shown to people ("setup" is the whole setup: no label).
+fn phase_label(phase: &str) -> String {
+    match phase {
+        "setup" | "" => String::new(),
+        other => format!(" [{other}]"),
+    }
+}
+
 impl Reporter for TextReporter {
     fn report(&mut self, event: &RunEvent) {
         if let Some(line) = event_line(event, &self.styler, self.echo_output) {
@@ -235,7 +255,9 @@ mod tests {
             RunEvent::Setup {
                 git_ref: s(),
                 status: s(),
+                phase: s(),
                 detail: s(),
+                duration_ms: 1,
             },
             RunEvent::SetupOutput {
                 git_ref: s(),

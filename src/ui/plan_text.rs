@@ -77,8 +77,8 @@ pub fn disk_line(needs: &PlanNeeds) -> Option<String> {
         format!("Disk: 1 tag prepared, about {each}.")
     } else {
         format!(
-            "Disk: {} prepared one at a time, about {each} each ({} if every tag is kept with \
-             --keep-worktrees).",
+            "Disk: {}, at most two prepared at once (the next while the steps of one run), about \
+             {each} each ({} if every tag is kept with --keep-worktrees).",
             count(needs.tags, "tag"),
             human_bytes(needs.disk_all_tags)
         )

@@ -46,6 +46,11 @@ pub struct ProgressReporter {
     /// Steps the decided plan runs.
     total: u64,
     step: Option<ProgressBar>,
+    /// A tag's running setup command: its own line, since the next tag is set up while the
+    /// steps of the current one run.
+    setup: Option<ProgressBar>,
+    /// The running setup command's phase (install, build), kept on its spinner's line.
+    setup_phase: String,
     styler: Styler,
     /// The plan as last shown: the run decides again under its lock, and an unchanged plan is
     /// not printed twice.
@@ -63,6 +68,8 @@ impl ProgressReporter {
             overall: None,
             total: 0,
             step: None,
+            setup: None,
+            setup_phase: String::new(),
             styler: Styler::for_stderr(),
             shown_plan: None,
         }
@@ -104,8 +111,8 @@ impl Drop for ProgressReporter {
         if let Ok(mut sink) = log_sink().lock() {
             *sink = None;
         }
-        if let Some(step) = self.step.take() {
-            step.finish_and_clear();
+        for spinner in [self.step.take(), self.setup.take()].into_iter().flatten() {
+            spinner.finish_and_clear();
         }
         if let Some(overall) = self.overall.take() {
             overall.finish_and_clear();
@@ -158,13 +165,15 @@ impl Reporter for ProgressReporter {
             RunEvent::Setup {
                 git_ref,
                 status,
+                phase,
                 detail,
+                ..
             } if status == "running" => {
                 self.overall();
                 if let Some(line) = event_line(event, &self.styler, false) {
                     self.println(&line);
                 }
-                if let Some(old) = self.step.take() {
+                if let Some(old) = self.setup.take() {
                     old.finish_and_clear();
                 }
                 let spinner = self.multi.add(ProgressBar::new_spinner());
@@ -172,17 +181,23 @@ impl Reporter for ProgressReporter {
                     ProgressStyle::with_template("  {spinner} {elapsed_precise} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                spinner.set_message(format!("setup {git_ref}: {}", shorten(detail, 80)));
+                // The spinner's clock is the phase's elapsed time.
+                self.setup_phase = phase.clone();
+                spinner.set_message(format!("setup {git_ref} {phase}: {}", shorten(detail, 80)));
                 spinner.enable_steady_tick(Duration::from_millis(120));
-                self.step = Some(spinner);
+                self.setup = Some(spinner);
             }
             RunEvent::SetupOutput { git_ref, line } => {
-                if let Some(spinner) = &self.step {
-                    spinner.set_message(format!("setup {git_ref} | {}", shorten(line, 100)));
+                if let Some(spinner) = &self.setup {
+                    spinner.set_message(format!(
+                        "setup {git_ref} {} | {}",
+                        self.setup_phase,
+                        shorten(line, 100)
+                    ));
                 }
             }
             RunEvent::Setup { .. } => {
-                if let Some(spinner) = self.step.take() {
+                if let Some(spinner) = self.setup.take() {
                     spinner.finish_and_clear();
                 }
                 if let Some(line) = event_line(event, &self.styler, false) {

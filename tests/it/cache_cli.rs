@@ -91,8 +91,16 @@ fn cache_shows_what_upstep_keeps_and_prune_removes_only_what_no_run_can_use() {
         .unwrap();
     assert!(touched.success());
 
+    // The package store and build cache every tag's setup shares.
+    for shared in ["pnpm-store/v3/files/00", "nx-cache/abc123"] {
+        std::fs::create_dir_all(cache.join(shared)).unwrap();
+        std::fs::write(cache.join(shared).join("x"), "x").unwrap();
+    }
+
     let map = env.project.map_path.display().to_string();
     let shown = json_of(&env.command(&["cache", "--json"]).output().unwrap());
+    assert_eq!(names(&shown, "package-store"), ["pnpm store"], "{shown:#}");
+    assert_eq!(names(&shown, "build-cache"), ["nx cache"], "{shown:#}");
     assert_eq!(shown["schema"], "upstep.cache/1");
     let worktrees = names(&shown, "worktree");
     assert_eq!(worktrees.len(), 5, "{worktrees:?}");
@@ -162,6 +170,8 @@ fn cache_shows_what_upstep_keeps_and_prune_removes_only_what_no_run_can_use() {
         "{left:?}"
     );
     assert!(!cache.join("toolchains/node-0.0.1").exists());
+    assert!(cache.join("pnpm-store/v3/files/00/x").exists());
+    assert!(cache.join("nx-cache/abc123/x").exists());
     assert!(!old_logs.exists());
     // The live repository's worktrees still serve a run: it reuses v1.0.0 and v1.1.0.
     let out = env.upgrade(&["--to", "1.1.0", "--keep-worktrees"]);

@@ -82,7 +82,9 @@ fn one_of_each_event() -> Vec<RunEvent> {
         RunEvent::Setup {
             git_ref: String::new(),
             status: String::new(),
+            phase: String::new(),
             detail: String::new(),
+            duration_ms: 0,
         },
         RunEvent::SetupOutput {
             git_ref: String::new(),

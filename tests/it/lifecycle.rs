@@ -587,6 +587,34 @@ fn an_optional_step_is_shown_skipped_unless_asked_for_and_an_unknown_id_is_refus
         text(&out)
     );
 
+    // doctor checks what the run would run: the optional step only when asked for.
+    let doctor_steps = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "doctor",
+            "--map",
+            &map,
+            "--mongo-uri",
+            &env.uri,
+            "--to",
+            "1.1.0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        json["plan"]["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{json}"))
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let left_out = doctor_steps(&[]);
+    assert!(!left_out.iter().any(|id| id == "optional"), "{left_out:?}");
+    let asked = doctor_steps(&["--include-optional", "optional"]);
+    assert!(asked.iter().any(|id| id == "optional"), "{asked:?}");
+
     // Asked for by id, it runs (destructive: --yes confirms it).
     let out = env.upgrade(
         &env.map,

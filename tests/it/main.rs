@@ -28,6 +28,7 @@ mod store;
 mod support;
 mod tool_projects;
 mod upgrade;
+mod upgrade_fast;
 mod upgrade_gentle;
 mod upgrade_setup;
 mod upgrade_ssh;

@@ -109,7 +109,8 @@ fn doctor_checks_the_data_driven_plan_with_every_steps_needs_and_the_disk() {
     );
     assert_eq!(json["plan"]["steps"][0]["needs"][0], "encryption-key");
     assert_eq!(json["plan"]["disk_all_tags"], 300 * 1024 * 1024);
-    assert_eq!(json["plan"]["disk_at_once"], 100 * 1024 * 1024);
+    // Two tags at once: the next is prepared while the steps of the current one run.
+    assert_eq!(json["plan"]["disk_at_once"], 200 * 1024 * 1024);
 
     // With the key, nothing blocks.
     let out = {

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Opt-in benchmark of preparing real Novu tags (issue 14; never in CI: it needs a Novu clone,
+# the npm registry, tens of GB of disk and hours on a small machine).
+#
+#   scripts/bench-novu.sh --clone DIR [--range FROM:TO]... [--work DIR] [--skip-manual]
+#                         [--build-candidate]
+#
+# For each range (default: 0.24.0:2.0.0 and 0.17.0:0.24.0, the second spanning four tags:
+# v0.18.0, v0.19.0, v0.20.0, v0.24.0) it runs the real upgrade through scripts/novu-e2e.sh
+# (test MongoDB server, Redis, real-shaped seed, npm stand-ins where GitHub is out of reach,
+# every step verified, a second run that must run nothing) in these configurations, on the
+# same machine in the same run:
+#   cold      a new upstep cache: empty pnpm store and nx cache (toolchains shared)
+#   warm      the same cache again: store and nx cache full, worktrees gone
+#   warm-serial   the same, with --no-overlap
+#   candidate (--build-candidate) warm, with a map whose full setup builds only the workspace
+#             libraries the API depends on (`pnpm --filter "@novu/api^..." run build`) instead
+#             of `nx build @novu/api`: proven only if every step still succeeds and verifies
+# then the manual per-tag recipe (Novu's own process, by hand): extract the tag, install with
+# the tag's pnpm (`pnpm install --frozen-lockfile`, its own store, cold at the first tag), and
+# `pnpm nx build @novu/api`, each timed, each tag's folder removed after it.
+# It samples the disk of the worktrees, the store and the nx cache every 30 s (peak) and prints
+# one table: wall time, setup time per tag (install, build), what the overlap hid, peak disk.
+#
+# Environment: as scripts/novu-e2e.sh (UPSTEP_BIN, NOVU_SEED_BIN, UPSTEP_TEST_MONGOD); the
+# toolchains of ~/.cache/upstep (or UPSTEP_CACHE_DIR) are shared, read-only in spirit.
+
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+clone="" work=/work/bench-novu manual=yes candidate=no ranges=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --clone) clone=$2; shift 2 ;;
+    --range) ranges+=("$2"); shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --skip-manual) manual=no; shift ;;
+    --build-candidate) candidate=yes; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$clone" ] || { echo "usage: $0 --clone DIR [--range FROM:TO]... (see --help)" >&2; exit 2; }
+[ ${#ranges[@]} -gt 0 ] || ranges=(0.24.0:2.0.0 0.17.0:0.24.0)
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+shared_toolchains=${UPSTEP_CACHE_DIR:-$HOME/.cache/upstep}/toolchains
+mkdir -p "$shared_toolchains"
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [ -z "${UPSTEP_BIN:-}" ] || [ -z "${NOVU_SEED_BIN:-}" ]; then
+  (cd "$here" && nice -n 5 cargo build --quiet --bin upstep --example novu_seed)
+  export UPSTEP_BIN=$here/target/debug/upstep NOVU_SEED_BIN=$here/target/debug/examples/novu_seed
+fi
+
+# Peak bytes under the given folders, sampled every 30 s until the file $stop appears.
+sample_disk() {
+  local out=$1 stop=$2; shift 2
+  local peak=0 now
+  while [ ! -e "$stop" ]; do
+    now=$(du -sbc "$@" 2>/dev/null | tail -1 | cut -f1)
+    [ "${now:-0}" -gt "$peak" ] && peak=$now
+    echo "$peak" >"$out"
+    sleep 30
+  done
+}
+
+# The map whose full setup builds the API's workspace dependencies, not the API.
+candidate_map=$work/candidate-map.toml
+sed 's|\["pnpm", "nx", "build", "@novu/api"\]|["pnpm", "--filter", "@novu/api^...", "run", "build"]|' \
+  "$here/release-map.toml" >"$candidate_map"
+
+results=$work/results.tsv
+: >"$results"
+# run_config NAME CACHE FROM TO UPSTEP_FLAGS [novu-e2e.sh flags...]: one novu-e2e.sh run, its
+# figures appended.
+run_config() {
+  local name=$1 cache=$2 from=$3 to=$4 flags=$5; shift 5
+  local dir=$work/$name-v$from-v$to stop
+  mkdir -p "$cache"
+  [ -e "$cache/toolchains" ] || ln -s "$shared_toolchains" "$cache/toolchains"
+  stop=$(mktemp -u)
+  sample_disk "$dir.peak" "$stop" "$cache/worktrees" "$cache/pnpm-store" "$cache/nx-cache" &
+  local sampler=$! rc=0 started
+  log "$name: v$from -> v$to (cache $cache) $flags $*"
+  started=$(date +%s)
+  UPSTEP_CACHE_DIR=$cache UPSTEP_EXTRA_ARGS="$flags" \
+    "$here/scripts/novu-e2e.sh" --clone "$clone" --from "$from" --to "$to" --work "$dir" "$@" \
+    >"$dir.out" 2>&1 || rc=$?
+  touch "$stop"; wait "$sampler" 2>/dev/null || true; rm -f "$stop"
+  node - "$name" "v$from-v$to" "$rc" "$(( $(date +%s) - started ))" "$dir/run1.jsonl" \
+    "$(cat "$dir.peak" 2>/dev/null || echo 0)" "$(du -sb "$cache/pnpm-store" 2>/dev/null | cut -f1)" \
+    >>"$results" <<'EOF'
+const [name, range, rc, wall, events, peak, store] = process.argv.slice(2);
+const lines = require('fs').existsSync(events) ? require('fs').readFileSync(events, 'utf8').split('\n') : [];
+const ev = lines.filter(Boolean).map((l) => { try { return JSON.parse(l.slice(l.indexOf(' ') + 1)); } catch { return null; } }).filter(Boolean);
+const tags = {};
+let hidden = 0;
+for (const e of ev.filter((e) => e.event === 'setup')) {
+  const t = (tags[e.git_ref] ||= { install: 0, build: 0, other: 0, cached: false });
+  if (e.status === 'finished') t[e.phase] = (t[e.phase] || 0) + e.duration_ms;
+  if (e.status === 'cached') t.cached = true;
+  if (e.status === 'prepared-ahead') hidden += e.duration_ms;
+}
+const s = (ms) => (ms / 1000).toFixed(0);
+const perTag = Object.entries(tags).map(([tag, t]) => t.cached ? `${tag} cached` : `${tag} ${s(t.install)}+${s(t.build)}`).join(', ');
+const setup = Object.values(tags).reduce((a, t) => a + t.install + t.build + t.other, 0);
+console.log([name, range, rc, wall, s(setup), s(hidden), (Number(peak) / 1e9).toFixed(1), (Number(store || 0) / 1e9).toFixed(1), perTag].join('\t'));
+EOF
+}
+
+# The manual recipe, tag by tag, for the tags upstep ran in the range.
+manual_range() {
+  local from=$1 to=$2 dir=$work/manual-v$from-v$to
+  local repo=$work/warm-v$from-v$to/repo
+  [ -d "$repo" ] || repo=$clone
+  local store=$dir/store total=0 peak=0 per=()
+  mkdir -p "$dir"
+  local tags
+  tags=$(node -e 'const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const seen = new Map(); for (const s of p.steps || []) if (s.action !== "skip") seen.set(s.git_ref, [s.node, s.pnpm || ""]); for (const [t, [n, q]] of seen) console.log(t, n, q)' \
+    "$work/warm-v$from-v$to/plan.json" 2>/dev/null || true)
+  while read -r tag node pnpm; do
+    [ -n "$tag" ] || continue
+    local wt=$dir/$tag t0 t1 t2 t3 nodebin
+    nodebin=$(dirname "$(find -L "$shared_toolchains/node-$node" -path '*/bin/node' -type f 2>/dev/null | head -1)")
+    [ -n "$nodebin" ] && [ "$nodebin" != . ] || nodebin=$(dirname "$(command -v node)")
+    log "manual: $tag (node $node, pnpm ${pnpm:-?})"
+    t0=$(date +%s); rm -rf "$wt"; mkdir -p "$wt"
+    git -C "$repo" archive "$tag" | tar -x -C "$wt"
+    t1=$(date +%s)
+    # npx from outside the checkout (inside it, npx scans the tree for minutes).
+    (cd "$dir" && PATH=$nodebin:$PATH CYPRESS_INSTALL_BINARY=0 npx --yes "pnpm@$pnpm" install \
+      --dir "$wt" --frozen-lockfile --store-dir "$store" --reporter=append-only) >"$wt.install.log" 2>&1 || echo "  install failed: $wt.install.log"
+    t2=$(date +%s)
+    (cd "$wt" && PATH=$nodebin:$PATH NX_DAEMON=false npx --yes "pnpm@$pnpm" nx build @novu/api) >"$wt.build.log" 2>&1 || echo "  build failed: $wt.build.log"
+    t3=$(date +%s)
+    local bytes; bytes=$(du -sbc "$wt" "$store" | tail -1 | cut -f1)
+    [ "$bytes" -gt "$peak" ] && peak=$bytes
+    rm -rf "$wt"
+    per+=("$tag $((t2 - t1))+$((t3 - t2))")
+    total=$((total + t3 - t0))
+  done <<<"$tags"
+  printf 'manual\tv%s-v%s\t-\t%s\t%s\t0\t%s\t%s\t%s\n' "$from" "$to" "$total" "$total" \
+    "$(node -e "console.log((${peak}/1e9).toFixed(1))")" \
+    "$(node -e "console.log(($(du -sb "$store" 2>/dev/null | cut -f1 || echo 0)/1e9).toFixed(1))")" \
+    "$(IFS=,; echo "${per[*]:-}")" >>"$results"
+  rm -rf "$store"
+}
+
+for range in "${ranges[@]}"; do
+  from=${range%%:*} to=${range#*:}
+  cache=$work/cache-v$from-v$to
+  rm -rf "$cache"
+  run_config cold "$cache" "$from" "$to" ""
+  run_config warm "$cache" "$from" "$to" ""
+  run_config warm-serial "$cache" "$from" "$to" --no-overlap
+  [ "$candidate" = no ] || run_config candidate "$cache" "$from" "$to" "" --map "$candidate_map"
+  [ "$manual" = no ] || manual_range "$from" "$to"
+done
+
+{
+  printf 'config\trange\texit\twall s\tsetup s\thidden s\tpeak GB\tstore GB\tper tag (install+build s)\n'
+  cat "$results"
+} | column -t -s "$(printf '\t')"
+echo
+echo "setup s: the sum of the setup commands' seconds; hidden s: setup time the overlap ran"
+echo "behind the steps (prepared-ahead events); peak GB: worktrees + pnpm store + nx cache"
+echo "(manual: its folder + its store). Each run's logs: $work/<config>-v<from>-v<to>/."
