@@ -48,8 +48,8 @@ impl Roots {
         let cache = crate::git::default_cache_root();
         let shared = |path: PathBuf| Some(path).filter(|p| p.is_dir());
         Roots {
-            package_store: shared(crate::executor::shared_cache::pnpm_store(&cache)),
-            build_cache: shared(crate::executor::shared_cache::nx_cache(&cache)),
+            package_store: shared(crate::shared_cache::pnpm_store(&cache)),
+            build_cache: shared(crate::shared_cache::nx_cache(&cache)),
             state: crate::store::mirror::state_dir(),
             cache,
         }

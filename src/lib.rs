@@ -30,6 +30,7 @@ pub mod release_map;
 pub mod repo_facts;
 pub mod runner;
 pub mod settings;
+pub mod shared_cache;
 pub mod store;
 pub mod tunnel;
 pub mod ui;

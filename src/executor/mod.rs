@@ -6,7 +6,7 @@
 //! - `recovery.rs`: what a dead run left; scripts changed since they ran; a dropped tunnel
 //! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`)
 //! - `prepare.rs`: backup, downloads; per tag: worktree, toolchain, then removal
-//! - `setup.rs`: per tag: install and build, stamped (`shared_cache.rs`: the package store
+//! - `setup.rs`: per tag: install and build, stamped (`src/shared_cache.rs`: the package store
 //!   and build cache every tag shares)
 //! - `overlap.rs`: the next tag prepared while this tag's steps run
 //! - `step.rs`: per step: journal running, run, classify the ending, settle
@@ -37,7 +37,6 @@ mod recovery;
 mod report;
 mod request;
 mod setup;
-pub mod shared_cache;
 mod step;
 mod stop;
 #[cfg(test)]

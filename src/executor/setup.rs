@@ -295,7 +295,7 @@ pub(super) fn phase_of(argv: &[String]) -> &'static str {
 /// The setup commands' environment: the era's `setup_env`, plus node-gyp's `nodedir` pointing
 /// at the tag's node headers (unless the map or the user set one), so native modules build
 /// against the node that runs them without downloading headers from nodejs.org, plus the
-/// shared package store and build cache (`shared_cache.rs`).
+/// shared package store and build cache (`src/shared_cache.rs`).
 fn setup_env(setup: &SetupPlan<'_>, cache_root: &Path) -> Vec<(String, String)> {
     let mut env = command::setup_env(setup.era);
     let set = |env: &[(String, String)], key: &str| {
@@ -309,7 +309,7 @@ fn setup_env(setup: &SetupPlan<'_>, cache_root: &Path) -> Vec<(String, String)> 
             env.push(("npm_config_nodedir".into(), headers.display().to_string()));
         }
     }
-    let shared = super::shared_cache::setup_env(cache_root, &|key| set(&env, key));
+    let shared = crate::shared_cache::setup_env(cache_root, &|key| set(&env, key));
     env.extend(shared);
     env
 }
