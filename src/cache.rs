@@ -28,8 +28,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::release_map::ReleaseMap;
 
-pub const CACHE_SCHEMA: &str = "upstep.cache/1";
-pub const PRUNE_SCHEMA: &str = "upstep.cache-prune/1";
+pub const CACHE_SCHEMA: &str = crate::json_schemas::CACHE;
+pub const PRUNE_SCHEMA: &str = crate::json_schemas::CACHE_PRUNE;
 
 /// Where upstep keeps things.
 #[derive(Debug, Clone)]

@@ -34,7 +34,7 @@ use crate::store::journal::{JournalEntry, StepStatus};
 use crate::store::Store;
 use crate::version::{display, parse_user_version};
 
-pub const DETECT_SCHEMA: &str = "upstep.detect/1";
+pub const DETECT_SCHEMA: &str = crate::json_schemas::DETECT;
 
 /// Where the target version came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -211,7 +211,7 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
         .filter(|c| c.severity == Severity::Warning)
         .count();
     DoctorReport {
-        schema: "upstep.doctor/1",
+        schema: crate::json_schemas::DOCTOR,
         checks,
         blockers,
         warnings,

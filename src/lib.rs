@@ -14,6 +14,7 @@ pub mod downloads;
 pub mod error;
 pub mod executor;
 pub mod git;
+pub mod json_schemas;
 mod logging;
 pub mod mongo;
 pub mod npm_range;

@@ -152,7 +152,7 @@ impl ConfigView {
             items
         });
         ConfigView {
-            schema: "upstep.config/1",
+            schema: crate::json_schemas::CONFIG,
             config_file: s.config_file.as_ref().map(|p| p.display().to_string()),
             profile: Item::of(s.profile.as_ref(), String::clone),
             mongo_uri: Item::of(s.mongo_uri.as_ref(), |u| redact_uri(u)),

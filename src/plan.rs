@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::release_map::{Idempotency, Introduced, Migration, Mode, Need, ReleaseMap};
 use crate::version::display;
 
-pub const PLAN_SCHEMA: &str = "upstep.plan/1";
+pub const PLAN_SCHEMA: &str = crate::json_schemas::PLAN;
 
 pub use crate::release_map::order::{order_steps, OrderViolation, PlanRequest};
 use crate::release_map::order::{order_steps_inner, RunPoint};

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub const REPORT_SCHEMA: &str = "upstep.rehearsal/1";
+pub const REPORT_SCHEMA: &str = crate::json_schemas::REHEARSAL;
 /// Between the real database's name and the rehearsal's time in a default scratch name.
 pub const SCRATCH_INFIX: &str = "_upstep_rehearsal_";
 /// MongoDB's limit on a database name, in bytes.

@@ -679,7 +679,7 @@ impl PreparedRestore {
     /// The report before anything is done: every collection unchanged.
     fn report(&self) -> RestoreReport {
         RestoreReport {
-            schema: "upstep.restore/1",
+            schema: crate::json_schemas::RESTORE,
             backup: self.backup.display().to_string(),
             backup_created_at: self.manifest.created_at.clone(),
             database: self.database().to_string(),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// The manifest's schema name; restore refuses any other.
-pub const MANIFEST_SCHEMA: &str = "upstep.backup/1";
+pub const MANIFEST_SCHEMA: &str = crate::json_schemas::BACKUP_MANIFEST;
 /// The manifest's file name, at the top of the backup directory.
 pub const MANIFEST_FILE: &str = "upstep-manifest.json";
 

@@ -221,7 +221,7 @@ fn map_validate(file: Option<&std::path::Path>, output: &OutputOpts) -> Result<E
     // Problems are reported through the error (stderr, exit code 3), each with its line.
     let map = release_map::load(file)?;
     let report = ValidationReport {
-        schema: "upstep.map-validation/1",
+        schema: crate::json_schemas::MAP_VALIDATION,
         map: map.source.clone(),
         valid: true,
         releases: map.releases.len(),
@@ -279,7 +279,7 @@ struct MigrationView<'a> {
 fn map_show(opts: &MapOpts, output: &OutputOpts) -> Result<ExitCode> {
     let map = load_map(opts)?;
     let view = MapView {
-        schema: "upstep.map/1",
+        schema: crate::json_schemas::MAP,
         map: &map.source,
         project: &map.project.name,
         releases: map
@@ -463,7 +463,7 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
     )?;
     let found = &checked.disagreements;
     let report = MapCheckReport {
-        schema: "upstep.map-check/1",
+        schema: crate::json_schemas::MAP_CHECK,
         map: map.source.clone(),
         repository: repo_opts
             .repo

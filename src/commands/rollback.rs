@@ -111,7 +111,7 @@ fn plan_rollback(
         Ok::<_, Error>((steps, store.redacted_uri.clone()))
     })?;
     let plan = RollbackPlan {
-        schema: "upstep.rollback-plan/1",
+        schema: crate::json_schemas::ROLLBACK_PLAN,
         to: display(&to),
         steps,
     };

@@ -153,7 +153,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
             });
         }
         Ok::<_, Error>(StatusReport {
-            schema: "upstep.status/1",
+            schema: crate::json_schemas::STATUS,
             database: store.redacted_uri.clone(),
             to: crate::version::display(&opts.to),
             pending: rows
@@ -286,7 +286,7 @@ pub fn mark_command(args: &MarkArgs) -> Result<ExitCode> {
         ui::print_text(&format!("{}: recorded as {}\n", args.id, status.as_str()))?;
     } else {
         ui::print_json(
-            &serde_json::json!({ "schema": "upstep.mark/1", "id": args.id, "status": status.as_str() }),
+            &serde_json::json!({ "schema": crate::json_schemas::MARK, "id": args.id, "status": status.as_str() }),
         )?;
     }
     Ok(ExitCode::Success)
@@ -330,7 +330,7 @@ pub fn unlock_command(args: &UnlockArgs) -> Result<ExitCode> {
     };
     if args.output.json {
         ui::print_json(
-            &serde_json::json!({ "schema": "upstep.unlock/1", "removed": removed.map(|h| h.describe()) }),
+            &serde_json::json!({ "schema": crate::json_schemas::UNLOCK, "removed": removed.map(|h| h.describe()) }),
         )?;
     } else {
         ui::print_text(&text)?;

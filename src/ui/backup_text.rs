@@ -52,7 +52,7 @@ impl BackupSummary {
             })
             .collect();
         BackupSummary {
-            schema: "upstep.backup-summary/1",
+            schema: crate::json_schemas::BACKUP_SUMMARY,
             out: out.display().to_string(),
             database: manifest.database.clone(),
             created_at: manifest.created_at.clone(),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Styler;
 
-pub const EVENT_SCHEMA: &str = "upstep.event/1";
+pub const EVENT_SCHEMA: &str = crate::json_schemas::EVENT;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]

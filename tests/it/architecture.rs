@@ -255,3 +255,27 @@ fn only_the_child_module_spawns_and_signals_groups() {
         }
     }
 }
+
+#[test]
+fn json_schema_ids_are_named_only_in_their_registry() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for file in files {
+        if file.ends_with("json_schemas.rs") {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&file).expect("read a source file"));
+        for (i, line) in code.lines().enumerate() {
+            let literal = line
+                .match_indices("\"upstep.")
+                .any(|(at, _)| line[at + 1..].split('"').next().unwrap().contains('/'));
+            assert!(
+                !literal,
+                "{}:{}: a JSON schema id spelled out: use crate::json_schemas",
+                file.display(),
+                i + 1
+            );
+        }
+    }
+}

@@ -263,3 +263,34 @@ fn documented_summary_statuses_are_exit_code_names() {
         );
     }
 }
+
+#[test]
+fn every_json_schema_id_is_documented_and_no_other() {
+    let text = read("docs/unattended.md");
+    let start = text
+        .lines()
+        .position(|l| l.replace(' ', "") == "|schema|writtenby|")
+        .expect("docs/unattended.md has the JSON documents table");
+    let documented: BTreeSet<String> = text
+        .lines()
+        .skip(start + 2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            row.trim_matches('|')
+                .split('|')
+                .next()
+                .unwrap()
+                .trim()
+                .trim_matches('`')
+                .to_string()
+        })
+        .collect();
+    let emitted: BTreeSet<String> = upstep::json_schemas::ALL
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        documented, emitted,
+        "docs/unattended.md's JSON documents table"
+    );
+}
