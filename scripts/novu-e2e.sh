@@ -73,6 +73,20 @@ STAND_INS=(
   "'@team-plain/typescript-sdk@5.4.3':|'@team-plain/typescript-sdk@5.8.0':"
   "integrity: sha512-660VeutTdaspdzsgpLHKhYsBxX0BOH/O4r0FTi1HD67QyHnKeaMRbxBAen7Yi+vpcpBc3gJGq4HtgHWPZ5WEoA==|integrity: sha512-qgDGX96yDsdTo5+Yh8R+rhtInmAm90w17607B2Ugik8Ij0H1wocjjp8xtMxHruSmms5ani43Y5xRxVFPSxYVeg=="
   "'@team-plain/typescript-sdk':\n        specifier: 5.4.3\n        version: 5.4.3|'@team-plain/typescript-sdk':\n        specifier: 5.4.3\n        version: 5.8.0"
+  # @maily-to/render 0.0.17 and 0.0.19 (v2.1.1: the API and application-generic) are no longer
+  # served by npm (404); 0.0.12, with the same dependencies and peers, takes both places: 0.0.17's
+  # entries go, 0.0.19's are renamed (the store checks that a package's version is its key's).
+  "  '@maily-to/render@0.0.17':\n    resolution: {integrity: sha512-vFDlY9U9XtyDRzeVGVON9tgbzBRrq5wBOMG1aFGc/30soaamK7oYxRqSUbwNmrfT2ScBgL7YFtDLoeRZbpdmeA==}\n    engines: {node: '>=18.0.0'}\n    peerDependencies:\n      react: ^18.3.1\n\n|"
+  "  '@maily-to/render@0.0.17(react-dom@18.3.1(react@18.3.1))(react@18.3.1)':\n    dependencies:\n      '@react-email/components': 0.0.25(react-dom@18.3.1(react@18.3.1))(react@18.3.1)\n      '@react-email/render': 1.0.1(react-dom@18.3.1(react@18.3.1))(react@18.3.1)\n      react: 18.3.1\n    transitivePeerDependencies:\n      - react-dom\n\n|"
+  "'@maily-to/render@0.0.19|'@maily-to/render@0.0.12"
+  "sha512-cyR/cRmUj+zcZOKc2yZlBTGFUAJazjoc3YFkBOnx8eMq3N4bHAxC+zT1MsfEqXXiHcw2uW289xxEVkrjKC0xJw==|sha512-IpLb5g6JJ7aBuZrVyUmUcOfRj1rc/DrDQS0uk8200xXD2Wr3V+mschMGUeJghW0IMEbk/Q14jbLTNfvTg3G42w=="
+  "'@maily-to/render':\n        specifier: ^0.0.17\n        version: 0.0.17(|'@maily-to/render':\n        specifier: ^0.0.17\n        version: 0.0.12("
+  "'@maily-to/render':\n        specifier: ^0.0.19\n        version: 0.0.19(|'@maily-to/render':\n        specifier: ^0.0.19\n        version: 0.0.12("
+  # Novu's fork of maily.to's render package (v2.2.0-v3.11.0: github:novuhq/maily.to, codeload)
+  # -> @maily-to/render 0.1.4 from npm, the upstream release nearest the fork's 0.1.3-novu.N
+  # (same dependencies: @react-email/*, juice, node-html-parser). The key keeps its URL.
+  "{path: /packages/render, tarball: https://codeload.github.com/novuhq/maily.to/tar.gz/3f179b72ada0e34286b6eb89826875f7e9fb5472}\n    version: 0.1.3-novu.4-render|{integrity: sha512-SZJwZ4qwyeFWnc6fjeF9eHEZZWe0QoFOVezZDdJV7ZHDtvflyDEy8f33in29Uh1s55bAdLwgPxtTDHYos+p2XA==, tarball: https://registry.npmjs.org/@maily-to/render/-/render-0.1.4.tgz}\n    version: 0.1.4"
+  "{path: /packages/render, tarball: https://codeload.github.com/novuhq/maily.to/tar.gz/cdded4d623f136f0d89a45dbd3507e44465632bd}\n    version: 0.1.3-novu.8-render|{integrity: sha512-SZJwZ4qwyeFWnc6fjeF9eHEZZWe0QoFOVezZDdJV7ZHDtvflyDEy8f33in29Uh1s55bAdLwgPxtTDHYos+p2XA==, tarball: https://registry.npmjs.org/@maily-to/render/-/render-0.1.4.tgz}\n    version: 0.1.4"
 )
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
