@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::orphan_guard::OrphanGuard;
-use crate::redact::redact_uri;
+use crate::redact::Uri;
 
 /// How ssh checks the SSH host's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -189,41 +189,29 @@ const SRV_FIX: &str = "name the primary as seen from the SSH host with --ssh-rem
     host:port (or remote_mongo in the profile), and give a plain mongodb://user:pass@host:port/db \
     URI (add tls=true&tlsAllowInvalidHostnames=true if the server requires TLS)";
 
-/// Splits a `mongodb://` URI into (userinfo with its `@`, host list, the rest from `/` or `?`).
-fn split_mongo_uri(uri: &str) -> Result<(&str, &str, &str)> {
-    if uri.starts_with("mongodb+srv://") {
+/// A `mongodb://` URI, parsed; `mongodb+srv://` and other schemes are refused.
+fn plain_mongo_uri(uri: &str) -> Result<Uri> {
+    let parsed = Uri::new(uri);
+    if parsed.has_scheme("mongodb+srv") {
         return Err(Error::Tunnel {
             message: SRV_EXPLANATION.into(),
             fix: SRV_FIX.into(),
         });
     }
-    let Some(rest) = uri.strip_prefix("mongodb://") else {
+    if !uri.starts_with("mongodb://") {
         return Err(Error::usage(
-            format!("`{}` is not a MongoDB connection URI", redact_uri(uri)),
+            format!("`{parsed}` is not a MongoDB connection URI"),
             "give a URI that starts with mongodb://, e.g. mongodb://user:pass@db:27017/novu-db",
         ));
-    };
-    // The authority ends at the first `/` (or `?`); in it, the user information ends at the last
-    // `@` (the spec wants `@`, `/` and `:` in passwords percent-encoded).
-    let authority_end = rest
-        .find('/')
-        .or_else(|| rest.find('?'))
-        .unwrap_or(rest.len());
-    let userinfo_end = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
-    let after = &rest[userinfo_end..];
-    let hosts_end = after.find(['/', '?']).unwrap_or(after.len());
-    Ok((
-        &rest[..userinfo_end],
-        &after[..hosts_end],
-        &after[hosts_end..],
-    ))
+    }
+    Ok(parsed)
 }
 
 /// The MongoDB host:port a tunnel should forward to by default: the one host of the URI (as
 /// the SSH host sees it). Several hosts, or an SRV URI, need an explicit `--ssh-remote-mongo`.
 pub fn mongo_forward_target(uri: &str) -> Result<(String, u16)> {
-    let (_, hosts, _) = split_mongo_uri(uri)?;
-    let list: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    let parsed = plain_mongo_uri(uri)?;
+    let list = parsed.host_list();
     match list.as_slice() {
         [one] => match parse_host_port(one) {
             Some(hp) => Ok(hp),
@@ -246,12 +234,9 @@ pub fn mongo_forward_target(uri: &str) -> Result<(String, u16)> {
 /// Points a `mongodb://` URI at `127.0.0.1:<local_port>` with `directConnection=true`, keeping
 /// the credentials, database and other options. `mongodb+srv://` is refused (see the message).
 pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
-    let (userinfo, _, rest) = split_mongo_uri(uri)?;
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (rest, None),
-    };
-    let mut params: Vec<&str> = query
+    let parsed = plain_mongo_uri(uri)?;
+    let mut params: Vec<&str> = parsed
+        .query()
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
@@ -261,11 +246,17 @@ pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
         })
         .collect();
     params.push("directConnection=true");
-    let path = if path.is_empty() { "/" } else { path };
-    Ok(format!(
-        "mongodb://{userinfo}127.0.0.1:{local_port}{path}?{}",
-        params.join("&")
-    ))
+    let path = if parsed.path().is_empty() {
+        "/"
+    } else {
+        parsed.path()
+    };
+    let rewritten = parsed.rebuilt(
+        &format!("127.0.0.1:{local_port}"),
+        path,
+        Some(&params.join("&")),
+    );
+    Ok(rewritten.expose().to_string())
 }
 
 /// The last lines ssh wrote on stderr.
