@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -566,18 +566,13 @@ pub async fn mongo_hello(port: u16) -> bool {
     answered
 }
 
+/// PING through the forward (`-NOAUTH` counts: it is Redis answering); about 2 s at most.
 async fn redis_ping(port: u16) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-        stream.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
-        let mut buf = [0u8; 64];
-        let n = stream.read(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Ok(true))
-    )
+    let url = crate::redis_ping::loopback_url(port);
+    match crate::redis_ping::ping(&url, Duration::from_secs(1)).await {
+        Ok(_) => true,
+        Err(e) => e.is_an_answer(),
+    }
 }
 
 fn stderr_text(stderr: &StderrLog) -> String {
