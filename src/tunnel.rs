@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -303,39 +304,43 @@ pub async fn open(spec: TunnelSpec) -> Result<Tunnel> {
             spec.target()
         );
     }
-    let mut last = None;
     // A port picked as free can be taken before ssh binds it: then ssh exits at once
-    // (ExitOnForwardFailure) and we try new ports.
-    for _ in 0..3 {
-        let ports = free_ports(spec.forwards.len())?;
-        match start(&spec, &ports).await {
-            Ok((child, stderr, guard)) => {
-                let pid = child.id().unwrap_or(0);
-                let (state, _) = watch::channel(TunnelState::Up);
-                let mut tunnel = Tunnel {
-                    local_ports: ports,
-                    pid,
-                    spec,
-                    child: Arc::new(Mutex::new(Some(child))),
-                    stderr,
-                    state,
-                    monitor: None,
-                    guard: Some(guard),
-                };
-                tunnel.start_monitor();
-                return Ok(tunnel);
-            }
-            Err(StartError::PortTaken) => last = Some(StartError::PortTaken),
-            Err(StartError::Failed(e) | StartError::Permanent(e)) => return Err(e),
+    // (ExitOnForwardFailure) and we try new ports, up to three times in all, at once.
+    let started = (|| async {
+        let ports = free_ports(spec.forwards.len()).map_err(StartError::Failed)?;
+        start(&spec, &ports).await.map(|started| (ports, started))
+    })
+    .retry(
+        ConstantBuilder::default()
+            .with_delay(Duration::ZERO)
+            .with_max_times(2),
+    )
+    .sleep(tokio::time::sleep)
+    .when(|e| matches!(e, StartError::PortTaken))
+    .await;
+    match started {
+        Ok((ports, (child, stderr, guard))) => {
+            let pid = child.id().unwrap_or(0);
+            let (state, _) = watch::channel(TunnelState::Up);
+            let mut tunnel = Tunnel {
+                local_ports: ports,
+                pid,
+                spec,
+                child: Arc::new(Mutex::new(Some(child))),
+                stderr,
+                state,
+                monitor: None,
+                guard: Some(guard),
+            };
+            tunnel.start_monitor();
+            Ok(tunnel)
         }
-    }
-    Err(match last {
-        Some(StartError::Failed(e) | StartError::Permanent(e)) => e,
-        _ => Error::Tunnel {
+        Err(StartError::Failed(e) | StartError::Permanent(e)) => Err(e),
+        Err(StartError::PortTaken) => Err(Error::Tunnel {
             message: "ssh could not listen on a free local port three times in a row".into(),
             fix: "check what is taking loopback ports on this machine, then try again".into(),
-        },
-    })
+        }),
+    }
 }
 
 enum StartError {
@@ -935,47 +940,49 @@ impl Tunnel {
     /// them. Failures no retry can fix (host key, refused key) return at once.
     pub async fn reopen(&mut self, retries: u32, backoff: Duration) -> Result<()> {
         self.stop_child().await;
-        let mut wait = backoff;
-        let mut attempt = 0;
-        loop {
-            match start(&self.spec, &self.local_ports).await {
-                Ok((child, stderr, guard)) => {
-                    self.pid = child.id().unwrap_or(0);
-                    self.stderr = stderr;
-                    self.guard = Some(guard);
-                    if let Ok(mut slot) = self.child.lock() {
-                        *slot = Some(child);
-                    }
-                    self.state.send_replace(TunnelState::Up);
-                    self.start_monitor();
-                    tracing::info!("SSH tunnel to {} reopened", self.spec.target());
-                    return Ok(());
+        let failed_attempts = std::cell::Cell::new(0u32);
+        let started = (|| start(&self.spec, &self.local_ports))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(backoff)
+                    .with_factor(2.0)
+                    .with_max_delay(Duration::from_secs(30))
+                    .with_max_times(retries as usize),
+            )
+            .sleep(tokio::time::sleep)
+            .when(|e| !matches!(e, StartError::Permanent(_)))
+            .notify(|_, wait| {
+                failed_attempts.set(failed_attempts.get() + 1);
+                tracing::warn!(
+                    "reopening the SSH tunnel to {} failed (attempt {} of {}); retrying in {:?}",
+                    self.spec.target(),
+                    failed_attempts.get(),
+                    retries + 1,
+                    wait
+                );
+            })
+            .await;
+        match started {
+            Ok((child, stderr, guard)) => {
+                self.pid = child.id().unwrap_or(0);
+                self.stderr = stderr;
+                self.guard = Some(guard);
+                if let Ok(mut slot) = self.child.lock() {
+                    *slot = Some(child);
                 }
-                Err(StartError::Permanent(e)) => return Err(e),
-                Err(StartError::Failed(e)) if attempt >= retries => return Err(e),
-                Err(StartError::PortTaken) if attempt >= retries => {
-                    return Err(Error::Tunnel {
-                        message: format!(
-                            "cannot reopen the tunnel: local ports {:?} are now taken by \
-                             another program",
-                            self.local_ports
-                        ),
-                        fix: "stop that program, or start the run again".into(),
-                    })
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "reopening the SSH tunnel to {} failed (attempt {} of {}); retrying in {:?}",
-                        self.spec.target(),
-                        attempt + 1,
-                        retries + 1,
-                        wait
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                    attempt += 1;
-                }
+                self.state.send_replace(TunnelState::Up);
+                self.start_monitor();
+                tracing::info!("SSH tunnel to {} reopened", self.spec.target());
+                Ok(())
             }
+            Err(StartError::Permanent(e) | StartError::Failed(e)) => Err(e),
+            Err(StartError::PortTaken) => Err(Error::Tunnel {
+                message: format!(
+                    "cannot reopen the tunnel: local ports {:?} are now taken by another program",
+                    self.local_ports
+                ),
+                fix: "stop that program, or start the run again".into(),
+            }),
         }
     }
 
