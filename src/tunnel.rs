@@ -260,6 +260,15 @@ pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
     Ok(rewritten.expose().to_string())
 }
 
+/// `retries` waits between attempts to reopen: `backoff`, then twice that, ..., at most 30 s.
+fn reopen_backoff(retries: u32, backoff: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(backoff)
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(retries as usize)
+}
+
 /// The last lines ssh wrote on stderr.
 type StderrLog = Arc<Mutex<VecDeque<String>>>;
 
@@ -942,13 +951,7 @@ impl Tunnel {
         self.stop_child().await;
         let failed_attempts = std::cell::Cell::new(0u32);
         let started = (|| start(&self.spec, &self.local_ports))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(backoff)
-                    .with_factor(2.0)
-                    .with_max_delay(Duration::from_secs(30))
-                    .with_max_times(retries as usize),
-            )
+            .retry(reopen_backoff(retries, backoff))
             .sleep(tokio::time::sleep)
             .when(|e| !matches!(e, StartError::Permanent(_)))
             .notify(|_, wait| {
@@ -1025,6 +1028,20 @@ impl Drop for Tunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopening_waits_twice_as_long_each_time_up_to_thirty_seconds() {
+        use backon::BackoffBuilder;
+        let waits: Vec<Duration> = reopen_backoff(3, Duration::from_secs(2)).build().collect();
+        assert_eq!(
+            waits,
+            [2, 4, 8].map(Duration::from_secs).to_vec(),
+            "the recovery's reopen(3, 2 s)"
+        );
+        let capped: Vec<Duration> = reopen_backoff(4, Duration::from_secs(20)).build().collect();
+        assert_eq!(capped, [20, 30, 30, 30].map(Duration::from_secs).to_vec());
+        assert_eq!(reopen_backoff(0, Duration::from_secs(1)).build().count(), 0);
+    }
 
     #[test]
     fn ssh_targets() {
