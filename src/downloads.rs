@@ -217,10 +217,7 @@ mod tests {
         assert_eq!(d.host(), Some("github.com"));
         assert!(d.needed_by(None));
         assert!(!d.needed_by(Some("data-layer")));
-        let needs = [
-            Need::of("v0.12.0", &d, &[]),
-            Need::of("v0.15.0", &d, &[]),
-        ];
+        let needs = [Need::of("v0.12.0", &d, &[]), Need::of("v0.15.0", &d, &[])];
         let mut asked = Vec::new();
         let results = checks(&needs, &mut |h| {
             asked.push(h.to_string());

@@ -92,10 +92,10 @@ pub fn probe_downloads(plan: &mut Plan) -> usize {
             }
         }
         let found: Vec<String> = crate::downloads::checks(&needs, &mut probe)
-        .into_iter()
-        .filter(|c| c.severity == crate::preflight::Severity::Blocker)
-        .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
-        .collect();
+            .into_iter()
+            .filter(|c| c.severity == crate::preflight::Severity::Blocker)
+            .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
+            .collect();
         blockers += found.len();
         group.blockers = found;
     }

@@ -153,8 +153,14 @@ mod tests {
         assert_eq!(outcome, Outcome::Applied { edits: 4 });
         assert!(!out.contains("5.4.3'"), "{out}");
         assert_eq!(out.matches("'@team-plain/typescript-sdk@5.8.0'").count(), 2);
-        assert!(out.contains("specifier: 5.4.3\n        version: 5.8.0"), "{out}");
-        assert!(out.contains("sha512-new") && !out.contains("@gone/thing"), "{out}");
+        assert!(
+            out.contains("specifier: 5.4.3\n        version: 5.8.0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sha512-new") && !out.contains("@gone/thing"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -167,12 +173,15 @@ mod tests {
 
     #[test]
     fn a_text_neither_there_nor_replaced_is_named() {
-        let s = stand_in(&[("'@other/pkg@1.2.3':\n    resolution: x", "'@other/pkg@2.0.0'")]);
+        let s = stand_in(&[(
+            "'@other/pkg@1.2.3':\n    resolution: x",
+            "'@other/pkg@2.0.0'",
+        )]);
         let err = apply(LOCK, &s).unwrap_err();
         assert_eq!(err.text, "'@other/pkg@1.2.3':");
-        assert!(err
-            .describe("pnpm-lock.yaml", "v2.1.0")
-            .contains("the stand-in for @team-plain/typescript-sdk does not fit pnpm-lock.yaml at v2.1.0"));
+        assert!(err.describe("pnpm-lock.yaml", "v2.1.0").contains(
+            "the stand-in for @team-plain/typescript-sdk does not fit pnpm-lock.yaml at v2.1.0"
+        ));
         // Only removals, none of them there: nothing shows the stand-in was ever applied.
         let removal = stand_in(&[("  '@other/pkg@1.2.3': {}\n", "")]);
         assert!(apply(LOCK, &removal).is_err());

@@ -476,6 +476,12 @@ impl Workspace for FakeWorkspace {
             })
         })
     }
+    fn reachable<'a>(
+        &'a self,
+        _download: &'a crate::release_map::Download,
+    ) -> LocalBoxFuture<'a, bool> {
+        Box::pin(std::future::ready(true))
+    }
     fn check_downloads<'a>(
         &'a self,
         _map: &'a ReleaseMap,

@@ -37,6 +37,7 @@ mod recovery;
 mod report;
 mod request;
 mod setup;
+mod stand_ins;
 mod step;
 mod stop;
 #[cfg(test)]
@@ -238,6 +239,8 @@ async fn run_steps(
     summary: &mut Summary,
     fx: &mut Effects<'_>,
 ) -> Result<()> {
+    // Results obtained at this tag are obtained with its stand-ins (the summary says so).
+    summary.stand_ins.extend(tag.stand_ins.iter().cloned());
     // The migration tool of its command steps is installed, or none of them starts.
     tool_steps::check_tools(
         opts,

@@ -79,6 +79,8 @@ pub(super) struct PreparedTag {
     pub(super) tag: TagInfo,
     pub(super) worktree: PathBuf,
     pub(super) path_prefix: Vec<PathBuf>,
+    /// The stand-ins its install took, described (`StandIn::describe`, with the tag).
+    pub(super) stand_ins: Vec<String>,
 }
 
 /// Check out the tag, find (or provision) its toolchain, run its setup. Each phase is ended
@@ -132,11 +134,22 @@ pub(super) async fn prepare_tag_for(
     });
     let mut path_prefix = vec![toolchain.node_dir.clone()];
     path_prefix.extend(toolchain.pnpm_dir.clone());
+    // Only an install takes stand-ins.
+    let stand_ins = if choice.commands.is_empty() {
+        Vec::new()
+    } else {
+        super::stand_ins::active(&opts.map, group, workspace).await
+    };
+    let stand_ins_shown: Vec<String> = stand_ins
+        .iter()
+        .map(|s| format!("{}: {}", group.git_ref, s.describe()))
+        .collect();
     let setup = SetupPlan {
         git_ref: &group.git_ref,
         era,
         choice,
         repair_lockfile: group.repair_lockfile.as_deref(),
+        stand_ins,
         commit: &tag.commit,
         node_version: &toolchain.node_version,
         pnpm: group.pnpm.as_deref(),
@@ -158,6 +171,7 @@ pub(super) async fn prepare_tag_for(
         tag,
         worktree,
         path_prefix,
+        stand_ins: stand_ins_shown,
     })
 }
 

@@ -97,7 +97,9 @@ pub(super) fn build_stand_ins(
             if text.is_empty() {
                 sink.at(
                     &e.text,
-                    format!("release {version}: stand-in {package:?} has an edit with an empty text"),
+                    format!(
+                        "release {version}: stand-in {package:?} has an edit with an empty text"
+                    ),
                     "give the exact lockfile text to replace (it may span lines: \\n)",
                 );
             } else if *text == e.with {

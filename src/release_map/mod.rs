@@ -9,7 +9,7 @@ pub mod order;
 pub mod schema;
 pub mod tools;
 
-pub use load_stand_ins::DEFAULT_LOCKFILE;
 pub use load::{load, parse_map, EMBEDDED_MAP, EMBEDDED_NAME};
+pub use load_stand_ins::DEFAULT_LOCKFILE;
 pub use model::*;
 pub use tools::{Down, ToolJournal};
