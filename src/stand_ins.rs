@@ -103,6 +103,65 @@ pub fn applies(
     }
 }
 
+/// What `map check --repo` finds about the map's stand-ins: each one checked against its
+/// tag's lockfile (every stand-in, whatever its `when`).
+#[derive(Debug, Default)]
+pub struct RepoCheck {
+    /// A stand-in that does not fit its tag (its text is not there), or a lockfile missing.
+    pub problems: Vec<String>,
+    /// Releases whose tag the repository does not have.
+    pub unchecked: Vec<String>,
+}
+
+pub fn check_against_repo(
+    map: &crate::release_map::ReleaseMap,
+    repo: &crate::git::GitRepo,
+) -> RepoCheck {
+    let mut out = RepoCheck::default();
+    for release in map.releases.iter().filter(|r| !r.stand_ins.is_empty()) {
+        let packages = || {
+            release
+                .stand_ins
+                .iter()
+                .map(|s| s.package.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Ok(tag) = repo.tag(&release.tag) else {
+            out.unchecked.push(format!(
+                "stand-ins at {} ({}): the repository has no tag {}",
+                release.tag,
+                packages(),
+                release.tag
+            ));
+            continue;
+        };
+        let mut texts: std::collections::BTreeMap<&str, Option<String>> = Default::default();
+        for stand_in in &release.stand_ins {
+            let text = texts.entry(stand_in.file.as_str()).or_insert_with(|| {
+                repo.read_file_at(&tag.commit, &stand_in.file)
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            });
+            let Some(current) = text.as_mut() else {
+                out.problems.push(format!(
+                    "the stand-in for {} at {}: {} is not in the tag's tree",
+                    stand_in.package, release.tag, stand_in.file
+                ));
+                continue;
+            };
+            match apply(current, stand_in) {
+                Ok((new, _)) => *current = new,
+                Err(missing) => out
+                    .problems
+                    .push(missing.describe(&stand_in.file, &release.tag)),
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
