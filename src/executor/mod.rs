@@ -43,6 +43,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod vouched;
 
 pub use facts::{
     decide_all, decide_steps, full_plan, plan_event, read_data, DataStates, DecidedStep, KnownFacts,
@@ -147,6 +148,7 @@ async fn run_locked(
     fx.store.event("run-started", None, started).await?;
     recovery::settle_abandoned(opts, fx).await?;
     let decided = facts::decide_in_lock(opts, plan, known, fx).await?;
+    vouched::record(opts, &decided, fx).await?;
     summary.skipped = facts::count(&decided, Action::Skip);
     let to_run: Vec<&DecidedStep> = decided
         .iter()

@@ -127,3 +127,124 @@ pub(super) fn build_stand_ins(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+    use crate::release_map::{parse_map, StandInWhen, StandInWhy};
+
+    const BASE: &str = r#"schema = 1
+[project]
+name = "demo"
+migrations_dir = "migrations"
+[eras.plain]
+cwd = "."
+run = ["node", "{script}"]
+[[releases]]
+version = "1.0.0"
+era = "plain"
+node = "20.8.1"
+[[releases.downloads]]
+dependency = "http2"
+url = "https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz"
+{stand_ins}
+[[migrations]]
+id = "a"
+title = "A"
+introduced_in = "1.0.0"
+script = "migrations/a.js"
+run = "file"
+exits = "yes"
+idempotent = "yes"
+[[migrations.pending]]
+collection = "things"
+filter = { done = { "$exists" = false } }
+"#;
+
+    fn with(stand_ins: &str) -> String {
+        BASE.replace("{stand_ins}", stand_ins)
+    }
+
+    fn problems(stand_ins: &str) -> Vec<String> {
+        match parse_map(&with(stand_ins), "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(Error::MapInvalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{} | {}", p.message, p.hint))
+                .collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const GOOD: &str = r#"
+[[releases.stand_ins]]
+package = "http2"
+original = "node-apn's fork"
+stand_in = "3.3.6 from npm"
+why = "outside-registry"
+when = "when-unreachable"
+[[releases.stand_ins.edits]]
+text = "tarball: https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz"
+with = "tarball: https://registry.npmjs.org/http2/-/http2-3.3.6.tgz"
+[[releases.stand_ins]]
+package = "@gone/pkg"
+original = "1.0.0"
+stand_in = "1.0.1 from npm"
+why = "gone-from-registry"
+when = "always"
+file = "sub/pnpm-lock.yaml"
+[[releases.stand_ins.edits]]
+text = "'@gone/pkg@1.0.0':\n    resolution: x\n"
+with = ""
+"#;
+
+    #[test]
+    fn a_release_declares_stand_ins_with_their_edits() {
+        let map = parse_map(&with(GOOD), "test.toml").unwrap();
+        let release = &map.releases[0];
+        assert_eq!(release.stand_ins.len(), 2);
+        let http2 = &release.stand_ins[0];
+        assert_eq!(
+            (http2.why, http2.when, http2.file.as_str()),
+            (
+                StandInWhy::OutsideRegistry,
+                StandInWhen::WhenUnreachable,
+                "pnpm-lock.yaml"
+            )
+        );
+        let gone = &release.stand_ins[1];
+        assert_eq!(gone.file, "sub/pnpm-lock.yaml");
+        assert_eq!(
+            gone.edits[0].text,
+            "'@gone/pkg@1.0.0':\n    resolution: x\n"
+        );
+        assert_eq!(gone.edits[0].with, "");
+    }
+
+    #[test]
+    fn bad_declarations_are_named_with_their_fix() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("text = \"tarball: https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz\"", "text = \"\"", "has an edit with an empty text"),
+            ("when = \"when-unreachable\"", "when = \"sometimes\"", "has when = \"sometimes\" | write one of [\"always\", \"when-unreachable\"]"),
+            ("why = \"outside-registry\"", "why = \"broken\"", "has why = \"broken\""),
+            ("package = \"@gone/pkg\"", "package = \"http2\"", "two stand-ins for \"http2\""),
+            ("package = \"http2\"", "package = \"other\"", "applies when-unreachable, but the release declares no download of \"other\""),
+            ("file = \"sub/pnpm-lock.yaml\"", "file = \"../pnpm-lock.yaml\"", "is not a path inside the repository"),
+            ("with = \"tarball: https://registry.npmjs.org/http2/-/http2-3.3.6.tgz\"", "with = \"tarball: https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz\"", "text and replacement are the same"),
+        ];
+        assert!(problems(GOOD).is_empty(), "{:?}", problems(GOOD));
+        for (from, to, wanted) in cases {
+            assert!(GOOD.contains(from), "{from}");
+            let found = problems(&GOOD.replacen(from, to, 1));
+            assert!(
+                found.iter().any(|p| p.contains(wanted)),
+                "{wanted:?} not among {found:#?}"
+            );
+        }
+        // A stand-in without edits.
+        let no_edits = "\n[[releases.stand_ins]]\npackage = \"x\"\noriginal = \"1\"\nstand_in = \"2\"\nwhy = \"gone-from-registry\"\nwhen = \"always\"\n";
+        assert!(problems(no_edits)
+            .iter()
+            .any(|p| p.contains("stand-in \"x\" has no edits")));
+    }
+}
