@@ -4,7 +4,7 @@
 //! that may be out of reach (a local port: open, or closed). Also: the removal of a failed
 //! setup's worktree is said, and `--from` vouching is what `status` reads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::support::BASE_TIME;
 use crate::upgrade::{text, Env};
@@ -369,7 +369,7 @@ fn a_stand_in_that_does_not_fit_the_tag_refuses_the_setup_and_map_check() {
 }
 
 /// `plan --repo`, then `upgrade`, with no proxy in the way of the probe.
-fn plan_and_upgrade(env: &Env, map: &PathBuf) -> (std::process::Output, std::process::Output) {
+fn plan_and_upgrade(env: &Env, map: &Path) -> (std::process::Output, std::process::Output) {
     let proxies = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
     let map_arg = map.display().to_string();
     let repo_arg = env.project.repo_path().display().to_string();
@@ -440,6 +440,40 @@ fn a_when_unreachable_stand_in_follows_the_download_s_host() {
         "http2",
         &format!("{GONE_STAND_IN}{}", http2_stand_in(&url)),
     );
+    // doctor names both: the download as a warning with its stand-in, the always one too.
+    let map_arg = map.display().to_string();
+    let repo_arg = env.project.repo_path().display().to_string();
+    let mut doctor = env.command(&[
+        "doctor",
+        "--map",
+        &map_arg,
+        "--repo",
+        &repo_arg,
+        "--mongo-uri",
+        &env.uri,
+        "--redis-url",
+        &crate::support::redis().url,
+        "--to",
+        "1.0.0",
+    ]);
+    for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        doctor.env_remove(var);
+    }
+    let doctor = doctor.output().unwrap();
+    let checks = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        checks.contains("127.0.0.1 cannot be reached from here, so v1.0.0's install takes the map's stand-in: http2 a fork of http2 3.3.6 (tarball) -> http2 3.3.6 from npm"),
+        "{}",
+        text(&doctor)
+    );
+    assert!(
+        checks.contains(
+            "v1.0.0's install takes the map's stand-in: @fx/gone 1.0.0 -> 1.0.1 from npm"
+        ),
+        "{}",
+        text(&doctor)
+    );
+    assert!(!checks.contains("BLOCKER"), "{}", text(&doctor));
     let (plan, out) = plan_and_upgrade(&env, &map);
     assert!(plan.status.success(), "not blocked: {}", text(&plan));
     let shown = String::from_utf8_lossy(&plan.stdout);
