@@ -67,6 +67,30 @@ impl DoctorReport {
     }
 }
 
+/// `doctor`'s line for each stand-in the plan's tags always take (the `when-unreachable`
+/// ones are told by the download checks, which probe their hosts).
+fn stand_in_checks(plan: &crate::plan::Plan) -> Vec<CheckResult> {
+    plan.groups
+        .iter()
+        .flat_map(|g| {
+            g.stand_ins
+                .iter()
+                .filter(|p| p.stand_in.when == crate::release_map::StandInWhen::Always)
+                .map(move |p| {
+                    CheckResult::ok(
+                        format!("stand-in.{}.{}", g.git_ref, p.stand_in.package),
+                        format!("{} at {}", p.stand_in.package, g.git_ref),
+                        format!(
+                            "{}'s install takes the map's stand-in: {}",
+                            g.git_ref,
+                            p.stand_in.describe()
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
 fn plan_needs(plan: &Plan, need: Need) -> bool {
     plan.steps().any(|(_, s)| s.needs.contains(&need))
 }
@@ -135,6 +159,7 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
             .flat_map(|g| crate::downloads::needed(inputs.map, g, g.setup_profile.as_deref()))
             .collect();
         checks.extend(crate::downloads::checks_async(&needs).await);
+        checks.extend(stand_in_checks(plan));
     }
 
     // Redis: only scripts that boot the application need one.

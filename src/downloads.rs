@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::git::GitRepo;
 use crate::plan::PlanGroup;
 use crate::preflight::CheckResult;
-use crate::release_map::{Download, ReleaseMap};
+use crate::release_map::{Download, ReleaseMap, StandIn};
 
 /// How long a host may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
@@ -25,6 +25,22 @@ const LOCKFILES: &[&str] = &["pnpm-lock.yaml", "package-lock.json", "yarn.lock"]
 pub struct Need<'a> {
     pub git_ref: String,
     pub download: &'a Download,
+    /// The map's `when-unreachable` stand-in for it: an unreachable host is then a note.
+    pub stand_in: Option<&'a StandIn>,
+}
+
+impl<'a> Need<'a> {
+    /// The need of `download` at `git_ref`, with the stand-in among `stand_ins` that covers it.
+    pub fn of(git_ref: &str, download: &'a Download, stand_ins: &'a [StandIn]) -> Need<'a> {
+        Need {
+            git_ref: git_ref.to_string(),
+            download,
+            stand_in: stand_ins.iter().find(|s| {
+                s.when == crate::release_map::StandInWhen::WhenUnreachable
+                    && s.package == download.dependency
+            }),
+        }
+    }
 }
 
 /// The downloads the group's setup installs. `profile`: the group's setup profile (None: the
@@ -42,10 +58,7 @@ pub fn needed<'m>(map: &'m ReleaseMap, group: &PlanGroup, profile: Option<&str>)
         .downloads
         .iter()
         .filter(|d| d.needed_by(profile))
-        .map(|download| Need {
-            git_ref: group.git_ref.clone(),
-            download,
-        })
+        .map(|download| Need::of(&group.git_ref, download, &release.stand_ins))
         .collect()
 }
 
@@ -64,9 +77,9 @@ pub fn still_fetched(repo: &GitRepo, commit: &str, download: &Download) -> bool 
     !any_lockfile
 }
 
-/// Whether a TCP connection to the host's HTTPS port succeeds. With a proxy configured the
-/// install goes through it, which this cannot judge: counted as reachable.
-pub fn reachable(host: &str) -> bool {
+/// Whether a TCP connection to `host:port` (a download's `authority`) succeeds. With a proxy
+/// configured the install goes through it, which this cannot judge: counted as reachable.
+pub fn reachable(authority: &str) -> bool {
     use std::net::ToSocketAddrs;
     let proxied = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
         .iter()
@@ -74,7 +87,11 @@ pub fn reachable(host: &str) -> bool {
     if proxied {
         return true;
     }
-    let Ok(addresses) = (host, 443).to_socket_addrs() else {
+    let (host, port) = authority
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .unwrap_or((authority, 443));
+    let Ok(addresses) = (host, port).to_socket_addrs() else {
         return false;
     };
     addresses
@@ -86,7 +103,7 @@ pub fn reachable(host: &str) -> bool {
 pub async fn checks_async(needs: &[Need<'_>]) -> Vec<CheckResult> {
     let hosts: Vec<String> = needs
         .iter()
-        .filter_map(|n| n.download.host())
+        .filter_map(|n| n.download.authority())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -107,15 +124,18 @@ pub async fn checks_async(needs: &[Need<'_>]) -> Vec<CheckResult> {
 }
 
 /// One check per needed download: ok when its host answers, a blocker naming the dependency,
-/// the tag and the fix when it does not. `probe` says whether a host answers (asked once per
-/// host).
+/// the tag and the fix when it does not, a warning when the map declares a stand-in for it
+/// then. `probe` says whether a `host:port` answers (asked once per host and port).
 pub fn checks(needs: &[Need<'_>], probe: &mut dyn FnMut(&str) -> bool) -> Vec<CheckResult> {
     let mut hosts: BTreeMap<String, bool> = BTreeMap::new();
     let mut out = Vec::new();
     for need in needs {
         let d = need.download;
         let host = d.host().unwrap_or_else(|| "?".to_string());
-        let up = *hosts.entry(host.clone()).or_insert_with(|| probe(&host));
+        let authority = d.authority().unwrap_or_else(|| host.clone());
+        let up = *hosts
+            .entry(authority.clone())
+            .or_insert_with(|| probe(&authority));
         let via = d
             .via
             .as_deref()
@@ -123,11 +143,32 @@ pub fn checks(needs: &[Need<'_>], probe: &mut dyn FnMut(&str) -> bool) -> Vec<Ch
             .unwrap_or_default();
         let id = format!("download.{}.{}", need.git_ref, d.dependency);
         let title = format!("{} at {}", d.dependency, need.git_ref);
-        out.push(if up {
+        out.push(if let (false, Some(stand_in)) = (up, need.stand_in) {
+            CheckResult::warning(
+                id,
+                title,
+                format!(
+                    "{host} cannot be reached from here, so {}'s install takes the map's stand-in: {}",
+                    need.git_ref,
+                    stand_in.describe()
+                ),
+                format!(
+                    "nothing to do for the upgrade; to install the original instead, give this machine HTTPS access to {host} (or set HTTPS_PROXY)"
+                ),
+            )
+        } else if up {
             CheckResult::ok(
                 id,
                 title,
-                format!("the install fetches {}{via} from {host}, which answers", d.dependency),
+                format!(
+                    "the install fetches {}{via} from {host}, which answers{}",
+                    d.dependency,
+                    if need.stand_in.is_some() {
+                        " (the map's stand-in for it is not needed)"
+                    } else {
+                        ""
+                    }
+                ),
             )
         } else {
             let skipped = if d.skipped_by.is_empty() {
@@ -176,22 +217,13 @@ mod tests {
         assert_eq!(d.host().as_deref(), Some("github.com"));
         assert!(d.needed_by(None));
         assert!(!d.needed_by(Some("data-layer")));
-        let needs = [
-            Need {
-                git_ref: "v0.12.0".into(),
-                download: &d,
-            },
-            Need {
-                git_ref: "v0.15.0".into(),
-                download: &d,
-            },
-        ];
+        let needs = [Need::of("v0.12.0", &d, &[]), Need::of("v0.15.0", &d, &[])];
         let mut asked = Vec::new();
         let results = checks(&needs, &mut |h| {
             asked.push(h.to_string());
             false
         });
-        assert_eq!(asked, ["github.com"], "each host is probed once");
+        assert_eq!(asked, ["github.com:443"], "each host is probed once");
         assert_eq!(results.len(), 2);
         let first = &results[0];
         assert_eq!(first.severity, crate::preflight::Severity::Blocker);

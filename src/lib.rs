@@ -33,6 +33,7 @@ pub mod repo_facts;
 pub mod runner;
 pub mod settings;
 pub mod shared_cache;
+pub mod stand_ins;
 pub mod store;
 pub mod tunnel;
 pub mod ui;

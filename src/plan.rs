@@ -62,6 +62,9 @@ pub struct PlanGroup {
     /// What the tag's setup fetches from outside the package registry.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub downloads: Vec<crate::release_map::Download>,
+    /// Packages the map installs in place of what the tag's lockfile pins (`src/stand_ins.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stand_ins: Vec<PlannedStandIn>,
     /// Why the upgrade cannot run this tag from here (with --repo: an unreachable download).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<String>,
@@ -92,6 +95,54 @@ impl PlanGroup {
                     .collect()
             })
             .unwrap_or_default();
+        self.stand_ins = release
+            .map(|r| {
+                r.stand_ins
+                    .iter()
+                    .map(|s| PlannedStandIn {
+                        stand_in: s.clone(),
+                        host: r
+                            .downloads
+                            .iter()
+                            .find(|d| d.dependency == s.package)
+                            .and_then(|d| d.host()),
+                        applies: (s.when == crate::release_map::StandInWhen::Always)
+                            .then_some(true),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+}
+
+/// A stand-in of the tag's setup, and whether the run applies it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStandIn {
+    #[serde(flatten)]
+    pub stand_in: crate::release_map::StandIn,
+    /// The host whose reachability decides a `when-unreachable` stand-in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// true: applied; false: the host answers, the original is installed; absent: not known
+    /// until that host is probed (`plan --repo`, `doctor`, the upgrade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applies: Option<bool>,
+}
+
+impl PlannedStandIn {
+    /// The plan's line for it.
+    pub fn describe(&self) -> String {
+        let what = self.stand_in.describe();
+        let host = self.host.as_deref().unwrap_or("its host");
+        match (self.stand_in.when, self.applies) {
+            (crate::release_map::StandInWhen::Always, _) => format!("stand-in: {what}"),
+            (_, Some(true)) => format!("stand-in: {what}, because {host} cannot be reached"),
+            (_, Some(false)) => format!(
+                "no stand-in for {}: {host} answers, the original is installed",
+                self.stand_in.package
+            ),
+            (_, None) => format!("stand-in if {host} cannot be reached: {what}"),
+        }
     }
 }
 
@@ -325,6 +376,7 @@ pub fn plan(map: &ReleaseMap, req: &PlanRequest) -> Result<Plan> {
                 setup_profile: None,
                 repair_lockfile: None,
                 downloads: Vec::new(),
+                stand_ins: Vec::new(),
                 blockers: Vec::new(),
                 steps: Vec::new(),
             });

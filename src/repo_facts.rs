@@ -68,23 +68,34 @@ pub fn probe_downloads(plan: &mut Plan) -> usize {
     let mut hosts: std::collections::BTreeMap<String, bool> = Default::default();
     let mut blockers = 0;
     for group in &mut plan.groups {
+        let declared: Vec<crate::release_map::StandIn> =
+            group.stand_ins.iter().map(|p| p.stand_in.clone()).collect();
         let needs: Vec<crate::downloads::Need> = group
             .downloads
             .iter()
-            .map(|download| crate::downloads::Need {
-                git_ref: group.git_ref.clone(),
-                download,
-            })
+            .map(|download| crate::downloads::Need::of(&group.git_ref, download, &declared))
             .collect();
-        let found: Vec<String> = crate::downloads::checks(&needs, &mut |h| {
+        let mut probe = |h: &str| {
             *hosts
                 .entry(h.to_string())
                 .or_insert_with(|| crate::downloads::reachable(h))
-        })
-        .into_iter()
-        .filter(|c| c.severity == crate::preflight::Severity::Blocker)
-        .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
-        .collect();
+        };
+        // Whether each when-unreachable stand-in applies follows the same probe.
+        for planned in &mut group.stand_ins {
+            if planned.stand_in.when == crate::release_map::StandInWhen::WhenUnreachable {
+                planned.applies = group
+                    .downloads
+                    .iter()
+                    .find(|d| d.dependency == planned.stand_in.package)
+                    .and_then(|d| d.authority())
+                    .map(|a| !probe(&a));
+            }
+        }
+        let found: Vec<String> = crate::downloads::checks(&needs, &mut probe)
+            .into_iter()
+            .filter(|c| c.severity == crate::preflight::Severity::Blocker)
+            .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
+            .collect();
         blockers += found.len();
         group.blockers = found;
     }

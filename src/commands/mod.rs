@@ -462,6 +462,7 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
         &p.exclude_suffixes,
     )?;
     let found = &checked.disagreements;
+    let stand_ins = crate::stand_ins::check_against_repo(&map, &repo);
     let report = MapCheckReport {
         schema: crate::json_schemas::MAP_CHECK,
         map: map.source.clone(),
@@ -470,8 +471,17 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
-        disagreements: found.iter().map(|d| d.to_string()).collect(),
-        unchecked: checked.unchecked.iter().map(|u| u.to_string()).collect(),
+        disagreements: found
+            .iter()
+            .map(|d| d.to_string())
+            .chain(stand_ins.problems.iter().cloned())
+            .collect(),
+        unchecked: checked
+            .unchecked
+            .iter()
+            .map(|u| u.to_string())
+            .chain(stand_ins.unchecked.iter().cloned())
+            .collect(),
     };
     if output.json {
         ui::print_json(&report)?;
@@ -490,7 +500,7 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
                 report.unchecked.join("\n  ")
             );
         }
-        if found.is_empty() {
+        if report.disagreements.is_empty() {
             let _ = writeln!(
                 text,
                 "{} agrees with {}{}",
@@ -507,9 +517,10 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
             ui::print_text(&text)?;
         }
     }
-    if found.is_empty() {
+    if report.disagreements.is_empty() {
         return Ok(ExitCode::Success);
     }
+    let stand_in_hint = "fix that stand-in's edits in the release map: each `text` must be the tag's exact lockfile text (`git show <tag>:<file>`)";
     Err(Error::MapInvalid {
         name: format!("{} (compared with {})", report.map, report.repository),
         problems: found
@@ -519,6 +530,11 @@ fn map_check(repo_opts: &RepoOpts, map_opts: &MapOpts, output: &OutputOpts) -> R
                 message: d.to_string(),
                 hint: String::new(),
             })
+            .chain(stand_ins.problems.iter().map(|p| crate::error::MapProblem {
+                location: None,
+                message: p.clone(),
+                hint: stand_in_hint.to_string(),
+            }))
             .collect(),
     })
 }

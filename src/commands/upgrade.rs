@@ -230,10 +230,17 @@ fn summary_text(dry_run: bool, summary: &executor::Summary) -> String {
             summary.skipped
         )
     } else {
-        format!(
+        let mut text = format!(
             "Upgrade done: {} ran ({} succeeded), {} skipped.\n",
             summary.ran, summary.succeeded, summary.skipped
-        )
+        );
+        if !summary.stand_ins.is_empty() {
+            text.push_str("Obtained with the map's package stand-ins (installed in place of what the tags' lockfiles pin):\n");
+            for s in &summary.stand_ins {
+                text.push_str(&format!("  {s}\n"));
+            }
+        }
+        text
     }
 }
 

@@ -120,6 +120,12 @@ pub trait Workspace {
     ) -> LocalBoxFuture<'a, Result<PathBuf>>;
     fn remove(&self, tag: &TagInfo) -> Result<()>;
     fn toolchain<'a>(&'a self, req: &'a ToolchainRequest) -> LocalBoxFuture<'a, Result<Toolchain>>;
+    /// Whether the host of a download answers (asked once per host and port in a run, so the
+    /// downloads check and the stand-ins decided at each tag's setup agree).
+    fn reachable<'a>(
+        &'a self,
+        download: &'a crate::release_map::Download,
+    ) -> LocalBoxFuture<'a, bool>;
     /// Every download the running tags' installs still fetch must be reachable.
     fn check_downloads<'a>(
         &'a self,

@@ -301,15 +301,22 @@ impl RunStore for FakeStore {
         &'a self,
         id: &'a str,
         status: StepStatus,
-        _reason: &'a str,
+        reason: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         let result = self
             .write(format!("journal {id} {}", status.as_str()))
             .map(|()| {
+                // Like the real journal: an upsert, with the reason.
+                let actor = self.actor.clone();
                 self.with(|s| {
-                    if let Some(e) = s.entries.get_mut(id) {
-                        e.status = status;
-                    }
+                    let e = s.entries.entry(id.into()).or_insert_with(|| JournalEntry {
+                        attempts: 0,
+                        tag: None,
+                        started_at: None,
+                        ..running_entry(id, actor, None)
+                    });
+                    e.status = status;
+                    e.reason = Some(reason.into());
                 })
             });
         Self::ready(result)
@@ -475,6 +482,12 @@ impl Workspace for FakeWorkspace {
                 pnpm_source: None,
             })
         })
+    }
+    fn reachable<'a>(
+        &'a self,
+        _download: &'a crate::release_map::Download,
+    ) -> LocalBoxFuture<'a, bool> {
+        Box::pin(std::future::ready(true))
     }
     fn check_downloads<'a>(
         &'a self,

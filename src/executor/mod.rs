@@ -37,11 +37,13 @@ mod recovery;
 mod report;
 mod request;
 mod setup;
+mod stand_ins;
 mod step;
 mod stop;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod vouched;
 
 pub use facts::{
     decide_all, decide_steps, full_plan, plan_event, read_data, DataStates, DecidedStep, KnownFacts,
@@ -146,6 +148,7 @@ async fn run_locked(
     fx.store.event("run-started", None, started).await?;
     recovery::settle_abandoned(opts, fx).await?;
     let decided = facts::decide_in_lock(opts, plan, known, fx).await?;
+    vouched::record(opts, &decided, fx).await?;
     summary.skipped = facts::count(&decided, Action::Skip);
     let to_run: Vec<&DecidedStep> = decided
         .iter()
@@ -238,6 +241,8 @@ async fn run_steps(
     summary: &mut Summary,
     fx: &mut Effects<'_>,
 ) -> Result<()> {
+    // Results obtained at this tag are obtained with its stand-ins (the summary says so).
+    summary.stand_ins.extend(tag.stand_ins.iter().cloned());
     // The migration tool of its command steps is installed, or none of them starts.
     tool_steps::check_tools(
         opts,

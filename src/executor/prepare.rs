@@ -79,6 +79,8 @@ pub(super) struct PreparedTag {
     pub(super) tag: TagInfo,
     pub(super) worktree: PathBuf,
     pub(super) path_prefix: Vec<PathBuf>,
+    /// The stand-ins its install took, described (`StandIn::describe`, with the tag).
+    pub(super) stand_ins: Vec<String>,
 }
 
 /// Check out the tag, find (or provision) its toolchain, run its setup. Each phase is ended
@@ -132,11 +134,22 @@ pub(super) async fn prepare_tag_for(
     });
     let mut path_prefix = vec![toolchain.node_dir.clone()];
     path_prefix.extend(toolchain.pnpm_dir.clone());
+    // Only an install takes stand-ins.
+    let stand_ins = if choice.commands.is_empty() {
+        Vec::new()
+    } else {
+        super::stand_ins::active(&opts.map, group, workspace).await
+    };
+    let stand_ins_shown: Vec<String> = stand_ins
+        .iter()
+        .map(|s| format!("{}: {}", group.git_ref, s.describe()))
+        .collect();
     let setup = SetupPlan {
         git_ref: &group.git_ref,
         era,
         choice,
         repair_lockfile: group.repair_lockfile.as_deref(),
+        stand_ins,
         commit: &tag.commit,
         node_version: &toolchain.node_version,
         pnpm: group.pnpm.as_deref(),
@@ -150,7 +163,7 @@ pub(super) async fn prepare_tag_for(
         // A failed setup leaves a half-installed tree that no later run may build on (an
         // interrupted one has no setup stamp either, and a stop must stay quick).
         if !opts.keep_worktrees && !matches!(e, Error::Interrupted | Error::Terminated) {
-            remove_worktree(workspace, &tag, fx.reporter);
+            remove_failed_worktree(workspace, &tag, &worktree, fx);
         }
         return Err(e);
     }
@@ -158,6 +171,7 @@ pub(super) async fn prepare_tag_for(
         tag,
         worktree,
         path_prefix,
+        stand_ins: stand_ins_shown,
     })
 }
 
@@ -190,6 +204,38 @@ pub(super) fn release_tag(
         remove_worktree(code(fx)?, tag, fx.reporter);
     }
     Ok(())
+}
+
+/// Delete the worktree a failed setup left, saying so before (with its size: gigabytes of
+/// node_modules take minutes to delete) and after (with how long it took).
+fn remove_failed_worktree(
+    workspace: &dyn Workspace,
+    tag: &TagInfo,
+    path: &std::path::Path,
+    fx: &mut Effects<'_>,
+) {
+    let size = crate::preflight::human_bytes(crate::cache::size_of(path).0);
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: tag.name.clone(),
+        status: "removing".into(),
+        phase: "cleanup".into(),
+        detail: format!("removing the failed worktree of {} ({size})", tag.name),
+        duration_ms: 0,
+    });
+    let started = fx.clock.now();
+    remove_worktree(workspace, tag, fx.reporter);
+    let took = fx.clock.now() - started;
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: tag.name.clone(),
+        status: "removed".into(),
+        phase: "cleanup".into(),
+        detail: format!(
+            "removed the failed worktree of {} ({size}) in {:.1} s",
+            tag.name,
+            took.as_secs_f64()
+        ),
+        duration_ms: took.as_millis() as u64,
+    });
 }
 
 /// Delete a tag's worktree; a failure to do so costs disk, not correctness, so it is reported

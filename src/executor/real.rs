@@ -182,6 +182,8 @@ pub struct GitWorkspace<'a> {
     pub worktrees: Worktrees,
     pub cache_root: PathBuf,
     pub allow_provision: bool,
+    /// `host:port` -> whether it answered: one probe per run, every decision from it.
+    probed: std::sync::Mutex<BTreeMap<String, bool>>,
 }
 
 impl<'a> GitWorkspace<'a> {
@@ -191,7 +193,30 @@ impl<'a> GitWorkspace<'a> {
             worktrees: Worktrees::new(cache_root),
             cache_root: cache_root.to_path_buf(),
             allow_provision,
+            probed: Default::default(),
         }
+    }
+}
+
+impl GitWorkspace<'_> {
+    /// Whether `host:port` answers, probed off the async thread once per run.
+    async fn probe(&self, authority: &str) -> bool {
+        if let Some(known) = self
+            .probed
+            .lock()
+            .ok()
+            .and_then(|p| p.get(authority).copied())
+        {
+            return known;
+        }
+        let asked = authority.to_string();
+        let up = tokio::task::spawn_blocking(move || crate::downloads::reachable(&asked))
+            .await
+            .unwrap_or(false);
+        if let Ok(mut probed) = self.probed.lock() {
+            probed.insert(authority.to_string(), up);
+        }
+        up
     }
 }
 
@@ -228,12 +253,23 @@ impl Workspace for GitWorkspace<'_> {
             .await
         })
     }
+    fn reachable<'a>(
+        &'a self,
+        download: &'a crate::release_map::Download,
+    ) -> LocalBoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(authority) = download.authority() else {
+                return false;
+            };
+            self.probe(&authority).await
+        })
+    }
     fn check_downloads<'a>(
         &'a self,
         map: &'a ReleaseMap,
         running: Vec<(&'a PlanGroup, Option<&'a str>)>,
     ) -> LocalBoxFuture<'a, Result<()>> {
-        Box::pin(check_downloads(map, self.repo, running))
+        Box::pin(check_downloads(map, self, running))
     }
 }
 
@@ -349,9 +385,10 @@ async fn prepare_worktree(
 /// reachable, or the run stops here naming the dependency (no step is started).
 async fn check_downloads(
     map: &ReleaseMap,
-    repo: &GitRepo,
+    workspace: &GitWorkspace<'_>,
     running: Vec<(&PlanGroup, Option<&str>)>,
 ) -> Result<()> {
+    let repo = workspace.repo;
     let mut needs = Vec::new();
     for (group, profile) in running {
         let tag = crate::repo_facts::resolve_group_ref(repo, group)?;
@@ -361,12 +398,17 @@ async fn check_downloads(
                 .filter(|n| crate::downloads::still_fetched(repo, &tag.commit, n.download)),
         );
     }
-    let blocked: Vec<String> = crate::downloads::checks_async(&needs)
-        .await
-        .into_iter()
-        .filter(|c| c.severity == crate::preflight::Severity::Blocker)
-        .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
-        .collect();
+    let mut answers = BTreeMap::new();
+    for authority in needs.iter().filter_map(|n| n.download.authority()) {
+        let up = workspace.probe(&authority).await;
+        answers.insert(authority, up);
+    }
+    let blocked: Vec<String> =
+        crate::downloads::checks(&needs, &mut |a| answers.get(a).copied().unwrap_or(false))
+            .into_iter()
+            .filter(|c| c.severity == crate::preflight::Severity::Blocker)
+            .map(|c| format!("{}\n    fix: {}", c.reason, c.fix.unwrap_or_default()))
+            .collect();
     if blocked.is_empty() {
         return Ok(());
     }

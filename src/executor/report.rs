@@ -18,6 +18,8 @@ pub struct Summary {
     pub succeeded: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// The stand-ins the tags that ran were installed with (`StandIn::describe`, per tag).
+    pub stand_ins: Vec<String>,
 }
 
 /// Reads only: no lock, no journal write, no script. `ran` counts the steps that would run.
@@ -69,5 +71,6 @@ pub(super) fn report_summary(
         failed: summary.failed,
         status,
         duration_ms: (fx.clock.now() - started).as_millis() as u64,
+        stand_ins: summary.stand_ins.clone(),
     });
 }

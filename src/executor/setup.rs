@@ -21,6 +21,8 @@ pub(super) struct SetupPlan<'a> {
     pub(super) era: &'a crate::release_map::Era,
     pub(super) choice: crate::release_map::SetupChoice<'a>,
     pub(super) repair_lockfile: Option<&'a str>,
+    /// The map's stand-ins this run applies at the tag (`stand_ins.rs`).
+    pub(super) stand_ins: Vec<crate::release_map::StandIn>,
     pub(super) commit: &'a str,
     pub(super) node_version: &'a str,
     pub(super) pnpm: Option<&'a str>,
@@ -70,6 +72,7 @@ pub(super) async fn run_setup(
             detail: format!("{profile}: installed and built earlier for this commit and toolchain; reused, no setup command ran"),
             duration_ms: 0,
         });
+        super::stand_ins::report_cached(setup, fx);
         return Ok(());
     }
     let _ = std::fs::remove_file(&stamp);
@@ -92,6 +95,8 @@ pub(super) async fn run_setup(
         Some(file) => Some(repair_lockfile(setup, file, at, &mut setup_log, fx).await?),
         None => None,
     };
+    // After the repair (it reads the released specifiers), restored before it.
+    let stood_in = super::stand_ins::apply(&opts.map.source, setup, at, &mut setup_log, fx).await?;
     for (n, argv) in commands.iter().enumerate() {
         let command = SetupCommand {
             argv,
@@ -100,6 +105,7 @@ pub(super) async fn run_setup(
         };
         run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
     }
+    stood_in.restore()?;
     if let Some(repaired) = repaired {
         repaired.restore()?;
     }
@@ -119,7 +125,8 @@ pub(super) async fn run_setup(
     Ok(())
 }
 
-/// The stamp's value: what the setup ran for (commit, toolchain, commands, lockfile repair).
+/// The stamp's value: what the setup ran for (commit, toolchain, commands, lockfile repair,
+/// stand-ins).
 fn stamp_of(setup: &SetupPlan<'_>) -> String {
     let mut key = Sha256::new();
     for part in [
@@ -136,6 +143,17 @@ fn stamp_of(setup: &SetupPlan<'_>) -> String {
             .unwrap_or_default()
             .as_bytes(),
     );
+    // A worktree prepared without (or with other) stand-ins is another preparation.
+    for stand_in in &setup.stand_ins {
+        key.update([1]);
+        key.update(stand_in.file.as_bytes());
+        for edit in &stand_in.edits {
+            for part in [&edit.text, &edit.with] {
+                key.update((part.len() as u64).to_le_bytes());
+                key.update(part.as_bytes());
+            }
+        }
+    }
     hex::encode(key.finalize())
 }
 
@@ -315,7 +333,7 @@ fn setup_env(setup: &SetupPlan<'_>, cache_root: &Path) -> Vec<(String, String)> 
 }
 
 /// The setup log: a header per command, every command's output appended below its header.
-struct SetupLog {
+pub(super) struct SetupLog {
     pub(super) path: PathBuf,
 }
 
@@ -336,7 +354,7 @@ impl SetupLog {
         })
     }
 
-    fn write(&mut self, text: &str) -> Result<()> {
+    pub(super) fn write(&mut self, text: &str) -> Result<()> {
         use std::io::Write;
         std::fs::OpenOptions::new()
             .append(true)

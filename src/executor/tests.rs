@@ -1174,3 +1174,43 @@ fn a_tool_journal_that_records_the_run_as_failed_fails_the_step() {
         )
     );
 }
+
+#[tokio::test]
+async fn steps_vouched_for_by_from_are_journalled_as_marked_applied_with_that_word() {
+    let mut world = World::new();
+    // `a` (v1.1.0) has no data check that can tell; the operator says the data is at 1.1.0.
+    world
+        .store
+        .with(|s| s.data.insert("a".into(), FpState::Unknown));
+    let mut options = world.options();
+    options.from = Some(semver::Version::new(1, 1, 0));
+    let summary = world.run_with(options, Questions::default()).await.unwrap();
+    assert_eq!((summary.ran, summary.skipped), (2, 1));
+    assert_eq!(world.spawned(), ["spawn b.js", "spawn c.js"]);
+    assert_eq!(world.status("a"), Some(StepStatus::MarkedApplied));
+    let reason = world.store.entry("a").and_then(|e| e.reason).unwrap();
+    assert!(
+        reason.starts_with("vouched by --from 1.1.0 on "),
+        "{reason}"
+    );
+    assert!(
+        world
+            .reporter
+            .events
+            .iter()
+            .any(|e| format!("{e:?}")
+                .contains("recorded 1 step as applied, vouched by --from 1.1.0: a")),
+        "{:?}",
+        world.reporter.events
+    );
+    // A later run without --from reads the same vouching: `a` is not run, nor planned.
+    let summary = world.run().await.unwrap();
+    assert_eq!((summary.ran, summary.skipped), (0, 3));
+
+    // Older than --from but pending per its data check: it runs, nothing is vouched.
+    let mut world = World::new();
+    let mut options = world.options();
+    options.from = Some(semver::Version::new(1, 1, 0));
+    world.run_with(options, Questions::default()).await.unwrap();
+    assert_eq!(world.status("a"), Some(StepStatus::Succeeded));
+}

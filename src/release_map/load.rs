@@ -419,7 +419,10 @@ fn build_releases(raw: &RawMap, eras: &BTreeMap<String, Era>, sink: &mut Problem
             }
         }
         let downloads = build_downloads(sink, &version, eras.get(r.era.get_ref()), &r.downloads);
+        let stand_ins =
+            super::load_stand_ins::build_stand_ins(sink, &version, &downloads, &r.stand_ins);
         releases.push(Release {
+            stand_ins,
             repair_lockfile: r.repair_lockfile.as_ref().map(|f| f.get_ref().clone()),
             downloads,
             tag: r.tag.clone().unwrap_or_else(|| format!("v{version}")),

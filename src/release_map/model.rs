@@ -129,6 +129,18 @@ impl Download {
         url.scheme()?;
         url.host_name().map(str::to_string)
     }
+
+    /// `host:port` the install connects to (443 unless the URL names a port).
+    pub fn authority(&self) -> Option<String> {
+        let url = crate::redact::Uri::new(self.url.as_str());
+        url.scheme()?;
+        let host = url.host_name()?;
+        let port = url
+            .port_text()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(443);
+        Some(format!("{host}:{port}"))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +164,95 @@ pub struct Release {
     /// upstep reconciles before the setup runs.
     pub repair_lockfile: Option<String>,
     pub downloads: Vec<Download>,
+    /// Lockfile entries the install cannot fetch as released, and what it installs instead
+    /// (`src/stand_ins.rs` applies them).
+    pub stand_ins: Vec<StandIn>,
+}
+
+/// A package the tag's lockfile pins where the install cannot fetch it (gone from the
+/// registry, or hosted outside it and out of reach), and the lockfile text that installs a
+/// stand-in instead.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StandIn {
+    pub package: String,
+    /// What the lockfile pins, for people: "5.4.3", "github:novuhq/maily.to (0.1.3-novu.4)".
+    pub original: String,
+    /// What is installed instead, for people: "5.8.0 from npm".
+    pub stand_in: String,
+    pub why: StandInWhy,
+    pub when: StandInWhen,
+    /// The lockfile (path from the repository root) the edits apply to.
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Exact text replacements, applied in order, every occurrence.
+    #[serde(skip)]
+    pub edits: Vec<TextEdit>,
+}
+
+/// One exact replacement in a lockfile (the text may span lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextEdit {
+    pub text: String,
+    pub with: String,
+}
+
+/// Why the original cannot be installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandInWhy {
+    /// The registry no longer serves it (404): nothing else can work.
+    GoneFromRegistry,
+    /// The install fetches it from outside the registry (a GitHub tarball).
+    OutsideRegistry,
+}
+
+impl StandInWhy {
+    pub const NAMES: &'static [&'static str] = &["gone-from-registry", "outside-registry"];
+
+    pub fn parse(name: &str) -> Option<StandInWhy> {
+        match name {
+            "gone-from-registry" => Some(StandInWhy::GoneFromRegistry),
+            "outside-registry" => Some(StandInWhy::OutsideRegistry),
+            _ => None,
+        }
+    }
+}
+
+/// When a stand-in is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandInWhen {
+    /// Every install of the tag: the original is gone.
+    Always,
+    /// Only when the host of the release's download of the same package cannot be reached.
+    WhenUnreachable,
+}
+
+impl StandInWhen {
+    pub const NAMES: &'static [&'static str] = &["always", "when-unreachable"];
+
+    pub fn parse(name: &str) -> Option<StandInWhen> {
+        match name {
+            "always" => Some(StandInWhen::Always),
+            "when-unreachable" => Some(StandInWhen::WhenUnreachable),
+            _ => None,
+        }
+    }
+}
+
+impl StandIn {
+    /// "@team-plain/typescript-sdk 5.4.3 -> 5.8.0 from npm (gone from the registry)".
+    pub fn describe(&self) -> String {
+        let why = match self.why {
+            StandInWhy::GoneFromRegistry => "the original is gone from the registry",
+            StandInWhy::OutsideRegistry => "the original is fetched from outside the registry",
+        };
+        format!(
+            "{} {} -> {} ({why})",
+            self.package, self.original, self.stand_in
+        )
+    }
 }
 
 /// Where a migration's script first appears.

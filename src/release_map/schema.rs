@@ -173,6 +173,34 @@ pub struct RawRelease {
     /// registry (a GitHub tarball, ...): reported as blockers where that host is unreachable.
     #[serde(default)]
     pub downloads: Vec<RawDownload>,
+    /// Lockfile entries the install cannot fetch as released, replaced by a stand-in.
+    #[serde(default)]
+    pub stand_ins: Vec<RawStandIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStandIn {
+    pub package: Spanned<String>,
+    pub original: String,
+    pub stand_in: String,
+    /// "gone-from-registry" or "outside-registry".
+    pub why: Spanned<String>,
+    /// "always" or "when-unreachable".
+    pub when: Spanned<String>,
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    #[serde(default)]
+    pub edits: Vec<RawTextEdit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTextEdit {
+    pub text: Spanned<String>,
+    pub with: String,
 }
 
 #[derive(Debug, Deserialize)]

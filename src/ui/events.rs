@@ -29,6 +29,12 @@ pub enum RunEvent {
         /// How long it took ("finished": the command; "done": the whole setup; "cached": 0).
         duration_ms: u64,
     },
+    /// The map's package stand-ins at a tag's setup: installed in place of what the tag's
+    /// lockfile pins (`outcome`: "applied", "already-present", "prepared-earlier").
+    StandIns {
+        git_ref: String,
+        stand_ins: Vec<StandInView>,
+    },
     /// The latest line a setup command printed (at most about two a second).
     SetupOutput {
         git_ref: String,
@@ -77,7 +83,21 @@ pub enum RunEvent {
         failed: usize,
         status: String,
         duration_ms: u64,
+        /// The stand-ins the tags that ran were installed with ("v2.1.0: <package> <original>
+        /// -> <stand-in> (why)"): results obtained with them.
+        stand_ins: Vec<String>,
     },
+}
+
+/// One stand-in of a tag's setup.
+#[derive(Debug, Clone, Serialize)]
+pub struct StandInView {
+    pub package: String,
+    pub original: String,
+    pub stand_in: String,
+    pub why: String,
+    pub when: String,
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +168,21 @@ pub fn event_line(event: &RunEvent, st: &Styler, echo_output: bool) -> Option<St
             phase_label(phase),
             st.dim(detail)
         ),
+        RunEvent::StandIns { git_ref, stand_ins } => stand_ins
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {git_ref}: stand-in {} {} -> {} ({}, {})",
+                    st.dim("setup"),
+                    s.package,
+                    s.original,
+                    s.stand_in,
+                    s.why,
+                    s.outcome
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         RunEvent::SetupOutput { git_ref, line } if echo_output => {
             format!("  {} {line}", st.dim(&format!("setup {git_ref} |")))
         }
@@ -259,6 +294,17 @@ mod tests {
                 detail: s(),
                 duration_ms: 1,
             },
+            RunEvent::StandIns {
+                git_ref: s(),
+                stand_ins: vec![StandInView {
+                    package: s(),
+                    original: s(),
+                    stand_in: s(),
+                    why: s(),
+                    when: s(),
+                    outcome: s(),
+                }],
+            },
             RunEvent::SetupOutput {
                 git_ref: s(),
                 line: s(),
@@ -295,6 +341,7 @@ mod tests {
                 failed: 1,
                 status: s(),
                 duration_ms: 1,
+                stand_ins: vec![s()],
             },
         ]
     }

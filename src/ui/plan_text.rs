@@ -174,6 +174,15 @@ pub fn render(plan: &Plan, st: &Styler) -> String {
                 ))
             );
         }
+        for planned in &group.stand_ins {
+            let line = planned.describe();
+            let shown = if planned.applies == Some(false) {
+                st.dim(&line)
+            } else {
+                st.warn(&line)
+            };
+            let _ = writeln!(out, "  {} {}", st.dim("setup:"), shown);
+        }
         for blocker in &group.blockers {
             let _ = writeln!(out, "  {} {}", st.bad("BLOCKED:"), blocker);
         }

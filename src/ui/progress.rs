@@ -168,7 +168,7 @@ impl Reporter for ProgressReporter {
                 phase,
                 detail,
                 ..
-            } if status == "running" => {
+            } if status == "running" || status == "removing" => {
                 self.overall();
                 if let Some(line) = event_line(event, &self.styler, false) {
                     self.println(&line);

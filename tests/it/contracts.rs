@@ -8,7 +8,7 @@ use std::path::Path;
 use upstep::error::ExitCode;
 use upstep::store::fingerprint::FpState;
 use upstep::store::journal::StepStatus;
-use upstep::ui::events::{PlannedStepView, RunEvent};
+use upstep::ui::events::{PlannedStepView, RunEvent, StandInView};
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
@@ -86,6 +86,17 @@ fn one_of_each_event() -> Vec<RunEvent> {
             detail: String::new(),
             duration_ms: 0,
         },
+        RunEvent::StandIns {
+            git_ref: String::new(),
+            stand_ins: vec![StandInView {
+                package: String::new(),
+                original: String::new(),
+                stand_in: String::new(),
+                why: String::new(),
+                when: String::new(),
+                outcome: String::new(),
+            }],
+        },
         RunEvent::SetupOutput {
             git_ref: String::new(),
             line: String::new(),
@@ -122,6 +133,7 @@ fn one_of_each_event() -> Vec<RunEvent> {
             failed: 0,
             status: String::new(),
             duration_ms: 0,
+            stand_ins: Vec::new(),
         },
         RunEvent::Promotion {
             status: String::new(),
@@ -137,6 +149,7 @@ fn one_of_each_event() -> Vec<RunEvent> {
             RunEvent::Plan { .. }
             | RunEvent::Notice { .. }
             | RunEvent::Setup { .. }
+            | RunEvent::StandIns { .. }
             | RunEvent::SetupOutput { .. }
             | RunEvent::StepStarted { .. }
             | RunEvent::Output { .. }

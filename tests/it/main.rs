@@ -24,6 +24,7 @@ mod runner_proc;
 mod secrets_url;
 mod services;
 mod settings_path;
+mod stand_ins;
 mod store;
 mod support;
 mod tool_projects;

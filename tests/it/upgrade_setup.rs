@@ -91,7 +91,7 @@ const BUILD_OK: &str =
     "[\"node\", \"-e\", \"console.log('building @fx/lib'); console.error('a warning on stderr'); console.log('built @fx/lib')\"]";
 const BUILD_FAILS: &str = "[\"node\", \"-e\", \"console.log('compiling @fx/lib'); console.error('error TS2307: Cannot find module x'); process.exit(3)\"]";
 
-fn files_under(dir: &Path, name: &str) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -111,7 +111,7 @@ fn files_under(dir: &Path, name: &str) -> Vec<PathBuf> {
 }
 
 /// The setup log of the latest run (one per run).
-fn setup_log(env: &Env) -> String {
+pub(crate) fn setup_log(env: &Env) -> String {
     let logs = files_under(env.state.path(), "setup-v1.0.0");
     let latest = logs
         .iter()
