@@ -112,7 +112,7 @@ const verifiedOk = (s) => ['applied', 'notapplicable', 'not-applicable'].include
 check('every step succeeded and was verified by its data check' + (unchecked.size ? ` (no data check, promises only: ${[...unchecked].join(', ')})` : ''),
   planned.length === steps.length && steps.every((s) => s.status === 'succeeded' && verifiedOk(s)),
   steps.filter((s) => s.status !== 'succeeded' || !verifiedOk(s)).map((s) => `${s.id}: ${s.status}/${s.verified}`).join(', '));
-check('upstep status --check exited 0', statusRc === '0', read('status.txt').trim().split('\n').slice(-3).join(' / '));
+check('upstep status --check exited 0', statusRc === '0', `exit ${statusRc}; ` + read('status.txt').trim().split('\n').slice(-3).join(' / '));
 check('a second run ran nothing', run2Rc === '0' && summary2 && summary2.ran === 0, `exit ${run2Rc}, ran ${summary2 ? summary2.ran : '?'}`);
 check('the data says what each script promises', checkRc === '0', read('promises.txt').split('\n').filter((l) => l.startsWith('FAILED')).join(' / '));
 out.push('');
