@@ -292,13 +292,20 @@ pub enum Error {
     },
 }
 
-/// The steps a run had settled when it stopped, in the order they settled.
+/// What a run had done when it stopped: the steps it settled in the journal, in the order it
+/// settled them (as refinery's error carries the migrations it applied).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
-    pub succeeded: Vec<String>,
-    pub skipped: Vec<String>,
-    /// The step the run stopped at, if a step was the cause.
-    pub failed: Option<String>,
+    pub steps: Vec<SettledStep>,
+}
+
+/// One step a run settled: its id, the tag it ran at, and the status the journal holds for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledStep {
+    pub id: String,
+    pub tag: String,
+    /// The journal's name of the status ("succeeded", "failed", "interrupted", ...).
+    pub status: String,
 }
 
 fn format_problems(problems: &[MapProblem]) -> String {
@@ -424,10 +431,13 @@ mod tests {
 
     #[test]
     fn a_report_rides_on_the_failure_without_changing_it() {
+        let settled = |id: &str, status: &str| SettledStep {
+            id: id.into(),
+            tag: "v1.0.0".into(),
+            status: status.into(),
+        };
         let report = RunReport {
-            succeeded: vec!["a".into(), "b".into()],
-            skipped: vec!["c".into()],
-            failed: Some("d".into()),
+            steps: vec![settled("a", "succeeded"), settled("d", "failed")],
         };
         let err = Error::StepFailed("d failed".into()).with_report(report.clone());
         assert_eq!(err.code(), ExitCode::StepFailed);

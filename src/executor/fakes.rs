@@ -488,6 +488,8 @@ impl Workspace for FakeWorkspace {
 /// What a fake child does once started.
 #[derive(Clone)]
 pub enum Behaviour {
+    /// Cannot be started (a missing program, say): the spawn itself fails.
+    FailsToStart,
     /// Prints a line, then exits with this code; `data` becomes what its check reads after.
     Exits { code: i32, data: Option<FpState> },
     /// Exits 0 after this many real milliseconds (the heartbeat beats meanwhile).
@@ -568,6 +570,12 @@ impl Children for FakeChildren {
                     },
                 )
             });
+        if let Behaviour::FailsToStart = behaviour {
+            self.log.push(format!("spawn {name} failed"));
+            return Err(Error::StepFailed(format!(
+                "cannot start {name}: No such file or directory"
+            )));
+        }
         self.log.push(format!("spawn {name}"));
         Ok(Box::new(FakeChild {
             name,
@@ -640,6 +648,7 @@ impl Child for FakeChild {
                 text: format!("{} says hello", self.name),
             });
             let outcome = match self.behaviour.clone() {
+                Behaviour::FailsToStart => unreachable!("a child that failed to start never waits"),
                 Behaviour::Exits { code, data } => {
                     self.set_data(data);
                     Self::outcome(Ending::Exited, Some(code), None)

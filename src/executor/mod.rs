@@ -92,7 +92,10 @@ pub async fn run(request: RunRequest, fx: &mut Effects<'_>) -> Result<Summary> {
         // The facts serve the first attempt only: a decision changes the journal.
         let result = run_upgrade(&opts, watcher.clone(), known.take(), fx).await;
         let undecided = asks.guided
-            && matches!(result, Err(Error::NeedsDecision(_)))
+            && matches!(
+                result.as_ref().map_err(Error::cause),
+                Err(Error::NeedsDecision(_))
+            )
             && watcher.current() == StopRequest::None;
         if undecided && guided::decide_unverified(&mut opts, fx).await? {
             fx.store = fx.store.next_run();
@@ -130,8 +133,8 @@ pub async fn run_upgrade(
     let result = run_locked(opts, &plan, &stops, known, &mut summary, fx).await;
     drop(heartbeat);
     lock::release(fx.store.as_ref(), &stops).await;
-    report::report_summary(&result, &mut summary, started, fx);
-    result
+    report::report_summary(&result, &summary, started, fx);
+    result.map_err(|e| e.with_report(summary.report()))
 }
 
 async fn run_locked(
@@ -263,10 +266,9 @@ async fn run_steps(
             index: run.index,
             total: run.to_run.len(),
         };
-        let status = step::run_until_settled(opts, plan, &step.id, &at, stops, fx).await?;
-        summary.ran += 1;
-        step::go_on_after(status, &step.id, stops)?;
-        summary.succeeded += 1;
+        let settled = step::run_until_settled(opts, plan, &step.id, &at, stops, fx).await?;
+        summary.settled(&step.id, &plan.groups[g].git_ref, settled.status());
+        step::go_on_after(settled, &step.id, stops)?;
         if stops.current() == StopRequest::AfterStep {
             return Err(Error::Interrupted);
         }

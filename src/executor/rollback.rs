@@ -285,7 +285,7 @@ pub async fn run_rollback(
         .map(|()| summary.clone());
     drop(heartbeat);
     lock::release(fx.store.as_ref(), &stops).await;
-    report::report_summary(&result, &mut summary, started, fx);
+    report::report_summary(&result, &summary, started, fx);
     result
 }
 
@@ -376,10 +376,11 @@ async fn rollback_locked(
                 StepStatus::RolledBack => summary.succeeded += 1,
                 StepStatus::Interrupted => return Err(stops.error()),
                 _ => {
+                    summary.failed += 1;
                     return Err(Error::StepFailed(format!(
                         "the down of {} failed; earlier steps were not undone. See its log and `upstep status`; fix the cause, then re-run the rollback with --retry",
                         step.id
-                    )))
+                    )));
                 }
             }
             if stops.current() == StopRequest::AfterStep {
