@@ -31,7 +31,7 @@ use super::effects::{
     BackupTaken, Blocked, Child, Children, Clock, DataChecks, Prompt, RunStore, Surroundings,
     TunnelLink, Workspace,
 };
-use super::{DecidedStep, KnownFacts, UpgradeOptions};
+use super::{DecidedStep, UpgradeOptions};
 
 /// What every fake did, in order.
 #[derive(Clone, Default)]
@@ -816,13 +816,21 @@ impl Surroundings for FakeSurroundings {
     fn prepare<'a>(
         &'a mut self,
         _opts: &'a mut UpgradeOptions,
-        plan: &'a Plan,
-        guided: Option<&'a KnownFacts>,
+        _full: &'a Plan,
+        to_run: &'a Plan,
         _reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
-        self.log
-            .push(format!("preflight {} step(s)", plan.steps_total));
-        Box::pin(std::future::ready(Ok(guided.cloned())))
+    ) -> LocalBoxFuture<'a, Result<()>> {
+        let ids: Vec<&str> = to_run.steps().map(|(_, s)| s.id.as_str()).collect();
+        self.log.push(format!(
+            "preflight {} step(s){}",
+            to_run.steps_total,
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", ids.join(","))
+            }
+        ));
+        Box::pin(std::future::ready(Ok(())))
     }
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>> {
         self.log.push("signals watched");

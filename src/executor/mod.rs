@@ -4,7 +4,8 @@
 //! - `guided.rs`: the questions before and after a run (through the `Prompt` effect)
 //! - `lock.rs`: the run lock: taken, taken over from a dead run, kept by heartbeat, released
 //! - `recovery.rs`: what a dead run left; scripts changed since they ran; a dropped tunnel
-//! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`)
+//! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`), before the
+//!   preflight (`before_run`) and again in the lock
 //! - `prepare.rs`: backup, downloads; per tag: worktree, toolchain, then removal
 //! - `setup.rs`: per tag: install and build, stamped (`src/shared_cache.rs`: the package store
 //!   and build cache every tag shares)
@@ -44,7 +45,8 @@ mod tests;
 mod verify;
 
 pub use facts::{
-    decide_all, decide_steps, full_plan, plan_event, read_data, DataStates, DecidedStep, KnownFacts,
+    decide_all, decide_steps, full_plan, plan_event, plan_to_run, read_data, DataStates,
+    DecidedStep, KnownFacts, FROM_THE_DATA,
 };
 pub use lock::mark_locked;
 pub use overlap::Overlap;
@@ -78,12 +80,20 @@ pub async fn run(request: RunRequest, fx: &mut Effects<'_>) -> Result<Summary> {
     };
     let plan = full_plan(&opts)?;
     // The decision the preflight checks (reusing what the guided flow read) is where the run
-    // starts from while the journal is unchanged.
-    let guided_facts = decided.as_ref().map(|(_, facts)| facts);
-    let mut known = fx
-        .surroundings
-        .prepare(&mut opts, &plan, guided_facts, fx.reporter)
+    // starts from while the journal is unchanged. A dry run decides in `run_upgrade`, and has
+    // no preflight.
+    let before = match opts.dry_run {
+        true => None,
+        false => {
+            let guided_facts = decided.as_ref().map(|(_, facts)| facts);
+            Some(facts::decide_before_run(&opts, &plan, guided_facts, fx).await?)
+        }
+    };
+    let to_run = before.as_ref().map_or(&plan, |b| &b.to_run);
+    fx.surroundings
+        .prepare(&mut opts, &plan, to_run, fx.reporter)
         .await?;
+    let mut known = before.map(|b| b.facts);
     let watcher = fx.surroundings.watch_signals()?;
     if let Some((decided, _)) = decided {
         guided::confirm_risky_steps(&mut opts, &plan, &decided, fx).await?;

@@ -246,7 +246,7 @@ async fn a_run_goes_lock_decide_per_tag_per_step_report_in_this_order() {
     assert_eq!(
         flow,
         lines(
-            "preflight 3 step(s)
+            "preflight 3 step(s): a,b,c
              signals watched
              lock taken
              event run-started
@@ -354,6 +354,95 @@ async fn a_failed_step_stops_the_run_and_blocks_the_next_until_retry() {
     let summary = world.run_with(options, Questions::default()).await.unwrap();
     assert_eq!((summary.ran, summary.skipped), (2, 1));
     assert_eq!(world.status("c"), Some(StepStatus::Succeeded));
+}
+
+/// The line the fake preflight logged: how many steps, and which, it was asked to check.
+fn preflight(world: &World) -> Vec<String> {
+    world.log.only(&["preflight "])
+}
+
+#[tokio::test]
+async fn the_preflight_checks_only_what_the_decision_runs_and_the_lock_reuses_its_reads() {
+    // Nothing to do: the preflight checks no step, the run says so, nothing is read twice.
+    let mut world = World::new();
+    world.store.with(|s| s.data.clear());
+    let summary = world.run().await.unwrap();
+    assert_eq!(preflight(&world), ["preflight 0 step(s)"]);
+    assert_eq!((summary.ran, summary.skipped), (0, 3));
+    assert!(world.spawned().is_empty());
+    assert_eq!(
+        world.log.only(&["check "]).len(),
+        3,
+        "each data check read once, before the preflight: {:?}",
+        world.log.lines()
+    );
+    let before_lock = world.log.lines().iter().position(|l| l == "lock taken");
+    let last_check = world
+        .log
+        .lines()
+        .iter()
+        .rposition(|l| l.starts_with("check "));
+    assert!(last_check < before_lock, "{:?}", world.log.lines());
+
+    // What the data says is applied is not checked for.
+    let mut world = World::new();
+    world
+        .store
+        .with(|s| s.data.insert("a".into(), FpState::Applied));
+    world.run().await.unwrap();
+    assert_eq!(preflight(&world), ["preflight 2 step(s): b,c"]);
+}
+
+#[tokio::test]
+async fn a_step_that_needs_a_decision_is_left_out_of_the_preflight_and_refused_in_the_lock() {
+    let mut world = World::new();
+    world.store.with(|s| {
+        let mut entry = running_entry("b", dead_actor(), None);
+        entry.status = StepStatus::Failed;
+        s.entries.insert("b".into(), entry);
+    });
+    let err = world.run().await.unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("b: journal: failed")),
+        "{err}"
+    );
+    let checked = preflight(&world);
+    assert_eq!(checked.len(), 1);
+    assert!(!checked[0].contains('b'), "{checked:?}");
+    assert!(world.spawned().is_empty(), "nothing runs past the refusal");
+    assert!(world.log.lines().contains(&"lock released".to_string()));
+}
+
+#[tokio::test]
+async fn a_step_that_needs_an_approval_is_preflighted_then_refused_until_approved() {
+    let mut world = World::new();
+    // `a`: not idempotent, and its data check cannot tell whether it ran.
+    world
+        .store
+        .with(|s| s.data.insert("a".into(), FpState::Unknown));
+    let risky = |world: &World| {
+        let mut options = world.options();
+        let map = MAP
+            .replace("{setup}", "")
+            .replace(r#"idempotent = "guarded""#, r#"idempotent = "no""#);
+        options.map = parse_map(&map, "test.toml").unwrap();
+        options
+    };
+    let err = world
+        .run_with(risky(&world), Questions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("--approve a")),
+        "{err}"
+    );
+    assert_eq!(preflight(&world), ["preflight 3 step(s): a,b,c"]);
+    assert!(world.spawned().is_empty());
+
+    let mut options = risky(&world);
+    options.approvals.steps.insert("a".into());
+    let summary = world.run_with(options, Questions::default()).await.unwrap();
+    assert_eq!(summary.ran, 3);
 }
 
 /// The counts of the run's `summary` event: ran, succeeded, skipped, failed, status.
@@ -735,7 +824,7 @@ async fn at_a_terminal_the_go_ahead_and_the_backup_are_asked_before_the_prefligh
         lines(
             "ask run 3
              ask backup
-             preflight 3 step(s)
+             preflight 3 step(s): a,b,c
              signals watched
              lock taken
              backup"
