@@ -21,7 +21,7 @@ use crate::runner::process::{
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
 use crate::runner::toolchain::{Toolchain, ToolchainRequest};
 use crate::store::fingerprint::{EvalOptions, FingerprintReport, FpState};
-use crate::store::journal::{Actor, JournalEntry, StepEnd, StepStart, StepStatus};
+use crate::store::journal::{Actor, EndedBy, JournalEntry, StepEnd, StepStart, StepStatus};
 use crate::store::lock::{Acquire, LockDoc};
 use crate::store::mirror::Mirror;
 use crate::tunnel::TunnelState;
@@ -263,7 +263,11 @@ impl RunStore for FakeStore {
         status: StepStatus,
         end: &'a StepEnd,
     ) -> BoxFuture<'a, Result<()>> {
-        let line = format!("journal {id} {} ({})", status.as_str(), end.ended_by);
+        let line = format!(
+            "journal {id} {} ({})",
+            status.as_str(),
+            end.ended_by.as_str()
+        );
         let result = self.write(line).map(|()| {
             self.with(|s| {
                 let entry = s
@@ -271,7 +275,7 @@ impl RunStore for FakeStore {
                     .entry(id.into())
                     .or_insert_with(|| running_entry(id, self.actor.clone(), None));
                 entry.status = status;
-                entry.ended_by = Some(end.ended_by.clone());
+                entry.ended_by = Some(end.ended_by.as_str().into());
                 entry.reason = Some(end.reason.clone());
                 entry.finished_at = Some(bson::DateTime::now());
             })
@@ -290,7 +294,7 @@ impl RunStore for FakeStore {
                 self.with(|s| {
                     if let Some(e) = s.entries.get_mut(&entry.id) {
                         e.status = StepStatus::Interrupted;
-                        e.ended_by = Some("abandoned".into());
+                        e.ended_by = Some(EndedBy::Abandoned.as_str().into());
                     }
                 });
                 true

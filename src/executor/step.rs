@@ -22,7 +22,7 @@ use crate::runner::process::{
     ChildSpec, Ending, FinishProbe, ProbeAnswer, RunOutcome, Stream, Watch,
 };
 use crate::store::fingerprint::{EvalOptions, FpState};
-use crate::store::journal::{StepEnd, StepStart, StepStatus};
+use crate::store::journal::{EndedBy, StepEnd, StepStart, StepStatus};
 use crate::ui::events::RunEvent;
 
 /// Where and as what a step runs.
@@ -195,7 +195,7 @@ async fn run_step(
     let end = StepEnd {
         exit_code: outcome.exit_code,
         signal: outcome.signal,
-        ended_by: ending.ended_by.clone(),
+        ended_by: ending.ended_by,
         reason: reason.clone(),
         duration_ms: outcome.duration.as_millis() as i64,
         output_tail: outcome.tail.clone(),
@@ -204,7 +204,7 @@ async fn run_step(
     fx.reporter.report(&RunEvent::StepFinished {
         id: id.into(),
         status: status.as_str().into(),
-        ended_by: ending.ended_by,
+        ended_by: ending.ended_by.as_str().into(),
         reason: format!("{reason} (log: {})", log_file.display()),
         duration_ms: outcome.duration.as_millis() as u64,
     });
@@ -272,7 +272,7 @@ async fn run_child(
     let child = match fx.children.spawn(&spec) {
         Ok(child) => child,
         Err(e) => {
-            return fail(id, "spawn-failed", e, Duration::ZERO, fx)
+            return fail(id, EndedBy::SpawnFailed, e, Duration::ZERO, fx)
                 .await
                 .map(Err)
         }
@@ -315,27 +315,33 @@ async fn run_child(
         Ok(outcome) => Ok(Ok(outcome)),
         Err(e) => {
             let ran = fx.clock.now() - started;
-            fail(id, "error", e, ran, fx).await.map(Err)
+            fail(id, EndedBy::Error, e, ran, fx).await.map(Err)
         }
     }
 }
 
-/// Settle a step that failed before it could be watched to its end; returns the error once
-/// the journal has the failure (or the journal's own error when it could not be written).
+/// Settle a step that failed before it could be watched to its end, and say so; returns the
+/// error once the journal has the failure (or the journal's own error when it could not be
+/// written).
 async fn fail(
     id: &str,
-    ended_by: &str,
+    ended_by: EndedBy,
     e: Error,
     ran: Duration,
     fx: &mut Effects<'_>,
 ) -> Result<Error> {
     let end = StepEnd {
-        ended_by: ended_by.into(),
-        reason: e.to_string(),
         duration_ms: ran.as_millis() as i64,
-        ..StepEnd::default()
+        ..StepEnd::without_outcome(ended_by, e.to_string())
     };
     fx.store.settle(id, StepStatus::Failed, &end).await?;
+    fx.reporter.report(&RunEvent::StepFinished {
+        id: id.into(),
+        status: StepStatus::Failed.as_str().into(),
+        ended_by: ended_by.as_str().into(),
+        reason: end.reason,
+        duration_ms: ran.as_millis() as u64,
+    });
     Ok(e)
 }
 
@@ -364,22 +370,22 @@ pub(super) struct Classify {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Ended {
     pub(super) status: StepStatus,
-    pub(super) ended_by: String,
+    pub(super) ended_by: EndedBy,
     pub(super) reason: String,
 }
 
 impl Classify {
     pub(super) fn classify(&self, outcome: &RunOutcome) -> Ended {
-        let ended = |status, ended_by: &str, reason: String| Ended {
+        let ended = |status, ended_by, reason: String| Ended {
             status,
-            ended_by: ended_by.into(),
+            ended_by,
             reason,
         };
         let quiet = self.quiet;
         match &outcome.ending {
             _ if self.tunnel_down => ended(
                 StepStatus::Interrupted,
-                "tunnel-dropped",
+                EndedBy::TunnelDropped,
                 format!(
                     "ended ({}) when the SSH tunnel to the database dropped",
                     match (outcome.exit_code, outcome.signal) {
@@ -391,48 +397,48 @@ impl Classify {
             ),
             Ending::Stopped { signal } if self.tunnel_dropped => ended(
                 StepStatus::Interrupted,
-                "tunnel-dropped",
+                EndedBy::TunnelDropped,
                 format!("stopped (signal {signal}): the SSH tunnel to the database dropped"),
             ),
             Ending::Stopped { signal } if self.lock_lost => ended(
                 StepStatus::Interrupted,
-                "lease-lost",
+                EndedBy::LeaseLost,
                 format!("stopped (signal {signal}): the run lock was lost"),
             ),
             Ending::Stopped { signal } => ended(
                 StepStatus::Interrupted,
-                "signal",
+                EndedBy::Signal,
                 format!("stopped by signal {signal}"),
             ),
             Ending::TimedOut => ended(
                 StepStatus::Failed,
-                "timeout",
+                EndedBy::Timeout,
                 format!("ran longer than {:?}", self.step_timeout.unwrap_or_default()),
             ),
             Ending::Exited if outcome.exit_code != Some(0) => ended(
                 StepStatus::Failed,
-                "exited",
+                EndedBy::Exited,
                 match (outcome.exit_code, outcome.signal) {
                     (Some(code), _) => format!("exited with code {code}"),
                     (None, Some(sig)) => format!("killed by signal {sig}"),
                     _ => "ended abnormally".to_string(),
                 },
             ),
-            Ending::Exited => ended(StepStatus::Succeeded, "exited", "exited 0".to_string()),
+            Ending::Exited => ended(StepStatus::Succeeded, EndedBy::Exited, "exited 0".to_string()),
             Ending::DoneLine { line } => ended(
                 StepStatus::Succeeded,
-                "done-line",
+                EndedBy::DoneLine,
                 format!("printed {line:?}; ended by upstep"),
             ),
             Ending::QuietAndFinished => ended(
                 StepStatus::Succeeded,
-                "quiet-window",
+                EndedBy::QuietWindow,
                 format!("silent and idle for {quiet}s with nothing pending; ended by upstep"),
             ),
             // Nothing proves it finished: the operator decides (`upstep mark` or --retry).
             Ending::QuietUnverified => ended(
                 StepStatus::EndedUnverified,
-                "quiet-window",
+                EndedBy::QuietWindow,
                 format!("silent and idle for {quiet}s, with no done line and no data check to prove it had finished; ended by upstep"),
             ),
         }
@@ -454,7 +460,7 @@ async fn settle(
         }
         fx.store.mirror().append(&bson::doc! {
             "at": bson::DateTime::now(), "run_id": &fx.store.actor().run_id, "kind": "step-interrupted",
-            "migration": id, "details": { "ended_by": &end.ended_by, "reason": &end.reason },
+            "migration": id, "details": { "ended_by": end.ended_by.as_str(), "reason": &end.reason },
         });
     }
     Ok(())

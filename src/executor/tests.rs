@@ -538,6 +538,21 @@ async fn a_script_that_cannot_start_is_journalled_and_counted_failed() {
         err.report().map(|r| r.steps.clone()),
         Some(vec![settled("a", "v1.1.0", "failed")])
     );
+    // Said as it is journalled: a step-finished event follows its step-started.
+    let finished = world.reporter.events.iter().find_map(|e| match e {
+        RunEvent::StepFinished {
+            id,
+            status,
+            ended_by,
+            reason,
+            ..
+        } => Some((id.clone(), status.clone(), ended_by.clone(), reason.clone())),
+        _ => None,
+    });
+    let (id, status, ended_by, reason) = finished.expect("a step-finished event");
+    assert_eq!((id.as_str(), status.as_str()), ("a", "failed"));
+    assert_eq!(ended_by, "spawn-failed");
+    assert!(reason.starts_with("cannot start"), "{reason}");
     // Journalled failed, so counted as a step that ran and failed.
     assert_eq!(summary_event(&world), (1, 0, 0, 1, "step-failed".into()));
     assert!(!world.spawned().iter().any(|s| s.contains("b.js")));
@@ -1056,14 +1071,17 @@ fn how_a_script_ended_names_its_status() {
         lock_lost: true,
         ..plain
     };
-    assert_eq!(lost.classify(&stopped).ended_by, "lease-lost");
+    assert_eq!(lost.classify(&stopped).ended_by.as_str(), "lease-lost");
     // A dropped tunnel explains both a stop and a failure, before a lost lock does.
     let dropped = Classify {
         tunnel_dropped: true,
         lock_lost: true,
         ..plain
     };
-    assert_eq!(dropped.classify(&stopped).ended_by, "tunnel-dropped");
+    assert_eq!(
+        dropped.classify(&stopped).ended_by.as_str(),
+        "tunnel-dropped"
+    );
     let down = Classify {
         tunnel_down: true,
         ..plain
