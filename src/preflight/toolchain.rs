@@ -249,7 +249,9 @@ fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
             Ok(child) => break child,
             // A script written a moment ago can be briefly "busy" while another thread's fork
             // still holds it open for writing; that passes within milliseconds.
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 20 => {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && attempts < 20 =>
+            {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(25));
             }

@@ -81,7 +81,7 @@ impl Actor {
             host: hostname(),
             user: std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() })),
+                .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid())),
             boot_id: boot_id(),
             pid,
             pid_start: process_start_ticks(pid).unwrap_or(0),
@@ -103,14 +103,10 @@ impl Actor {
 }
 
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
+    match nix::unistd::gethostname() {
+        Ok(name) => name.to_string_lossy().into_owned(),
+        Err(_) => "unknown-host".into(),
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 pub fn boot_id() -> String {
