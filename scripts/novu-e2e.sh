@@ -84,9 +84,13 @@ STAND_INS=(
   "'@maily-to/render':\n        specifier: ^0.0.19\n        version: 0.0.19(|'@maily-to/render':\n        specifier: ^0.0.19\n        version: 0.0.12("
   # Novu's fork of maily.to's render package (v2.2.0-v3.11.0: github:novuhq/maily.to, codeload)
   # -> @maily-to/render 0.1.4 from npm, the upstream release nearest the fork's 0.1.3-novu.N
-  # (same dependencies: @react-email/*, juice, node-html-parser). The key keeps its URL.
-  "{path: /packages/render, tarball: https://codeload.github.com/novuhq/maily.to/tar.gz/3f179b72ada0e34286b6eb89826875f7e9fb5472}\n    version: 0.1.3-novu.4-render|{integrity: sha512-SZJwZ4qwyeFWnc6fjeF9eHEZZWe0QoFOVezZDdJV7ZHDtvflyDEy8f33in29Uh1s55bAdLwgPxtTDHYos+p2XA==, tarball: https://registry.npmjs.org/@maily-to/render/-/render-0.1.4.tgz}\n    version: 0.1.4"
-  "{path: /packages/render, tarball: https://codeload.github.com/novuhq/maily.to/tar.gz/cdded4d623f136f0d89a45dbd3507e44465632bd}\n    version: 0.1.3-novu.8-render|{integrity: sha512-SZJwZ4qwyeFWnc6fjeF9eHEZZWe0QoFOVezZDdJV7ZHDtvflyDEy8f33in29Uh1s55bAdLwgPxtTDHYos+p2XA==, tarball: https://registry.npmjs.org/@maily-to/render/-/render-0.1.4.tgz}\n    version: 0.1.4"
+  # (same dependencies: @react-email/*, juice, node-html-parser). The entry becomes a registry
+  # entry: its resolution first, then its URL key renamed everywhere (importers, packages,
+  # snapshots), so no codeload URL is left for the install to fetch.
+  "{path: /packages/render, tarball: https://codeload.github.com/novuhq/maily.to/tar.gz/3f179b72ada0e34286b6eb89826875f7e9fb5472}\n    version: 0.1.3-novu.4-render|{integrity: sha512-SZJwZ4qwyeFWnc6fjeF9eHEZZWe0QoFOVezZDdJV7ZHDtvflyDEy8f33in29Uh1s55bAdLwgPxtTDHYos+p2XA==}"
+  "{path: /packages/render, tarball: https://codeload.github.com/novuhq/maily.to/tar.gz/cdded4d623f136f0d89a45dbd3507e44465632bd}\n    version: 0.1.3-novu.8-render|{integrity: sha512-SZJwZ4qwyeFWnc6fjeF9eHEZZWe0QoFOVezZDdJV7ZHDtvflyDEy8f33in29Uh1s55bAdLwgPxtTDHYos+p2XA==}"
+  "https://codeload.github.com/novuhq/maily.to/tar.gz/3f179b72ada0e34286b6eb89826875f7e9fb5472#path:/packages/render|0.1.4"
+  "https://codeload.github.com/novuhq/maily.to/tar.gz/cdded4d623f136f0d89a45dbd3507e44465632bd#path:/packages/render|0.1.4"
 )
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }

@@ -86,7 +86,7 @@ pub fn reachable(host: &str) -> bool {
 pub async fn checks_async(needs: &[Need<'_>]) -> Vec<CheckResult> {
     let hosts: Vec<String> = needs
         .iter()
-        .filter_map(|n| n.download.host().map(str::to_string))
+        .filter_map(|n| n.download.host())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -114,7 +114,7 @@ pub fn checks(needs: &[Need<'_>], probe: &mut dyn FnMut(&str) -> bool) -> Vec<Ch
     let mut out = Vec::new();
     for need in needs {
         let d = need.download;
-        let host = d.host().unwrap_or("?").to_string();
+        let host = d.host().unwrap_or_else(|| "?".to_string());
         let up = *hosts.entry(host.clone()).or_insert_with(|| probe(&host));
         let via = d
             .via
@@ -173,7 +173,7 @@ mod tests {
             "https://github.com/node-apn/node-http2/archive/apn-2.1.4.tar.gz",
             &["data-layer"],
         );
-        assert_eq!(d.host(), Some("github.com"));
+        assert_eq!(d.host().as_deref(), Some("github.com"));
         assert!(d.needed_by(None));
         assert!(!d.needed_by(Some("data-layer")));
         let needs = [

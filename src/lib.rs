@@ -30,6 +30,7 @@ pub mod preflight;
 pub mod promote;
 pub mod redact;
 pub mod redis_auto;
+pub mod redis_ping;
 pub mod rehearse;
 pub mod release_map;
 pub mod repo_facts;

@@ -146,7 +146,8 @@ fn start_blocking(binary: &Path, state_dir: &Path) -> Result<ThrowawayRedis> {
     )))
 }
 
-fn ping(port: u16, command: &[u8]) -> std::io::Result<String> {
+/// Sends one raw command (SHUTDOWN on stop, where no runtime may be at hand) and reads the reply.
+fn send_command(port: u16, command: &[u8]) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(
         &(Ipv4Addr::LOCALHOST, port).into(),
         Duration::from_millis(500),
@@ -166,9 +167,20 @@ impl ThrowawayRedis {
         }
     }
 
+    /// The one Redis ping, from the blocking start-up thread (run on the caller's runtime).
+    fn answers_ping(&self) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let url = crate::redis_ping::loopback_url(self.port);
+        runtime
+            .block_on(crate::redis_ping::ping(&url, Duration::from_millis(500)))
+            .is_ok()
+    }
+
     fn wait_ready(&mut self, deadline: Instant) -> std::result::Result<(), String> {
         loop {
-            if ping(self.port, b"*1\r\n$4\r\nPING\r\n").is_ok_and(|r| r.starts_with("+PONG")) {
+            if self.answers_ping() {
                 return Ok(());
             }
             if !self.alive() {
@@ -201,7 +213,7 @@ impl ThrowawayRedis {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             };
-            let _ = ping(self.port, b"*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n");
+            let _ = send_command(self.port, b"*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n");
             if !gone(&mut child, Duration::from_secs(2)) {
                 signal_group(pid, Signal::SIGTERM);
                 if !gone(&mut child, Duration::from_secs(2)) {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::redact::Uri;
 
 pub const REPORT_SCHEMA: &str = crate::json_schemas::REHEARSAL;
 /// Between the real database's name and the rehearsal's time in a default scratch name.
@@ -21,43 +22,25 @@ const DB_NAME_MAX: usize = 63;
 
 /// The database a URI names (`mongodb://host/db?opts` -> `db`), without connecting.
 pub fn database_of(uri: &str) -> Option<String> {
-    let (_, rest) = uri.split_once("://")?;
-    let (_, path) = rest.split_once('/')?;
-    let db = path.split('?').next().unwrap_or_default();
-    (!db.is_empty()).then(|| db.to_string())
+    Uri::new(uri).database().map(str::to_string)
 }
 
 /// The same URI naming another database (credentials, hosts and options kept).
 pub fn with_database(uri: &str, db: &str) -> Result<String> {
-    let bad = || {
-        Error::usage(
-            format!(
-                "the MongoDB URI {} names no database",
-                crate::redact::redact_uri(uri)
-            ),
+    let parsed = Uri::new(uri);
+    match parsed.with_database(db) {
+        Some(renamed) => Ok(renamed.expose().to_string()),
+        None => Err(Error::usage(
+            format!("the MongoDB URI {parsed} names no database"),
             "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
-        )
-    };
-    let (scheme, rest) = uri.split_once("://").ok_or_else(bad)?;
-    let (hosts, path) = rest.split_once('/').ok_or_else(bad)?;
-    let options = path.split_once('?').map(|(_, o)| o);
-    Ok(match options {
-        Some(o) => format!("{scheme}://{hosts}/{db}?{o}"),
-        None => format!("{scheme}://{hosts}/{db}"),
-    })
+        )),
+    }
 }
 
-/// The hosts part of a URI (`user:pw@h1,h2`), credentials removed: two URIs with the same
-/// hosts reach the same server.
-fn hosts_of(uri: &str) -> Option<String> {
-    let (_, rest) = uri.split_once("://")?;
-    let hosts = rest.split(['/', '?']).next()?;
-    Some(
-        hosts
-            .rsplit_once('@')
-            .map_or(hosts, |(_, h)| h)
-            .to_lowercase(),
-    )
+/// The hosts of a URI (`h1,h2`), credentials removed: two URIs with the same hosts reach the
+/// same server.
+fn hosts_of(uri: &str) -> String {
+    Uri::new(uri).hosts().to_lowercase()
 }
 
 /// Whether two URIs reach the same server (same hosts, whatever the credentials).

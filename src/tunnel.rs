@@ -14,8 +14,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -23,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::orphan_guard::OrphanGuard;
-use crate::redact::redact_uri;
+use crate::redact::Uri;
 
 /// How ssh checks the SSH host's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -189,41 +190,29 @@ const SRV_FIX: &str = "name the primary as seen from the SSH host with --ssh-rem
     host:port (or remote_mongo in the profile), and give a plain mongodb://user:pass@host:port/db \
     URI (add tls=true&tlsAllowInvalidHostnames=true if the server requires TLS)";
 
-/// Splits a `mongodb://` URI into (userinfo with its `@`, host list, the rest from `/` or `?`).
-fn split_mongo_uri(uri: &str) -> Result<(&str, &str, &str)> {
-    if uri.starts_with("mongodb+srv://") {
+/// A `mongodb://` URI, parsed; `mongodb+srv://` and other schemes are refused.
+fn plain_mongo_uri(uri: &str) -> Result<Uri> {
+    let parsed = Uri::new(uri);
+    if parsed.has_scheme("mongodb+srv") {
         return Err(Error::Tunnel {
             message: SRV_EXPLANATION.into(),
             fix: SRV_FIX.into(),
         });
     }
-    let Some(rest) = uri.strip_prefix("mongodb://") else {
+    if !uri.starts_with("mongodb://") {
         return Err(Error::usage(
-            format!("`{}` is not a MongoDB connection URI", redact_uri(uri)),
+            format!("`{parsed}` is not a MongoDB connection URI"),
             "give a URI that starts with mongodb://, e.g. mongodb://user:pass@db:27017/novu-db",
         ));
-    };
-    // The authority ends at the first `/` (or `?`); in it, the user information ends at the last
-    // `@` (the spec wants `@`, `/` and `:` in passwords percent-encoded).
-    let authority_end = rest
-        .find('/')
-        .or_else(|| rest.find('?'))
-        .unwrap_or(rest.len());
-    let userinfo_end = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
-    let after = &rest[userinfo_end..];
-    let hosts_end = after.find(['/', '?']).unwrap_or(after.len());
-    Ok((
-        &rest[..userinfo_end],
-        &after[..hosts_end],
-        &after[hosts_end..],
-    ))
+    }
+    Ok(parsed)
 }
 
 /// The MongoDB host:port a tunnel should forward to by default: the one host of the URI (as
 /// the SSH host sees it). Several hosts, or an SRV URI, need an explicit `--ssh-remote-mongo`.
 pub fn mongo_forward_target(uri: &str) -> Result<(String, u16)> {
-    let (_, hosts, _) = split_mongo_uri(uri)?;
-    let list: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    let parsed = plain_mongo_uri(uri)?;
+    let list = parsed.host_list();
     match list.as_slice() {
         [one] => match parse_host_port(one) {
             Some(hp) => Ok(hp),
@@ -246,12 +235,9 @@ pub fn mongo_forward_target(uri: &str) -> Result<(String, u16)> {
 /// Points a `mongodb://` URI at `127.0.0.1:<local_port>` with `directConnection=true`, keeping
 /// the credentials, database and other options. `mongodb+srv://` is refused (see the message).
 pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
-    let (userinfo, _, rest) = split_mongo_uri(uri)?;
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (rest, None),
-    };
-    let mut params: Vec<&str> = query
+    let parsed = plain_mongo_uri(uri)?;
+    let mut params: Vec<&str> = parsed
+        .query()
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
@@ -261,11 +247,26 @@ pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
         })
         .collect();
     params.push("directConnection=true");
-    let path = if path.is_empty() { "/" } else { path };
-    Ok(format!(
-        "mongodb://{userinfo}127.0.0.1:{local_port}{path}?{}",
-        params.join("&")
-    ))
+    let path = if parsed.path().is_empty() {
+        "/"
+    } else {
+        parsed.path()
+    };
+    let rewritten = parsed.rebuilt(
+        &format!("127.0.0.1:{local_port}"),
+        path,
+        Some(&params.join("&")),
+    );
+    Ok(rewritten.expose().to_string())
+}
+
+/// `retries` waits between attempts to reopen: `backoff`, then twice that, ..., at most 30 s.
+fn reopen_backoff(retries: u32, backoff: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(backoff)
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(retries as usize)
 }
 
 /// The last lines ssh wrote on stderr.
@@ -312,39 +313,43 @@ pub async fn open(spec: TunnelSpec) -> Result<Tunnel> {
             spec.target()
         );
     }
-    let mut last = None;
     // A port picked as free can be taken before ssh binds it: then ssh exits at once
-    // (ExitOnForwardFailure) and we try new ports.
-    for _ in 0..3 {
-        let ports = free_ports(spec.forwards.len())?;
-        match start(&spec, &ports).await {
-            Ok((child, stderr, guard)) => {
-                let pid = child.id().unwrap_or(0);
-                let (state, _) = watch::channel(TunnelState::Up);
-                let mut tunnel = Tunnel {
-                    local_ports: ports,
-                    pid,
-                    spec,
-                    child: Arc::new(Mutex::new(Some(child))),
-                    stderr,
-                    state,
-                    monitor: None,
-                    guard: Some(guard),
-                };
-                tunnel.start_monitor();
-                return Ok(tunnel);
-            }
-            Err(StartError::PortTaken) => last = Some(StartError::PortTaken),
-            Err(StartError::Failed(e) | StartError::Permanent(e)) => return Err(e),
+    // (ExitOnForwardFailure) and we try new ports, up to three times in all, at once.
+    let started = (|| async {
+        let ports = free_ports(spec.forwards.len()).map_err(StartError::Failed)?;
+        start(&spec, &ports).await.map(|started| (ports, started))
+    })
+    .retry(
+        ConstantBuilder::default()
+            .with_delay(Duration::ZERO)
+            .with_max_times(2),
+    )
+    .sleep(tokio::time::sleep)
+    .when(|e| matches!(e, StartError::PortTaken))
+    .await;
+    match started {
+        Ok((ports, (child, stderr, guard))) => {
+            let pid = child.id().unwrap_or(0);
+            let (state, _) = watch::channel(TunnelState::Up);
+            let mut tunnel = Tunnel {
+                local_ports: ports,
+                pid,
+                spec,
+                child: Arc::new(Mutex::new(Some(child))),
+                stderr,
+                state,
+                monitor: None,
+                guard: Some(guard),
+            };
+            tunnel.start_monitor();
+            Ok(tunnel)
         }
-    }
-    Err(match last {
-        Some(StartError::Failed(e) | StartError::Permanent(e)) => e,
-        _ => Error::Tunnel {
+        Err(StartError::Failed(e) | StartError::Permanent(e)) => Err(e),
+        Err(StartError::PortTaken) => Err(Error::Tunnel {
             message: "ssh could not listen on a free local port three times in a row".into(),
             fix: "check what is taking loopback ports on this machine, then try again".into(),
-        },
-    })
+        }),
+    }
 }
 
 enum StartError {
@@ -575,18 +580,13 @@ pub async fn mongo_hello(port: u16) -> bool {
     answered
 }
 
+/// PING through the forward (`-NOAUTH` counts: it is Redis answering); about 2 s at most.
 async fn redis_ping(port: u16) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-        stream.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
-        let mut buf = [0u8; 64];
-        let n = stream.read(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Ok(true))
-    )
+    let url = crate::redis_ping::loopback_url(port);
+    match crate::redis_ping::ping(&url, Duration::from_secs(1)).await {
+        Ok(_) => true,
+        Err(e) => e.is_an_answer(),
+    }
 }
 
 fn stderr_text(stderr: &StderrLog) -> String {
@@ -949,47 +949,43 @@ impl Tunnel {
     /// them. Failures no retry can fix (host key, refused key) return at once.
     pub async fn reopen(&mut self, retries: u32, backoff: Duration) -> Result<()> {
         self.stop_child().await;
-        let mut wait = backoff;
-        let mut attempt = 0;
-        loop {
-            match start(&self.spec, &self.local_ports).await {
-                Ok((child, stderr, guard)) => {
-                    self.pid = child.id().unwrap_or(0);
-                    self.stderr = stderr;
-                    self.guard = Some(guard);
-                    if let Ok(mut slot) = self.child.lock() {
-                        *slot = Some(child);
-                    }
-                    self.state.send_replace(TunnelState::Up);
-                    self.start_monitor();
-                    tracing::info!("SSH tunnel to {} reopened", self.spec.target());
-                    return Ok(());
+        let failed_attempts = std::cell::Cell::new(0u32);
+        let started = (|| start(&self.spec, &self.local_ports))
+            .retry(reopen_backoff(retries, backoff))
+            .sleep(tokio::time::sleep)
+            .when(|e| !matches!(e, StartError::Permanent(_)))
+            .notify(|_, wait| {
+                failed_attempts.set(failed_attempts.get() + 1);
+                tracing::warn!(
+                    "reopening the SSH tunnel to {} failed (attempt {} of {}); retrying in {:?}",
+                    self.spec.target(),
+                    failed_attempts.get(),
+                    retries + 1,
+                    wait
+                );
+            })
+            .await;
+        match started {
+            Ok((child, stderr, guard)) => {
+                self.pid = child.id().unwrap_or(0);
+                self.stderr = stderr;
+                self.guard = Some(guard);
+                if let Ok(mut slot) = self.child.lock() {
+                    *slot = Some(child);
                 }
-                Err(StartError::Permanent(e)) => return Err(e),
-                Err(StartError::Failed(e)) if attempt >= retries => return Err(e),
-                Err(StartError::PortTaken) if attempt >= retries => {
-                    return Err(Error::Tunnel {
-                        message: format!(
-                            "cannot reopen the tunnel: local ports {:?} are now taken by \
-                             another program",
-                            self.local_ports
-                        ),
-                        fix: "stop that program, or start the run again".into(),
-                    })
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "reopening the SSH tunnel to {} failed (attempt {} of {}); retrying in {:?}",
-                        self.spec.target(),
-                        attempt + 1,
-                        retries + 1,
-                        wait
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                    attempt += 1;
-                }
+                self.state.send_replace(TunnelState::Up);
+                self.start_monitor();
+                tracing::info!("SSH tunnel to {} reopened", self.spec.target());
+                Ok(())
             }
+            Err(StartError::Permanent(e) | StartError::Failed(e)) => Err(e),
+            Err(StartError::PortTaken) => Err(Error::Tunnel {
+                message: format!(
+                    "cannot reopen the tunnel: local ports {:?} are now taken by another program",
+                    self.local_ports
+                ),
+                fix: "stop that program, or start the run again".into(),
+            }),
         }
     }
 
@@ -1032,6 +1028,20 @@ impl Drop for Tunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopening_waits_twice_as_long_each_time_up_to_thirty_seconds() {
+        use backon::BackoffBuilder;
+        let waits: Vec<Duration> = reopen_backoff(3, Duration::from_secs(2)).build().collect();
+        assert_eq!(
+            waits,
+            [2, 4, 8].map(Duration::from_secs).to_vec(),
+            "the recovery's reopen(3, 2 s)"
+        );
+        let capped: Vec<Duration> = reopen_backoff(4, Duration::from_secs(20)).build().collect();
+        assert_eq!(capped, [20, 30, 30, 30].map(Duration::from_secs).to_vec());
+        assert_eq!(reopen_backoff(0, Duration::from_secs(1)).build().count(), 0);
+    }
 
     #[test]
     fn ssh_targets() {

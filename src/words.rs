@@ -85,10 +85,7 @@ pub fn connect_failure_reason(message: &str) -> String {
 
 /// The `host:port` list of a connection URI, without scheme, credentials, database or options.
 pub fn uri_hosts(uri: &str) -> String {
-    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    rest[..end].to_string()
+    crate::redact::Uri::new(uri).hosts().to_string()
 }
 
 #[cfg(test)]

@@ -33,14 +33,6 @@ fn no_uri() -> Error {
     )
 }
 
-/// The database in a URI's path, without connecting (for the default --out).
-fn database_in(uri: &str) -> Option<String> {
-    let (_, rest) = uri.split_once("://")?;
-    let (_, path) = rest.split_once('/')?;
-    let db = path.split('?').next().unwrap_or_default();
-    (!db.is_empty()).then(|| db.to_string())
-}
-
 pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     let settings = mongo_settings(&args.mongo, &args.ssh, &args.profile)?;
     let uri = settings
@@ -51,7 +43,7 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     let out = match &args.out {
         Some(out) => out.clone(),
         None => {
-            let db = database_in(&uri).ok_or_else(|| {
+            let db = crate::rehearse::database_of(&uri).ok_or_else(|| {
                 Error::usage(
                     format!("the MongoDB URI {} names no database", redact_uri(&uri)),
                     "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
@@ -292,6 +284,7 @@ async fn reset_journal(
 mod tests {
     use super::*;
     use crate::preflight::human_bytes;
+    use crate::rehearse::database_of as database_in;
 
     #[test]
     fn database_from_uri_path() {

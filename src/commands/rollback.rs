@@ -190,7 +190,10 @@ pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
         let connected = connect(&settings, !interactive).await?;
         let mut connection = Connection {
             mongo_uri: connected.uri.clone(),
-            encryption_key: std::env::var(&key_var).ok().filter(|k| !k.is_empty()),
+            encryption_key: std::env::var(&key_var)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(Into::into),
             private_env: settings.private_env_vars(),
             ..Connection::default()
         };

@@ -191,7 +191,10 @@ impl Resolved {
 fn connection_for(uri: &str, key_var: &str, settings: &Settings) -> Connection {
     Connection {
         mongo_uri: uri.to_string(),
-        encryption_key: std::env::var(key_var).ok().filter(|k| !k.is_empty()),
+        encryption_key: std::env::var(key_var)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(Into::into),
         private_env: settings.private_env_vars(),
         ..Connection::default()
     }
@@ -353,42 +356,27 @@ fn choose_backup(args: &UpgradeArgs, interactive: bool) -> Result<Option<std::pa
 
 /// Redis for the scripts: the configured one, or a throwaway local redis-server.
 pub(super) fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("redis://") {
-        (false, r)
-    } else {
+    let parsed = crate::redact::Uri::new(url);
+    let tls = parsed.has_scheme("rediss");
+    if !tls && !parsed.has_scheme("redis") {
         return Err(Error::usage(
-            format!(
-                "--redis-url {} is not a redis:// URL",
-                crate::redact::redact_uri(url)
-            ),
+            format!("--redis-url {parsed} is not a redis:// URL"),
             "pass redis://[:password@]host:port[/db], rediss:// for TLS, or auto",
         ));
+    }
+    let port = match parsed.port_text() {
+        Some(text) => text.parse::<u16>().ok(),
+        None => Some(6379),
     };
-    let (auth, hostpart) = match rest.rsplit_once('@') {
-        Some((auth, host)) => (Some(auth), host),
-        None => (None, rest),
-    };
-    let (hostport, db) = match hostpart.split_once('/') {
-        Some((hp, db)) => (hp, db.parse::<u32>().ok()),
-        None => (hostpart, None),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
-        None => (hostport.to_string(), Some(6379)),
-    };
-    conn.redis_host = Some(host);
+    conn.redis_host = Some(parsed.host_name().unwrap_or_default().to_string());
     conn.redis_port = Some(port.ok_or_else(|| {
         Error::usage(
-            format!("--redis-url {}: bad port", crate::redact::redact_uri(url)),
+            format!("--redis-url {parsed}: bad port"),
             "pass redis://host:port",
         )
     })?);
-    conn.redis_password = auth
-        .map(|a| a.split_once(':').map_or(a, |(_, pw)| pw).to_string())
-        .filter(|p| !p.is_empty());
-    conn.redis_db = db;
+    conn.redis_password = parsed.password();
+    conn.redis_db = parsed.database().and_then(|db| db.parse::<u32>().ok());
     conn.redis_tls = tls;
     Ok(())
 }
@@ -408,7 +396,11 @@ async fn preflight(
         mongo_uri: Some(&opts.connection.mongo_uri),
         redis_url,
         encryption_key_var: key_var,
-        encryption_key: opts.connection.encryption_key.as_deref(),
+        encryption_key: opts
+            .connection
+            .encryption_key
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret),
         path_env: std::env::var_os("PATH").unwrap_or_default(),
         cache_dir: opts.cache_root.clone(),
         toolchain: opts.toolchain,
@@ -442,4 +434,45 @@ async fn preflight(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn a_redis_url_fills_the_connection_with_its_password_decoded() {
+        let mut conn = Connection::default();
+        redis_connection("rediss://:Canary%40Pw@[::1]:6380/3", &mut conn).unwrap();
+        assert_eq!(conn.redis_host.as_deref(), Some("::1"));
+        assert_eq!(conn.redis_port, Some(6380));
+        assert_eq!(conn.redis_db, Some(3));
+        assert!(conn.redis_tls);
+        // The child gets the password the server knows, not its URL encoding.
+        assert_eq!(
+            conn.redis_password.as_ref().map(|p| p.expose_secret()),
+            Some("Canary@Pw")
+        );
+        assert!(!format!("{conn:?}").contains("Canary"));
+
+        let mut plain = Connection::default();
+        redis_connection("redis://cache", &mut plain).unwrap();
+        assert_eq!(
+            (
+                plain.redis_host.as_deref(),
+                plain.redis_port,
+                plain.redis_tls
+            ),
+            (Some("cache"), Some(6379), false)
+        );
+        assert!(plain.redis_password.is_none());
+
+        for bad in ["http://:CanaryPw@h:1", "redis://:CanaryPw@h:port"] {
+            let err = redis_connection(bad, &mut Connection::default()).unwrap_err();
+            assert!(!err.to_string().contains("CanaryPw"), "{err}");
+            assert_eq!(err.code(), crate::error::ExitCode::Usage);
+        }
+    }
 }

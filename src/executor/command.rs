@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::error::{Error, Result};
 use crate::release_map::{Era, Mode, RunKind};
 
@@ -15,10 +17,11 @@ pub struct Connection {
     pub mongo_uri: String,
     pub redis_host: Option<String>,
     pub redis_port: Option<u16>,
-    pub redis_password: Option<String>,
+    /// Secrets as `SecretString`: a `Debug` of the connection shows `[REDACTED]`.
+    pub redis_password: Option<SecretString>,
     pub redis_db: Option<u32>,
     pub redis_tls: bool,
-    pub encryption_key: Option<String>,
+    pub encryption_key: Option<SecretString>,
     /// Inherited variables no child may see (`Settings::private_env_vars`).
     pub private_env: Vec<String>,
 }
@@ -29,10 +32,10 @@ impl Connection {
             "mongo_uri" => Some(self.mongo_uri.clone()),
             "redis_host" => self.redis_host.clone(),
             "redis_port" => self.redis_port.map(|p| p.to_string()),
-            "redis_password" => self.redis_password.clone(),
+            "redis_password" => exposed(&self.redis_password),
             "redis_db" => self.redis_db.map(|d| d.to_string()),
             "redis_tls" => self.redis_tls.then(|| "true".to_string()),
-            "encryption_key" => self.encryption_key.clone(),
+            "encryption_key" => exposed(&self.encryption_key),
             _ => None,
         }
     }
@@ -41,11 +44,16 @@ impl Connection {
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets = crate::redact::uri_secrets(&self.mongo_uri);
         secrets.push(self.mongo_uri.clone());
-        secrets.extend(self.redis_password.clone());
-        secrets.extend(self.encryption_key.clone());
+        secrets.extend(exposed(&self.redis_password));
+        secrets.extend(exposed(&self.encryption_key));
         secrets.retain(|s| !s.is_empty());
         secrets
     }
+}
+
+/// The real value of a secret, for a child's environment or a scrub list only.
+fn exposed(secret: &Option<SecretString>) -> Option<String> {
+    secret.as_ref().map(|s| s.expose_secret().to_string())
 }
 
 /// Fill `{placeholder}`s; None when one of them has no value (the variable stays unset).

@@ -207,7 +207,10 @@ fn run_git(
             .args(["-c", "credential.helper="])
             .args(["-c", &format!("credential.helper={CREDENTIAL_HELPER}")])
             .env(USERNAME_ENV, username)
-            .env(PASSWORD_ENV, password);
+            .env(
+                PASSWORD_ENV,
+                secrecy::ExposeSecret::expose_secret(&password),
+            );
     } else {
         command.env_remove(USERNAME_ENV).env_remove(PASSWORD_ENV);
     }
@@ -352,18 +355,7 @@ pub(crate) fn is_remote_spec(spec: &str) -> bool {
 /// `.git`, e.g. `github.com-novuhq-novu` for `https://github.com/novuhq/novu.git` and for
 /// `git@github.com:novuhq/novu.git`.
 pub(crate) fn cache_dir_name(spec: &str) -> String {
-    let (without_scheme, authority_ends_at): (&str, &[char]) = match spec.find("://") {
-        Some(i) => (&spec[i + 3..], &['/']),
-        // scp-like `user@host:path`: the host ends at the colon.
-        None => (spec, &['/', ':']),
-    };
-    let authority_end = without_scheme
-        .find(authority_ends_at)
-        .unwrap_or(without_scheme.len());
-    let without_user = match without_scheme[..authority_end].rfind('@') {
-        Some(at) => &without_scheme[at + 1..],
-        None => without_scheme,
-    };
+    let without_user = crate::redact::Uri::new(spec).after_userinfo();
     let trimmed = without_user.trim_end_matches('/');
     let trimmed = trimmed.strip_suffix(".git").unwrap_or(trimmed);
     super::sanitise_for_path(trimmed)

@@ -10,7 +10,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::Path;
 
-use crate::redact::{self, MASK};
+use secrecy::SecretString;
+
+use crate::redact::Uri;
 
 /// A repository given as a local path or a URL (`https://`, `ssh://`, `file://`, `git@host:path`).
 ///
@@ -26,18 +28,7 @@ pub struct RepoLocation {
 /// helper. Never printed: it has no `Debug`.
 pub(crate) struct UrlCredentials {
     pub username: String,
-    pub password: String,
-}
-
-/// A URL taken apart around its user info.
-struct Parts<'a> {
-    /// Everything up to and including `://` (empty for scp-like `user@host:path`).
-    scheme: &'a str,
-    userinfo: Option<&'a str>,
-    /// Host, path and query.
-    rest: &'a str,
-    /// Whether the user name alone is a login name (ssh) rather than a token (http and the rest).
-    user_is_login: bool,
+    pub password: SecretString,
 }
 
 impl RepoLocation {
@@ -64,16 +55,9 @@ impl RepoLocation {
     /// password or token, which git gets from [`RepoLocation::credentials`] instead. An ssh login
     /// name is kept. A local path is returned as it is.
     pub fn git_url(&self) -> String {
-        let Some(parts) = self.parts() else {
-            return self.spec.clone();
-        };
-        match parts.userinfo {
-            Some(userinfo) if parts.user_is_login => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-                format!("{}{user}@{}", parts.scheme, parts.rest)
-            }
-            Some(_) => format!("{}{}", parts.scheme, parts.rest),
-            None => self.spec.clone(),
+        match self.uri() {
+            Some(uri) if uri.has_userinfo() => uri.without_credentials(),
+            _ => self.spec.clone(),
         }
     }
 
@@ -81,115 +65,25 @@ impl RepoLocation {
     /// the user name and an empty password, as git itself would send it). `None` for local
     /// paths, URLs without user info and ssh URLs (ssh authenticates with keys, not with the URL).
     pub(crate) fn credentials(&self) -> Option<UrlCredentials> {
-        let parts = self.parts()?;
-        if parts.user_is_login {
-            return None;
-        }
-        let userinfo = parts.userinfo?;
-        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        Some(UrlCredentials {
-            username: redact::percent_decode(user),
-            password: redact::percent_decode(password),
-        })
+        let uri = self.uri().filter(|uri| !uri.user_is_login())?;
+        let (username, password) = uri.credentials()?;
+        Some(UrlCredentials { username, password })
     }
 
     /// Every secret this location carries, raw and percent-decoded, to scrub from text an
     /// outside program (git) printed.
     pub(crate) fn secrets(&self) -> Vec<String> {
-        let Some(parts) = self.parts() else {
-            return Vec::new();
-        };
-        let Some(userinfo) = parts.userinfo else {
-            return Vec::new();
-        };
-        let mut secrets = Vec::new();
-        match userinfo.split_once(':') {
-            Some((_, password)) => secrets.push(password.to_string()),
-            None if !parts.user_is_login => secrets.push(userinfo.to_string()),
-            None => {}
-        }
-        let decoded: Vec<String> = secrets.iter().map(|s| redact::percent_decode(s)).collect();
-        secrets.extend(decoded);
-        secrets.retain(|s| !s.is_empty());
-        secrets.sort();
-        secrets.dedup();
-        secrets
+        self.uri().map(|uri| uri.secrets()).unwrap_or_default()
     }
 
-    fn parts(&self) -> Option<Parts<'_>> {
-        if !self.is_remote() {
-            return None;
-        }
-        let spec = self.spec.as_str();
-        match spec.find("://") {
-            Some(at) => {
-                let scheme = &spec[..at + 3];
-                let after_scheme = &spec[at + 3..];
-                let name = scheme[..at].to_ascii_lowercase();
-                let user_is_login = matches!(name.as_str(), "ssh" | "git+ssh" | "ssh+git");
-                Some(match redact::userinfo_end(after_scheme) {
-                    Some(end) => Parts {
-                        scheme,
-                        userinfo: Some(&after_scheme[..end]),
-                        rest: &after_scheme[end + 1..],
-                        user_is_login,
-                    },
-                    None => Parts {
-                        scheme,
-                        userinfo: None,
-                        rest: after_scheme,
-                        user_is_login,
-                    },
-                })
-            }
-            // scp-like `user@host:path`: ssh, so the user is a login name.
-            None => {
-                let head = &spec[..spec.find('/').unwrap_or(spec.len())];
-                Some(match head.rfind('@') {
-                    Some(end) => Parts {
-                        scheme: "",
-                        userinfo: Some(&spec[..end]),
-                        rest: &spec[end + 1..],
-                        user_is_login: true,
-                    },
-                    None => Parts {
-                        scheme: "",
-                        userinfo: None,
-                        rest: spec,
-                        user_is_login: true,
-                    },
-                })
-            }
-        }
+    /// The URL, parsed; `None` for a local path.
+    fn uri(&self) -> Option<Uri> {
+        self.is_remote().then(|| Uri::new(self.spec.as_str()))
     }
 
     fn redacted(&self) -> String {
-        let Some(parts) = self.parts() else {
-            return self.spec.clone();
-        };
-        let mut out = String::with_capacity(self.spec.len());
-        out.push_str(parts.scheme);
-        if let Some(userinfo) = parts.userinfo {
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    out.push_str(user);
-                    out.push(':');
-                    out.push_str(MASK);
-                }
-                None if parts.user_is_login => out.push_str(userinfo),
-                None => out.push_str(MASK),
-            }
-            out.push('@');
-        }
-        match parts.rest.split_once('?') {
-            Some((before, query)) => {
-                out.push_str(before);
-                out.push('?');
-                out.push_str(&redact::redact_query(query));
-            }
-            None => out.push_str(parts.rest),
-        }
-        out
+        self.uri()
+            .map_or_else(|| self.spec.clone(), |uri| uri.redacted())
     }
 }
 
@@ -244,6 +138,7 @@ impl From<&str> for RepoLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     const CANARY: &str = "ghp_Canary7f3a9";
 
@@ -318,14 +213,14 @@ mod tests {
             .credentials()
             .unwrap();
         assert_eq!(
-            (token.username.as_str(), token.password.as_str()),
+            (token.username.as_str(), token.password.expose_secret()),
             (CANARY, "")
         );
         let pair = RepoLocation::from("https://me%2Bx:p%40ss@h/x")
             .credentials()
             .unwrap();
         assert_eq!(
-            (pair.username.as_str(), pair.password.as_str()),
+            (pair.username.as_str(), pair.password.expose_secret()),
             ("me+x", "p@ss")
         );
         assert!(RepoLocation::from("ssh://git:pw@h/x")

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError};
 
 use super::CheckResult;
 use crate::redact::{redact_uri, scrub, uri_secrets};
+use crate::redis_ping::{ping, PingError};
 
 const ID: &str = "redis";
 const TITLE: &str = "Redis reachable";
@@ -15,52 +16,26 @@ const TITLE: &str = "Redis reachable";
 pub async fn check_redis(url: &str, timeout: Duration) -> CheckResult {
     let shown = redact_uri(url);
     let secrets = uri_secrets(url);
-    let client = match redis::Client::open(url) {
-        Ok(client) => client,
-        Err(e) => {
-            return CheckResult::blocker(
-                ID,
-                TITLE,
-                format!(
-                    "{shown} is not a valid Redis URL: {}",
-                    scrub(&e.to_string(), &secrets)
-                ),
-                "pass --redis-url redis://[:password@]host:port[/db] (rediss:// for TLS), or \
-                 --redis-url auto to let upstep start a throwaway Redis",
-            )
-        }
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(timeout)
-        .set_response_timeout(timeout);
-    // An outer deadline too: TLS and AUTH happen after the TCP connect the inner one bounds.
-    let attempt = tokio::time::timeout(timeout + Duration::from_secs(1), async {
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut connection)
-            .await
-            .unwrap_or_default();
-        Ok::<_, RedisError>(info)
-    })
-    .await;
-
-    match attempt {
-        Ok(Ok(info)) => {
-            let version = info
-                .lines()
-                .find_map(|line| line.strip_prefix("redis_version:"))
-                .map(|v| format!(" (redis {})", v.trim()))
+    match ping(url, timeout).await {
+        Ok(pong) => {
+            let version = pong
+                .version
+                .map(|v| format!(" (redis {v})"))
                 .unwrap_or_default();
             CheckResult::ok(ID, TITLE, format!("{shown} answered PING{version}"))
         }
-        Ok(Err(e)) => failure(&shown, &e, &secrets, timeout),
-        Err(_) => CheckResult::blocker(
+        Err(PingError::BadUrl(e)) => CheckResult::blocker(
+            ID,
+            TITLE,
+            format!(
+                "{shown} is not a valid Redis URL: {}",
+                scrub(&e.to_string(), &secrets)
+            ),
+            "pass --redis-url redis://[:password@]host:port[/db] (rediss:// for TLS), or \
+             --redis-url auto to let upstep start a throwaway Redis",
+        ),
+        Err(PingError::Failed(e)) => failure(&shown, &e, &secrets, timeout),
+        Err(PingError::TimedOut) => CheckResult::blocker(
             ID,
             TITLE,
             format!("{shown} did not answer within {}s", timeout.as_secs_f32()),

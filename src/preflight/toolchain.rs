@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use backon::{BlockingRetryable, ConstantBuilder};
 use semver::Version;
 
 use super::CheckResult;
@@ -243,21 +244,18 @@ fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
             .stderr(Stdio::null());
         command
     };
-    let mut attempts = 0;
-    let mut child = loop {
-        match crate::child::spawn_std(command(), crate::child::Lifetime::WithUpstep) {
-            Ok(child) => break child,
-            // A script written a moment ago can be briefly "busy" while another thread's fork
-            // still holds it open for writing; that passes within milliseconds.
-            Err(e)
-                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && attempts < 20 =>
-            {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            Err(e) => return Err(format!("cannot run it: {e}")),
-        }
-    };
+    // A script written a moment ago can be briefly "busy" while another thread's fork still
+    // holds it open for writing; that passes within milliseconds.
+    let mut child = (|| crate::child::spawn_std(command(), crate::child::Lifetime::WithUpstep))
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::from_millis(25))
+                .with_max_times(20),
+        )
+        .sleep(std::thread::sleep)
+        .when(|e| e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32))
+        .call()
+        .map_err(|e| format!("cannot run it: {e}"))?;
     // Read on a thread so a chatty child cannot block on a full pipe while we wait.
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let (sender, receiver) = std::sync::mpsc::channel();

@@ -124,11 +124,10 @@ impl Download {
     }
 
     /// The host the URL points at (`github.com` for `https://github.com/...`).
-    pub fn host(&self) -> Option<&str> {
-        let rest = self.url.split_once("://")?.1;
-        let host = rest.split(['/', '?', '#']).next()?;
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        Some(host.split(':').next().unwrap_or(host)).filter(|h| !h.is_empty())
+    pub fn host(&self) -> Option<String> {
+        let url = crate::redact::Uri::new(self.url.as_str());
+        url.scheme()?;
+        url.host_name().map(str::to_string)
     }
 }
 
@@ -425,7 +424,7 @@ mod tests {
             via: None,
             skipped_by: vec!["data-layer".into()],
         };
-        assert_eq!(d.host(), Some("codeload.github.com"));
+        assert_eq!(d.host().as_deref(), Some("codeload.github.com"));
         assert!(d.needed_by(None));
         assert!(d.needed_by(Some("other")));
         assert!(!d.needed_by(Some("data-layer")));
