@@ -34,7 +34,7 @@ fn die_with_upstep() -> impl Fn() -> std::io::Result<()> + Send + Sync + 'static
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
         // upstep died between the fork and the prctl: no death signal will ever come.
         if getppid() != upstep {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            return Err(nix::errno::Errno::ESRCH.into());
         }
         Ok(())
     }

@@ -12,10 +12,8 @@ use crate::git::{GitRepo, RepoLocation};
 use crate::plan::Plan;
 use crate::release_map::ReleaseMap;
 use crate::store::Store;
-use crate::version::display;
 
-/// Where a plan's steps came from, as every view says it.
-pub const FROM_THE_DATA: &str = "the journal and the data";
+pub use crate::executor::FROM_THE_DATA;
 
 /// Every step up to the target, decided from the journal and the data.
 #[derive(Debug, Clone)]
@@ -48,25 +46,6 @@ pub async fn decide(
     })
 }
 
-/// For `upgrade`, before its preflight: the decision (reusing the data the guided flow read)
-/// and the plan of the steps it runs, which the preflight checks. The run starts from these
-/// facts while the journal is unchanged. A dry run decides in the executor and has no
-/// preflight: the full plan, no facts.
-pub async fn before_run(
-    opts: &UpgradeOptions,
-    store: &Store,
-    guided: Option<&KnownFacts>,
-    full: &Plan,
-) -> Result<(Option<KnownFacts>, Plan)> {
-    if opts.dry_run {
-        return Ok((None, full.clone()));
-    }
-    let known = guided.map(|f| f.data.clone()).unwrap_or_default();
-    let decision = decide(opts, store, known).await?;
-    let plan = decision.to_run(&opts.map, opts.from.as_ref());
-    Ok((Some(decision.facts), plan))
-}
-
 impl DecidedPlan {
     pub fn decision(&self, id: &str) -> Option<&Decision> {
         self.steps.iter().find(|d| d.id == id).map(|d| &d.decision)
@@ -79,26 +58,10 @@ impl DecidedPlan {
             .count()
     }
 
-    /// The plan of the steps a run would execute, each with the reason of its decision, its
-    /// group's setup (profile, downloads) following the steps that remain.
+    /// The plan of the steps a run would execute (`executor::plan_to_run`): what a run's
+    /// preflight checks.
     pub fn to_run(&self, map: &ReleaseMap, from: Option<&semver::Version>) -> Plan {
-        let mut plan = self.full.clone();
-        plan.from = from
-            .map(display)
-            .unwrap_or_else(|| FROM_THE_DATA.to_string());
-        plan.retain_steps(|s| {
-            self.decision(&s.id)
-                .is_some_and(|d| d.action == Action::Run)
-        });
-        for group in &mut plan.groups {
-            for step in &mut group.steps {
-                if let Some(d) = self.decision(&step.id) {
-                    step.reason = d.reason.clone();
-                }
-            }
-            group.fill_setup(map);
-        }
-        plan
+        executor::plan_to_run(&self.full, &self.steps, map, from)
     }
 
     /// The steps that need a decision before a run goes past them, with why.

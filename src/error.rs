@@ -7,45 +7,47 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// The documented exit codes. Stable: pipelines branch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
-    /// Everything asked for was done (or there was nothing to do).
-    Success = 0,
-    /// A bug in upstep: please report it.
-    Internal = 1,
-    /// The command line or a value given on it is wrong (unknown flag, bad version, downgrade).
-    Usage = 2,
-    /// The release map could not be read or failed validation.
-    Map = 3,
-    /// The git repository could not be opened, cloned, read or checked out.
-    Repository = 4,
-    /// `doctor` (or the checks `upgrade` runs first) found a blocker.
-    Preflight = 5,
-    /// MongoDB or Redis could not be reached or refused the credentials.
-    Connection = 6,
-    /// Another upstep run holds the run lock.
-    Locked = 7,
-    /// A migration step failed (or ran but did not migrate), or its tag's setup failed.
-    StepFailed = 8,
-    /// A step needs a decision: the journal shows it failed or interrupted (--retry or
-    /// `upstep mark`), or it needs an approval of its own (--approve <id>).
-    NeedsDecision = 9,
-    /// `status --check`: migrations are still pending.
-    Pending = 10,
-    /// The SSH tunnel could not be opened or was lost.
-    Tunnel = 11,
-    /// A confirmation was needed but there is no terminal and no --yes.
-    NoTerminal = 12,
-    /// A configuration file or profile is wrong.
-    Config = 13,
-    /// `upgrade --then`: every step succeeded, but the promotion command failed, or was not
-    /// run because a step's work could not be verified.
-    PromotionFailed = 14,
-    /// Stopped by SIGINT (Ctrl-C).
-    Interrupted = 130,
-    /// Stopped by SIGTERM, or by SIGHUP (a dropped terminal or SSH session), treated alike.
-    Terminated = 143,
+enum_with_all! {
+    /// The documented exit codes. Stable: pipelines branch on them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ExitCode {
+        /// Everything asked for was done (or there was nothing to do).
+        Success = 0,
+        /// A bug in upstep: please report it.
+        Internal = 1,
+        /// The command line or a value given on it is wrong (unknown flag, bad version, downgrade).
+        Usage = 2,
+        /// The release map could not be read or failed validation.
+        Map = 3,
+        /// The git repository could not be opened, cloned, read or checked out.
+        Repository = 4,
+        /// `doctor` (or the checks `upgrade` runs first) found a blocker.
+        Preflight = 5,
+        /// MongoDB or Redis could not be reached or refused the credentials.
+        Connection = 6,
+        /// Another upstep run holds the run lock.
+        Locked = 7,
+        /// A migration step failed (or ran but did not migrate), or its tag's setup failed.
+        StepFailed = 8,
+        /// A step needs a decision: the journal shows it failed or interrupted (--retry or
+        /// `upstep mark`), or it needs an approval of its own (--approve <id>).
+        NeedsDecision = 9,
+        /// `status --check`: migrations are still pending.
+        Pending = 10,
+        /// The SSH tunnel could not be opened or was lost.
+        Tunnel = 11,
+        /// A confirmation was needed but there is no terminal and no --yes.
+        NoTerminal = 12,
+        /// A configuration file or profile is wrong.
+        Config = 13,
+        /// `upgrade --then`: every step succeeded, but the promotion command failed, or was not
+        /// run because a step's work could not be verified.
+        PromotionFailed = 14,
+        /// Stopped by SIGINT (Ctrl-C).
+        Interrupted = 130,
+        /// Stopped by SIGTERM, or by SIGHUP (a dropped terminal or SSH session), treated alike.
+        Terminated = 143,
+    }
 }
 
 impl ExitCode {
@@ -292,13 +294,20 @@ pub enum Error {
     },
 }
 
-/// The steps a run had settled when it stopped, in the order they settled.
+/// What a run had done when it stopped: the steps it settled in the journal, in the order it
+/// settled them (as refinery's error carries the migrations it applied).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
-    pub succeeded: Vec<String>,
-    pub skipped: Vec<String>,
-    /// The step the run stopped at, if a step was the cause.
-    pub failed: Option<String>,
+    pub steps: Vec<SettledStep>,
+}
+
+/// One step a run settled: its id, the tag it ran at, and the status the journal holds for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledStep {
+    pub id: String,
+    pub tag: String,
+    /// The journal's name of the status ("succeeded", "failed", "interrupted", ...).
+    pub status: String,
 }
 
 fn format_problems(problems: &[MapProblem]) -> String {
@@ -398,36 +407,27 @@ mod tests {
 
     #[test]
     fn table_matches_enum() {
-        let from_enum = [
-            ExitCode::Success,
-            ExitCode::Internal,
-            ExitCode::Usage,
-            ExitCode::Map,
-            ExitCode::Repository,
-            ExitCode::Preflight,
-            ExitCode::Connection,
-            ExitCode::Locked,
-            ExitCode::StepFailed,
-            ExitCode::NeedsDecision,
-            ExitCode::Pending,
-            ExitCode::Tunnel,
-            ExitCode::NoTerminal,
-            ExitCode::Config,
-            ExitCode::PromotionFailed,
-            ExitCode::Interrupted,
-            ExitCode::Terminated,
-        ];
-        let codes: Vec<i32> = from_enum.iter().map(|c| c.as_i32()).collect();
+        let codes: Vec<i32> = ExitCode::ALL.iter().map(|c| c.as_i32()).collect();
         let table: Vec<i32> = ExitCode::TABLE.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, table);
     }
 
     #[test]
+    fn every_exit_code_has_a_name_of_its_own() {
+        let names: std::collections::BTreeSet<&str> =
+            ExitCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ExitCode::ALL.len());
+    }
+
+    #[test]
     fn a_report_rides_on_the_failure_without_changing_it() {
+        let settled = |id: &str, status: &str| SettledStep {
+            id: id.into(),
+            tag: "v1.0.0".into(),
+            status: status.into(),
+        };
         let report = RunReport {
-            succeeded: vec!["a".into(), "b".into()],
-            skipped: vec!["c".into()],
-            failed: Some("d".into()),
+            steps: vec![settled("a", "succeeded"), settled("d", "failed")],
         };
         let err = Error::StepFailed("d failed".into()).with_report(report.clone());
         assert_eq!(err.code(), ExitCode::StepFailed);

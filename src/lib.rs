@@ -1,6 +1,10 @@
 //! upstep: runs a self-hosted deployment's legacy data migrations, each at the code version it
 //! was written for. `run` is the whole program; `main.rs` only calls it.
 
+// First: the modules below use its macro.
+#[macro_use]
+mod enum_all;
+
 pub mod backup;
 pub mod cache;
 pub mod child;

@@ -6,6 +6,12 @@
 //! `<21.0.0-0`, `^0.2.3` means `>=0.2.3 <0.3.0-0`), and prereleases follow npm's rule: a version
 //! with a prerelease tag only matches a comparator set that names a prerelease of the same
 //! `major.minor.patch`.
+//!
+//! Why not the `nodejs-semver` crate (tried at 7.0.0 against this file's tests, December 2026;
+//! node-semver 7.5.4 as the referee): it disagrees with npm on `>*` (it matches 1.0.0; npm:
+//! nothing matches) and on an empty alternative (`1.2.3 || ` does not match 9.9.9 there; npm:
+//! an empty set matches anything), and it accepts what npm rejects (`>= >= 1` as `>=1.0.0`,
+//! `1.2.3 -` as `1.2.3`). Its desugared text also differs (`<21.0.0` for npm's `<21.0.0-0`).
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -15,7 +15,7 @@ use crate::executor::decide::Flags;
 use crate::executor::effects::{Effects, Surroundings, Workspace};
 use crate::executor::real::{GitWorkspace, MongoRunStore, ProcessChildren, SystemClock};
 use crate::executor::rollback::{self, DownAction, RollbackPlan, RollbackRequest};
-use crate::executor::{KnownFacts, UpgradeOptions};
+use crate::executor::UpgradeOptions;
 use crate::plan::Plan;
 use crate::release_map::{Need, ReleaseMap};
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
@@ -278,11 +278,11 @@ impl Surroundings for RollbackSurroundings {
     fn prepare<'a>(
         &'a mut self,
         _opts: &'a mut UpgradeOptions,
-        _plan: &'a Plan,
-        _guided: Option<&'a KnownFacts>,
+        _full: &'a Plan,
+        _to_run: &'a Plan,
         _reporter: &'a mut dyn crate::ui::events::Reporter,
-    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
-        Box::pin(async { Ok(None) })
+    ) -> LocalBoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>> {

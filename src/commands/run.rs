@@ -4,8 +4,6 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{load_map_from, runtime};
 use crate::cli::{ConnectOpts, MarkArgs, StatusArgs, UnlockArgs};
 use crate::error::{Error, ExitCode, Result};
@@ -20,6 +18,7 @@ use crate::store::lock::RunLock;
 use crate::store::mirror::{state_dir, Mirror};
 use crate::store::Store;
 use crate::tunnel::Tunnel;
+use crate::ui::status_text::{self, StatusReport, StatusRow};
 use crate::ui::{self, Styler};
 
 /// Interactive means a person on both ends: stdin and stdout are terminals and no --yes.
@@ -75,30 +74,6 @@ pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Con
     };
     let store = Store::connect(&uri).await?;
     Ok(Connected { store, uri, tunnel })
-}
-
-#[derive(Serialize)]
-struct StatusRow {
-    id: String,
-    release: String,
-    journal: Option<String>,
-    data: Option<String>,
-    state: String,
-    detail: String,
-    /// The journal's record of the step's last run (where, when, by whom, how it ended).
-    journal_entry: Option<crate::store::journal::EntryView>,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    schema: &'static str,
-    database: String,
-    to: String,
-    pending: usize,
-    lock: Option<String>,
-    /// The backup taken before the last run that took one: directory and time.
-    last_backup: Option<String>,
-    migrations: Vec<StatusRow>,
 }
 
 pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
@@ -173,52 +148,7 @@ pub fn status_command(args: &StatusArgs) -> Result<ExitCode> {
     if args.output.json {
         ui::print_json(&report)?;
     } else {
-        let st = Styler::for_stdout();
-        let width = report
-            .migrations
-            .iter()
-            .map(|r| r.id.len())
-            .max()
-            .unwrap_or(0);
-        let mut out = format!(
-            "{} {} (up to {})\n",
-            st.bold("Migrations in"),
-            report.database,
-            report.to
-        );
-        for r in &report.migrations {
-            let state = match r.state.as_str() {
-                s if s.starts_with("succeeded")
-                    || s.starts_with("marked")
-                    || s.starts_with("applied") =>
-                {
-                    st.good(s)
-                }
-                s @ ("failed" | "interrupted" | "ended-unverified" | "regressed" | "running") => {
-                    st.bad(s)
-                }
-                s => st.warn(s),
-            };
-            out.push_str(&format!(
-                "  {}  {:<8}  {:<18}  {}\n",
-                ui::pad(&r.id, width),
-                r.release,
-                state,
-                st.dim(&r.detail)
-            ));
-        }
-        if let Some(backup) = &report.last_backup {
-            out.push_str(&format!("Backup before the last run: {backup}\n"));
-        }
-        if let Some(lock) = &report.lock {
-            out.push_str(&format!("Run lock: {lock}\n"));
-        }
-        out.push_str(&format!(
-            "{} of {} pending\n",
-            report.pending,
-            report.migrations.len()
-        ));
-        ui::print_text(&out)?;
+        ui::print_text(&status_text::render(&report, &Styler::for_stdout()))?;
     }
     if args.check && report.pending > 0 {
         return Err(Error::Pending(format!(

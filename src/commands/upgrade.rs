@@ -20,7 +20,7 @@ use crate::executor::command::Connection;
 use crate::executor::decide::Flags;
 use crate::executor::effects::{Effects, Surroundings, TunnelLink, Workspace};
 use crate::executor::real::{GitWorkspace, MongoRunStore, ProcessChildren, SystemClock};
-use crate::executor::{self, KnownFacts, Questions, RunRequest, UpgradeOptions};
+use crate::executor::{self, Questions, RunRequest, UpgradeOptions};
 use crate::git::GitRepo;
 use crate::plan::Plan;
 use crate::preflight::Severity;
@@ -28,7 +28,6 @@ use crate::release_map::{Need, ReleaseMap};
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
 use crate::settings::Settings;
 use crate::store::mirror::state_dir;
-use crate::store::Store;
 use crate::ui::events::{JsonReporter, Reporter, RunEvent, TextReporter};
 use crate::ui::progress::ProgressReporter;
 use crate::ui::{self, Styler};
@@ -80,7 +79,6 @@ pub(super) fn upgrade_with(args: &UpgradeArgs, mut hooks: RunHooks) -> Result<Ex
         let unattended = options.approvals.clone();
         let mut surroundings = RunSurroundings {
             settings: &settings,
-            store: &connected.store,
             key_var: &key_var,
             interactive,
             multi,
@@ -248,7 +246,6 @@ fn summary_text(dry_run: bool, summary: &executor::Summary) -> String {
 /// the preflight, the signal handlers.
 struct RunSurroundings<'s> {
     settings: &'s Settings,
-    store: &'s Store,
     key_var: &'s str,
     interactive: bool,
     multi: Option<indicatif::MultiProgress>,
@@ -265,37 +262,28 @@ impl Surroundings for RunSurroundings<'_> {
     fn prepare<'a>(
         &'a mut self,
         opts: &'a mut UpgradeOptions,
-        plan: &'a Plan,
-        guided: Option<&'a KnownFacts>,
+        full: &'a Plan,
+        to_run: &'a Plan,
         reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
+    ) -> LocalBoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            // The decision plan, doctor and status show: the preflight checks what will run.
             let configured = self.settings.mongo_uri.as_ref().map(|s| s.value.as_str());
             self.hooks.at_plan(
                 opts,
-                plan,
+                full,
                 self.repo,
                 configured.unwrap_or_default(),
                 reporter,
             );
-            let (facts, preflight_plan) =
-                crate::decided::before_run(opts, self.store, guided, plan).await?;
             if opts.dry_run {
-                return Ok(facts);
+                return Ok(());
             }
-            let redis_url = self.redis_for(opts, &preflight_plan).await?;
+            // The decision plan, doctor and status show: the preflight checks what will run.
+            let redis_url = self.redis_for(opts, to_run).await?;
             let key_var = self.key_var;
-            preflight(
-                opts,
-                &preflight_plan,
-                redis_url.as_deref(),
-                key_var,
-                reporter,
-            )
-            .await?;
+            preflight(opts, to_run, redis_url.as_deref(), key_var, reporter).await?;
             self.ran_with = Some(opts.clone());
-            Ok(facts)
+            Ok(())
         })
     }
 

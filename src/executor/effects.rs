@@ -26,7 +26,7 @@ use crate::store::mirror::Mirror;
 use crate::tunnel::TunnelState;
 use crate::ui::events::Reporter;
 
-use super::{DecidedStep, KnownFacts, UpgradeOptions};
+use super::{DecidedStep, UpgradeOptions};
 
 /// The data checks (read-only): also what `status`, `plan --detect` and `doctor` read.
 pub trait DataChecks: Send + Sync {
@@ -190,18 +190,18 @@ pub trait TunnelLink {
     fn reopen(&mut self, retries: u32, backoff: Duration) -> LocalBoxFuture<'_, Result<()>>;
 }
 
-/// What surrounds a run, provided by the command layer: once the plan is known, the decision
-/// plan, doctor and status share (`decided::before_run`), the services the steps it runs need
-/// and the checks `doctor` makes; then the signal handlers. `prepare` returns the facts the
-/// decision was made from (reusing what the guided flow read), for the run to start from.
+/// What surrounds a run, provided by the command layer: once the executor has decided what
+/// runs (`facts::before_run`), the services the steps that run need and the checks `doctor`
+/// makes on them; then the signal handlers. `full`: every step up to the target; `to_run`:
+/// the plan of the steps the run executes (the full plan in a dry run, which checks nothing).
 pub trait Surroundings {
     fn prepare<'a>(
         &'a mut self,
         opts: &'a mut UpgradeOptions,
-        plan: &'a Plan,
-        guided: Option<&'a KnownFacts>,
+        full: &'a Plan,
+        to_run: &'a Plan,
         reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>>;
+    ) -> LocalBoxFuture<'a, Result<()>>;
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>>;
 }
 

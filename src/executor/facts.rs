@@ -53,6 +53,9 @@ pub struct KnownFacts {
     pub data: DataStates,
 }
 
+/// Where a plan's steps came from, as every view says it.
+pub const FROM_THE_DATA: &str = "the journal and the data";
+
 /// Whether two reads of the journal agree on every step (another run in between changes a
 /// status, an attempt count or a time).
 pub(super) fn same_journal(
@@ -177,6 +180,64 @@ pub async fn decide_steps(
 ) -> Vec<DecidedStep> {
     let data = read_data(opts, plan, checks, DataStates::default()).await;
     decide_all(opts, plan, entries, &data)
+}
+
+/// The plan of the steps a decision runs, each with the reason of its decision, its group's
+/// setup (profile, downloads) following the steps that remain: what `plan`, `doctor` and
+/// `status` show, and what a run's preflight checks. No I/O.
+pub fn plan_to_run(
+    full: &Plan,
+    decided: &[DecidedStep],
+    map: &ReleaseMap,
+    from: Option<&semver::Version>,
+) -> Plan {
+    let decision = |id: &str| decided.iter().find(|d| d.id == id).map(|d| &d.decision);
+    let mut plan = full.clone();
+    plan.from = from
+        .map(crate::version::display)
+        .unwrap_or_else(|| FROM_THE_DATA.to_string());
+    plan.retain_steps(|s| decision(&s.id).is_some_and(|d| d.action == Action::Run));
+    for group in &mut plan.groups {
+        for step in &mut group.steps {
+            if let Some(d) = decision(&step.id) {
+                step.reason = d.reason.clone();
+            }
+        }
+        group.fill_setup(map);
+    }
+    plan
+}
+
+/// What a run decided before its preflight: the facts it decided from (which the run reuses
+/// while the journal is unchanged) and the plan of the steps it runs.
+#[derive(Debug)]
+pub(super) struct BeforeRun {
+    pub(super) facts: KnownFacts,
+    /// Only the steps that run: what the preflight checks (their tools, Redis, disk).
+    pub(super) to_run: Plan,
+}
+
+/// The decision before the preflight, from facts already read: no I/O. The refusals (a step
+/// that needs a decision, a missing approval) come in the lock, from the journal as it is then.
+pub(super) fn before_run(opts: &UpgradeOptions, full: &Plan, facts: KnownFacts) -> BeforeRun {
+    let decided = decide_all(opts, full, &facts.entries, &facts.data);
+    BeforeRun {
+        to_run: plan_to_run(full, &decided, &opts.map, opts.from.as_ref()),
+        facts,
+    }
+}
+
+/// Read the journal and the data checks the guided flow did not read, then `before_run`.
+pub(super) async fn decide_before_run(
+    opts: &UpgradeOptions,
+    full: &Plan,
+    guided: Option<&KnownFacts>,
+    fx: &mut Effects<'_>,
+) -> Result<BeforeRun> {
+    let entries = fx.store.entries().await?;
+    let known = guided.map(|f| f.data.clone()).unwrap_or_default();
+    let data = read_data(opts, full, fx.store.checks(), known).await;
+    Ok(before_run(opts, full, KnownFacts { entries, data }))
 }
 
 pub fn plan_event(decided: &[DecidedStep]) -> RunEvent {

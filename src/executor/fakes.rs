@@ -21,7 +21,7 @@ use crate::runner::process::{
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
 use crate::runner::toolchain::{Toolchain, ToolchainRequest};
 use crate::store::fingerprint::{EvalOptions, FingerprintReport, FpState};
-use crate::store::journal::{Actor, JournalEntry, StepEnd, StepStart, StepStatus};
+use crate::store::journal::{Actor, EndedBy, JournalEntry, StepEnd, StepStart, StepStatus};
 use crate::store::lock::{Acquire, LockDoc};
 use crate::store::mirror::Mirror;
 use crate::tunnel::TunnelState;
@@ -31,7 +31,7 @@ use super::effects::{
     BackupTaken, Blocked, Child, Children, Clock, DataChecks, Prompt, RunStore, Surroundings,
     TunnelLink, Workspace,
 };
-use super::{DecidedStep, KnownFacts, UpgradeOptions};
+use super::{DecidedStep, UpgradeOptions};
 
 /// What every fake did, in order.
 #[derive(Clone, Default)]
@@ -263,7 +263,11 @@ impl RunStore for FakeStore {
         status: StepStatus,
         end: &'a StepEnd,
     ) -> BoxFuture<'a, Result<()>> {
-        let line = format!("journal {id} {} ({})", status.as_str(), end.ended_by);
+        let line = format!(
+            "journal {id} {} ({})",
+            status.as_str(),
+            end.ended_by.as_str()
+        );
         let result = self.write(line).map(|()| {
             self.with(|s| {
                 let entry = s
@@ -271,7 +275,7 @@ impl RunStore for FakeStore {
                     .entry(id.into())
                     .or_insert_with(|| running_entry(id, self.actor.clone(), None));
                 entry.status = status;
-                entry.ended_by = Some(end.ended_by.clone());
+                entry.ended_by = Some(end.ended_by.as_str().into());
                 entry.reason = Some(end.reason.clone());
                 entry.finished_at = Some(bson::DateTime::now());
             })
@@ -290,7 +294,7 @@ impl RunStore for FakeStore {
                 self.with(|s| {
                     if let Some(e) = s.entries.get_mut(&entry.id) {
                         e.status = StepStatus::Interrupted;
-                        e.ended_by = Some("abandoned".into());
+                        e.ended_by = Some(EndedBy::Abandoned.as_str().into());
                     }
                 });
                 true
@@ -501,6 +505,8 @@ impl Workspace for FakeWorkspace {
 /// What a fake child does once started.
 #[derive(Clone)]
 pub enum Behaviour {
+    /// Cannot be started (a missing program, say): the spawn itself fails.
+    FailsToStart,
     /// Prints a line, then exits with this code; `data` becomes what its check reads after.
     Exits { code: i32, data: Option<FpState> },
     /// Exits 0 after this many real milliseconds (the heartbeat beats meanwhile).
@@ -581,6 +587,12 @@ impl Children for FakeChildren {
                     },
                 )
             });
+        if let Behaviour::FailsToStart = behaviour {
+            self.log.push(format!("spawn {name} failed"));
+            return Err(Error::StepFailed(format!(
+                "cannot start {name}: No such file or directory"
+            )));
+        }
         self.log.push(format!("spawn {name}"));
         Ok(Box::new(FakeChild {
             name,
@@ -653,6 +665,7 @@ impl Child for FakeChild {
                 text: format!("{} says hello", self.name),
             });
             let outcome = match self.behaviour.clone() {
+                Behaviour::FailsToStart => unreachable!("a child that failed to start never waits"),
                 Behaviour::Exits { code, data } => {
                     self.set_data(data);
                     Self::outcome(Ending::Exited, Some(code), None)
@@ -820,13 +833,21 @@ impl Surroundings for FakeSurroundings {
     fn prepare<'a>(
         &'a mut self,
         _opts: &'a mut UpgradeOptions,
-        plan: &'a Plan,
-        guided: Option<&'a KnownFacts>,
+        _full: &'a Plan,
+        to_run: &'a Plan,
         _reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
-        self.log
-            .push(format!("preflight {} step(s)", plan.steps_total));
-        Box::pin(std::future::ready(Ok(guided.cloned())))
+    ) -> LocalBoxFuture<'a, Result<()>> {
+        let ids: Vec<&str> = to_run.steps().map(|(_, s)| s.id.as_str()).collect();
+        self.log.push(format!(
+            "preflight {} step(s){}",
+            to_run.steps_total,
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", ids.join(","))
+            }
+        ));
+        Box::pin(std::future::ready(Ok(())))
     }
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>> {
         self.log.push("signals watched");

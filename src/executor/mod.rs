@@ -4,7 +4,8 @@
 //! - `guided.rs`: the questions before and after a run (through the `Prompt` effect)
 //! - `lock.rs`: the run lock: taken, taken over from a dead run, kept by heartbeat, released
 //! - `recovery.rs`: what a dead run left; scripts changed since they ran; a dropped tunnel
-//! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`)
+//! - `facts.rs`: journal + data -> every step decided (the rules: `decide.rs`), before the
+//!   preflight (`before_run`) and again in the lock
 //! - `prepare.rs`: backup, downloads; per tag: worktree, toolchain, then removal
 //! - `setup.rs`: per tag: install and build, stamped (`src/shared_cache.rs`: the package store
 //!   and build cache every tag shares)
@@ -46,7 +47,8 @@ mod verify;
 mod vouched;
 
 pub use facts::{
-    decide_all, decide_steps, full_plan, plan_event, read_data, DataStates, DecidedStep, KnownFacts,
+    decide_all, decide_steps, full_plan, plan_event, plan_to_run, read_data, DataStates,
+    DecidedStep, KnownFacts, FROM_THE_DATA,
 };
 pub use lock::mark_locked;
 pub use overlap::Overlap;
@@ -80,12 +82,20 @@ pub async fn run(request: RunRequest, fx: &mut Effects<'_>) -> Result<Summary> {
     };
     let plan = full_plan(&opts)?;
     // The decision the preflight checks (reusing what the guided flow read) is where the run
-    // starts from while the journal is unchanged.
-    let guided_facts = decided.as_ref().map(|(_, facts)| facts);
-    let mut known = fx
-        .surroundings
-        .prepare(&mut opts, &plan, guided_facts, fx.reporter)
+    // starts from while the journal is unchanged. A dry run decides in `run_upgrade`, and has
+    // no preflight.
+    let before = match opts.dry_run {
+        true => None,
+        false => {
+            let guided_facts = decided.as_ref().map(|(_, facts)| facts);
+            Some(facts::decide_before_run(&opts, &plan, guided_facts, fx).await?)
+        }
+    };
+    let to_run = before.as_ref().map_or(&plan, |b| &b.to_run);
+    fx.surroundings
+        .prepare(&mut opts, &plan, to_run, fx.reporter)
         .await?;
+    let mut known = before.map(|b| b.facts);
     let watcher = fx.surroundings.watch_signals()?;
     if let Some((decided, _)) = decided {
         guided::confirm_risky_steps(&mut opts, &plan, &decided, fx).await?;
@@ -94,7 +104,10 @@ pub async fn run(request: RunRequest, fx: &mut Effects<'_>) -> Result<Summary> {
         // The facts serve the first attempt only: a decision changes the journal.
         let result = run_upgrade(&opts, watcher.clone(), known.take(), fx).await;
         let undecided = asks.guided
-            && matches!(result, Err(Error::NeedsDecision(_)))
+            && matches!(
+                result.as_ref().map_err(Error::cause),
+                Err(Error::NeedsDecision(_))
+            )
             && watcher.current() == StopRequest::None;
         if undecided && guided::decide_unverified(&mut opts, fx).await? {
             fx.store = fx.store.next_run();
@@ -132,8 +145,8 @@ pub async fn run_upgrade(
     let result = run_locked(opts, &plan, &stops, known, &mut summary, fx).await;
     drop(heartbeat);
     lock::release(fx.store.as_ref(), &stops).await;
-    report::report_summary(&result, &mut summary, started, fx);
-    result
+    report::report_summary(&result, &summary, started, fx);
+    result.map_err(|e| e.with_report(summary.report()))
 }
 
 async fn run_locked(
@@ -268,10 +281,9 @@ async fn run_steps(
             index: run.index,
             total: run.to_run.len(),
         };
-        let status = step::run_until_settled(opts, plan, &step.id, &at, stops, fx).await?;
-        summary.ran += 1;
-        step::go_on_after(status, &step.id, stops)?;
-        summary.succeeded += 1;
+        let settled = step::run_until_settled(opts, plan, &step.id, &at, stops, fx).await?;
+        summary.settled(&step.id, &plan.groups[g].git_ref, settled.status());
+        step::go_on_after(settled, &step.id, stops)?;
         if stops.current() == StopRequest::AfterStep {
             return Err(Error::Interrupted);
         }

@@ -22,7 +22,7 @@ use futures_util::future::{select, BoxFuture, Either, LocalBoxFuture};
 use super::effects::{BackupTaken, DataChecks, Effects, RunStore, Surroundings};
 use super::prepare::{self, PreparedTag};
 use super::stop::Stops;
-use super::{DecidedStep, KnownFacts, UpgradeOptions};
+use super::{DecidedStep, UpgradeOptions};
 use crate::detect::{DetectOptions, DetectReport};
 use crate::error::Result;
 use crate::plan::Plan;
@@ -262,11 +262,11 @@ impl Surroundings for NoSurroundings {
     fn prepare<'a>(
         &'a mut self,
         _opts: &'a mut UpgradeOptions,
-        _plan: &'a Plan,
-        _guided: Option<&'a KnownFacts>,
+        _full: &'a Plan,
+        _to_run: &'a Plan,
         _reporter: &'a mut dyn Reporter,
-    ) -> LocalBoxFuture<'a, Result<Option<KnownFacts>>> {
-        Box::pin(std::future::ready(Ok(None)))
+    ) -> LocalBoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
     }
     fn watch_signals(&mut self) -> Result<Arc<SignalWatcher>> {
         Err(crate::error::Error::Internal(

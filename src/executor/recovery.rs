@@ -12,7 +12,7 @@ use super::{DecidedStep, UpgradeOptions};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::store::fingerprint::{EvalOptions, FpState};
-use crate::store::journal::{JournalEntry, StepEnd, StepStatus};
+use crate::store::journal::{EndedBy, JournalEntry, StepEnd, StepStatus};
 use crate::store::lock::LockDoc;
 use crate::ui::events::RunEvent;
 
@@ -247,11 +247,10 @@ pub(super) async fn recover_after_tunnel_drop(
     }
     let entry = store.entries().await?.remove(id);
     if entry.is_some_and(|e| e.status == StepStatus::Running) {
-        let end = StepEnd {
-            ended_by: "tunnel-dropped".into(),
-            reason: "the SSH tunnel to the database dropped mid-step".into(),
-            ..StepEnd::default()
-        };
+        let end = StepEnd::without_outcome(
+            EndedBy::TunnelDropped,
+            "the SSH tunnel to the database dropped mid-step",
+        );
         store.settle(id, StepStatus::Interrupted, &end).await?;
     }
     let migration = opts

@@ -8,8 +8,9 @@ use super::decide::Action;
 use super::effects::Effects;
 use super::facts::{count, decide_steps, plan_event};
 use super::UpgradeOptions;
-use crate::error::{Error, Result};
+use crate::error::{Result, RunReport, SettledStep};
 use crate::plan::Plan;
+use crate::store::journal::StepStatus;
 use crate::ui::events::RunEvent;
 
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,32 @@ pub struct Summary {
     pub failed: usize,
     /// The stand-ins the tags that ran were installed with (`StandIn::describe`, per tag).
     pub stand_ins: Vec<String>,
+    /// The steps this run settled, in order: what a failed run's error reports.
+    pub settled: Vec<SettledStep>,
+}
+
+impl Summary {
+    /// Count a step this run settled in the journal (`ran` counts each, whatever its end).
+    pub(super) fn settled(&mut self, id: &str, tag: &str, status: StepStatus) {
+        self.ran += 1;
+        match status {
+            StepStatus::Succeeded => self.succeeded += 1,
+            StepStatus::Failed => self.failed += 1,
+            _ => {}
+        }
+        self.settled.push(SettledStep {
+            id: id.into(),
+            tag: tag.into(),
+            status: status.as_str().into(),
+        });
+    }
+
+    /// What the run had done, for the error of a run that failed.
+    pub(super) fn report(&self) -> RunReport {
+        RunReport {
+            steps: self.settled.clone(),
+        }
+    }
 }
 
 /// Reads only: no lock, no journal write, no script. `ran` counts the steps that would run.
@@ -53,13 +80,10 @@ pub(super) async fn dry_run(
 /// The summary event that ends every run that took the lock, failed or not.
 pub(super) fn report_summary(
     result: &Result<Summary>,
-    summary: &mut Summary,
+    summary: &Summary,
     started: Instant,
     fx: &mut Effects<'_>,
 ) {
-    if matches!(result, Err(Error::StepFailed(_))) {
-        summary.failed += 1;
-    }
     let status = match result {
         Ok(_) => "succeeded".to_string(),
         Err(e) => e.code().name().to_string(),

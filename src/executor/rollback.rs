@@ -24,7 +24,7 @@ use crate::release_map::{Down, Exits, Migration, Mode, RunKind, ToolJournal};
 use crate::runner::process::{self, ChildSpec, Ending, StopRequest, Watch};
 use crate::store::down_journal;
 use crate::store::fingerprint::{EvalOptions, FpState};
-use crate::store::journal::{Journal, JournalEntry, StepEnd, StepStart, StepStatus};
+use crate::store::journal::{EndedBy, Journal, JournalEntry, StepEnd, StepStart, StepStatus};
 use crate::store::Store;
 use crate::ui::events::RunEvent;
 
@@ -285,7 +285,7 @@ pub async fn run_rollback(
         .map(|()| summary.clone());
     drop(heartbeat);
     lock::release(fx.store.as_ref(), &stops).await;
-    report::report_summary(&result, &mut summary, started, fx);
+    report::report_summary(&result, &summary, started, fx);
     result
 }
 
@@ -376,10 +376,11 @@ async fn rollback_locked(
                 StepStatus::RolledBack => summary.succeeded += 1,
                 StepStatus::Interrupted => return Err(stops.error()),
                 _ => {
+                    summary.failed += 1;
                     return Err(Error::StepFailed(format!(
                         "the down of {} failed; earlier steps were not undone. See its log and `upstep status`; fix the cause, then re-run the rollback with --retry",
                         step.id
-                    )))
+                    )));
                 }
             }
             if stops.current() == StopRequest::AfterStep {
@@ -557,11 +558,7 @@ async fn run_down(
     let child = match fx.children.spawn(&spec) {
         Ok(child) => child,
         Err(e) => {
-            let end = StepEnd {
-                ended_by: "spawn-failed".into(),
-                reason: format!("down: {e}"),
-                ..StepEnd::default()
-            };
+            let end = StepEnd::without_outcome(EndedBy::SpawnFailed, format!("down: {e}"));
             down_journal::settle_down(journal, store, id, StepStatus::Failed, &end).await?;
             return Err(e);
         }
@@ -602,11 +599,7 @@ async fn run_down(
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let end = StepEnd {
-                ended_by: "error".into(),
-                reason: format!("down: {e}"),
-                ..StepEnd::default()
-            };
+            let end = StepEnd::without_outcome(EndedBy::Error, format!("down: {e}"));
             down_journal::settle_down(journal, store, id, StepStatus::Failed, &end).await?;
             return Err(e);
         }
@@ -619,27 +612,27 @@ async fn run_down(
     let (mut status, ended_by, mut reason) = match &outcome.ending {
         Ending::Stopped { signal } if stops.lock_lost() => (
             StepStatus::Interrupted,
-            "lease-lost".to_string(),
+            EndedBy::LeaseLost,
             format!("down stopped (signal {signal}): the run lock was lost"),
         ),
         Ending::Stopped { signal } => (
             StepStatus::Interrupted,
-            "signal".to_string(),
+            EndedBy::Signal,
             format!("down stopped by signal {signal}"),
         ),
         Ending::TimedOut => (
             StepStatus::Failed,
-            "timeout".to_string(),
+            EndedBy::Timeout,
             "down ran too long".to_string(),
         ),
         _ if finished => (
             StepStatus::RolledBack,
-            "exited".to_string(),
+            EndedBy::Exited,
             "down exited 0".to_string(),
         ),
         _ => (
             StepStatus::Failed,
-            "exited".to_string(),
+            EndedBy::Exited,
             match (outcome.exit_code, outcome.signal) {
                 (Some(c), _) => format!("down exited with code {c}"),
                 (None, Some(s)) => format!("down killed by signal {s}"),
@@ -680,7 +673,7 @@ async fn run_down(
     let end = StepEnd {
         exit_code: outcome.exit_code,
         signal: outcome.signal,
-        ended_by: ended_by.clone(),
+        ended_by,
         reason: reason.clone(),
         duration_ms: outcome.duration.as_millis() as i64,
         output_tail: outcome.tail.clone(),
@@ -689,7 +682,7 @@ async fn run_down(
     fx.reporter.report(&RunEvent::StepFinished {
         id: id.into(),
         status: status.as_str().into(),
-        ended_by,
+        ended_by: ended_by.as_str().into(),
         reason: format!("{reason} (log: {})", log_file.display()),
         duration_ms: outcome.duration.as_millis() as u64,
     });

@@ -22,7 +22,7 @@ use crate::runner::process::{
     ChildSpec, Ending, FinishProbe, ProbeAnswer, RunOutcome, Stream, Watch,
 };
 use crate::store::fingerprint::{EvalOptions, FpState};
-use crate::store::journal::{StepEnd, StepStart, StepStatus};
+use crate::store::journal::{EndedBy, StepEnd, StepStart, StepStatus};
 use crate::ui::events::RunEvent;
 
 /// Where and as what a step runs.
@@ -36,6 +36,25 @@ pub(super) struct StepAt<'a> {
     pub(super) total: usize,
 }
 
+/// How a step ended for the run, once the journal has its outcome.
+pub(super) enum Settled {
+    /// Its script ran to an ending, journalled with this status.
+    Ended(StepStatus),
+    /// Its script could not be started or watched to its end: journalled failed, and this
+    /// error (what went wrong) stops the run.
+    FailedToRun(Error),
+}
+
+impl Settled {
+    /// The status the journal holds for the step.
+    pub(super) fn status(&self) -> StepStatus {
+        match self {
+            Settled::Ended(status) => *status,
+            Settled::FailedToRun(_) => StepStatus::Failed,
+        }
+    }
+}
+
 /// Run one step until it is settled: a step interrupted by a dropped tunnel is settled in the
 /// journal once the tunnel is back, and runs again when repeating it is safe.
 pub(super) async fn run_until_settled(
@@ -45,22 +64,26 @@ pub(super) async fn run_until_settled(
     at: &StepAt<'_>,
     stops: &Stops,
     fx: &mut Effects<'_>,
-) -> Result<StepStatus> {
+) -> Result<Settled> {
     loop {
         let ctx = StepCtx::new(&stops.watcher, fx.tunnel.as_ref().map(|t| t.watch()));
-        let status = run_step(opts, plan, id, at, &ctx, stops, fx).await?;
+        let settled = run_step(opts, plan, id, at, &ctx, stops, fx).await?;
         let dropped = ctx.tunnel_dropped();
         drop(ctx);
-        if status == StepStatus::Interrupted && dropped && fx.tunnel.is_some() {
+        if settled.status() == StepStatus::Interrupted && dropped && fx.tunnel.is_some() {
             recover_after_tunnel_drop(opts, id, fx).await?;
             continue;
         }
-        return Ok(status);
+        return Ok(settled);
     }
 }
 
 /// What a settled step means for the run: go on, or stop with the operator's choices.
-pub(super) fn go_on_after(status: StepStatus, id: &str, stops: &Stops) -> Result<()> {
+pub(super) fn go_on_after(settled: Settled, id: &str, stops: &Stops) -> Result<()> {
+    let status = match settled {
+        Settled::Ended(status) => status,
+        Settled::FailedToRun(e) => return Err(e),
+    };
     match status {
         StepStatus::Succeeded => Ok(()),
         StepStatus::EndedUnverified => Err(Error::NeedsDecision(format!(
@@ -118,7 +141,7 @@ async fn run_step(
     ctx: &StepCtx,
     stops: &Stops,
     fx: &mut Effects<'_>,
-) -> Result<StepStatus> {
+) -> Result<Settled> {
     let def = step_def(opts, plan, at, id)?;
     begin(&def, id, at, fx).await?;
     let cmd = super::command_step::step_command(
@@ -146,7 +169,10 @@ async fn run_step(
         quiet,
         path_prefix: at.path_prefix,
     };
-    let outcome = run_child(opts, &def, id, &launch, ctx, fx).await?;
+    let outcome = match run_child(opts, &def, id, &launch, ctx, fx).await? {
+        Ok(outcome) => outcome,
+        Err(e) => return Ok(Settled::FailedToRun(e)),
+    };
     let ended_badly = ended_badly(&outcome);
     let tunnel_down = ended_badly && ctx.tunnel_went_down().await;
     let ending = Classify {
@@ -169,7 +195,7 @@ async fn run_step(
     let end = StepEnd {
         exit_code: outcome.exit_code,
         signal: outcome.signal,
-        ended_by: ending.ended_by.clone(),
+        ended_by: ending.ended_by,
         reason: reason.clone(),
         duration_ms: outcome.duration.as_millis() as i64,
         output_tail: outcome.tail.clone(),
@@ -178,11 +204,11 @@ async fn run_step(
     fx.reporter.report(&RunEvent::StepFinished {
         id: id.into(),
         status: status.as_str().into(),
-        ended_by: ending.ended_by,
+        ended_by: ending.ended_by.as_str().into(),
         reason: format!("{reason} (log: {})", log_file.display()),
         duration_ms: outcome.duration.as_millis() as u64,
     });
-    Ok(status)
+    Ok(Settled::Ended(status))
 }
 
 /// Journal the step as running (with the script's checksum), then say so.
@@ -221,7 +247,7 @@ struct Launch<'a> {
 }
 
 /// Spawn the script, journal its group, stream its output until it ends. A script that could
-/// not start, or a wait that failed, is settled as failed.
+/// not start, or a wait that failed, is settled as failed: the inner error says why.
 async fn run_child(
     opts: &UpgradeOptions,
     def: &StepDef<'_>,
@@ -229,7 +255,7 @@ async fn run_child(
     launch: &Launch<'_>,
     ctx: &StepCtx,
     fx: &mut Effects<'_>,
-) -> Result<RunOutcome> {
+) -> Result<Result<RunOutcome, Error>> {
     let cmd = launch.cmd;
     let spec = ChildSpec {
         program: cmd.program.clone(),
@@ -245,7 +271,11 @@ async fn run_child(
     let started = fx.clock.now();
     let child = match fx.children.spawn(&spec) {
         Ok(child) => child,
-        Err(e) => return Err(fail(id, "spawn-failed", e, Duration::ZERO, fx).await),
+        Err(e) => {
+            return fail(id, EndedBy::SpawnFailed, e, Duration::ZERO, fx)
+                .await
+                .map(Err)
+        }
     };
     fx.store.record_child(id, child.pid(), child.pgid()).await?;
     let mut done_lines = def.era.done_lines.clone();
@@ -282,26 +312,37 @@ async fn run_child(
         let _ = std::fs::remove_file(shim);
     }
     match outcome {
-        Ok(outcome) => Ok(outcome),
+        Ok(outcome) => Ok(Ok(outcome)),
         Err(e) => {
             let ran = fx.clock.now() - started;
-            Err(fail(id, "error", e, ran, fx).await)
+            fail(id, EndedBy::Error, e, ran, fx).await.map(Err)
         }
     }
 }
 
-/// Settle a step that failed before it could be watched to its end; returns the error.
-async fn fail(id: &str, ended_by: &str, e: Error, ran: Duration, fx: &mut Effects<'_>) -> Error {
+/// Settle a step that failed before it could be watched to its end, and say so; returns the
+/// error once the journal has the failure (or the journal's own error when it could not be
+/// written).
+async fn fail(
+    id: &str,
+    ended_by: EndedBy,
+    e: Error,
+    ran: Duration,
+    fx: &mut Effects<'_>,
+) -> Result<Error> {
     let end = StepEnd {
-        ended_by: ended_by.into(),
-        reason: e.to_string(),
         duration_ms: ran.as_millis() as i64,
-        ..StepEnd::default()
+        ..StepEnd::without_outcome(ended_by, e.to_string())
     };
-    match fx.store.settle(id, StepStatus::Failed, &end).await {
-        Ok(()) => e,
-        Err(settle) => settle,
-    }
+    fx.store.settle(id, StepStatus::Failed, &end).await?;
+    fx.reporter.report(&RunEvent::StepFinished {
+        id: id.into(),
+        status: StepStatus::Failed.as_str().into(),
+        ended_by: ended_by.as_str().into(),
+        reason: end.reason,
+        duration_ms: ran.as_millis() as u64,
+    });
+    Ok(e)
 }
 
 /// Whether the script ended in a way that is not a success (a dropped tunnel may explain it).
@@ -329,22 +370,22 @@ pub(super) struct Classify {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Ended {
     pub(super) status: StepStatus,
-    pub(super) ended_by: String,
+    pub(super) ended_by: EndedBy,
     pub(super) reason: String,
 }
 
 impl Classify {
     pub(super) fn classify(&self, outcome: &RunOutcome) -> Ended {
-        let ended = |status, ended_by: &str, reason: String| Ended {
+        let ended = |status, ended_by, reason: String| Ended {
             status,
-            ended_by: ended_by.into(),
+            ended_by,
             reason,
         };
         let quiet = self.quiet;
         match &outcome.ending {
             _ if self.tunnel_down => ended(
                 StepStatus::Interrupted,
-                "tunnel-dropped",
+                EndedBy::TunnelDropped,
                 format!(
                     "ended ({}) when the SSH tunnel to the database dropped",
                     match (outcome.exit_code, outcome.signal) {
@@ -356,48 +397,48 @@ impl Classify {
             ),
             Ending::Stopped { signal } if self.tunnel_dropped => ended(
                 StepStatus::Interrupted,
-                "tunnel-dropped",
+                EndedBy::TunnelDropped,
                 format!("stopped (signal {signal}): the SSH tunnel to the database dropped"),
             ),
             Ending::Stopped { signal } if self.lock_lost => ended(
                 StepStatus::Interrupted,
-                "lease-lost",
+                EndedBy::LeaseLost,
                 format!("stopped (signal {signal}): the run lock was lost"),
             ),
             Ending::Stopped { signal } => ended(
                 StepStatus::Interrupted,
-                "signal",
+                EndedBy::Signal,
                 format!("stopped by signal {signal}"),
             ),
             Ending::TimedOut => ended(
                 StepStatus::Failed,
-                "timeout",
+                EndedBy::Timeout,
                 format!("ran longer than {:?}", self.step_timeout.unwrap_or_default()),
             ),
             Ending::Exited if outcome.exit_code != Some(0) => ended(
                 StepStatus::Failed,
-                "exited",
+                EndedBy::Exited,
                 match (outcome.exit_code, outcome.signal) {
                     (Some(code), _) => format!("exited with code {code}"),
                     (None, Some(sig)) => format!("killed by signal {sig}"),
                     _ => "ended abnormally".to_string(),
                 },
             ),
-            Ending::Exited => ended(StepStatus::Succeeded, "exited", "exited 0".to_string()),
+            Ending::Exited => ended(StepStatus::Succeeded, EndedBy::Exited, "exited 0".to_string()),
             Ending::DoneLine { line } => ended(
                 StepStatus::Succeeded,
-                "done-line",
+                EndedBy::DoneLine,
                 format!("printed {line:?}; ended by upstep"),
             ),
             Ending::QuietAndFinished => ended(
                 StepStatus::Succeeded,
-                "quiet-window",
+                EndedBy::QuietWindow,
                 format!("silent and idle for {quiet}s with nothing pending; ended by upstep"),
             ),
             // Nothing proves it finished: the operator decides (`upstep mark` or --retry).
             Ending::QuietUnverified => ended(
                 StepStatus::EndedUnverified,
-                "quiet-window",
+                EndedBy::QuietWindow,
                 format!("silent and idle for {quiet}s, with no done line and no data check to prove it had finished; ended by upstep"),
             ),
         }
@@ -419,7 +460,7 @@ async fn settle(
         }
         fx.store.mirror().append(&bson::doc! {
             "at": bson::DateTime::now(), "run_id": &fx.store.actor().run_id, "kind": "step-interrupted",
-            "migration": id, "details": { "ended_by": &end.ended_by, "reason": &end.reason },
+            "migration": id, "details": { "ended_by": end.ended_by.as_str(), "reason": &end.reason },
         });
     }
     Ok(())

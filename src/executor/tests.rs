@@ -8,11 +8,12 @@ use std::time::Duration;
 use super::effects::{Blocked, Effects, RunStore};
 use super::fakes::*;
 use super::{run, Questions, RunRequest, Summary, UpgradeOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SettledStep};
 use crate::release_map::parse_map;
 use crate::runner::process::{Ending, RunOutcome, StopRequest};
 use crate::store::fingerprint::FpState;
 use crate::store::journal::StepStatus;
+use crate::ui::events::RunEvent;
 
 /// Three steps at two tags: `a` at v1.1.0, then `b` and `c` at v2.0.0; each has a data check
 /// on the collection named after it. `{setup}` is replaced by the era's setup, if any.
@@ -245,7 +246,7 @@ async fn a_run_goes_lock_decide_per_tag_per_step_report_in_this_order() {
     assert_eq!(
         flow,
         lines(
-            "preflight 3 step(s)
+            "preflight 3 step(s): a,b,c
              signals watched
              lock taken
              event run-started
@@ -331,7 +332,7 @@ async fn a_failed_step_stops_the_run_and_blocks_the_next_until_retry() {
         },
     );
     let err = world.run().await.unwrap_err();
-    assert!(matches!(err, Error::StepFailed(_)), "{err}");
+    assert!(matches!(err.cause(), Error::StepFailed(_)), "{err}");
     assert_eq!(world.status("b"), Some(StepStatus::Failed));
     assert!(!world.spawned().contains(&"spawn c.js".to_string()));
     assert!(
@@ -344,7 +345,7 @@ async fn a_failed_step_stops_the_run_and_blocks_the_next_until_retry() {
 
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::NeedsDecision(m) if m.contains("b: journal: failed")),
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("b: journal: failed")),
         "{err}"
     );
     world.children.on("b.js", applies());
@@ -353,6 +354,208 @@ async fn a_failed_step_stops_the_run_and_blocks_the_next_until_retry() {
     let summary = world.run_with(options, Questions::default()).await.unwrap();
     assert_eq!((summary.ran, summary.skipped), (2, 1));
     assert_eq!(world.status("c"), Some(StepStatus::Succeeded));
+}
+
+/// The line the fake preflight logged: how many steps, and which, it was asked to check.
+fn preflight(world: &World) -> Vec<String> {
+    world.log.only(&["preflight "])
+}
+
+#[tokio::test]
+async fn the_preflight_checks_only_what_the_decision_runs_and_the_lock_reuses_its_reads() {
+    // Nothing to do: the preflight checks no step, the run says so, nothing is read twice.
+    let mut world = World::new();
+    world.store.with(|s| s.data.clear());
+    let summary = world.run().await.unwrap();
+    assert_eq!(preflight(&world), ["preflight 0 step(s)"]);
+    assert_eq!((summary.ran, summary.skipped), (0, 3));
+    assert!(world.spawned().is_empty());
+    assert_eq!(
+        world.log.only(&["check "]).len(),
+        3,
+        "each data check read once, before the preflight: {:?}",
+        world.log.lines()
+    );
+    let before_lock = world.log.lines().iter().position(|l| l == "lock taken");
+    let last_check = world
+        .log
+        .lines()
+        .iter()
+        .rposition(|l| l.starts_with("check "));
+    assert!(last_check < before_lock, "{:?}", world.log.lines());
+
+    // What the data says is applied is not checked for.
+    let mut world = World::new();
+    world
+        .store
+        .with(|s| s.data.insert("a".into(), FpState::Applied));
+    world.run().await.unwrap();
+    assert_eq!(preflight(&world), ["preflight 2 step(s): b,c"]);
+}
+
+#[tokio::test]
+async fn a_step_that_needs_a_decision_is_left_out_of_the_preflight_and_refused_in_the_lock() {
+    let mut world = World::new();
+    world.store.with(|s| {
+        let mut entry = running_entry("b", dead_actor(), None);
+        entry.status = StepStatus::Failed;
+        s.entries.insert("b".into(), entry);
+    });
+    let err = world.run().await.unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("b: journal: failed")),
+        "{err}"
+    );
+    let checked = preflight(&world);
+    assert_eq!(checked.len(), 1);
+    assert!(!checked[0].contains('b'), "{checked:?}");
+    assert!(world.spawned().is_empty(), "nothing runs past the refusal");
+    assert!(world.log.lines().contains(&"lock released".to_string()));
+}
+
+#[tokio::test]
+async fn a_step_that_needs_an_approval_is_preflighted_then_refused_until_approved() {
+    let mut world = World::new();
+    // `a`: not idempotent, and its data check cannot tell whether it ran.
+    world
+        .store
+        .with(|s| s.data.insert("a".into(), FpState::Unknown));
+    let risky = |world: &World| {
+        let mut options = world.options();
+        let map = MAP
+            .replace("{setup}", "")
+            .replace(r#"idempotent = "guarded""#, r#"idempotent = "no""#);
+        options.map = parse_map(&map, "test.toml").unwrap();
+        options
+    };
+    let err = world
+        .run_with(risky(&world), Questions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("--approve a")),
+        "{err}"
+    );
+    assert_eq!(preflight(&world), ["preflight 3 step(s): a,b,c"]);
+    assert!(world.spawned().is_empty());
+
+    let mut options = risky(&world);
+    options.approvals.steps.insert("a".into());
+    let summary = world.run_with(options, Questions::default()).await.unwrap();
+    assert_eq!(summary.ran, 3);
+}
+
+/// The counts of the run's `summary` event: ran, succeeded, skipped, failed, status.
+fn summary_event(world: &World) -> (usize, usize, usize, usize, String) {
+    world
+        .reporter
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            RunEvent::Summary {
+                ran,
+                succeeded,
+                skipped,
+                failed,
+                status,
+                ..
+            } => Some((*ran, *succeeded, *skipped, *failed, status.clone())),
+            _ => None,
+        })
+        .expect("a summary event")
+}
+
+fn settled(id: &str, tag: &str, status: &str) -> SettledStep {
+    SettledStep {
+        id: id.into(),
+        tag: tag.into(),
+        status: status.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_run_carries_the_steps_it_settled_and_still_prints_as_its_cause() {
+    let mut world = World::new();
+    world.script(
+        "b",
+        Behaviour::Exits {
+            code: 3,
+            data: None,
+        },
+    );
+    let err = world.run().await.unwrap_err();
+    assert!(err.to_string().starts_with("step b failed;"), "{err}");
+    assert_eq!(err.code(), crate::error::ExitCode::StepFailed);
+    let report = err.report().expect("a failed run carries its report");
+    assert_eq!(
+        report.steps,
+        [
+            settled("a", "v1.1.0", "succeeded"),
+            settled("b", "v2.0.0", "failed")
+        ]
+    );
+    assert_eq!(summary_event(&world), (2, 1, 0, 1, "step-failed".into()));
+
+    // Refused before any step settled: the report is there, and empty.
+    let err = world.run().await.unwrap_err();
+    assert!(matches!(err.cause(), Error::NeedsDecision(_)), "{err}");
+    assert_eq!(err.report().map(|r| r.steps.len()), Some(0));
+
+    // A stop mid-step: the interrupted step is in the report, after the ones done before it.
+    let mut world = World::new();
+    let watcher = world.watcher();
+    world.script(
+        "b",
+        Behaviour::UntilStopped {
+            stop_with: Some(watcher),
+        },
+    );
+    let err = world.run().await.unwrap_err();
+    assert!(matches!(err.cause(), Error::Interrupted), "{err}");
+    assert_eq!(
+        err.report().map(|r| r.steps.clone()),
+        Some(vec![
+            settled("a", "v1.1.0", "succeeded"),
+            settled("b", "v2.0.0", "interrupted")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_script_that_cannot_start_is_journalled_and_counted_failed() {
+    let mut world = World::new();
+    world.script("a", Behaviour::FailsToStart);
+    let err = world.run().await.unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::StepFailed(m) if m.starts_with("cannot start")),
+        "the spawn's own error, not a generic one: {err}"
+    );
+    let entry = world.store.entry("a").unwrap();
+    assert_eq!(entry.status, StepStatus::Failed);
+    assert_eq!(entry.ended_by.as_deref(), Some("spawn-failed"));
+    assert_eq!(
+        err.report().map(|r| r.steps.clone()),
+        Some(vec![settled("a", "v1.1.0", "failed")])
+    );
+    // Said as it is journalled: a step-finished event follows its step-started.
+    let finished = world.reporter.events.iter().find_map(|e| match e {
+        RunEvent::StepFinished {
+            id,
+            status,
+            ended_by,
+            reason,
+            ..
+        } => Some((id.clone(), status.clone(), ended_by.clone(), reason.clone())),
+        _ => None,
+    });
+    let (id, status, ended_by, reason) = finished.expect("a step-finished event");
+    assert_eq!((id.as_str(), status.as_str()), ("a", "failed"));
+    assert_eq!(ended_by, "spawn-failed");
+    assert!(reason.starts_with("cannot start"), "{reason}");
+    // Journalled failed, so counted as a step that ran and failed.
+    assert_eq!(summary_event(&world), (1, 0, 0, 1, "step-failed".into()));
+    assert!(!world.spawned().iter().any(|s| s.contains("b.js")));
 }
 
 #[tokio::test]
@@ -366,7 +569,7 @@ async fn a_script_that_exits_0_but_leaves_pending_documents_failed() {
         },
     );
     let err = world.run().await.unwrap_err();
-    assert!(matches!(err, Error::StepFailed(_)), "{err}");
+    assert!(matches!(err.cause(), Error::StepFailed(_)), "{err}");
     let entry = world.store.entry("a").unwrap();
     assert_eq!(entry.status, StepStatus::Failed);
     assert!(entry
@@ -384,7 +587,7 @@ async fn a_lease_lost_mid_step_interrupts_it_and_the_lock_is_not_released() {
     world.script("a", Behaviour::UntilStopped { stop_with: None });
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Locked(m) if m.contains("lost mid-step")),
+        matches!(err.cause(), Error::Locked(m) if m.contains("lost mid-step")),
         "{err}"
     );
     let entry = world.store.entry("a").unwrap();
@@ -472,7 +675,7 @@ async fn a_tunnel_dropped_after_the_work_stops_with_choices_and_runs_nothing_twi
     );
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::NeedsDecision(m) if m.contains("interrupted by a dropped SSH tunnel") && m.contains("may have finished")),
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("interrupted by a dropped SSH tunnel") && m.contains("may have finished")),
         "{err}"
     );
     assert_eq!(world.spawned(), ["spawn a.js"]);
@@ -487,7 +690,7 @@ async fn a_tunnel_that_cannot_be_reopened_stops_the_run_naming_the_mirror() {
     world.script("a", Behaviour::DropsTunnel { tunnel, data: None });
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Tunnel { message, .. } if message.contains("could not be reopened") && message.contains("local journal mirror")),
+        matches!(err.cause(), Error::Tunnel { message, .. } if message.contains("could not be reopened") && message.contains("local journal mirror")),
         "{err}"
     );
     assert_eq!(world.spawned(), ["spawn a.js"]);
@@ -506,7 +709,7 @@ async fn a_dead_runs_lock_is_taken_over_its_orphan_ended_and_its_step_settled() 
     // Without --retry, the interrupted step needs a decision.
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::NeedsDecision(m) if m.contains("a: journal: interrupted")),
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("a: journal: interrupted")),
         "{err}"
     );
     assert_eq!(
@@ -543,7 +746,7 @@ async fn a_step_running_elsewhere_with_a_fresh_heartbeat_is_left_alone() {
     world.store.with(|s| s.entries.insert("a".into(), entry));
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Locked(m) if m.contains("running elsewhere")),
+        matches!(err.cause(), Error::Locked(m) if m.contains("running elsewhere")),
         "{err}"
     );
     assert_eq!(world.status("a"), Some(StepStatus::Running));
@@ -564,7 +767,7 @@ async fn a_lock_held_by_a_live_run_is_waited_for_then_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Locked(m) if m.contains("another upstep run holds the lock")),
+        matches!(err.cause(), Error::Locked(m) if m.contains("another upstep run holds the lock")),
         "{err}"
     );
     assert!(world.journal().is_empty(), "nothing was written");
@@ -580,7 +783,7 @@ async fn an_unverifiable_end_stops_the_run_with_choices() {
     world.script("a", Behaviour::QuietUnverified);
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::NeedsDecision(m) if m.contains("a never exited") && m.contains("upstep mark a --applied")),
+        matches!(err.cause(), Error::NeedsDecision(m) if m.contains("a never exited") && m.contains("upstep mark a --applied")),
         "{err}"
     );
     let entry = world.store.entry("a").unwrap();
@@ -636,7 +839,7 @@ async fn at_a_terminal_the_go_ahead_and_the_backup_are_asked_before_the_prefligh
         lines(
             "ask run 3
              ask backup
-             preflight 3 step(s)
+             preflight 3 step(s): a,b,c
              signals watched
              lock taken
              backup"
@@ -648,7 +851,7 @@ async fn at_a_terminal_the_go_ahead_and_the_backup_are_asked_before_the_prefligh
     world.prompt.yes = false;
     let options = world.options();
     let err = world.run_with(options, questions).await.unwrap_err();
-    assert!(matches!(&err, Error::Usage { .. }), "{err}");
+    assert!(matches!(err.cause(), Error::Usage { .. }), "{err}");
     assert!(world.log.only(&["lock", "spawn"]).is_empty());
 }
 
@@ -730,7 +933,7 @@ async fn stopped_in(phase: &str) -> (World, Error) {
 async fn a_signal_in_any_phase_stops_the_run_as_interrupted_and_starts_nothing_after() {
     for phase in ["backup", "checkout", "provisioning", "setup"] {
         let (world, err) = stopped_in(phase).await;
-        assert!(matches!(err, Error::Interrupted), "{phase}: {err}");
+        assert!(matches!(err.cause(), Error::Interrupted), "{phase}: {err}");
         assert!(
             world.log.only(&["journal "]).is_empty(),
             "{phase}: no step was journalled: {:?}",
@@ -752,13 +955,13 @@ async fn a_signal_in_any_phase_stops_the_run_as_interrupted_and_starts_nothing_a
     // Between `b` and `c`, two steps of one tag.
     for phase in ["between steps", "after this step"] {
         let (world, err) = stopped_in(phase).await;
-        assert!(matches!(err, Error::Interrupted), "{phase}: {err}");
+        assert!(matches!(err.cause(), Error::Interrupted), "{phase}: {err}");
         assert_eq!(world.status("b"), Some(StepStatus::Succeeded), "{phase}");
         assert_eq!(world.spawned(), ["spawn a.js", "spawn b.js"], "{phase}");
         assert_eq!(world.status("c"), None, "{phase}");
     }
     let (world, err) = stopped_in("a step").await;
-    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert!(matches!(err.cause(), Error::Interrupted), "{err}");
     let entry = world.store.entry("a").unwrap();
     assert_eq!(entry.status, StepStatus::Interrupted);
     assert_eq!(entry.ended_by.as_deref(), Some("signal"));
@@ -780,7 +983,7 @@ async fn sigterm_stops_the_run_as_terminated() {
         },
     );
     let err = world.run().await.unwrap_err();
-    assert!(matches!(err, Error::Terminated), "{err}");
+    assert!(matches!(err.cause(), Error::Terminated), "{err}");
     assert!(world
         .log
         .lines()
@@ -868,14 +1071,17 @@ fn how_a_script_ended_names_its_status() {
         lock_lost: true,
         ..plain
     };
-    assert_eq!(lost.classify(&stopped).ended_by, "lease-lost");
+    assert_eq!(lost.classify(&stopped).ended_by.as_str(), "lease-lost");
     // A dropped tunnel explains both a stop and a failure, before a lost lock does.
     let dropped = Classify {
         tunnel_dropped: true,
         lock_lost: true,
         ..plain
     };
-    assert_eq!(dropped.classify(&stopped).ended_by, "tunnel-dropped");
+    assert_eq!(
+        dropped.classify(&stopped).ended_by.as_str(),
+        "tunnel-dropped"
+    );
     let down = Classify {
         tunnel_down: true,
         ..plain
@@ -1050,7 +1256,7 @@ async fn a_failed_preparation_ahead_is_reported_when_its_tag_comes_up() {
     );
     let err = world.run().await.unwrap_err();
     assert!(
-        matches!(&err, Error::StepFailed(m) if m.contains("the setup of v2.0.0 failed")),
+        matches!(err.cause(), Error::StepFailed(m) if m.contains("the setup of v2.0.0 failed")),
         "{err}"
     );
     assert_eq!(world.status("a"), Some(StepStatus::Succeeded));
@@ -1098,7 +1304,7 @@ async fn a_failed_step_or_a_stop_cancels_the_preparation_ahead() {
         },
     );
     let err = world.run().await.unwrap_err();
-    assert!(matches!(err, Error::StepFailed(_)), "{err}");
+    assert!(matches!(err.cause(), Error::StepFailed(_)), "{err}");
     let log = world.log.lines();
     assert_eq!(log.iter().filter(|l| *l == "spawn install").count(), 2);
     assert_eq!(
@@ -1128,7 +1334,7 @@ async fn a_failed_step_or_a_stop_cancels_the_preparation_ahead() {
         },
     );
     let err = world.run().await.unwrap_err();
-    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert!(matches!(err.cause(), Error::Interrupted), "{err}");
     assert_eq!(world.status("a"), Some(StepStatus::Interrupted));
     assert_eq!(
         world.journal().last().map(String::as_str),

@@ -1,7 +1,5 @@
 //! Free disk space where checkouts and their `node_modules` will go (about 4.5 GB per tag).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{human_bytes, CheckResult};
@@ -85,17 +83,12 @@ pub(crate) fn nearest_existing(path: &Path) -> PathBuf {
 /// Bytes available to an unprivileged user (`f_bavail`, not `f_bfree`: root's reserve is not
 /// ours to use).
 pub(crate) fn available_bytes(path: &Path) -> Result<u64, String> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| "the path contains a NUL byte".to_string())?;
-    // SAFETY: statvfs writes only into `stat`, which is a properly sized, zeroed struct, and
-    // reads the NUL-terminated `c_path` that outlives the call.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
+    let stat = nix::sys::statvfs::statvfs(path).map_err(|e| match e {
+        nix::errno::Errno::EINVAL => "the path contains a NUL byte".to_string(),
+        e => std::io::Error::from(e).to_string(),
+    })?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-    let bytes = (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
+    let bytes = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
     Ok(bytes)
 }
 

@@ -253,7 +253,7 @@ fn run_version(path: &Path, path_env: &OsStr) -> Result<String, String> {
                 .with_max_times(20),
         )
         .sleep(std::thread::sleep)
-        .when(|e| e.raw_os_error() == Some(libc::ETXTBSY))
+        .when(|e| e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32))
         .call()
         .map_err(|e| format!("cannot run it: {e}"))?;
     // Read on a thread so a chatty child cannot block on a full pipe while we wait.

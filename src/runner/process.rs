@@ -334,9 +334,8 @@ fn stayed_idle(before: &Option<GroupCpu>, now: &Option<GroupCpu>, elapsed: Durat
     let (Some(before), Some(now)) = (before, now) else {
         return false;
     };
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_sec = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        t if t > 0 => t as f64,
+    let ticks_per_sec = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as f64,
         _ => 100.0,
     };
     let allowed = (elapsed.as_secs_f64() * ticks_per_sec * IDLE_CPU_SHARE).max(1.0) as u64;
@@ -854,26 +853,16 @@ fn watch_exit(pid: u32) -> oneshot::Receiver<std::io::Result<()>> {
 }
 
 fn wait_exit_no_reap(pid: u32) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
     loop {
-        // SAFETY: waitid only writes into the zeroed siginfo we own.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
             // Already reaped elsewhere: it has exited either way.
-            Some(libc::ECHILD) => return Ok(()),
-            _ => return Err(err),
+            Err(Errno::ECHILD) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -1169,7 +1158,7 @@ mod tests {
         assert!(!safe_pgid(1));
         assert!(!safe_pgid(-5));
         // SAFETY: getpgrp cannot fail.
-        assert!(!safe_pgid(unsafe { libc::getpgrp() }));
+        assert!(!safe_pgid(nix::unistd::getpgrp().as_raw()));
         assert!(!group_alive(0));
         assert!(!signal_group(1, 0));
     }

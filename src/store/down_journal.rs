@@ -81,7 +81,7 @@ pub async fn settle_down(
         .event(
             "down-finished",
             Some(id),
-            doc! { "status": status.as_str(), "ended_by": &end.ended_by, "reason": &end.reason, "exit_code": end.exit_code, "duration_ms": end.duration_ms },
+            doc! { "status": status.as_str(), "ended_by": end.ended_by.as_str(), "reason": &end.reason, "exit_code": end.exit_code, "duration_ms": end.duration_ms },
         )
         .await
 }

@@ -81,7 +81,7 @@ impl Actor {
             host: hostname(),
             user: std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() })),
+                .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid())),
             boot_id: boot_id(),
             pid,
             pid_start: process_start_ticks(pid).unwrap_or(0),
@@ -103,14 +103,10 @@ impl Actor {
 }
 
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
+    match nix::unistd::gethostname() {
+        Ok(name) => name.to_string_lossy().into_owned(),
+        Err(_) => "unknown-host".into(),
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 pub fn boot_id() -> String {
@@ -361,15 +357,84 @@ pub struct StepStart<'a> {
     pub backup: Option<&'a str>,
 }
 
+enum_with_all! {
+    /// How a step's last attempt ended: the journal's `ended_by`, and the `step-finished`
+    /// event's. docs/unattended.md explains each to the operator (a test keeps them equal).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum EndedBy {
+        /// The script exited by itself (with any code).
+        Exited,
+        /// It printed a done line and upstep ended it.
+        DoneLine,
+        /// It went silent and idle for its quiet window and upstep ended it.
+        QuietWindow,
+        /// It ran past `--step-timeout` and upstep ended it.
+        Timeout,
+        /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run and the step with it.
+        Signal,
+        /// The SSH tunnel to the database dropped while it ran.
+        TunnelDropped,
+        /// The run lock was lost (another run took it over) while it ran.
+        LeaseLost,
+        /// Its script could not be started (a missing program or directory, no permission).
+        SpawnFailed,
+        /// upstep could not watch it to its end (waiting on it failed).
+        Error,
+        /// Journal only: a later run found it `running` with its run gone and settled it.
+        Abandoned,
+        /// Journal only: recorded by `upstep mark` (or an answer at the prompt), not by running.
+        Marked,
+    }
+}
+
+impl EndedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Exited => "exited",
+            EndedBy::DoneLine => "done-line",
+            EndedBy::QuietWindow => "quiet-window",
+            EndedBy::Timeout => "timeout",
+            EndedBy::Signal => "signal",
+            EndedBy::TunnelDropped => "tunnel-dropped",
+            EndedBy::LeaseLost => "lease-lost",
+            EndedBy::SpawnFailed => "spawn-failed",
+            EndedBy::Error => "error",
+            EndedBy::Abandoned => "abandoned",
+            EndedBy::Marked => "marked",
+        }
+    }
+
+    /// Whether a run's `step-finished` event can carry it: the others are written to the
+    /// journal only, by a later run or by `upstep mark`.
+    pub fn in_step_finished(self) -> bool {
+        !matches!(self, EndedBy::Abandoned | EndedBy::Marked)
+    }
+}
+
 /// What settling a step records.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StepEnd {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
-    pub ended_by: String,
+    pub ended_by: EndedBy,
     pub reason: String,
     pub duration_ms: i64,
     pub output_tail: Vec<String>,
+}
+
+impl StepEnd {
+    /// An ending with no exit, signal, time or output to record (the script never ran, or
+    /// its end was not seen).
+    pub fn without_outcome(ended_by: EndedBy, reason: impl Into<String>) -> StepEnd {
+        StepEnd {
+            exit_code: None,
+            signal: None,
+            ended_by,
+            reason: reason.into(),
+            duration_ms: 0,
+            output_tail: Vec::new(),
+        }
+    }
 }
 
 /// How long a step's heartbeat counts as fresh when the run names no lease.
@@ -478,7 +543,7 @@ pub(crate) fn settle_update(status: StepStatus, end: &StepEnd) -> Document {
             "status": status.as_str(),
             "exit_code": end.exit_code,
             "signal": end.signal,
-            "ended_by": &end.ended_by,
+            "ended_by": end.ended_by.as_str(),
             "reason": &end.reason,
             "duration_ms": end.duration_ms,
             "output_tail": &end.output_tail,
@@ -490,7 +555,7 @@ pub(crate) fn settle_update(status: StepStatus, end: &StepEnd) -> Document {
 
 pub(crate) fn abandoned_update(reason: &str) -> Document {
     doc! {
-        "$set": { "status": StepStatus::Interrupted.as_str(), "ended_by": "abandoned", "reason": reason },
+        "$set": { "status": StepStatus::Interrupted.as_str(), "ended_by": EndedBy::Abandoned.as_str(), "reason": reason },
         "$currentDate": { "finished_at": true },
         "$unset": unset_while_running(),
     }
@@ -502,7 +567,7 @@ pub(crate) fn mark_update(status: StepStatus, reason: &str, actor: &Actor) -> Re
     let mut unset = unset_while_running();
     unset.insert("direction", "");
     Ok(doc! {
-        "$set": { "schema": JOURNAL_SCHEMA, "status": status.as_str(), "reason": reason, "ended_by": "marked", "actor": actor },
+        "$set": { "schema": JOURNAL_SCHEMA, "status": status.as_str(), "reason": reason, "ended_by": EndedBy::Marked.as_str(), "actor": actor },
         "$currentDate": { "finished_at": true },
         "$setOnInsert": { "attempts": 0 },
         "$unset": unset,
@@ -631,7 +696,7 @@ impl Journal {
         self.event(
             "step-finished",
             Some(id),
-            doc! { "status": status.as_str(), "ended_by": &end.ended_by, "reason": &end.reason, "exit_code": end.exit_code, "signal": end.signal, "duration_ms": end.duration_ms },
+            doc! { "status": status.as_str(), "ended_by": end.ended_by.as_str(), "reason": &end.reason, "exit_code": end.exit_code, "signal": end.signal, "duration_ms": end.duration_ms },
         )
         .await
     }

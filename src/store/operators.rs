@@ -287,7 +287,7 @@ mod tests {
                 "journal: settle".into(),
                 filter(journal::settle_update(
                     StepStatus::Failed,
-                    &StepEnd::default(),
+                    &StepEnd::without_outcome(journal::EndedBy::Exited, ""),
                 )),
             ),
             (

@@ -3,13 +3,16 @@
 
 pub mod backup_text;
 pub mod cache_text;
+pub mod config_text;
 pub mod detect_text;
 pub mod doctor_text;
 pub mod events;
+pub mod map_text;
 pub mod plan_text;
 pub mod progress;
 pub mod rehearse_recorder;
 pub mod rehearse_text;
+pub mod status_text;
 pub mod words;
 
 use std::io::{IsTerminal, Write};

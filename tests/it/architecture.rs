@@ -279,3 +279,29 @@ fn json_schema_ids_are_named_only_in_their_registry() {
         }
     }
 }
+
+#[test]
+fn system_calls_go_through_nix_and_libc_names_only_signal_numbers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("tests"), &mut files);
+    for file in files {
+        if file.ends_with("architecture.rs") {
+            continue; // names the forbidden calls
+        }
+        let code = code_of(&std::fs::read_to_string(&file).expect("read a source file"));
+        for (i, line) in code.lines().enumerate() {
+            for (at, _) in line.match_indices("libc::") {
+                let name = ident_at(&line[at + "libc::".len()..]);
+                assert!(
+                    name.starts_with("SIG"),
+                    "{}:{}: `libc::{name}`: make the call through nix (safe, typed errors); \
+                     libc names signal numbers only",
+                    file.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}

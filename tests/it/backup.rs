@@ -1364,7 +1364,10 @@ fn sigterm_during_a_restore_says_which_collections_are_which() {
         .spawn()
         .expect("start upstep restore");
     wait_for_temp(&rt, &db, &mut child);
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(143), "{stderr}");
@@ -1530,7 +1533,7 @@ fn backup_files_are_private() {
 #[test]
 fn backup_refuses_a_disk_too_small_for_it() {
     let rt = runtime();
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!("not run: mounting a small tmpfs needs root");
         return;
     }

@@ -1,13 +1,13 @@
 //! The documented contracts equal the code: the exit-code tables (README.md, docs/*.md) are
-//! `ExitCode::TABLE`, and the JSON event and state names in docs/unattended.md are the ones
-//! upstep emits. A renamed event or a renumbered code fails here, not in a user's pipeline.
+//! `ExitCode::TABLE` (every code of `ExitCode::ALL`), and the JSON event and state names and
+//! the `ended_by` values in docs/unattended.md are the ones upstep emits. A renamed event or a renumbered code fails here, not in a user's pipeline.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use upstep::error::ExitCode;
 use upstep::store::fingerprint::FpState;
-use upstep::store::journal::StepStatus;
+use upstep::store::journal::{EndedBy, StepStatus};
 use upstep::ui::events::{PlannedStepView, RunEvent, StandInView};
 
 fn read(rel: &str) -> String {
@@ -62,6 +62,10 @@ fn exit_code_tables_in_readme_and_docs_equal_the_code() {
         seen >= 2,
         "README.md and docs/unattended.md carry the table"
     );
+    // And the table is every code of the enum (`ALL` cannot miss a variant), no other.
+    let codes: Vec<i32> = ExitCode::ALL.iter().map(|c| c.as_i32()).collect();
+    let documented: Vec<i32> = expected.iter().map(|(code, _)| *code).collect();
+    assert_eq!(documented, codes, "ExitCode::TABLE against ExitCode::ALL");
 }
 
 /// Every variant of `RunEvent`, once. The match below fails to compile when one is added, so
@@ -246,29 +250,52 @@ fn documented_step_statuses_are_the_emitted_ones() {
     assert_eq!(quoted_after(&row_of("step-finished"), "status"), emitted);
 }
 
+/// The first column of the `| ended_by | meaning for you |` table of docs/unattended.md.
+fn documented_endings() -> BTreeSet<String> {
+    let text = read("docs/unattended.md");
+    let start = text
+        .lines()
+        .position(|l| l.replace(' ', "") == "|ended_by|meaningforyou|")
+        .expect("docs/unattended.md explains each ended_by");
+    text.lines()
+        .skip(start + 2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            row.trim_matches('|')
+                .split('|')
+                .next()
+                .unwrap()
+                .trim()
+                .trim_matches('`')
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn documented_step_endings_are_the_emitted_ones() {
+    // Every ending the journal records is an `EndedBy` (typed in `StepEnd`), and `ALL` holds
+    // each variant: a new one fails here until it is explained.
+    let all: BTreeSet<String> = EndedBy::ALL
+        .iter()
+        .map(|e| e.as_str().to_string())
+        .collect();
+    assert_eq!(documented_endings(), all, "the ended_by table");
+    let in_events: BTreeSet<String> = EndedBy::ALL
+        .iter()
+        .filter(|e| e.in_step_finished())
+        .map(|e| e.as_str().to_string())
+        .collect();
+    assert_eq!(
+        quoted_after(&row_of("step-finished"), "ended_by"),
+        in_events,
+        "the step-finished row's ended_by list"
+    );
+}
+
 #[test]
 fn documented_summary_statuses_are_exit_code_names() {
-    let names: BTreeSet<&str> = [
-        ExitCode::Success,
-        ExitCode::Internal,
-        ExitCode::Usage,
-        ExitCode::Map,
-        ExitCode::Repository,
-        ExitCode::Preflight,
-        ExitCode::Connection,
-        ExitCode::Locked,
-        ExitCode::StepFailed,
-        ExitCode::NeedsDecision,
-        ExitCode::Pending,
-        ExitCode::Tunnel,
-        ExitCode::NoTerminal,
-        ExitCode::Config,
-        ExitCode::Interrupted,
-        ExitCode::Terminated,
-    ]
-    .iter()
-    .map(|c| c.name())
-    .collect();
+    let names: BTreeSet<&str> = ExitCode::ALL.iter().map(|c| c.name()).collect();
     for status in quoted_after(&row_of("summary"), "status") {
         assert!(
             names.contains(status.as_str()),

@@ -158,10 +158,11 @@ async fn ops_tunnel_drop_is_detected_and_reopened() {
     let mut watch = tunnel.watch();
     let first_pid = tunnel.pid;
 
-    // SAFETY: kill(2) on the ssh process this test started.
-    unsafe {
-        libc::kill(first_pid as libc::pid_t, libc::SIGKILL);
-    }
+    // The ssh process this test started.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let killed = Instant::now();
     tokio::time::timeout(
         Duration::from_secs(3),
@@ -293,7 +294,10 @@ async fn ops_tunnel_a_dead_link_ends_ssh_and_is_reported_within_seconds() {
     assert!(!frozen.is_empty(), "no sshd session process");
     for pid in &frozen {
         // SAFETY: kill(2) on processes of the sshd this test started.
-        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
     }
     let frozen_at = Instant::now();
     let down = tokio::time::timeout(
@@ -302,7 +306,10 @@ async fn ops_tunnel_a_dead_link_ends_ssh_and_is_reported_within_seconds() {
     )
     .await;
     for pid in &frozen {
-        unsafe { libc::kill(*pid, libc::SIGCONT) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
     }
     down.expect("a dead link is reported Down within 20 s")
         .expect("the watch channel is open");

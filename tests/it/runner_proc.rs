@@ -636,7 +636,7 @@ async fn a_real_sigint_reaches_the_child_group_through_the_watcher() {
     let mut on_line = |l: OutputLine| {
         if l.text == "ready" {
             // SAFETY: kill(2) to our own pid; SIGINT is handled by the watcher now.
-            unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
         }
         lines.push(l.text);
     };
@@ -895,7 +895,10 @@ fn kill_9_of_upstep_ends_the_whole_script_group_within_seconds() {
     let log = env.project.log_path.display().to_string();
     let group = processes_with_env("FIXTURE_LOG", &log);
     assert!(group.len() >= 2, "sh and node of the script: {group:?}");
-    unsafe { libc::kill(upstep.id() as i32, libc::SIGKILL) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(upstep.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = upstep.wait();
     let killed = Instant::now();
     let mut left = processes_with_env("FIXTURE_LOG", &log);
@@ -904,7 +907,10 @@ fn kill_9_of_upstep_ends_the_whole_script_group_within_seconds() {
         left = processes_with_env("FIXTURE_LOG", &log);
     }
     for pid in &left {
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     assert!(
         left.is_empty(),
@@ -1045,9 +1051,7 @@ fn loose_object(env: &Env, rev_path: &str) -> PathBuf {
 /// holds the checkout phase open for as long as the test wants.
 fn fifo_in_place_of(object: &Path) {
     std::fs::remove_file(object).unwrap();
-    let c = std::ffi::CString::new(object.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    nix::unistd::mkfifo(object, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
 }
 
 fn has_dir_named(root: &Path, name: &str) -> bool {
@@ -1074,7 +1078,7 @@ fn a_signal_during_the_checkout_stops_the_run_at_once() {
         });
         std::thread::sleep(Duration::from_millis(500));
         assert!(env.project.executed().is_empty());
-        unsafe { libc::kill(upstep.id() as i32, signal) };
+        send_signal(&upstep, signal);
         let what = format!("{name} during the checkout");
         let (got, took) = exit_within(&mut upstep, Duration::from_secs(10), &what);
         assert_eq!(got, code, "{what}");
@@ -1096,7 +1100,7 @@ fn a_signal_between_steps_journals_no_further_step() {
             env.status_of("exits") == "succeeded" && has_dir_named(env.cache.path(), "v1.1.0")
         });
         std::thread::sleep(Duration::from_millis(500));
-        unsafe { libc::kill(upstep.id() as i32, signal) };
+        send_signal(&upstep, signal);
         let what = format!("{name} between steps");
         let (got, took) = exit_within(&mut upstep, Duration::from_secs(10), &what);
         assert_eq!(got, code, "{what}");
@@ -1129,7 +1133,7 @@ fn a_signal_during_the_setup_ends_its_commands_and_stops_the_run() {
         wait_until("the setup command", Duration::from_secs(60), || {
             std::fs::read_to_string(&pids).is_ok_and(|t| t.lines().count() >= 2)
         });
-        unsafe { libc::kill(upstep.id() as i32, signal) };
+        send_signal(&upstep, signal);
         let what = format!("{name} during the setup");
         let (got, took) = exit_within(&mut upstep, Duration::from_secs(10), &what);
         assert_eq!(got, code, "{what}");
@@ -1182,7 +1186,7 @@ fn a_signal_during_node_provisioning_ends_npm_and_stops_the_run() {
             .trim()
             .parse()
             .unwrap();
-        unsafe { libc::kill(upstep.id() as i32, signal) };
+        send_signal(&upstep, signal);
         let what = format!("{name} during node provisioning");
         let (got, took) = exit_within(&mut upstep, Duration::from_secs(10), &what);
         assert_eq!(got, code, "{what}");
@@ -1284,7 +1288,7 @@ fn a_signal_during_the_backup_stops_the_run_before_any_step() {
             data.exists()
         });
         std::thread::sleep(Duration::from_millis(300));
-        unsafe { libc::kill(upstep.id() as i32, signal) };
+        send_signal(&upstep, signal);
         let what = format!("{name} during the backup");
         let (got, took) = exit_within(&mut upstep, Duration::from_secs(10), &what);
         assert_eq!(got, code, "{what}");
@@ -1296,4 +1300,11 @@ fn a_signal_during_the_backup_stops_the_run_before_any_step() {
         assert_clean_stop(&env, &what, &[]);
         assert!(env.project.executed().is_empty());
     }
+}
+
+/// `signal` (a number) to the upstep under test.
+fn send_signal(upstep: &std::process::Child, signal: i32) {
+    use nix::sys::signal::{kill, Signal};
+    let signal = Signal::try_from(signal).expect("a known signal");
+    kill(nix::unistd::Pid::from_raw(upstep.id() as i32), signal).expect("signal upstep");
 }

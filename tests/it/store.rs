@@ -5,7 +5,7 @@ use std::time::Duration;
 use bson::{doc, Document};
 use upstep::release_map::{Check, CheckKind, Fingerprint};
 use upstep::store::fingerprint::{evaluate, EvalOptions, FpState};
-use upstep::store::journal::{Actor, Journal, StepEnd, StepStart, StepStatus};
+use upstep::store::journal::{Actor, EndedBy, Journal, StepEnd, StepStart, StepStatus};
 use upstep::store::lock::{Acquire, RunLock};
 use upstep::store::mirror::Mirror;
 use upstep::store::Store;
@@ -220,10 +220,8 @@ fn the_journal_records_steps_marks_and_events() {
         assert_eq!(entries["m1"].attempts, 1);
         let end = StepEnd {
             exit_code: Some(0),
-            ended_by: "exited".into(),
-            reason: "ok".into(),
             duration_ms: 5,
-            ..StepEnd::default()
+            ..StepEnd::without_outcome(EndedBy::Exited, "ok")
         };
         journal
             .settle("m1", StepStatus::Succeeded, &end)
@@ -655,7 +653,11 @@ fn begin_step_counts_attempts_and_takes_names_literally() {
         };
         journal.begin_step(&odd).await.unwrap();
         journal
-            .settle("m1", StepStatus::Failed, &StepEnd::default())
+            .settle(
+                "m1",
+                StepStatus::Failed,
+                &StepEnd::without_outcome(EndedBy::Exited, ""),
+            )
             .await
             .unwrap();
         journal.begin_step(&odd).await.unwrap();

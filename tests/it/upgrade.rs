@@ -352,7 +352,10 @@ fn sigint_records_the_step_as_interrupted_and_exits_130() {
         assert!(std::time::Instant::now() < deadline, "hangs never started");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(env.status_of("hangs"), "interrupted");
@@ -613,7 +616,10 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = child.wait();
 
         // Within seconds of upstep's death, nothing of any script's group is left.
@@ -631,7 +637,10 @@ fn kill_9_at_random_points_then_a_rerun_never_repeats_a_succeeded_step() {
                 left.len()
             ));
             for pid in left {
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
 

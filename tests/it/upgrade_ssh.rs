@@ -95,7 +95,10 @@ fn kill_tunnel(upstep: &std::process::Child) {
     let tunnels = ssh_descendants(upstep.id());
     assert!(!tunnels.is_empty(), "no ssh process under upstep");
     for pid in tunnels {
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 const WATCHDOG: &str = r#"
 test_pid=$1; server_pid=$2; dir=$3
 while kill -0 "$test_pid" 2>/dev/null; do sleep 0.5; done
@@ -129,19 +132,16 @@ impl Drop for ServerProcess {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, sig);
-        }
+fn signal(pid: u32, sig: i32) {
+    if let (Ok(pid), Ok(sig)) = (i32::try_from(pid), Signal::try_from(sig)) {
+        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 
 pub fn pid_alive(pid: u32) -> bool {
-    match libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) with signal 0 only checks that the process exists.
-        Ok(pid) => unsafe { libc::kill(pid, 0) == 0 },
+    match i32::try_from(pid) {
+        // No signal: only whether the process exists.
+        Ok(pid) => kill(Pid::from_raw(pid), None).is_ok(),
         Err(_) => false,
     }
 }
