@@ -278,7 +278,13 @@ async fn run_child(
         }
     };
     fx.store.record_child(id, child.pid(), child.pgid()).await?;
-    let mut done_lines = def.era.done_lines.clone();
+    // A script whose output never reaches us cannot print a done line: its quiet window and
+    // data check end it (a declared done line would disable the quiet window).
+    let mut done_lines = if def.step.mode.prints_nothing {
+        Vec::new()
+    } else {
+        def.era.done_lines.clone()
+    };
     done_lines.extend(def.step.mode.done_line.clone());
     let watch = Watch {
         finish_detection: def.step.mode.exits != Exits::Yes,

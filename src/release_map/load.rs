@@ -480,6 +480,7 @@ struct ModeFields<'a> {
     exits: schema::Exits,
     done_line: &'a Option<String>,
     quiet_secs: Option<u64>,
+    prints_nothing: bool,
     setup_profile: &'a Option<Spanned<String>>,
 }
 
@@ -493,6 +494,7 @@ impl<'a> From<&'a RawMigration> for ModeFields<'a> {
             exits: m.exits,
             done_line: &m.done_line,
             quiet_secs: m.quiet_secs,
+            prints_nothing: m.prints_nothing,
             setup_profile: &m.setup_profile,
         }
     }
@@ -508,6 +510,7 @@ impl<'a> From<&'a RawMode> for ModeFields<'a> {
             exits: m.exits,
             done_line: &m.done_line,
             quiet_secs: m.quiet_secs,
+            prints_nothing: m.prints_nothing,
             setup_profile: &m.setup_profile,
         }
     }
@@ -589,6 +592,13 @@ fn build_mode(
             }
         }
     }
+    if fields.prints_nothing && fields.done_line.is_some() {
+        sink.at(
+            id,
+            format!("{here}: `done_line` with `prints_nothing`: a script that prints nothing cannot print its done line"),
+            "remove one of them",
+        );
+    }
     if let Some(profile) = fields.setup_profile {
         for era in eras_at.iter().flatten() {
             if !era.setup_profiles.contains_key(profile.get_ref()) {
@@ -612,6 +622,7 @@ fn build_mode(
         exits: fields.exits,
         done_line: fields.done_line.clone(),
         quiet_secs: fields.quiet_secs,
+        prints_nothing: fields.prints_nothing,
         setup_profile: fields.setup_profile.as_ref().map(|s| s.get_ref().clone()),
     }
 }
@@ -728,6 +739,15 @@ fn build_migrations(
         let base_mode = build_mode(sink, &m.id, ModeFields::from(m), &base_eras);
 
         let fingerprint = build_fingerprint(sink, m);
+        let prints_nothing =
+            base_mode.prints_nothing || modes.iter().any(|(_, mode)| mode.prints_nothing);
+        if prints_nothing && matches!(fingerprint, Fingerprint::Unknown { .. }) {
+            sink.at(
+                &m.id,
+                format!("{here}: `prints_nothing` needs a data check: without one nothing could tell when the script has finished"),
+                "add [[migrations.pending]] checks, or remove prints_nothing",
+            );
+        }
         let down = super::load_tools::build_down(sink, m, &base_eras, &modes, eras, releases);
         let lifecycle = lifecycle::build_lifecycle(
             sink,
@@ -1249,6 +1269,28 @@ filter = { done = { "$exists" = false }, _id = { "$oid" = "507f1f77bcf86cd799439
         assert_problem(&text, "pipeline = [", "one $-operator");
         let text = BASE.replace("[[migrations.pending]]\ncollection = \"things\"\nfilter = { done = { \"$exists\" = false }, _id = { \"$oid\" = \"507f1f77bcf86cd799439011\" } }\n", "");
         assert_problem(&text, "id = \"a\"", "no fingerprint");
+    }
+
+    #[test]
+    fn prints_nothing_needs_a_data_check_and_no_done_line() {
+        let with_field = BASE.replacen(
+            "idempotent = \"yes\"\n",
+            "idempotent = \"yes\"\nprints_nothing = true\n",
+            1,
+        );
+        assert!(
+            problems(&with_field).is_empty(),
+            "{:#?}",
+            problems(&with_field)
+        );
+        let text = with_field.replacen(
+            "prints_nothing = true\n",
+            "prints_nothing = true\ndone_line = \"done\"\n",
+            1,
+        );
+        assert_problem(&text, "id = \"a\"", "cannot print its done line");
+        let text = with_field.replace("[[migrations.pending]]\ncollection = \"things\"\nfilter = { done = { \"$exists\" = false }, _id = { \"$oid\" = \"507f1f77bcf86cd799439011\" } }\n", "no_fingerprint = \"nothing to look at\"\n");
+        assert_problem(&text, "id = \"a\"", "`prints_nothing` needs a data check");
     }
 
     #[test]

@@ -281,6 +281,11 @@ pub struct Mode {
     pub done_line: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quiet_secs: Option<u64>,
+    /// Observed: the script's output never reaches upstep (it logs through a logger that
+    /// writes elsewhere), so it can never print a done line: the era's done lines are not
+    /// used for it, and its quiet window with its data check ends it instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub prints_nothing: bool,
     /// The era's setup profile that prepares enough for it (None: the full setup).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub setup_profile: Option<String>,

@@ -303,6 +303,9 @@ pub struct RawMigration {
     pub done_line: Option<String>,
     #[serde(default)]
     pub quiet_secs: Option<u64>,
+    /// The script's output never reaches upstep, so no done line can end it (see Mode).
+    #[serde(default)]
+    pub prints_nothing: bool,
     /// The era's setup profile that prepares enough for this script (default: the full setup).
     #[serde(default)]
     pub setup_profile: Option<Spanned<String>>,
@@ -369,6 +372,9 @@ pub struct RawMode {
     pub done_line: Option<String>,
     #[serde(default)]
     pub quiet_secs: Option<u64>,
+    /// The script's output never reaches upstep, so no done line can end it (see Mode).
+    #[serde(default)]
+    pub prints_nothing: bool,
     #[serde(default)]
     pub setup_profile: Option<Spanned<String>>,
 }

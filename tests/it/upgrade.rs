@@ -330,6 +330,45 @@ fn a_script_that_never_exits_is_ended_after_the_quiet_window_with_its_group() {
     }
 }
 
+/// Novu's email-step-ui-schema-html-editor (v2.3.0) did its work and stayed alive without a line
+/// of output: the era's done line can never come, so `prints_nothing` lets its quiet window and
+/// data check end it. Without the field the same script is not ended by silence.
+#[test]
+fn a_script_that_prints_nothing_is_ended_by_its_quiet_window_and_data_check() {
+    let env = Env::new("prints_nothing");
+    let never_printed = |m: &str| {
+        m.replace(
+            "done_lines = [\"end migration\"]",
+            "done_lines = [\"a line it never prints\"]",
+        )
+    };
+    let without = env.project.map_variant("silent-no-field", never_printed);
+    let out = env.upgrade_with(
+        &without,
+        &["--to", "1.1.0", "--quiet-secs", "1", "--step-timeout", "8"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        !journal_field(&env, "hangs", "ended_by").contains("quiet-window"),
+        "{}",
+        journal_field(&env, "hangs", "ended_by")
+    );
+
+    let with = env.project.map_variant("silent-prints-nothing", |m| {
+        never_printed(m).replace(
+            "script = \"migrations/002-hangs.ts\"\n",
+            "script = \"migrations/002-hangs.ts\"\nprints_nothing = true\n",
+        )
+    });
+    let out = env.upgrade_with(&with, &["--to", "1.1.0", "--quiet-secs", "1", "--retry"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(journal_field(&env, "hangs", "ended_by").contains("quiet-window"));
+    assert_eq!(env.status_of("hangs"), "succeeded");
+    for pid in env.project.executed_pids() {
+        assert!(pid_gone(pid), "pid {pid} is still running");
+    }
+}
+
 #[test]
 fn sigint_records_the_step_as_interrupted_and_exits_130() {
     let env = Env::new("sigint");
