@@ -171,7 +171,7 @@ pub struct RestoreArgs {
     /// Restore into this MongoDB instead (through the SSH tunnel with --ssh) (database from its path, else the backup's). Printed
     /// only with its password redacted.
     #[arg(long, value_name = "URI", hide_env_values = true)]
-    pub to_uri: Option<String>,
+    pub to_uri: Option<crate::redact::Uri>,
 
     /// Only these collections of the backup (comma-separated or repeated).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
@@ -266,16 +266,7 @@ pub struct MongoOpts {
         env = "UPSTEP_MONGO_URI",
         hide_env_values = true
     )]
-    pub mongo_uri: Option<String>,
-}
-
-impl MongoOpts {
-    /// The URI from the flag, UPSTEP_MONGO_URI, or MONGO_URL, in that order.
-    pub fn resolve(&self) -> Option<String> {
-        self.mongo_uri
-            .clone()
-            .or_else(|| std::env::var("MONGO_URL").ok().filter(|v| !v.is_empty()))
-    }
+    pub mongo_uri: Option<crate::redact::Uri>,
 }
 
 /// The Redis the scripts boot against.
@@ -289,7 +280,7 @@ pub struct RedisOpts {
         env = "UPSTEP_REDIS_URL",
         hide_env_values = true
     )]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<crate::redact::Uri>,
 }
 
 /// How to print results.
@@ -434,7 +425,7 @@ pub struct RehearseArgs {
     /// time>`). It must not exist yet: a rehearsal never overwrites a database. Printed only
     /// with its password redacted.
     #[arg(long, value_name = "URI", hide_env_values = true)]
-    pub scratch_uri: Option<String>,
+    pub scratch_uri: Option<crate::redact::Uri>,
 
     /// Keep the scratch database afterwards (to inspect what the steps did).
     #[arg(long)]

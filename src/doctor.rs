@@ -13,6 +13,7 @@ use crate::preflight::{
     check_disk, check_encryption_key, check_env, check_mongo, check_npx, check_redis, check_tool,
     worst_severity, CheckResult, Severity, ToolRequirement,
 };
+use crate::redact::Uri;
 use crate::release_map::{Need, ReleaseMap};
 pub use crate::runner::toolchain::ToolchainPolicy;
 
@@ -20,9 +21,9 @@ pub use crate::runner::toolchain::ToolchainPolicy;
 pub struct DoctorInputs<'a> {
     pub map: &'a ReleaseMap,
     pub plan: &'a Plan,
-    pub mongo_uri: Option<&'a str>,
+    pub mongo_uri: Option<&'a Uri>,
     /// A Redis URL, `auto` (a throwaway local redis-server), or None (= auto).
-    pub redis_url: Option<&'a str>,
+    pub redis_url: Option<&'a Uri>,
     /// Name of the env var that holds the store encryption key.
     pub encryption_key_var: &'a str,
     pub encryption_key: Option<&'a str>,
@@ -165,7 +166,9 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
     // Redis: only scripts that boot the application need one.
     if plan_needs(plan, Need::Redis) {
         checks.push(match inputs.redis_url {
-            Some(url) if url != "auto" => check_redis(url, Duration::from_secs(5)).await,
+            Some(url) if url.expose() != "auto" => {
+                check_redis(url.expose(), Duration::from_secs(5)).await
+            }
             _ => check_redis_server_installed(&inputs.path_env),
         });
     }
@@ -174,7 +177,7 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
     match inputs.mongo_uri {
         Some(uri) => {
             let needs_rs = plan_needs(plan, Need::ReplicaSet);
-            checks.extend(check_mongo(uri, Duration::from_secs(5), needs_rs).await);
+            checks.extend(check_mongo(uri.expose(), Duration::from_secs(5), needs_rs).await);
         }
         None => checks.push(CheckResult::blocker(
             "mongo.connect",

@@ -6,7 +6,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::error::{Error, ExitCode, Result};
-use crate::redact::redact_uri;
+use crate::redact::Uri;
 use crate::settings::Sourced;
 use crate::settings::{self, FlagValues, Settings, Source};
 use crate::ui::config_text::{self, Item};
@@ -123,12 +123,12 @@ impl ConfigView {
             schema: crate::json_schemas::CONFIG,
             config_file: s.config_file.as_ref().map(|p| p.display().to_string()),
             profile: item(s.profile.as_ref(), String::clone),
-            mongo_uri: item(s.mongo_uri.as_ref(), |u| redact_uri(u)),
+            mongo_uri: item(s.mongo_uri.as_ref(), Uri::redacted),
             redis_url: item(Some(&s.redis_url), |u| {
                 if s.redis_is_auto() {
                     "auto".into()
                 } else {
-                    redact_uri(u)
+                    u.redacted()
                 }
             }),
             repo: item(s.repo.as_ref(), |r| r.to_string()),

@@ -21,17 +21,16 @@ pub const SCRATCH_INFIX: &str = "_upstep_rehearsal_";
 const DB_NAME_MAX: usize = 63;
 
 /// The database a URI names (`mongodb://host/db?opts` -> `db`), without connecting.
-pub fn database_of(uri: &str) -> Option<String> {
-    Uri::new(uri).database().map(str::to_string)
+pub fn database_of(uri: &Uri) -> Option<String> {
+    uri.database().map(str::to_string)
 }
 
 /// The same URI naming another database (credentials, hosts and options kept).
-pub fn with_database(uri: &str, db: &str) -> Result<String> {
-    let parsed = Uri::new(uri);
-    match parsed.with_database(db) {
-        Some(renamed) => Ok(renamed.expose().to_string()),
+pub fn with_database(uri: &Uri, db: &str) -> Result<Uri> {
+    match uri.with_database(db) {
+        Some(renamed) => Ok(renamed),
         None => Err(Error::usage(
-            format!("the MongoDB URI {parsed} names no database"),
+            format!("the MongoDB URI {uri} names no database"),
             "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
         )),
     }
@@ -39,17 +38,17 @@ pub fn with_database(uri: &str, db: &str) -> Result<String> {
 
 /// The hosts of a URI (`h1,h2`), credentials removed: two URIs with the same hosts reach the
 /// same server.
-fn hosts_of(uri: &str) -> String {
-    Uri::new(uri).hosts().to_lowercase()
+fn hosts_of(uri: &Uri) -> String {
+    uri.hosts().to_lowercase()
 }
 
 /// Whether two URIs reach the same server (same hosts, whatever the credentials).
-pub fn same_server(a: &str, b: &str) -> bool {
+pub fn same_server(a: &Uri, b: &Uri) -> bool {
     hosts_of(a) == hosts_of(b)
 }
 
 /// Whether two URIs name the same database on the same server.
-pub fn same_database(a: &str, b: &str) -> bool {
+pub fn same_database(a: &Uri, b: &Uri) -> bool {
     database_of(a) == database_of(b) && hosts_of(a) == hosts_of(b)
 }
 
@@ -71,15 +70,15 @@ pub fn scratch_name(db: &str, stamp: &str) -> String {
 /// `MONGO_URL`, which Novu's scripts read): a rehearsal's children must not see them. Each
 /// era sets what its scripts need (the scratch database) on top.
 pub fn real_database_vars(
-    real_uri: &str,
+    real_uri: &Uri,
     real_db: &str,
     env: impl Iterator<Item = (String, String)>,
 ) -> Vec<String> {
     let mut names = vec!["MONGO_URL".to_string()];
     for (name, value) in env {
         let mongo_uri = value.starts_with("mongodb://") || value.starts_with("mongodb+srv://");
-        if value.contains(real_uri)
-            || (mongo_uri && database_of(&value).as_deref() == Some(real_db))
+        if value.contains(real_uri.expose())
+            || (mongo_uri && Uri::new(value.as_str()).database() == Some(real_db))
         {
             names.push(name);
         }
@@ -359,17 +358,20 @@ mod tests {
 
     #[test]
     fn the_scratch_uri_keeps_everything_but_the_database() {
+        let renamed = |uri: &str| with_database(&Uri::new(uri), "s");
         assert_eq!(
-            with_database("mongodb://u:p@h1:1,h2:2/novu-db?authSource=admin", "s").unwrap(),
+            renamed("mongodb://u:p@h1:1,h2:2/novu-db?authSource=admin")
+                .unwrap()
+                .expose(),
             "mongodb://u:p@h1:1,h2:2/s?authSource=admin"
         );
+        assert_eq!(renamed("mongodb://h/db").unwrap().expose(), "mongodb://h/s");
+        assert!(renamed("mongodb://h").is_err());
         assert_eq!(
-            with_database("mongodb://h/db", "s").unwrap(),
-            "mongodb://h/s"
+            database_of(&"mongodb://h/db?x=1".into()).as_deref(),
+            Some("db")
         );
-        assert!(with_database("mongodb://h", "s").is_err());
-        assert_eq!(database_of("mongodb://h/db?x=1").as_deref(), Some("db"));
-        assert_eq!(database_of("mongodb://h/?x=1"), None);
+        assert_eq!(database_of(&"mongodb://h/?x=1".into()), None);
     }
 
     #[test]
@@ -385,12 +387,10 @@ mod tests {
 
     #[test]
     fn same_database_ignores_credentials_and_options_only() {
-        assert!(same_database(
-            "mongodb://a:b@h:1/db",
-            "mongodb://h:1/db?x=1"
-        ));
-        assert!(!same_database("mongodb://h:1/db", "mongodb://h:1/db2"));
-        assert!(!same_database("mongodb://h:1/db", "mongodb://other:1/db"));
+        let same = |a: &str, b: &str| same_database(&a.into(), &b.into());
+        assert!(same("mongodb://a:b@h:1/db", "mongodb://h:1/db?x=1"));
+        assert!(!same("mongodb://h:1/db", "mongodb://h:1/db2"));
+        assert!(!same("mongodb://h:1/db", "mongodb://other:1/db"));
     }
 
     #[test]
@@ -402,7 +402,7 @@ mod tests {
             ("PATH".to_string(), "/bin".to_string()),
         ];
         assert_eq!(
-            real_database_vars("mongodb://u:p@h/real?y", "real", env.into_iter()),
+            real_database_vars(&"mongodb://u:p@h/real?y".into(), "real", env.into_iter()),
             ["COPY", "DATABASE_URL", "MONGO_URL"]
         );
     }

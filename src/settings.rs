@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{MapOpts, MongoOpts, RedisOpts, RepoOpts, SshKnownHosts, SshOpts};
 use crate::error::{Error, Result};
 use crate::git::RepoLocation;
+use crate::redact::Uri;
 use crate::tunnel::{parse_host_port, parse_ssh_target, KnownHostsPolicy};
 
 /// Novu's own name for the variable holding the store encryption key.
@@ -128,12 +129,13 @@ pub struct SshSettings {
     pub remote_redis: Option<Sourced<(String, u16)>>,
 }
 
-/// Everything resolved.
+/// Everything resolved. Connection strings are [`Uri`]s and the repository a [`RepoLocation`],
+/// so a `Debug` of the settings (or the JSON of `config show`) never shows a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub mongo_uri: Option<Sourced<String>>,
+    pub mongo_uri: Option<Sourced<Uri>>,
     /// A redis:// URL, or `auto` (the default): a throwaway local redis-server.
-    pub redis_url: Sourced<String>,
+    pub redis_url: Sourced<Uri>,
     pub repo: Option<Sourced<RepoLocation>>,
     /// `None`: the embedded release map.
     pub map: Option<Sourced<PathBuf>>,
@@ -178,15 +180,18 @@ impl Settings {
 
     /// Whether Redis is the throwaway local one.
     pub fn redis_is_auto(&self) -> bool {
-        self.redis_url.value.eq_ignore_ascii_case(REDIS_AUTO)
+        self.redis_url
+            .value
+            .expose()
+            .eq_ignore_ascii_case(REDIS_AUTO)
     }
 }
 
 /// The values given as flags (none of them read from the environment: see `from_opts`).
 #[derive(Debug, Clone, Default)]
 pub struct FlagValues {
-    pub mongo_uri: Option<String>,
-    pub redis_url: Option<String>,
+    pub mongo_uri: Option<Uri>,
+    pub redis_url: Option<Uri>,
     pub repo: Option<RepoLocation>,
     pub map: Option<PathBuf>,
     pub ssh: SshFlags,
@@ -216,10 +221,10 @@ impl FlagValues {
         ssh: &SshOpts,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Self {
-        let not_from = |value: &Option<String>, var: &str| -> Option<String> {
+        let not_from = |value: &Option<Uri>, var: &str| -> Option<Uri> {
             value
                 .clone()
-                .filter(|v| env(var).as_deref() != Some(v.as_str()))
+                .filter(|v| env(var).as_deref() != Some(v.expose()))
         };
         FlagValues {
             mongo_uri: not_from(&mongo.mongo_uri, "UPSTEP_MONGO_URI"),
@@ -261,11 +266,11 @@ struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
-    mongo_uri: Option<String>,
+    mongo_uri: Option<Uri>,
     mongo_uri_env: Option<String>,
-    redis_url: Option<String>,
+    redis_url: Option<Uri>,
     redis_url_env: Option<String>,
-    repo: Option<String>,
+    repo: Option<Uri>,
     repo_env: Option<String>,
     map: Option<PathBuf>,
     encryption_key_env: Option<String>,
@@ -450,6 +455,10 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 
+fn non_empty_uri(value: Option<Uri>) -> Option<Uri> {
+    value.filter(|v| !v.expose().trim().is_empty())
+}
+
 /// Resolves the settings; `config_path` is `--config`, `profile` is `--profile`. Reads the
 /// file (and nothing else) from disk; `./upstep.toml` is looked for in the current directory.
 pub fn resolve(
@@ -559,10 +568,10 @@ pub fn resolve_in(
     };
 
     // A profile value that is either literal or read from a named variable.
-    let profile_value = |literal: &Option<String>,
+    let profile_value = |literal: &Option<Uri>,
                          var: &Option<String>,
                          field: &str|
-     -> Result<Option<Sourced<String>>> {
+     -> Result<Option<Sourced<Uri>>> {
         match (literal, var) {
             (Some(_), Some(_)) => Err(Error::config(
                 format!(
@@ -573,7 +582,7 @@ pub fn resolve_in(
             )),
             (Some(v), None) => Ok(Some(Sourced::new(v.clone(), from_profile(None)))),
             (None, Some(var)) => match env_value(var) {
-                Some(v) => Ok(Some(Sourced::new(v, from_profile(Some(var))))),
+                Some(v) => Ok(Some(Sourced::new(Uri::new(v), from_profile(Some(var))))),
                 None => Err(Error::config(
                     format!(
                         "profile `{pname}` in {} reads {field} from the environment variable \
@@ -588,12 +597,11 @@ pub fn resolve_in(
     };
 
     // MongoDB: flag > UPSTEP_MONGO_URI > MONGO_URL > profile.
-    let mongo_uri = match flags.mongo_uri.clone().and_then(|v| non_empty(Some(v))) {
+    let mongo_uri = match non_empty_uri(flags.mongo_uri.clone()) {
         Some(v) => Some(Sourced::new(v, Source::Flag)),
-        None => match ["UPSTEP_MONGO_URI", "MONGO_URL"]
-            .iter()
-            .find_map(|var| env_value(var).map(|v| Sourced::new(v, Source::Env(var.to_string()))))
-        {
+        None => match ["UPSTEP_MONGO_URI", "MONGO_URL"].iter().find_map(|var| {
+            env_value(var).map(|v| Sourced::new(Uri::new(v), Source::Env(var.to_string())))
+        }) {
             Some(v) => Some(v),
             None => match profile_file {
                 Some(p) => profile_value(&p.mongo_uri, &p.mongo_uri_env, "mongo_uri")?,
@@ -602,15 +610,15 @@ pub fn resolve_in(
         },
     };
 
-    let redis_url = match non_empty(flags.redis_url.clone()) {
+    let redis_url = match non_empty_uri(flags.redis_url.clone()) {
         Some(v) => Sourced::new(v, Source::Flag),
         None => match env_value("UPSTEP_REDIS_URL") {
-            Some(v) => Sourced::new(v, Source::Env("UPSTEP_REDIS_URL".into())),
+            Some(v) => Sourced::new(Uri::new(v), Source::Env("UPSTEP_REDIS_URL".into())),
             None => match profile_file {
                 Some(p) => profile_value(&p.redis_url, &p.redis_url_env, "redis_url")?,
                 None => None,
             }
-            .unwrap_or_else(|| Sourced::new(REDIS_AUTO.to_string(), Source::Default)),
+            .unwrap_or_else(|| Sourced::new(Uri::new(REDIS_AUTO), Source::Default)),
         },
     };
 
@@ -623,7 +631,7 @@ pub fn resolve_in(
             )),
             None => match profile_file {
                 Some(p) => profile_value(&p.repo, &p.repo_env, "repo")?
-                    .map(|r| Sourced::new(file_repo(&r.value, &file_dir, env), r.source)),
+                    .map(|r| Sourced::new(file_repo(r.value.expose(), &file_dir, env), r.source)),
                 None => None,
             },
         },
@@ -789,7 +797,7 @@ impl SshSettings {
     /// `remote_redis` is set, Redis.
     pub fn tunnel_spec(
         &self,
-        mongo_uri: Option<&str>,
+        mongo_uri: Option<&Uri>,
         batch_mode: bool,
     ) -> Result<crate::tunnel::TunnelSpec> {
         use crate::tunnel::{mongo_forward_target, Forward, ForwardKind, TunnelSpec};

@@ -191,15 +191,14 @@ const SRV_FIX: &str = "name the primary as seen from the SSH host with --ssh-rem
     URI (add tls=true&tlsAllowInvalidHostnames=true if the server requires TLS)";
 
 /// A `mongodb://` URI, parsed; `mongodb+srv://` and other schemes are refused.
-fn plain_mongo_uri(uri: &str) -> Result<Uri> {
-    let parsed = Uri::new(uri);
+fn plain_mongo_uri(parsed: &Uri) -> Result<&Uri> {
     if parsed.has_scheme("mongodb+srv") {
         return Err(Error::Tunnel {
             message: SRV_EXPLANATION.into(),
             fix: SRV_FIX.into(),
         });
     }
-    if !uri.starts_with("mongodb://") {
+    if !parsed.expose().starts_with("mongodb://") {
         return Err(Error::usage(
             format!("`{parsed}` is not a MongoDB connection URI"),
             "give a URI that starts with mongodb://, e.g. mongodb://user:pass@db:27017/novu-db",
@@ -210,7 +209,7 @@ fn plain_mongo_uri(uri: &str) -> Result<Uri> {
 
 /// The MongoDB host:port a tunnel should forward to by default: the one host of the URI (as
 /// the SSH host sees it). Several hosts, or an SRV URI, need an explicit `--ssh-remote-mongo`.
-pub fn mongo_forward_target(uri: &str) -> Result<(String, u16)> {
+pub fn mongo_forward_target(uri: &Uri) -> Result<(String, u16)> {
     let parsed = plain_mongo_uri(uri)?;
     let list = parsed.host_list();
     match list.as_slice() {
@@ -234,7 +233,7 @@ pub fn mongo_forward_target(uri: &str) -> Result<(String, u16)> {
 
 /// Points a `mongodb://` URI at `127.0.0.1:<local_port>` with `directConnection=true`, keeping
 /// the credentials, database and other options. `mongodb+srv://` is refused (see the message).
-pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
+pub fn rewrite_mongo_uri_to(uri: &Uri, local_port: u16) -> Result<Uri> {
     let parsed = plain_mongo_uri(uri)?;
     let mut params: Vec<&str> = parsed
         .query()
@@ -252,12 +251,11 @@ pub fn rewrite_mongo_uri_to(uri: &str, local_port: u16) -> Result<String> {
     } else {
         parsed.path()
     };
-    let rewritten = parsed.rebuilt(
+    Ok(parsed.rebuilt(
         &format!("127.0.0.1:{local_port}"),
         path,
         Some(&params.join("&")),
-    );
-    Ok(rewritten.expose().to_string())
+    ))
 }
 
 /// `retries` waits between attempts to reopen: `backoff`, then twice that, ..., at most 30 s.
@@ -880,7 +878,7 @@ impl Tunnel {
     }
 
     /// The MongoDB URI pointed at the tunnel's local end (see `rewrite_mongo_uri_to`).
-    pub fn rewrite_mongo_uri(&self, uri: &str) -> Result<String> {
+    pub fn rewrite_mongo_uri(&self, uri: &Uri) -> Result<Uri> {
         let port = self.mongo_port().ok_or_else(|| {
             Error::Internal("rewrite_mongo_uri on a tunnel without a MongoDB forward".into())
         })?;
@@ -1066,25 +1064,30 @@ mod tests {
     fn rewrite_keeps_credentials_db_and_options() {
         assert_eq!(
             rewrite_mongo_uri_to(
-                "mongodb://u:p%40w@db.internal:27017/novu-db?authSource=admin",
+                &"mongodb://u:p%40w@db.internal:27017/novu-db?authSource=admin".into(),
                 4100
             )
-            .unwrap(),
+            .unwrap()
+            .expose(),
             "mongodb://u:p%40w@127.0.0.1:4100/novu-db?authSource=admin&directConnection=true"
         );
         assert_eq!(
-            rewrite_mongo_uri_to("mongodb://db:27017", 4100).unwrap(),
+            rewrite_mongo_uri_to(&"mongodb://db:27017".into(), 4100)
+                .unwrap()
+                .expose(),
             "mongodb://127.0.0.1:4100/?directConnection=true"
         );
         assert_eq!(
-            rewrite_mongo_uri_to("mongodb://db/x?directConnection=false", 1).unwrap(),
+            rewrite_mongo_uri_to(&"mongodb://db/x?directConnection=false".into(), 1)
+                .unwrap()
+                .expose(),
             "mongodb://127.0.0.1:1/x?directConnection=true"
         );
     }
 
     #[test]
     fn srv_is_refused_with_the_reason() {
-        let err = rewrite_mongo_uri_to("mongodb+srv://u:secret@cluster0.example.net/db", 1)
+        let err = rewrite_mongo_uri_to(&"mongodb+srv://u:secret@cluster0.example.net/db".into(), 1)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1097,14 +1100,14 @@ mod tests {
     #[test]
     fn default_forward_target() {
         assert_eq!(
-            mongo_forward_target("mongodb://u:p@mongodb:27018/novu").unwrap(),
+            mongo_forward_target(&"mongodb://u:p@mongodb:27018/novu".into()).unwrap(),
             ("mongodb".into(), 27018)
         );
         assert_eq!(
-            mongo_forward_target("mongodb://mongodb/novu").unwrap(),
+            mongo_forward_target(&"mongodb://mongodb/novu".into()).unwrap(),
             ("mongodb".into(), 27017)
         );
-        assert!(mongo_forward_target("mongodb://a:1,b:2/novu").is_err());
+        assert!(mongo_forward_target(&"mongodb://a:1,b:2/novu".into()).is_err());
     }
 
     #[test]

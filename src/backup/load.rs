@@ -50,7 +50,7 @@ fn temp_name(run_id: &str, collection: &str) -> String {
 pub struct RestoreOptions {
     /// Restore into this deployment/database instead (database from its path, else the
     /// backup's).
-    pub to_uri: Option<String>,
+    pub to_uri: Option<crate::redact::Uri>,
     /// Only these collections of the backup.
     pub collections: Option<Vec<String>>,
     /// Replace target collections that already hold documents (otherwise they are refused).
@@ -175,7 +175,7 @@ pub async fn prepare(
 
     // 2. The target.
     let (target_uri, flag) = match (&opts.to_uri, uri) {
-        (Some(to), _) => (to.as_str(), "--to-uri"),
+        (Some(to), _) => (to.expose(), "--to-uri"),
         (None, Some(uri)) => (uri, "--mongo-uri"),
         (None, None) => {
             return Err(Error::usage(

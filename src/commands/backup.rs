@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use crate::backup::{
-    backup, now_rfc3339, prepare_restore, redact_uri, BackupOptions, BarProgress, NoProgress,
-    PreparedRestore, Progress, RestoreOptions,
+    backup, now_rfc3339, prepare_restore, BackupOptions, BarProgress, NoProgress, PreparedRestore,
+    Progress, RestoreOptions,
 };
 use crate::cli::{BackupArgs, OutputOpts, RestoreArgs};
 use crate::commands::resolve::{mongo_settings, through_tunnel};
 use crate::error::{Error, ExitCode, Result};
+use crate::redact::Uri;
 use crate::ui;
 use crate::ui::backup_text::{restore_text, stopped_text, BackupSummary};
 
@@ -43,9 +44,9 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     let out = match &args.out {
         Some(out) => out.clone(),
         None => {
-            let db = crate::rehearse::database_of(&uri).ok_or_else(|| {
+            let db = uri.database().map(str::to_string).ok_or_else(|| {
                 Error::usage(
-                    format!("the MongoDB URI {} names no database", redact_uri(&uri)),
+                    format!("the MongoDB URI {uri} names no database"),
                     "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
                 )
             })?;
@@ -66,7 +67,7 @@ pub fn backup_command(args: &BackupArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let manifest = super::runtime()?.block_on(async {
         let (uri, tunnel) = through_tunnel(&settings, uri, true).await?;
-        let manifest = backup(&uri, &opts, progress.as_ref()).await;
+        let manifest = backup(uri.expose(), &opts, progress.as_ref()).await;
         if let Some(t) = tunnel {
             t.close().await;
         }
@@ -112,7 +113,7 @@ pub fn restore_command(args: &RestoreArgs) -> Result<ExitCode> {
             }
             (None, None) => (None, opts, None),
         };
-        let prepared = prepare_restore(uri.as_deref(), &args.backup, &opts).await?;
+        let prepared = prepare_restore(uri.as_ref().map(Uri::expose), &args.backup, &opts).await?;
         if let Err(e) = confirm_replacing(&prepared, args.yes).await {
             prepared.release().await;
             return Err(e);
@@ -284,10 +285,10 @@ async fn reset_journal(
 mod tests {
     use super::*;
     use crate::preflight::human_bytes;
-    use crate::rehearse::database_of as database_in;
 
     #[test]
     fn database_from_uri_path() {
+        let database_in = |uri: &str| Uri::new(uri).database().map(str::to_string);
         assert_eq!(
             database_in("mongodb://h:1/novu?x=1").as_deref(),
             Some("novu")

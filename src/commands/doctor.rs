@@ -117,14 +117,14 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
             ).with_details(blocked));
             }
             let mongo_uri = match &connected {
-                Some(Ok(c)) => Some(c.uri.clone()),
-                _ => settings.mongo_uri.as_ref().map(|u| u.value.clone()),
+                Some(Ok(c)) => Some(&c.uri),
+                _ => settings.mongo_uri.as_ref().map(|u| &u.value),
             };
             let inputs = DoctorInputs {
                 map: &map,
                 plan: &plan,
-                mongo_uri: mongo_uri.as_deref(),
-                redis_url: Some(settings.redis_url.value.as_str()),
+                mongo_uri,
+                redis_url: Some(&settings.redis_url.value),
                 encryption_key_var: &key_var,
                 encryption_key: key.as_deref(),
                 path_env: std::env::var_os("PATH").unwrap_or_default(),

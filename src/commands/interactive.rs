@@ -25,10 +25,11 @@ fn cancelled(_: dialoguer::Error) -> Error {
 }
 
 /// The connection, when nothing configured one. Typed hidden: a URI may hold a password.
-pub fn ask_mongo_uri() -> Result<String> {
+pub fn ask_mongo_uri() -> Result<crate::redact::Uri> {
     Password::new()
         .with_prompt("MongoDB URI of the deployment, database included (input hidden)")
         .interact()
+        .map(crate::redact::Uri::from)
         .map_err(cancelled)
 }
 

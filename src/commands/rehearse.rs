@@ -20,7 +20,7 @@ use crate::cli::{RehearseArgs, UpgradeArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::executor::UpgradeOptions;
 use crate::plan::Plan;
-use crate::redact::redact_uri;
+use crate::redact::Uri;
 use crate::rehearse::{self as lib, Counts, DataSource, Measure, Recording, RehearsalReport};
 use crate::release_map::{Fingerprint, ReleaseMap};
 use crate::store::fingerprint::{self, EvalOptions};
@@ -63,7 +63,7 @@ impl RunHooks {
         opts: &UpgradeOptions,
         plan: &Plan,
         repo: Option<&crate::git::GitRepo>,
-        configured_uri: &str,
+        configured_uri: Option<&Uri>,
         reporter: &mut dyn Reporter,
     ) {
         match &self.rehearsal {
@@ -77,7 +77,8 @@ impl RunHooks {
             }
             None if opts.dry_run => {}
             None => {
-                let key = plan_key_for(opts, plan, repo, &redact_uri(configured_uri));
+                let database = configured_uri.map(Uri::redacted).unwrap_or_default();
+                let key = plan_key_for(opts, plan, repo, &database);
                 if let Some((report, path)) = lib::find_record(&opts.state_dir, &key) {
                     reporter.report(&RunEvent::Notice {
                         message: format!("{} (report: {})", report.one_line(), path.display()),
@@ -164,16 +165,16 @@ async fn stop_signal() -> Error {
 struct Targets {
     real: Connected,
     /// The scratch URI as configured (the inner run opens its own tunnel, if any).
-    scratch_uri: String,
+    scratch_uri: Uri,
     /// The scratch URI as reachable from here (through this rehearsal's tunnel, if any).
-    scratch_local: String,
+    scratch_local: Uri,
     scratch: Store,
 }
 
 async fn connect_targets(
     settings: &crate::settings::Settings,
-    real_uri: &str,
-    scratch_uri: String,
+    real_uri: &Uri,
+    scratch_uri: Uri,
     batch: bool,
 ) -> Result<Targets> {
     let real = run::connect(settings, batch).await?;
@@ -192,13 +193,12 @@ async fn connect_targets(
         }
         _ => scratch_uri.clone(),
     };
-    let scratch = Store::connect(&scratch_local).await?;
+    let scratch = Store::connect(scratch_local.expose()).await?;
     let existing = scratch.db.list_collection_names().await.map_err(|e| {
         Error::connection(
             format!(
-                "cannot list the collections of the scratch database {}: {}",
-                redact_uri(&scratch_uri),
-                crate::redact::scrub(&e.to_string(), &crate::redact::uri_secrets(&scratch_local))
+                "cannot list the collections of the scratch database {scratch_uri}: {}",
+                crate::redact::scrub(&e.to_string(), &scratch_local.secrets())
             ),
             "check that the user may read and create that database",
         )
@@ -206,8 +206,7 @@ async fn connect_targets(
     if !existing.is_empty() {
         return Err(Error::usage(
             format!(
-                "the scratch database {} already exists ({} collection(s)): a rehearsal never overwrites a database",
-                redact_uri(&scratch_uri),
+                "the scratch database {scratch_uri} already exists ({} collection(s)): a rehearsal never overwrites a database",
                 existing.len()
             ),
             "if it is an earlier rehearsal's (kept with --keep), drop it (`mongosh <its URI> --eval 'db.dropDatabase()'`); or name another with --scratch-uri",
@@ -255,7 +254,7 @@ async fn make_copy(
                 gzip: false,
             };
             let manifest =
-                crate::backup::backup(&targets.real.uri, &opts, progress.as_ref()).await?;
+                crate::backup::backup(targets.real.uri.expose(), &opts, progress.as_ref()).await?;
             (dir, manifest, "backup-taken")
         }
     };
@@ -364,10 +363,7 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     })?;
     let real_db = lib::database_of(&real_uri).ok_or_else(|| {
         Error::usage(
-            format!(
-                "the MongoDB URI {} names no database",
-                redact_uri(&real_uri)
-            ),
+            format!("the MongoDB URI {real_uri} names no database"),
             "add the database to the URI's path, e.g. mongodb://host:27017/novu-db",
         )
     })?;
@@ -378,18 +374,14 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     };
     if lib::database_of(&scratch_uri).is_none() {
         return Err(Error::usage(
-            format!(
-                "--scratch-uri {} names no database",
-                redact_uri(&scratch_uri)
-            ),
+            format!("--scratch-uri {scratch_uri} names no database"),
             "name the scratch database in the URI's path, e.g. mongodb://host:27017/novu-rehearsal",
         ));
     }
     if lib::same_database(&real_uri, &scratch_uri) {
         return Err(Error::usage(
             format!(
-                "--scratch-uri {} is the database to rehearse: a rehearsal never writes it",
-                redact_uri(&scratch_uri)
+                "--scratch-uri {scratch_uri} is the database to rehearse: a rehearsal never writes it"
             ),
             "name another database in --scratch-uri, or omit it (default: <db>_upstep_rehearsal_<time> on the same server)",
         ));
@@ -417,8 +409,7 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     })?;
     say(format!(
         "Rehearsing on a copy: {} -> scratch database {}",
-        targets.real.store.redacted_uri,
-        redact_uri(&targets.scratch_uri)
+        targets.real.store.redacted_uri, targets.scratch_uri
     ));
     let touched = AtomicBool::new(false);
     let copy = side.block_on(async {
@@ -461,7 +452,7 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
         })),
         private_env: lib::real_database_vars(&real_uri, &real_db, std::env::vars()),
         rehearsal: Some(RehearsalHook {
-            database: redact_uri(&real_uri),
+            database: real_uri.redacted(),
             recording: recording.clone(),
         }),
     };
@@ -492,10 +483,10 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
         if let Err(e) = dropped {
             say(format!(
                 "warning: could not drop the scratch database {}: {e}; drop it by hand",
-                redact_uri(&targets.scratch_uri)
+                targets.scratch_uri
             ));
         }
-        let mirror = Mirror::for_database(&state, &redact_uri(&targets.scratch_uri));
+        let mirror = Mirror::for_database(&state, &targets.scratch_uri.redacted());
         let _ = std::fs::remove_file(mirror.path());
     }
     let drop_ms = if args.keep {
@@ -505,7 +496,7 @@ pub fn rehearse_command(args: &RehearseArgs) -> Result<ExitCode> {
     };
     let _ = std::fs::remove_dir_all(&work_dir);
     let database = targets.real.store.redacted_uri.clone();
-    let scratch = redact_uri(&targets.scratch_uri);
+    let scratch = targets.scratch_uri.redacted();
     close(&side, targets);
 
     let rec = std::mem::take(

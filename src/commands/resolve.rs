@@ -5,6 +5,7 @@
 
 use crate::cli::RunEnvOpts;
 use crate::error::{Error, Result};
+use crate::redact::Uri;
 use crate::settings::Settings;
 use crate::tunnel::Tunnel;
 
@@ -29,14 +30,15 @@ pub fn key_var(settings: &Settings, run_env: &RunEnvOpts) -> Result<String> {
 /// as long as the URI is used.
 pub async fn through_tunnel(
     settings: &Settings,
-    uri: String,
+    uri: Uri,
     batch_mode: bool,
-) -> Result<(String, Option<Tunnel>)> {
+) -> Result<(Uri, Option<Tunnel>)> {
     match &settings.ssh {
         Some(ssh) => {
             let spec = ssh.tunnel_spec(Some(&uri), batch_mode)?;
             let tunnel = crate::tunnel::open(spec).await?;
-            Ok((tunnel.rewrite_mongo_uri(&uri)?, Some(tunnel)))
+            let local = tunnel.rewrite_mongo_uri(&uri)?;
+            Ok((local, Some(tunnel)))
         }
         None => Ok((uri, None)),
     }

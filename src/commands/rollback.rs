@@ -219,7 +219,7 @@ pub fn rollback_command(args: &RollbackArgs) -> Result<ExitCode> {
         if plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis)) {
             let url = if settings.redis_is_auto() {
                 let redis = crate::redis_auto::start_throwaway_redis(&opts.state_dir).await?;
-                let url = redis.url.clone();
+                let url = crate::redact::Uri::new(redis.url.as_str());
                 _throwaway = Some(redis);
                 url
             } else {

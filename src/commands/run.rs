@@ -11,6 +11,7 @@ use crate::executor::approval::Approvals;
 use crate::executor::command::Connection;
 use crate::executor::decide::{Action, Flags};
 use crate::executor::{self, UpgradeOptions};
+use crate::redact::Uri;
 use crate::release_map::ReleaseMap;
 use crate::settings::{self, FlagValues, Settings};
 use crate::store::journal::{Actor, Journal, StepStatus};
@@ -53,7 +54,7 @@ pub(super) fn resolve_settings(
 pub(super) struct Connected {
     pub(super) store: Store,
     /// The URI the scripts use (rewritten to the tunnel's local end).
-    pub(super) uri: String,
+    pub(super) uri: Uri,
     pub(super) tunnel: Option<Tunnel>,
 }
 
@@ -64,15 +65,8 @@ pub(super) async fn connect(settings: &Settings, batch_mode: bool) -> Result<Con
             "pass --mongo-uri mongodb://host:27017/<database>, set MONGO_URL, or name it in an upstep.toml profile",
         )
     })?;
-    let (uri, tunnel) = match &settings.ssh {
-        Some(ssh) => {
-            let spec = ssh.tunnel_spec(Some(&uri), batch_mode)?;
-            let tunnel = crate::tunnel::open(spec).await?;
-            (tunnel.rewrite_mongo_uri(&uri)?, Some(tunnel))
-        }
-        None => (uri, None),
-    };
-    let store = Store::connect(&uri).await?;
+    let (uri, tunnel) = super::resolve::through_tunnel(settings, uri, batch_mode).await?;
+    let store = Store::connect(uri.expose()).await?;
     Ok(Connected { store, uri, tunnel })
 }
 

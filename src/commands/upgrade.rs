@@ -24,6 +24,7 @@ use crate::executor::{self, Questions, RunRequest, UpgradeOptions};
 use crate::git::GitRepo;
 use crate::plan::Plan;
 use crate::preflight::Severity;
+use crate::redact::Uri;
 use crate::release_map::{Need, ReleaseMap};
 use crate::runner::signals::{SignalPolicy, SignalWatcher};
 use crate::settings::Settings;
@@ -61,7 +62,7 @@ pub(super) fn upgrade_with(args: &UpgradeArgs, mut hooks: RunHooks) -> Result<Ex
     let summary = runtime()?.block_on(async {
         let connected = connect(&settings, !interactive).await?;
         let Resolved { mut options, repo } = resolved;
-        options.connection = connection_for(&connected.uri, &key_var, &settings);
+        options.connection = connection_for(connected.uri.clone(), &key_var, &settings);
         options
             .connection
             .private_env
@@ -188,9 +189,9 @@ impl Resolved {
 /// The connection the scripts get: the database as reached (through the tunnel, if any), the
 /// encryption key from its variable, and the variables they must not inherit. Redis is added
 /// once the plan is known to need it (`RunSurroundings`).
-fn connection_for(uri: &str, key_var: &str, settings: &Settings) -> Connection {
+fn connection_for(uri: Uri, key_var: &str, settings: &Settings) -> Connection {
     Connection {
-        mongo_uri: uri.to_string(),
+        mongo_uri: uri,
         encryption_key: std::env::var(key_var)
             .ok()
             .filter(|k| !k.is_empty())
@@ -267,21 +268,16 @@ impl Surroundings for RunSurroundings<'_> {
         reporter: &'a mut dyn Reporter,
     ) -> LocalBoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let configured = self.settings.mongo_uri.as_ref().map(|s| s.value.as_str());
-            self.hooks.at_plan(
-                opts,
-                full,
-                self.repo,
-                configured.unwrap_or_default(),
-                reporter,
-            );
+            let configured = self.settings.mongo_uri.as_ref().map(|s| &s.value);
+            self.hooks
+                .at_plan(opts, full, self.repo, configured, reporter);
             if opts.dry_run {
                 return Ok(());
             }
             // The decision plan, doctor and status show: the preflight checks what will run.
             let redis_url = self.redis_for(opts, to_run).await?;
             let key_var = self.key_var;
-            preflight(opts, to_run, redis_url.as_deref(), key_var, reporter).await?;
+            preflight(opts, to_run, redis_url.as_ref(), key_var, reporter).await?;
             self.ran_with = Some(opts.clone());
             Ok(())
         })
@@ -304,17 +300,13 @@ impl Surroundings for RunSurroundings<'_> {
 impl RunSurroundings<'_> {
     /// The Redis the scripts get (None: this plan needs none): the configured one, or a
     /// throwaway local redis-server that lives for this run only.
-    async fn redis_for(
-        &mut self,
-        opts: &mut UpgradeOptions,
-        plan: &Plan,
-    ) -> Result<Option<String>> {
+    async fn redis_for(&mut self, opts: &mut UpgradeOptions, plan: &Plan) -> Result<Option<Uri>> {
         if !plan.steps().any(|(_, s)| s.needs.contains(&Need::Redis)) {
             return Ok(None);
         }
         let url = if self.settings.redis_is_auto() {
             let redis = crate::redis_auto::start_throwaway_redis(&opts.state_dir).await?;
-            let url = redis.url.clone();
+            let url = Uri::new(redis.url.as_str());
             self.throwaway = Some(redis);
             url
         } else {
@@ -362,8 +354,7 @@ fn choose_backup(args: &UpgradeArgs, interactive: bool) -> Result<Option<std::pa
 }
 
 /// Redis for the scripts: the configured one, or a throwaway local redis-server.
-pub(super) fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
-    let parsed = crate::redact::Uri::new(url);
+pub(super) fn redis_connection(parsed: &Uri, conn: &mut Connection) -> Result<()> {
     let tls = parsed.has_scheme("rediss");
     if !tls && !parsed.has_scheme("redis") {
         return Err(Error::usage(
@@ -393,7 +384,7 @@ pub(super) fn redis_connection(url: &str, conn: &mut Connection) -> Result<()> {
 async fn preflight(
     opts: &UpgradeOptions,
     plan: &Plan,
-    redis_url: Option<&str>,
+    redis_url: Option<&Uri>,
     key_var: &str,
     reporter: &mut dyn Reporter,
 ) -> Result<()> {
@@ -452,7 +443,7 @@ mod tests {
     #[test]
     fn a_redis_url_fills_the_connection_with_its_password_decoded() {
         let mut conn = Connection::default();
-        redis_connection("rediss://:Canary%40Pw@[::1]:6380/3", &mut conn).unwrap();
+        redis_connection(&"rediss://:Canary%40Pw@[::1]:6380/3".into(), &mut conn).unwrap();
         assert_eq!(conn.redis_host.as_deref(), Some("::1"));
         assert_eq!(conn.redis_port, Some(6380));
         assert_eq!(conn.redis_db, Some(3));
@@ -465,7 +456,7 @@ mod tests {
         assert!(!format!("{conn:?}").contains("Canary"));
 
         let mut plain = Connection::default();
-        redis_connection("redis://cache", &mut plain).unwrap();
+        redis_connection(&"redis://cache".into(), &mut plain).unwrap();
         assert_eq!(
             (
                 plain.redis_host.as_deref(),
@@ -477,7 +468,7 @@ mod tests {
         assert!(plain.redis_password.is_none());
 
         for bad in ["http://:CanaryPw@h:1", "redis://:CanaryPw@h:port"] {
-            let err = redis_connection(bad, &mut Connection::default()).unwrap_err();
+            let err = redis_connection(&bad.into(), &mut Connection::default()).unwrap_err();
             assert!(!err.to_string().contains("CanaryPw"), "{err}");
             assert_eq!(err.code(), crate::error::ExitCode::Usage);
         }

@@ -8,13 +8,15 @@ use std::path::{Component, Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Result};
+use crate::redact::Uri;
 use crate::release_map::{Era, Mode, RunKind};
 
 /// Values for the env placeholders of an era; a variable whose placeholder has no value is
 /// left unset.
 #[derive(Debug, Clone, Default)]
 pub struct Connection {
-    pub mongo_uri: String,
+    /// Shown redacted by `Debug`; its real string goes only into a child's environment.
+    pub mongo_uri: Uri,
     pub redis_host: Option<String>,
     pub redis_port: Option<u16>,
     /// Secrets as `SecretString`: a `Debug` of the connection shows `[REDACTED]`.
@@ -29,7 +31,7 @@ pub struct Connection {
 impl Connection {
     fn placeholder(&self, name: &str) -> Option<String> {
         match name {
-            "mongo_uri" => Some(self.mongo_uri.clone()),
+            "mongo_uri" => Some(self.mongo_uri.expose().to_string()),
             "redis_host" => self.redis_host.clone(),
             "redis_port" => self.redis_port.map(|p| p.to_string()),
             "redis_password" => exposed(&self.redis_password),
@@ -42,8 +44,8 @@ impl Connection {
 
     /// Every secret a child's output, log or journal tail must never show.
     pub fn secrets(&self) -> Vec<String> {
-        let mut secrets = crate::redact::uri_secrets(&self.mongo_uri);
-        secrets.push(self.mongo_uri.clone());
+        let mut secrets = self.mongo_uri.secrets();
+        secrets.push(self.mongo_uri.expose().to_string());
         secrets.extend(exposed(&self.redis_password));
         secrets.extend(exposed(&self.encryption_key));
         secrets.retain(|s| !s.is_empty());

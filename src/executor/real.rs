@@ -11,6 +11,7 @@ use crate::detect::{DetectOptions, DetectReport};
 use crate::error::{Error, Result};
 use crate::git::{GitRepo, TagInfo, Worktrees};
 use crate::plan::PlanGroup;
+use crate::redact::Uri;
 use crate::release_map::{Fingerprint, ReleaseMap};
 use crate::runner::process::{
     self, ChildSpec, FinishProbe, OutputLine, RunOutcome, RunningChild, StopRequest, Watch,
@@ -44,18 +45,18 @@ pub struct MongoRunStore {
     journal: Journal,
     lock: RunLock,
     /// For the backup, which opens its own connection.
-    mongo_uri: String,
+    mongo_uri: Uri,
     lease: Duration,
 }
 
 impl MongoRunStore {
-    pub fn new(store: &Store, mongo_uri: &str, state_dir: &Path, lease: Duration) -> Self {
+    pub fn new(store: &Store, mongo_uri: &Uri, state_dir: &Path, lease: Duration) -> Self {
         let mirror = Mirror::for_database(state_dir, &store.redacted_uri);
         MongoRunStore {
             store: store.clone(),
             journal: Journal::new(store, Actor::current(), mirror).with_heartbeat_lease(lease),
             lock: RunLock::new(store),
-            mongo_uri: mongo_uri.to_string(),
+            mongo_uri: mongo_uri.clone(),
             lease,
         }
     }
@@ -158,9 +159,12 @@ impl RunStore for MongoRunStore {
                 collections: None,
                 gzip: false,
             };
-            let manifest =
-                crate::backup::backup(&self.mongo_uri, &options, &crate::backup::NoProgress)
-                    .await?;
+            let manifest = crate::backup::backup(
+                self.mongo_uri.expose(),
+                &options,
+                &crate::backup::NoProgress,
+            )
+            .await?;
             Ok(BackupTaken {
                 documents: manifest.collections.iter().map(|c| c.documents).sum(),
                 created_at: manifest.created_at,

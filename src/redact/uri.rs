@@ -39,8 +39,8 @@ const LOGIN_SCHEMES: [&str; 7] = [
 
 /// A connection string or URL. Parsing never fails: whatever does not fit the shape
 /// `scheme://[user[:password]@]hosts[/path][?query]` lands in the nearest part, and the
-/// callers that need a part say what they do without it.
-#[derive(Clone, PartialEq, Eq)]
+/// callers that need a part say what they do without it. The default is the empty string's.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Uri {
     raw: String,
     /// As written, without `://` (`None`: no `://` in the string).
@@ -346,6 +346,13 @@ impl fmt::Debug for Uri {
 impl serde::Serialize for Uri {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
+    }
+}
+
+/// Read as the string it is written as (a settings file's `mongo_uri`, `redis_url`, `repo`).
+impl<'de> serde::Deserialize<'de> for Uri {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
+        String::deserialize(d).map(Uri::new)
     }
 }
 

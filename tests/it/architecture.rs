@@ -305,3 +305,83 @@ fn system_calls_go_through_nix_and_libc_names_only_signal_numbers() {
         }
     }
 }
+
+/// Struct fields named `*uri` / `*url` that may hold a plain string, with why each is safe.
+const PLAIN_URL_FIELDS: [(&str, &str); 3] = [
+    // Holds `Uri::redacted()`, the shown form.
+    ("store/mod.rs", "redacted_uri"),
+    // The throwaway redis-server's `redis://127.0.0.1:<port>`: loopback, no password.
+    ("redis_auto.rs", "url"),
+    // A public download a lockfile names (release map `Download`).
+    ("release_map/model.rs", "url"),
+];
+
+/// Every struct field holding a connection string or URL is a `Uri` (or `RepoLocation`), whose
+/// `Debug`, `Display` and `Serialize` show it redacted: a `String` or `&str` field would leak a
+/// password through the first `{:?}` of its struct.
+#[test]
+fn connection_strings_are_held_as_uris_not_strings() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let plain = [
+        "String",
+        "&str",
+        "Option<String>",
+        "Option<&str>",
+        "Sourced<String>",
+        "Option<Sourced<String>>",
+    ];
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .expect("under src/")
+            .display()
+            .to_string();
+        let code = code_of(&std::fs::read_to_string(&file).expect("read a source file"));
+        // The indentation of the `struct ... {` line whose fields are being read.
+        let mut in_struct: Option<usize> = None;
+        for (i, line) in code.lines().enumerate() {
+            let indent = line.len() - line.trim_start().len();
+            let trimmed = line.trim();
+            match in_struct {
+                None => {
+                    let opens = trimmed.ends_with('{')
+                        && (trimmed.starts_with("struct ")
+                            || trimmed.starts_with("pub struct ")
+                            || trimmed.starts_with("pub(crate) struct ")
+                            || trimmed.starts_with("pub(super) struct "));
+                    if opens {
+                        in_struct = Some(indent);
+                    }
+                }
+                Some(open) if indent == open && trimmed.starts_with('}') => in_struct = None,
+                Some(_) => {
+                    let Some((name, ty)) = trimmed.split_once(':') else {
+                        continue;
+                    };
+                    let name = name.trim().rsplit(' ').next().unwrap_or_default();
+                    let ty: String = ty
+                        .trim()
+                        .trim_end_matches(',')
+                        .replace("'a ", "")
+                        .replace(' ', "");
+                    let named_like_url = name.ends_with("uri") || name.ends_with("url");
+                    let allowed = PLAIN_URL_FIELDS
+                        .iter()
+                        .any(|(f, n)| rel == *f && name == *n);
+                    if named_like_url && plain.contains(&ty.as_str()) && !allowed {
+                        found.push(format!("src/{rel}:{}: `{name}: {ty}`", i + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "connection strings held as plain strings (hold a crate::redact::Uri; the real string \
+         leaves through expose() at the driver or child):\n  {}",
+        found.join("\n  ")
+    );
+}

@@ -457,7 +457,7 @@ async fn gzip_backup_round_trips_into_another_database() {
         None,
         dir.path(),
         &RestoreOptions {
-            to_uri: Some(to_uri),
+            to_uri: Some(to_uri.into()),
             collections: None,
             drop: false,
         },
@@ -529,7 +529,7 @@ async fn restore_to(
         None,
         dir,
         &RestoreOptions {
-            to_uri: Some(mongo().uri_for_db(target)),
+            to_uri: Some(mongo().uri_for_db(target).into()),
             collections: None,
             drop: false,
         },
@@ -702,7 +702,7 @@ async fn collections_option_narrows_and_rejects_unknown_names() {
         None,
         dir.path(),
         &RestoreOptions {
-            to_uri: Some(mongo().uri_for_db(&target)),
+            to_uri: Some(mongo().uri_for_db(&target).into()),
             collections: Some(vec!["subscribers".into()]),
             drop: false,
         },

@@ -84,7 +84,7 @@ fn ops_precedence_flag_env_profile_default() {
     let s = fx.resolve(&none, None).unwrap();
     let mongo = s.mongo_uri.clone().unwrap();
     assert_eq!(mongo.source, profile_source(&fx, "prod"));
-    assert_eq!(s.redis_url.value, "redis://redis.internal:6379");
+    assert_eq!(s.redis_url.value.expose(), "redis://redis.internal:6379");
     assert_eq!(
         s.map.clone().unwrap().value,
         fx.dir.path().join("maps/novu.toml")
@@ -103,7 +103,7 @@ fn ops_precedence_flag_env_profile_default() {
         .set("UPSTEP_MAP", "/etc/map.toml");
     let s = fx.resolve(&none, None).unwrap();
     let mongo = s.mongo_uri.unwrap();
-    assert_eq!(mongo.value, "mongodb://from-upstep/db");
+    assert_eq!(mongo.value.expose(), "mongodb://from-upstep/db");
     assert_eq!(mongo.source, Source::Env("UPSTEP_MONGO_URI".into()));
     assert_eq!(s.redis_url.source, Source::Env("UPSTEP_REDIS_URL".into()));
     assert_eq!(
@@ -180,7 +180,7 @@ fn ops_profile_env_var_and_ssh_merge() {
     let fx = Fixture::new(FILE).set("STAGING_MONGO", "mongodb://staging/db");
     let s = fx.resolve(&FlagValues::default(), Some("staging")).unwrap();
     let mongo = s.mongo_uri.clone().unwrap();
-    assert_eq!(mongo.value, "mongodb://staging/db");
+    assert_eq!(mongo.value.expose(), "mongodb://staging/db");
     assert_eq!(
         mongo.source,
         Source::Profile {
@@ -361,6 +361,88 @@ fn ops_config_show_redacts_every_secret() {
     assert_eq!(json["profile"]["value"], "prod");
 }
 
+/// Every place that holds a connection string after parsing shows it redacted in `Debug`: the
+/// parsed command line, the flags, the resolved settings (from a flag, the environment, a
+/// profile, a variable a profile names) and a run's connection. The real string is still
+/// there, through `expose()`, for the driver or the child.
+#[test]
+fn ops_debug_of_parsed_and_resolved_settings_never_shows_a_secret() {
+    use clap::Parser;
+    let mongo = format!("mongodb://novu:{CANARY}@db:27017/novu-db");
+    let redis = format!("redis://:{CANARY}@redis:6379/1");
+    let repo = format!("https://{CANARY}@github.com/novuhq/novu.git");
+    let hidden = |shown: &str| {
+        assert!(!shown.contains(CANARY), "{shown}");
+        assert!(shown.contains("novu:****@db:27017"), "{shown}");
+    };
+
+    let command_lines: [&[&str]; 3] = [
+        &[
+            "upgrade",
+            "--mongo-uri",
+            &mongo,
+            "--redis-url",
+            &redis,
+            "--repo",
+            &repo,
+        ],
+        &[
+            "restore",
+            "backup-dir",
+            "--mongo-uri",
+            &mongo,
+            "--to-uri",
+            &mongo,
+        ],
+        &["rehearse", "--mongo-uri", &mongo, "--scratch-uri", &mongo],
+    ];
+    for args in command_lines {
+        let cli =
+            upstep::cli::Cli::try_parse_from(std::iter::once("upstep").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        hidden(&format!("{cli:?}"));
+    }
+
+    let fx = Fixture::new(&format!(
+        "default_profile = \"prod\"\n[profiles.prod]\nmongo_uri = \"{mongo}\"\n\
+         redis_url = \"{redis}\"\nrepo = \"{repo}\"\n\
+         [profiles.via_env]\nmongo_uri_env = \"PROD_MONGO\"\nredis_url_env = \"PROD_REDIS\"\n\
+         repo_env = \"PROD_REPO\"\n"
+    ))
+    .set("PROD_MONGO", &mongo)
+    .set("PROD_REDIS", &redis)
+    .set("PROD_REPO", &repo);
+    let flags = FlagValues {
+        mongo_uri: Some(mongo.as_str().into()),
+        redis_url: Some(redis.as_str().into()),
+        repo: Some(repo.as_str().into()),
+        ..FlagValues::default()
+    };
+    let from_env = Fixture::new("")
+        .set("UPSTEP_MONGO_URI", &mongo)
+        .set("UPSTEP_REDIS_URL", &redis)
+        .set("UPSTEP_REPO", &repo);
+    let none = FlagValues::default();
+    for (fx, flags, profile) in [
+        (&fx, &none, None),
+        (&fx, &none, Some("via_env")),
+        (&fx, &flags, None),
+        (&from_env, &none, None),
+    ] {
+        let s = fx.resolve(flags, profile).unwrap();
+        hidden(&format!("{s:?}"));
+        hidden(&format!("{s:#?} {flags:?}"));
+        assert_eq!(s.mongo_uri.as_ref().unwrap().value.expose(), mongo);
+        assert_eq!(s.redis_url.value.expose(), redis);
+    }
+
+    let connection = upstep::executor::command::Connection {
+        mongo_uri: mongo.as_str().into(),
+        ..Default::default()
+    };
+    hidden(&format!("{connection:?}"));
+}
+
 #[test]
 fn ops_config_show_errors_exit_13_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,7 +513,7 @@ fn ops_tunnel_spec_from_settings() {
     let s = fx.resolve(&FlagValues::default(), Some("p")).unwrap();
     let ssh = s.ssh.clone().unwrap();
     let spec = ssh
-        .tunnel_spec(s.mongo_uri.as_ref().map(|m| m.value.as_str()), true)
+        .tunnel_spec(s.mongo_uri.as_ref().map(|m| &m.value), true)
         .unwrap();
     assert_eq!(spec.destination, "deploy@bastion");
     assert_eq!(spec.port, Some(2222));
@@ -450,7 +532,7 @@ fn ops_tunnel_spec_from_settings() {
     // An SRV URI without remote_mongo: the explanation, exit 11, no password.
     let err = ssh
         .tunnel_spec(
-            Some("mongodb+srv://u:pw-secret@cluster0.example.net/novu"),
+            Some(&"mongodb+srv://u:pw-secret@cluster0.example.net/novu".into()),
             true,
         )
         .unwrap_err();

@@ -54,7 +54,10 @@ async fn ops_tunnel_forwards_mongo_with_the_host_key_pinned() {
     assert_eq!(tunnel.state(), TunnelState::Up);
 
     let db = fresh_db_name("ops_tunnel_forwards");
-    let uri = tunnel.rewrite_mongo_uri(&mongo.uri_for_db(&db)).unwrap();
+    let uri = tunnel
+        .rewrite_mongo_uri(&mongo.uri_for_db(&db).into())
+        .unwrap();
+    let uri = uri.expose();
     assert_eq!(
         uri,
         format!(
@@ -63,10 +66,10 @@ async fn ops_tunnel_forwards_mongo_with_the_host_key_pinned() {
         )
     );
     assert!(tunnel::mongo_hello(tunnel.local_ports[0]).await);
-    insert_and_find(&uri, &db).await;
+    insert_and_find(uri, &db).await;
 
     let err = tunnel
-        .rewrite_mongo_uri("mongodb+srv://u:pw@cluster0.example.net/db")
+        .rewrite_mongo_uri(&"mongodb+srv://u:pw@cluster0.example.net/db".into())
         .unwrap_err()
         .to_string();
     assert!(
@@ -182,7 +185,10 @@ async fn ops_tunnel_drop_is_detected_and_reopened() {
     );
     let db = fresh_db_name("ops_tunnel_reopen");
     insert_and_find(
-        &tunnel.rewrite_mongo_uri(&mongo.uri_for_db(&db)).unwrap(),
+        tunnel
+            .rewrite_mongo_uri(&mongo.uri_for_db(&db).into())
+            .unwrap()
+            .expose(),
         &db,
     )
     .await;
@@ -335,8 +341,9 @@ async fn ops_tunnel_drop_leaves_no_ssh_process() {
 #[test]
 fn ops_tunnel_srv_needs_an_explicit_host() {
     for err in [
-        mongo_forward_target("mongodb+srv://u:pw@cluster0.example.net/novu").unwrap_err(),
-        rewrite_mongo_uri_to("mongodb+srv://u:pw@cluster0.example.net/novu", 1).unwrap_err(),
+        mongo_forward_target(&"mongodb+srv://u:pw@cluster0.example.net/novu".into()).unwrap_err(),
+        rewrite_mongo_uri_to(&"mongodb+srv://u:pw@cluster0.example.net/novu".into(), 1)
+            .unwrap_err(),
     ] {
         let text = tunnel_message(err);
         assert!(
