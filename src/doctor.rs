@@ -26,7 +26,7 @@ pub struct DoctorInputs<'a> {
     pub redis_url: Option<&'a Uri>,
     /// Name of the env var that holds the store encryption key.
     pub encryption_key_var: &'a str,
-    pub encryption_key: Option<&'a str>,
+    pub encryption_key: Option<&'a secrecy::SecretString>,
     pub path_env: OsString,
     /// Where worktrees and installs go (checked for free space).
     pub cache_dir: PathBuf,
@@ -198,7 +198,9 @@ pub async fn run_checks(inputs: &DoctorInputs<'_>) -> DoctorReport {
         .any(|m| m.needs(Need::EncryptionKey));
     if needs_key || map_uses_key {
         checks.push(check_encryption_key(
-            inputs.encryption_key,
+            inputs
+                .encryption_key
+                .map(secrecy::ExposeSecret::expose_secret),
             inputs.encryption_key_var,
             needs_key,
             &key_rules.unwrap_or_default(),

@@ -49,7 +49,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
     }
     let optional = crate::plan::optional_steps(&map, &args.optional.include_optional)?;
     let key_var = super::resolve::key_var(&settings, &args.run_env)?;
-    let key = std::env::var(&key_var).ok();
+    let key: Option<secrecy::SecretString> = std::env::var(&key_var).ok().map(Into::into);
     let rt = runtime()?;
     let view =
         rt.block_on(async {
@@ -126,7 +126,7 @@ pub fn doctor_command(args: &DoctorArgs) -> Result<ExitCode> {
                 mongo_uri,
                 redis_url: Some(&settings.redis_url.value),
                 encryption_key_var: &key_var,
-                encryption_key: key.as_deref(),
+                encryption_key: key.as_ref(),
                 path_env: std::env::var_os("PATH").unwrap_or_default(),
                 cache_dir: crate::git::default_cache_root(),
                 toolchain: args.run_env.toolchain,

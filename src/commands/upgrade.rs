@@ -394,11 +394,7 @@ async fn preflight(
         mongo_uri: Some(&opts.connection.mongo_uri),
         redis_url,
         encryption_key_var: key_var,
-        encryption_key: opts
-            .connection
-            .encryption_key
-            .as_ref()
-            .map(secrecy::ExposeSecret::expose_secret),
+        encryption_key: opts.connection.encryption_key.as_ref(),
         path_env: std::env::var_os("PATH").unwrap_or_default(),
         cache_dir: opts.cache_root.clone(),
         toolchain: opts.toolchain,

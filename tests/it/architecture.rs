@@ -306,21 +306,27 @@ fn system_calls_go_through_nix_and_libc_names_only_signal_numbers() {
     }
 }
 
-/// Struct fields named `*uri` / `*url` that may hold a plain string, with why each is safe.
-const PLAIN_URL_FIELDS: [(&str, &str); 3] = [
+/// Struct fields named like a connection string or a secret that may hold a plain string, with
+/// why each is safe.
+const PLAIN_FIELDS_ALLOWED: [(&str, &str); 5] = [
     // Holds `Uri::redacted()`, the shown form.
     ("store/mod.rs", "redacted_uri"),
     // The throwaway redis-server's `redis://127.0.0.1:<port>`: loopback, no password.
     ("redis_auto.rs", "url"),
     // A public download a lockfile names (release map `Download`).
     ("release_map/model.rs", "url"),
+    // Inside `Uri` itself, whose `Debug` is written by hand (redacted).
+    ("redact/uri.rs", "password"),
+    // `config show`'s "set (N chars)" / "not set".
+    ("ui/config_text.rs", "encryption_key"),
 ];
 
 /// Every struct field holding a connection string or URL is a `Uri` (or `RepoLocation`), whose
-/// `Debug`, `Display` and `Serialize` show it redacted: a `String` or `&str` field would leak a
-/// password through the first `{:?}` of its struct.
+/// `Debug`, `Display` and `Serialize` show it redacted, and every bare password or key a
+/// `SecretString`: a `String` or `&str` field would leak it through the first `{:?}` of its
+/// struct.
 #[test]
-fn connection_strings_are_held_as_uris_not_strings() {
+fn connection_strings_and_secrets_are_not_held_as_plain_strings() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -368,10 +374,16 @@ fn connection_strings_are_held_as_uris_not_strings() {
                         .replace("'a ", "")
                         .replace(' ', "");
                     let named_like_url = name.ends_with("uri") || name.ends_with("url");
-                    let allowed = PLAIN_URL_FIELDS
+                    let named_like_secret = ["password", "secret", "token", "encryption_key"]
+                        .iter()
+                        .any(|s| name.ends_with(s));
+                    let allowed = PLAIN_FIELDS_ALLOWED
                         .iter()
                         .any(|(f, n)| rel == *f && name == *n);
-                    if named_like_url && plain.contains(&ty.as_str()) && !allowed {
+                    if (named_like_url || named_like_secret)
+                        && plain.contains(&ty.as_str())
+                        && !allowed
+                    {
                         found.push(format!("src/{rel}:{}: `{name}: {ty}`", i + 1));
                     }
                 }
@@ -380,8 +392,9 @@ fn connection_strings_are_held_as_uris_not_strings() {
     }
     assert!(
         found.is_empty(),
-        "connection strings held as plain strings (hold a crate::redact::Uri; the real string \
-         leaves through expose() at the driver or child):\n  {}",
+        "connection strings or secrets held as plain strings (hold a crate::redact::Uri, or a \
+         secrecy::SecretString; the real value leaves through expose() at the driver or \
+         child):\n  {}",
         found.join("\n  ")
     );
 }
