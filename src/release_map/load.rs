@@ -1119,15 +1119,26 @@ filter = { done = { "$exists" = false }, _id = { "$oid" = "507f1f77bcf86cd799439
 
     #[test]
     fn the_default_target_is_the_newest_verified_release() {
+        // Every release of the embedded map is verified (the real v2.0.0 -> v3.15.0 run passed).
         let map = load(None).unwrap();
         let newest = map.newest_release().unwrap();
-        assert!(
-            !newest.verified,
-            "the embedded map's newest release is unverified"
+        assert!(newest.verified, "the embedded map's newest release");
+        assert_eq!(map.default_target(false).unwrap().version, newest.version);
+
+        // A release not proved yet is never the default target: with v3.15.0 unverified, v3.14.0.
+        let at = EMBEDDED_MAP.find("version = \"3.15.0\"").unwrap();
+        let verified_at = at + EMBEDDED_MAP[at..].find("\nverified = true").unwrap();
+        let text = format!(
+            "{}\nverified = false{}",
+            &EMBEDDED_MAP[..verified_at],
+            &EMBEDDED_MAP[verified_at + "\nverified = true".len()..]
         );
+        let map = parse_map(&text, "variant.toml").unwrap();
+        let newest = map.newest_release().unwrap();
+        assert!(!newest.verified);
         let target = map.default_target(false).unwrap();
         assert!(target.verified && target.version < newest.version);
-        assert_eq!(target.version, semver::Version::new(2, 0, 2));
+        assert_eq!(target.version, semver::Version::new(3, 14, 0));
         // Asking for unreleased scripts is asking to go past every release.
         assert_eq!(map.default_target(true).unwrap().version, newest.version);
     }
