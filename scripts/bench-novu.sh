@@ -58,7 +58,9 @@ sample_disk() {
   local out=$1 stop=$2; shift 2
   local peak=0 now
   while [ ! -e "$stop" ]; do
-    now=$(du -sbc "$@" 2>/dev/null | tail -1 | cut -f1)
+    # `|| true`: du fails on a folder not created yet (the nx cache of a cold run), and under
+    # `set -eo pipefail` that would end the sampler silently (the cold run's peak was lost so).
+    now=$(du -sbc "$@" 2>/dev/null | tail -1 | cut -f1 || true)
     [ "${now:-0}" -gt "$peak" ] && peak=$now
     echo "$peak" >"$out"
     sleep 30
