@@ -250,13 +250,14 @@ fn documented_step_statuses_are_the_emitted_ones() {
     assert_eq!(quoted_after(&row_of("step-finished"), "status"), emitted);
 }
 
-/// The first column of the `| ended_by | meaning for you |` table of docs/unattended.md.
-fn documented_endings() -> BTreeSet<String> {
+/// The first column (backticks dropped) of the docs/unattended.md table whose header row,
+/// spaces removed, is `header`.
+fn first_column_of_table(header: &str, what: &str) -> BTreeSet<String> {
     let text = read("docs/unattended.md");
     let start = text
         .lines()
-        .position(|l| l.replace(' ', "") == "|ended_by|meaningforyou|")
-        .expect("docs/unattended.md explains each ended_by");
+        .position(|l| l.replace(' ', "") == header)
+        .unwrap_or_else(|| panic!("docs/unattended.md has {what}"));
     text.lines()
         .skip(start + 2)
         .take_while(|l| l.starts_with('|'))
@@ -270,6 +271,14 @@ fn documented_endings() -> BTreeSet<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// The first column of the `| ended_by | meaning for you |` table of docs/unattended.md.
+fn documented_endings() -> BTreeSet<String> {
+    first_column_of_table(
+        "|ended_by|meaningforyou|",
+        "the table explaining each ended_by",
+    )
 }
 
 #[test]
@@ -306,25 +315,7 @@ fn documented_summary_statuses_are_exit_code_names() {
 
 #[test]
 fn every_json_schema_id_is_documented_and_no_other() {
-    let text = read("docs/unattended.md");
-    let start = text
-        .lines()
-        .position(|l| l.replace(' ', "") == "|schema|writtenby|")
-        .expect("docs/unattended.md has the JSON documents table");
-    let documented: BTreeSet<String> = text
-        .lines()
-        .skip(start + 2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|row| {
-            row.trim_matches('|')
-                .split('|')
-                .next()
-                .unwrap()
-                .trim()
-                .trim_matches('`')
-                .to_string()
-        })
-        .collect();
+    let documented = first_column_of_table("|schema|writtenby|", "the JSON documents table");
     let emitted: BTreeSet<String> = upstep::json_schemas::ALL
         .iter()
         .map(|s| s.to_string())
