@@ -162,17 +162,30 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-mongo_port=$(free_port)
-redis_port=$(free_port)
+# Whether `pid` itself listens on `port` (a free port can be taken by another process between
+# the probe and the bind: then the readiness probe would reach someone else's server).
+listens() { ss -ltnpH "sport = :$2" 2>/dev/null | grep -q "pid=$1,"; }
 mkdir -p "$work/db"
-"$mongod" --host 127.0.0.1 --port "$mongo_port" --storage-path "$work/db" >"$work/mongod.log" 2>&1 &
-pids+=($!)
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  (: </dev/tcp/127.0.0.1/$mongo_port) 2>/dev/null && (: </dev/tcp/127.0.0.1/$redis_port) 2>/dev/null && break
-  sleep 0.2
+started_services=no
+for attempt in 1 2 3; do
+  mongo_port=$(free_port)
+  redis_port=$(free_port)
+  "$mongod" --host 127.0.0.1 --port "$mongo_port" --storage-path "$work/db" >"$work/mongod.log" 2>&1 &
+  mongo_pid=$!
+  redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  pids+=("$mongo_pid" "$redis_pid")
+  for _ in $(seq 100); do
+    listens "$mongo_pid" "$mongo_port" && listens "$redis_pid" "$redis_port" && { started_services=yes; break; }
+    kill -0 "$mongo_pid" 2>/dev/null && kill -0 "$redis_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  [ "$started_services" = yes ] && break
+  log "attempt $attempt: the test servers did not come up on their own ports (taken by another process?); trying other ports"
+  kill "$mongo_pid" "$redis_pid" 2>/dev/null || true
+  wait "$mongo_pid" "$redis_pid" 2>/dev/null || true
 done
+[ "$started_services" = yes ] || { echo "cannot start the test MongoDB and Redis (see $work/mongod.log, $work/redis.log)" >&2; exit 2; }
 mongo_uri=mongodb://127.0.0.1:$mongo_port/novu-e2e
 redis_url=redis://127.0.0.1:$redis_port/0
 log "test MongoDB on :$mongo_port, Redis on :$redis_port, work in $work"
