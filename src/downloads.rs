@@ -46,12 +46,7 @@ impl<'a> Need<'a> {
 /// The downloads the group's setup installs. `profile`: the group's setup profile (None: the
 /// era's full setup).
 pub fn needed<'m>(map: &'m ReleaseMap, group: &PlanGroup, profile: Option<&str>) -> Vec<Need<'m>> {
-    let Some(release) = group
-        .version
-        .as_deref()
-        .and_then(|v| semver::Version::parse(v).ok())
-        .and_then(|v| map.release(&v))
-    else {
+    let Some(release) = group.release(map) else {
         return Vec::new();
     };
     release

@@ -72,6 +72,12 @@ pub struct PlanGroup {
 }
 
 impl PlanGroup {
+    /// The map's release this group runs at (None for unreleased refs).
+    pub fn release<'m>(&self, map: &'m ReleaseMap) -> Option<&'m crate::release_map::Release> {
+        let version = Version::parse(self.version.as_deref()?).ok()?;
+        map.release(&version)
+    }
+
     /// Fill in the setup this group's steps need: the era's profile when every step names
     /// the same one, its lockfile repair, and the downloads that setup fetches.
     pub fn fill_setup(&mut self, map: &ReleaseMap) {
@@ -80,11 +86,7 @@ impl PlanGroup {
         };
         let choice = era.setup_for(self.steps.iter().map(|s| s.mode.setup_profile.as_deref()));
         self.setup_profile = choice.profile.map(str::to_string);
-        let release = self
-            .version
-            .as_deref()
-            .and_then(|v| Version::parse(v).ok())
-            .and_then(|v| map.release(&v));
+        let release = self.release(map);
         self.repair_lockfile = release.and_then(|r| r.repair_lockfile.clone());
         self.downloads = release
             .map(|r| {

@@ -12,7 +12,7 @@ use super::UpgradeOptions;
 use crate::error::{Error, Result};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::release_map::{Fingerprint, Introduced, ReleaseMap};
-use crate::store::fingerprint::{self, EvalOptions, FpState};
+use crate::store::fingerprint::{self, FpState};
 use crate::store::journal::JournalEntry;
 use crate::ui::events::{PlannedStepView, RunEvent};
 
@@ -113,10 +113,7 @@ pub async fn read_data(
     known: DataStates,
 ) -> DataStates {
     use futures_util::StreamExt;
-    let eval = EvalOptions {
-        time_limit: opts.check_time_limit,
-        count_limit: None,
-    };
+    let eval = opts.pending_check();
     let missing: Vec<(String, Fingerprint)> = plan
         .steps()
         .filter(|(_, step)| known.get(&step.id).is_none())

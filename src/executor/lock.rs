@@ -10,6 +10,7 @@ use super::recovery::end_dead_run;
 use super::stop::Stops;
 use super::UpgradeOptions;
 use crate::error::{Error, Result};
+use crate::runner::signals::SignalWatcher;
 use crate::store::journal::{Actor, Journal, StepStatus};
 use crate::store::lock::{Acquire, RunLock};
 use crate::store::mirror::{state_dir, Mirror};
@@ -62,6 +63,25 @@ pub(super) async fn take(opts: &UpgradeOptions, fx: &mut Effects<'_>) -> Result<
             }
         }
     }
+}
+
+/// The start of every locked run (upgrade, rollback): refuse a journal or lock from a newer
+/// upstep before anything is written, take the lock, and keep its lease renewed.
+pub(super) async fn take_and_keep(
+    opts: &UpgradeOptions,
+    watcher: Arc<SignalWatcher>,
+    fx: &mut Effects<'_>,
+) -> Result<(Stops, Heartbeat)> {
+    fx.store.ensure_readable().await?;
+    take(opts, fx).await?;
+    let stops = Stops::new(watcher);
+    let heartbeat = Heartbeat::start(
+        fx.store.clone(),
+        fx.clock.clone(),
+        opts.lease,
+        stops.clone(),
+    );
+    Ok((stops, heartbeat))
 }
 
 /// Renews the lease until stopped (the handle aborts it when dropped); on losing it, stops

@@ -130,16 +130,7 @@ pub async fn run_upgrade(
     if opts.dry_run {
         return report::dry_run(opts, &plan, fx).await;
     }
-    // A journal or lock from a newer upstep is refused before anything is written.
-    fx.store.ensure_readable().await?;
-    lock::take(opts, fx).await?;
-    let stops = Stops::new(watcher);
-    let heartbeat = lock::Heartbeat::start(
-        fx.store.clone(),
-        fx.clock.clone(),
-        opts.lease,
-        stops.clone(),
-    );
+    let (stops, heartbeat) = lock::take_and_keep(opts, watcher, fx).await?;
     // Owned here so a failed run still reports what it did.
     let mut summary = Summary::default();
     let result = run_locked(opts, &plan, &stops, known, &mut summary, fx).await;

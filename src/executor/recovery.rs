@@ -11,7 +11,7 @@ use super::effects::{Effects, Workspace};
 use super::{DecidedStep, UpgradeOptions};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::store::fingerprint::{EvalOptions, FpState};
+use crate::store::fingerprint::FpState;
 use crate::store::journal::{EndedBy, JournalEntry, StepEnd, StepStatus};
 use crate::store::lock::LockDoc;
 use crate::ui::events::RunEvent;
@@ -259,13 +259,7 @@ pub(super) async fn recover_after_tunnel_drop(
         .ok_or_else(|| Error::Internal(format!("{id} not in the map")))?;
     let data = store
         .checks()
-        .check(
-            &migration.fingerprint,
-            EvalOptions {
-                time_limit: opts.check_time_limit,
-                count_limit: None,
-            },
-        )
+        .check(&migration.fingerprint, opts.pending_check())
         .await
         .state;
     if tunnel_rerun_is_safe(migration.idempotent, data) {

@@ -60,3 +60,13 @@ pub struct Questions {
     /// Neither `--backup` nor `--no-backup`: the guided flow asks.
     pub backup: bool,
 }
+
+impl UpgradeOptions {
+    /// How a data check answers "is anything pending?" during the run (stop at the first one).
+    pub(super) fn pending_check(&self) -> crate::store::fingerprint::EvalOptions {
+        crate::store::fingerprint::EvalOptions {
+            time_limit: self.check_time_limit,
+            count_limit: None,
+        }
+    }
+}

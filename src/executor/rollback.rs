@@ -23,7 +23,7 @@ use crate::release_map::tools::{down_of, file_name, names_its_migration};
 use crate::release_map::{Down, Exits, Migration, Mode, RunKind, ToolJournal};
 use crate::runner::process::{self, ChildSpec, Ending, StopRequest, Watch};
 use crate::store::down_journal;
-use crate::store::fingerprint::{EvalOptions, FpState};
+use crate::store::fingerprint::FpState;
 use crate::store::journal::{EndedBy, Journal, JournalEntry, StepEnd, StepStart, StepStatus};
 use crate::store::Store;
 use crate::ui::events::RunEvent;
@@ -267,16 +267,7 @@ pub async fn run_rollback(
     let started = fx.clock.now();
     let plan = full_plan(opts)?;
     let watcher = fx.surroundings.watch_signals()?;
-    // A journal or lock from a newer upstep is refused before anything is written.
-    fx.store.ensure_readable().await?;
-    lock::take(opts, fx).await?;
-    let stops = Stops::new(watcher);
-    let heartbeat = lock::Heartbeat::start(
-        fx.store.clone(),
-        fx.clock.clone(),
-        opts.lease,
-        stops.clone(),
-    );
+    let (stops, heartbeat) = lock::take_and_keep(opts, watcher, fx).await?;
     let journal = Journal::new(store, fx.store.actor().clone(), fx.store.mirror().clone())
         .with_heartbeat_lease(opts.lease);
     let mut summary = Summary::default();
@@ -644,13 +635,7 @@ async fn run_down(
         let report = fx
             .store
             .checks()
-            .check(
-                &m.fingerprint,
-                EvalOptions {
-                    time_limit: opts.check_time_limit,
-                    count_limit: None,
-                },
-            )
+            .check(&m.fingerprint, opts.pending_check())
             .await;
         let tool = m.tool_journal().is_some();
         match report.state {

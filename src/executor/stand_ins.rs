@@ -21,12 +21,7 @@ pub(super) async fn active(
     group: &PlanGroup,
     workspace: &dyn Workspace,
 ) -> Vec<StandIn> {
-    let Some(release) = group
-        .version
-        .as_deref()
-        .and_then(|v| semver::Version::parse(v).ok())
-        .and_then(|v| map.release(&v))
-    else {
+    let Some(release) = group.release(map) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -12,7 +12,7 @@ use super::{DecidedStep, UpgradeOptions};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, PlanGroup};
 use crate::release_map::RunKind;
-use crate::store::fingerprint::{EvalOptions, FpState};
+use crate::store::fingerprint::FpState;
 use crate::store::journal::StepStatus;
 use crate::ui::events::RunEvent;
 
@@ -115,13 +115,7 @@ pub async fn applied_meanwhile(
     let report = fx
         .store
         .checks()
-        .check(
-            &migration.fingerprint,
-            EvalOptions {
-                time_limit: opts.check_time_limit,
-                count_limit: None,
-            },
-        )
+        .check(&migration.fingerprint, opts.pending_check())
         .await;
     if report.state != FpState::Applied {
         return Ok(false);
