@@ -14,7 +14,7 @@ fn map_with_slow_second_setup(env: &Env) -> PathBuf {
     env.project.map_variant("slow-setup", |m| {
         m.replacen(
             "done_lines = [\"end migration\"]\n",
-            "done_lines = [\"end migration\"]\nsetup = [\n  [\"node\", \"-e\", \"if (process.cwd().endsWith('v1.2.0')) { console.log('installing slowly'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); } console.log('installed'); console.log('store=' + process.env.npm_config_store_dir); console.log('nx=' + process.env.NX_CACHE_DIRECTORY)\", \"install\"],\n]\n",
+            "done_lines = [\"end migration\"]\nsetup = [\n  [\"node\", \"-e\", \"if (process.cwd().endsWith('v1.2.0')) { console.log('installing slowly'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); } console.log('installed'); console.log('store=' + process.env.npm_config_store_dir); console.log('nx=' + process.env.NX_CACHE_DIRECTORY); console.log('uv=' + process.env.UV_THREADPOOL_SIZE)\", \"install\"],\n]\n",
             1,
         )
     })
@@ -117,11 +117,13 @@ fn the_next_tag_is_set_up_while_the_steps_of_the_one_before_it_run() {
         "overlap hid {hidden} ms of v1.2.0's preparation: {}",
         ahead[0]["detail"]
     );
-    // Every setup command is given the package store and the nx cache in upstep's cache.
+    // Every setup command is given the package store and the nx cache in upstep's cache; the
+    // install, one libuv thread (the same tree on every install).
     let log = std::fs::read_to_string(setup_log_of(&env, "v1.2.0")).unwrap();
     let cache = env.cache.path().display().to_string();
     assert!(log.contains(&format!("store={cache}/pnpm-store")), "{log}");
     assert!(log.contains(&format!("nx={cache}/nx-cache")), "{log}");
+    assert!(log.contains("uv=1\n"), "{log}");
     // The steps ran in their order, v1.1.0's before v1.2.0's.
     let started: Vec<&str> = events
         .iter()
