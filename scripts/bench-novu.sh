@@ -3,7 +3,7 @@
 # the npm registry, tens of GB of disk and hours on a small machine).
 #
 #   scripts/bench-novu.sh --clone DIR [--range FROM:TO]... [--work DIR] [--skip-manual]
-#                         [--build-candidate]
+#                         [--build-candidate] [--configs NAME,...]
 #
 # For each range (default: 0.24.0:2.0.0 and 0.17.0:0.24.0, the second spanning four tags:
 # v0.18.0, v0.19.0, v0.20.0, v0.24.0) it runs the real upgrade through scripts/novu-e2e.sh
@@ -16,6 +16,9 @@
 #   candidate (--build-candidate) warm, with a map whose full setup builds only the workspace
 #             libraries the API depends on (`pnpm --filter "@novu/api^..." run build`) instead
 #             of `nx build @novu/api`: proven only if every step still succeeds and verifies
+#   --configs picks and orders the configurations (cold, warm, warm-serial, candidate, manual;
+#   a name may repeat: a second warm run shows whether the first one filled the caches); the
+#   cache is emptied first only when the list holds `cold`.
 # then the manual per-tag recipe (Novu's own process, by hand): extract the tag, install with
 # the tag's pnpm (`pnpm install --frozen-lockfile`, its own store, cold at the first tag), and
 # `pnpm nx build @novu/api`, each timed, each tag's folder removed after it.
@@ -28,7 +31,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-clone="" work=/work/bench-novu manual=yes candidate=no ranges=()
+clone="" work=/work/bench-novu manual=yes candidate=no configs="" ranges=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --clone) clone=$2; shift 2 ;;
@@ -36,12 +39,24 @@ while [ $# -gt 0 ]; do
     --work) work=$2; shift 2 ;;
     --skip-manual) manual=no; shift ;;
     --build-candidate) candidate=yes; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --configs) configs=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "$clone" ] || { echo "usage: $0 --clone DIR [--range FROM:TO]... (see --help)" >&2; exit 2; }
 [ ${#ranges[@]} -gt 0 ] || ranges=(0.24.0:2.0.0 0.17.0:0.24.0)
+if [ -z "$configs" ]; then
+  configs=cold,warm,warm-serial
+  [ "$candidate" = no ] || configs=$configs,candidate
+  [ "$manual" = no ] || configs=$configs,manual
+fi
+for config in ${configs//,/ }; do
+  case "$config" in
+    cold | warm | warm-serial | candidate | manual) ;;
+    *) echo "unknown configuration: $config (cold, warm, warm-serial, candidate, manual)" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 shared_toolchains=${UPSTEP_CACHE_DIR:-$HOME/.cache/upstep}/toolchains
@@ -72,13 +87,17 @@ candidate_map=$work/candidate-map.toml
 sed 's|\["pnpm", "nx", "build", "@novu/api"\]|["pnpm", "--filter", "@novu/api^...", "run", "build"]|' \
   "$here/release-map.toml" >"$candidate_map"
 
+# Every invocation appends its rows; the table at the end shows this invocation's.
 results=$work/results.tsv
-: >"$results"
+touch "$results"
+first_row=$(( $(wc -l <"$results") + 1 ))
 # run_config NAME CACHE FROM TO UPSTEP_FLAGS [novu-e2e.sh flags...]: one novu-e2e.sh run, its
 # figures appended.
 run_config() {
   local name=$1 cache=$2 from=$3 to=$4 flags=$5; shift 5
-  local dir=$work/$name-v$from-v$to stop
+  local dir=$work/$name-v$from-v$to stop n=2
+  # A repeated configuration gets its own folder (warm, warm-2, ...).
+  while [ -e "$dir" ]; do dir=$work/$name-$n-v$from-v$to; n=$((n + 1)); done
   mkdir -p "$cache"
   [ -e "$cache/toolchains" ] || ln -s "$shared_toolchains" "$cache/toolchains"
   stop=$(mktemp -u)
@@ -152,17 +171,20 @@ manual_range() {
 for range in "${ranges[@]}"; do
   from=${range%%:*} to=${range#*:}
   cache=$work/cache-v$from-v$to
-  rm -rf "$cache"
-  run_config cold "$cache" "$from" "$to" ""
-  run_config warm "$cache" "$from" "$to" ""
-  run_config warm-serial "$cache" "$from" "$to" --no-overlap
-  [ "$candidate" = no ] || run_config candidate "$cache" "$from" "$to" "" --map "$candidate_map"
-  [ "$manual" = no ] || manual_range "$from" "$to"
+  case ",$configs," in *,cold,*) rm -rf "$cache" ;; esac
+  for config in ${configs//,/ }; do
+    case "$config" in
+      cold | warm) run_config "$config" "$cache" "$from" "$to" "" ;;
+      warm-serial) run_config warm-serial "$cache" "$from" "$to" --no-overlap ;;
+      candidate) run_config candidate "$cache" "$from" "$to" "" --map "$candidate_map" ;;
+      manual) manual_range "$from" "$to" ;;
+    esac
+  done
 done
 
 {
   printf 'config\trange\texit\twall s\tsetup s\thidden s\tpeak GB\tstore GB\tper tag (install+build s)\n'
-  cat "$results"
+  tail -n "+$first_row" "$results"
 } | column -t -s "$(printf '\t')"
 echo
 echo "setup s: the sum of the setup commands' seconds; hidden s: setup time the overlap ran"
