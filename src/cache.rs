@@ -10,6 +10,7 @@
 //! <state>/journal/<hash>.jsonl             the local mirror of each database's journal
 //! <cache>/pnpm-store/                      the pnpm package store every tag's setup shares
 //! <cache>/nx-cache/                        the nx build cache every tag's setup shares
+//! <cache>/build-outputs/<key>/              a tag's build outputs, kept (`keep_build_outputs`)
 //! ```
 //!
 //! `inventory` lists them with their sizes; `decide_prune` (pure) says what may go: worktrees
@@ -17,7 +18,7 @@
 //! It never removes what an unfinished run needs: nothing at all while another upstep process
 //! uses the same cache, no worktree of a tag whose step the local journal mirror shows
 //! unfinished, no log of a run with an unfinished step. Repositories, the journal mirror, the
-//! package store and the build cache are never pruned.
+//! package store and the build caches (nx's, the kept builds) are never pruned.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub struct Roots {
     pub package_store: Option<PathBuf>,
     /// The nx build cache every tag's setup shares (shown, never pruned).
     pub build_cache: Option<PathBuf>,
+    /// The build outputs kept per tag (`keep_build_outputs`; shown, never pruned).
+    pub kept_builds: Option<PathBuf>,
 }
 
 impl Roots {
@@ -50,6 +53,7 @@ impl Roots {
         Roots {
             package_store: shared(crate::shared_cache::pnpm_store(&cache)),
             build_cache: shared(crate::shared_cache::nx_cache(&cache)),
+            kept_builds: shared(crate::executor::build_outputs::root(&cache)),
             state: crate::store::mirror::state_dir(),
             cache,
         }
@@ -230,6 +234,9 @@ pub fn inventory(roots: &Roots) -> Inventory {
     }
     if let Some(nx) = &roots.build_cache {
         items.push(item(Kind::BuildCache, "nx cache".into(), nx.clone()));
+    }
+    if let Some(kept) = &roots.kept_builds {
+        items.push(item(Kind::BuildCache, "kept builds".into(), kept.clone()));
     }
     let total_bytes = items.iter().map(|i| i.bytes).sum();
     Inventory {
@@ -416,7 +423,7 @@ fn verdict(
             "shared by every tag's setup: the next install links from it (`pnpm store prune --store-dir <path>` trims it)",
         ),
         Kind::BuildCache => Some(
-            "shared by every tag's build: an unchanged library is restored, not rebuilt (removing it costs only build time)",
+            "a build cache: what it holds is restored, not built again (removing it costs only build time)",
         ),
         _ => None,
     };

@@ -17,6 +17,7 @@
 //! - `effects.rs`: every effect behind a trait; `real.rs` and `fakes.rs` implement them
 
 pub mod approval;
+pub mod build_outputs;
 pub mod command;
 pub mod command_step;
 pub mod decide;

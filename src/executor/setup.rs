@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::build_outputs;
 use super::command;
 use super::effects::{Effects, RunStore};
 use super::lockfile::RepairedLockfile;
@@ -103,7 +104,21 @@ pub(super) async fn run_setup(
             number: n + 1,
             of: commands.len(),
         };
-        run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
+        if setup.era.keep_build_outputs && phase_of(argv) == "build" {
+            let key = build_outputs::key(&stamp_value, n, argv);
+            let kept = KeptBuild {
+                key: &key,
+                command: &command,
+            };
+            if restore_build(opts, setup, at, &kept, &mut setup_log, fx)? {
+                continue;
+            }
+            let before = build_outputs::snapshot(at.worktree)?;
+            run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
+            keep_build(opts, at, &kept, &before, &mut setup_log)?;
+        } else {
+            run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
+        }
     }
     stood_in.restore()?;
     if let Some(repaired) = repaired {
@@ -123,6 +138,79 @@ pub(super) async fn run_setup(
         duration_ms: (fx.clock.now() - started).as_millis() as u64,
     });
     Ok(())
+}
+
+/// A build command whose outputs are kept, and their key.
+struct KeptBuild<'a> {
+    key: &'a str,
+    command: &'a SetupCommand<'a>,
+}
+
+/// Restores the outputs an earlier preparation of this tag kept for this build command, instead
+/// of running it; false when none are kept (or they cannot be restored: then it builds).
+fn restore_build(
+    opts: &UpgradeOptions,
+    setup: &SetupPlan<'_>,
+    at: &SetupAt<'_>,
+    kept: &KeptBuild<'_>,
+    setup_log: &mut SetupLog,
+    fx: &mut Effects<'_>,
+) -> Result<bool> {
+    let started = fx.clock.now();
+    let shown = kept.command.argv.join(" ");
+    let restored = match build_outputs::restore(&opts.cache_root, kept.key, at.worktree) {
+        Ok(Some(restored)) => restored,
+        Ok(None) => return Ok(false),
+        Err(e) => {
+            setup_log.write(&format!("\n# {e}; building instead\n"))?;
+            return Ok(false);
+        }
+    };
+    let took = fx.clock.now() - started;
+    let detail = format!(
+        "{shown}: restored what it built for this commit and toolchain earlier ({}, {:.0} MB) in {:.1} s; not run",
+        crate::words::count(restored.entries, "output"),
+        restored.bytes as f64 / 1e6,
+        took.as_secs_f64()
+    );
+    setup_log.write(&format!(
+        "\n===== [{}/{}] {detail} =====\n",
+        kept.command.number, kept.command.of
+    ))?;
+    fx.reporter.report(&RunEvent::Setup {
+        git_ref: setup.git_ref.into(),
+        status: "restored".into(),
+        phase: "build".into(),
+        detail,
+        duration_ms: took.as_millis() as u64,
+    });
+    Ok(true)
+}
+
+/// Keeps what the build command just made, when that is all it did (else says why not in the
+/// log); a failure to keep it is only logged: the tag is built either way.
+fn keep_build(
+    opts: &UpgradeOptions,
+    at: &SetupAt<'_>,
+    kept: &KeptBuild<'_>,
+    before: &build_outputs::Snapshot,
+    setup_log: &mut SetupLog,
+) -> Result<()> {
+    let after = build_outputs::snapshot(at.worktree)?;
+    let note = match build_outputs::made_by_build(before, &after) {
+        Ok(entries) => match build_outputs::save(&opts.cache_root, kept.key, at.worktree, &entries)
+        {
+            Ok(saved) => format!(
+                "kept its outputs ({}, {:.0} MB) in {} for the next preparation of this tag",
+                crate::words::count(saved.entries, "output"),
+                saved.bytes as f64 / 1e6,
+                build_outputs::root(&opts.cache_root).display()
+            ),
+            Err(e) => format!("its outputs were not kept: {e}"),
+        },
+        Err(why) => format!("its outputs were not kept: {why}"),
+    };
+    setup_log.write(&format!("# {note}\n"))
 }
 
 /// The stamp's value: what the setup ran for (commit, toolchain, commands, lockfile repair,

@@ -286,6 +286,7 @@ fn build_eras(raw: &RawMap, sink: &mut Problems) -> BTreeMap<String, Era> {
                 env_file_required: era.env_file_required,
                 setup: era.setup.clone(),
                 setup_env: era.setup_env.clone(),
+                keep_build_outputs: era.keep_build_outputs,
                 done_lines: era.done_lines.clone(),
                 shims: era
                     .shims

@@ -57,6 +57,9 @@ pub struct Era {
     pub env_file_required: bool,
     pub setup: Vec<Vec<String>>,
     pub setup_env: BTreeMap<String, String>,
+    /// Keep what the setup's build commands make in upstep's cache and restore it when the
+    /// same tag is prepared again (`src/executor/build_outputs.rs`).
+    pub keep_build_outputs: bool,
     pub done_lines: Vec<String>,
     pub shims: BTreeMap<String, Shim>,
     pub setup_profiles: BTreeMap<String, SetupProfile>,
@@ -491,6 +494,7 @@ mod tests {
             env_file_required: false,
             setup: vec![vec!["full".into()]],
             setup_env: BTreeMap::new(),
+            keep_build_outputs: false,
             done_lines: Vec::new(),
             shims: BTreeMap::new(),
             setup_profiles: BTreeMap::from([(

@@ -110,6 +110,10 @@ pub struct RawEra {
     /// Extra environment for the setup commands only.
     #[serde(default)]
     pub setup_env: BTreeMap<String, String>,
+    /// Keep what the build commands of `setup` make and restore it when the same tag is
+    /// prepared again, instead of building again.
+    #[serde(default)]
+    pub keep_build_outputs: bool,
     /// Lighter setups for scripts that load less than the whole application: a tag whose
     /// running scripts all name one profile (`setup_profile`) runs that profile's commands
     /// instead of `setup`.

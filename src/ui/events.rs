@@ -26,7 +26,8 @@ pub enum RunEvent {
         /// "setup" (the whole of it: "done", "cached").
         phase: String,
         detail: String,
-        /// How long it took ("finished": the command; "done": the whole setup; "cached": 0).
+        /// How long it took ("finished": the command; "done": the whole setup; "cached": 0;
+        /// "restored": copying a kept build back).
         duration_ms: u64,
     },
     /// The map's package stand-ins at a tag's setup: installed in place of what the tag's

@@ -171,3 +171,61 @@ fn a_resumed_run_reuses_the_tag_it_still_has_and_runs_no_setup_command() {
         .collect();
     assert!(ran.is_empty(), "{ran:#?}");
 }
+
+/// The fixture map with a build that counts its runs in `counter` and makes `out/dist/app.js`,
+/// outputs kept (`keep_build_outputs`), and a last command that fails without that file.
+fn map_with_kept_build(env: &Env, counter: &std::path::Path) -> PathBuf {
+    let build = format!(
+        "const fs = require('fs'); fs.appendFileSync({counter:?}, 'built\\n'); fs.mkdirSync('out/dist', {{ recursive: true }}); fs.writeFileSync('out/dist/app.js', 'module.exports = 1;\\n')"
+    );
+    let setup = format!(
+        "done_lines = [\"end migration\"]\nkeep_build_outputs = true\nsetup = [\n  [\"node\", \"-e\", {build:?}, \"build\"],\n  [\"node\", \"-e\", \"require('fs').readFileSync('out/dist/app.js')\"],\n]\n"
+    );
+    env.project.map_variant("kept-build", |m| {
+        m.replacen("done_lines = [\"end migration\"]\n", &setup, 1)
+    })
+}
+
+#[test]
+fn a_tag_prepared_again_restores_its_kept_build_instead_of_building() {
+    let env = Env::new("kept-build");
+    let counter = env.cache.path().join("builds.count");
+    let map = map_with_kept_build(&env, &counter);
+    let fields = doc! { "done": true, "nooped": true, "counted": 1 };
+    applied_beforehand(&env, fields.clone());
+    let args = ["--from", "1.0.0", "--to", "1.1.0", "--yes", "--json"];
+    let out = env.upgrade_with(&map, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = events(&out.stdout);
+    let built = setup_events(&first, "v1.1.0", "finished");
+    assert!(built.iter().any(|e| e["phase"] == "build"), "{first:#?}");
+    let log = std::fs::read_to_string(setup_log_of(&env, "v1.1.0")).unwrap();
+    assert!(log.contains("kept its outputs (1 output"), "{log}");
+
+    // Another database at the same release: the tag is prepared again (its worktree went when
+    // its steps settled), with the same cache.
+    let other = Env::new("kept-build-again");
+    applied_beforehand(&other, fields);
+    let mut again = env.upgrade_args_with(&map);
+    let uri_at = again.iter().position(|a| a == "--mongo-uri").unwrap() + 1;
+    again[uri_at] = other.uri.clone();
+    again.extend(args.iter().map(|s| s.to_string()));
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let out = env
+        .command(&again)
+        .timeout(std::time::Duration::from_secs(180))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let second = events(&out.stdout);
+    let restored = setup_events(&second, "v1.1.0", "restored");
+    assert_eq!(restored.len(), 1, "{second:#?}");
+    assert_eq!(restored[0]["phase"], "build");
+    let finished = setup_events(&second, "v1.1.0", "finished");
+    assert!(
+        finished.iter().all(|e| e["phase"] != "build"),
+        "{finished:#?}"
+    );
+    // Built once; the command after the build found its output in the new worktree.
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "built\n");
+}
