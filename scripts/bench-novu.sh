@@ -119,7 +119,8 @@ const tags = {};
 let hidden = 0;
 for (const e of ev.filter((e) => e.event === 'setup')) {
   const t = (tags[e.git_ref] ||= { install: 0, build: 0, other: 0, cached: false });
-  if (e.status === 'finished') t[e.phase] = (t[e.phase] || 0) + e.duration_ms;
+  // "restored": a kept build copied back instead of built (its copy time counts as the build).
+  if (e.status === 'finished' || e.status === 'restored') t[e.phase] = (t[e.phase] || 0) + e.duration_ms;
   if (e.status === 'cached') t.cached = true;
   if (e.status === 'prepared-ahead') hidden += e.duration_ms;
 }

@@ -113,9 +113,9 @@ pub(super) async fn run_setup(
             if restore_build(opts, setup, at, &kept, &mut setup_log, fx)? {
                 continue;
             }
-            let before = build_outputs::snapshot(at.worktree)?;
+            let before = build_outputs::snapshot(at.worktree);
             run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
-            keep_build(opts, at, &kept, &before, &mut setup_log)?;
+            keep_build(opts, at, &kept, before, &mut setup_log)?;
         } else {
             run_command(opts, setup, at, &command, &mut setup_log, stops, fx).await?;
         }
@@ -193,11 +193,14 @@ fn keep_build(
     opts: &UpgradeOptions,
     at: &SetupAt<'_>,
     kept: &KeptBuild<'_>,
-    before: &build_outputs::Snapshot,
+    before: Result<build_outputs::Snapshot>,
     setup_log: &mut SetupLog,
 ) -> Result<()> {
-    let after = build_outputs::snapshot(at.worktree)?;
-    let note = match build_outputs::made_by_build(before, &after) {
+    let made = before.and_then(|before| {
+        let after = build_outputs::snapshot(at.worktree)?;
+        Ok(build_outputs::made_by_build(&before, &after))
+    });
+    let note = match made.unwrap_or_else(|e| Err(e.to_string())) {
         Ok(entries) => match build_outputs::save(&opts.cache_root, kept.key, at.worktree, &entries)
         {
             Ok(saved) => format!(
