@@ -91,8 +91,12 @@ fn cache_shows_what_upstep_keeps_and_prune_removes_only_what_no_run_can_use() {
         .unwrap();
     assert!(touched.success());
 
-    // The package store and build cache every tag's setup shares.
-    for shared in ["pnpm-store/v3/files/00", "nx-cache/abc123"] {
+    // The package store and build caches every tag's setup shares.
+    for shared in [
+        "pnpm-store/v3/files/00",
+        "nx-cache/abc123",
+        "build-outputs/k1/files",
+    ] {
         std::fs::create_dir_all(cache.join(shared)).unwrap();
         std::fs::write(cache.join(shared).join("x"), "x").unwrap();
     }
@@ -100,7 +104,11 @@ fn cache_shows_what_upstep_keeps_and_prune_removes_only_what_no_run_can_use() {
     let map = env.project.map_path.display().to_string();
     let shown = json_of(&env.command(&["cache", "--json"]).output().unwrap());
     assert_eq!(names(&shown, "package-store"), ["pnpm store"], "{shown:#}");
-    assert_eq!(names(&shown, "build-cache"), ["nx cache"], "{shown:#}");
+    assert_eq!(
+        names(&shown, "build-cache"),
+        ["nx cache", "kept builds"],
+        "{shown:#}"
+    );
     assert_eq!(shown["schema"], "upstep.cache/1");
     let worktrees = names(&shown, "worktree");
     assert_eq!(worktrees.len(), 5, "{worktrees:?}");
@@ -172,6 +180,7 @@ fn cache_shows_what_upstep_keeps_and_prune_removes_only_what_no_run_can_use() {
     assert!(!cache.join("toolchains/node-0.0.1").exists());
     assert!(cache.join("pnpm-store/v3/files/00/x").exists());
     assert!(cache.join("nx-cache/abc123/x").exists());
+    assert!(cache.join("build-outputs/k1/files/x").exists());
     assert!(!old_logs.exists());
     // The live repository's worktrees still serve a run: it reuses v1.0.0 and v1.1.0.
     let out = env.upgrade(&["--to", "1.1.0", "--keep-worktrees"]);
