@@ -134,13 +134,21 @@ EOF
 # The manual recipe, tag by tag, for the tags upstep ran in the range.
 manual_range() {
   local from=$1 to=$2 dir=$work/manual-v$from-v$to
-  local repo=$work/warm-v$from-v$to/repo
-  [ -d "$repo" ] || repo=$clone
   local store=$dir/store total=0 peak=0 per=()
   mkdir -p "$dir"
-  local tags
-  tags=$(node -e 'const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const seen = new Map(); for (const s of p.steps || []) if (s.action !== "skip") seen.set(s.git_ref, [s.node, s.pnpm || ""]); for (const [t, [n, q]] of seen) console.log(t, n, q)' \
-    "$work/warm-v$from-v$to/plan.json" 2>/dev/null || true)
+  # The tags upstep's plan prepared (its newest plan of the range), with their toolchains.
+  local tags plan
+  plan=$(ls -t "$work"/*-v"$from"-v"$to"/plan.json 2>/dev/null | head -1)
+  tags=$(node -e 'const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); for (const g of p.groups) console.log(g.git_ref, g.node, g.pnpm || "")' \
+    "$plan" 2>/dev/null || true)
+  if [ -z "$tags" ]; then
+    echo "manual: no upstep plan of v$from -> v$to to take the tags from (run a configuration of the range first)" >&2
+    return 1
+  fi
+  # The same repository as upstep's run: its tags carry the npm stand-ins.
+  local repo
+  repo=$(dirname "$plan")/repo
+  [ -d "$repo" ] || repo=$clone
   while read -r tag node pnpm; do
     [ -n "$tag" ] || continue
     local wt=$dir/$tag t0 t1 t2 t3 nodebin
