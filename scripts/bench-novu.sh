@@ -20,8 +20,9 @@
 #   a name may repeat: a second warm run shows whether the first one filled the caches); the
 #   cache is emptied first only when the list holds `cold`.
 # then the manual per-tag recipe (Novu's own process, by hand): extract the tag, install with
-# the tag's pnpm (`pnpm install --frozen-lockfile`, its own store, cold at the first tag), and
-# `pnpm nx build @novu/api`, each timed, each tag's folder removed after it.
+# the tag's pnpm under the tag's node (`pnpm install --frozen-lockfile`, the whole workspace,
+# its own store, cold at the first tag), and `pnpm nx build @novu/api`, each timed, each tag's
+# folder removed after it.
 # It samples the disk of the worktrees, the store and the nx cache every 30 s (peak) and prints
 # one table: wall time, setup time per tag (install, build), what the overlap hid, peak disk.
 #
@@ -134,7 +135,7 @@ EOF
 # The manual recipe, tag by tag, for the tags upstep ran in the range.
 manual_range() {
   local from=$1 to=$2 dir=$work/manual-v$from-v$to
-  local store=$dir/store total=0 peak=0 per=()
+  local store=$dir/store total=0 peak=0 per=() failed=0
   mkdir -p "$dir"
   # The tags upstep's plan prepared (its newest plan of the range), with their toolchains.
   local tags plan
@@ -158,19 +159,30 @@ manual_range() {
     t0=$(date +%s); rm -rf "$wt"; mkdir -p "$wt"
     git -C "$repo" archive "$tag" | tar -x -C "$wt"
     t1=$(date +%s)
-    # npx from outside the checkout (inside it, npx scans the tree for minutes).
-    (cd "$dir" && PATH=$nodebin:$PATH CYPRESS_INSTALL_BINARY=0 npx --yes "pnpm@$pnpm" install \
-      --dir "$wt" --frozen-lockfile --store-dir "$store" --reporter=append-only) >"$wt.install.log" 2>&1 || echo "  install failed: $wt.install.log"
+    # The tag's pnpm on PATH, under the tag's node, as a person installs it (nx runs the
+    # packages' scripts through `pnpm`, so it must be on PATH): the one upstep provisioned.
+    local pnpmjs=$shared_toolchains/pnpm-$pnpm/node_modules/pnpm/bin/pnpm.cjs
+    [ -f "$pnpmjs" ] || { echo "manual: no pnpm $pnpm in $shared_toolchains (run upstep on the range first)" >&2; return 1; }
+    mkdir -p "$dir/bin"
+    printf '#!/bin/sh\nexec "%s/node" "%s" "$@"\n' "$nodebin" "$pnpmjs" >"$dir/bin/pnpm"
+    chmod +x "$dir/bin/pnpm"
+    # A failed command's time is no comparison: the tag is marked with "!" and the row's exit 1.
+    local mark=""
+    (cd "$wt" && PATH=$dir/bin:$nodebin:$PATH CYPRESS_INSTALL_BINARY=0 pnpm install \
+      --frozen-lockfile --store-dir "$store" --reporter=append-only) >"$wt.install.log" 2>&1 ||
+      { echo "  install failed: $wt.install.log"; mark="!"; }
     t2=$(date +%s)
-    (cd "$wt" && PATH=$nodebin:$PATH NX_DAEMON=false npx --yes "pnpm@$pnpm" nx build @novu/api) >"$wt.build.log" 2>&1 || echo "  build failed: $wt.build.log"
+    (cd "$wt" && PATH=$dir/bin:$nodebin:$PATH NX_DAEMON=false pnpm nx build @novu/api) >"$wt.build.log" 2>&1 ||
+      { echo "  build failed: $wt.build.log"; mark="!"; }
     t3=$(date +%s)
-    local bytes; bytes=$(du -sbc "$wt" "$store" | tail -1 | cut -f1)
-    [ "$bytes" -gt "$peak" ] && peak=$bytes
+    [ -z "$mark" ] || failed=1
+    local bytes; bytes=$(du -sbc "$wt" "$store" 2>/dev/null | tail -1 | cut -f1 || true)
+    [ "${bytes:-0}" -gt "$peak" ] && peak=$bytes
     rm -rf "$wt"
-    per+=("$tag $((t2 - t1))+$((t3 - t2))")
+    per+=("$tag$mark $((t2 - t1))+$((t3 - t2))")
     total=$((total + t3 - t0))
   done <<<"$tags"
-  printf 'manual\tv%s-v%s\t-\t%s\t%s\t0\t%s\t%s\t%s\n' "$from" "$to" "$total" "$total" \
+  printf 'manual\tv%s-v%s\t%s\t%s\t%s\t0\t%s\t%s\t%s\n' "$from" "$to" "$failed" "$total" "$total" \
     "$(node -e "console.log((${peak}/1e9).toFixed(1))")" \
     "$(node -e "console.log(($(du -sb "$store" 2>/dev/null | cut -f1 || echo 0)/1e9).toFixed(1))")" \
     "$(IFS=,; echo "${per[*]:-}")" >>"$results"
