@@ -53,7 +53,7 @@ impl Roots {
         Roots {
             package_store: shared(crate::shared_cache::pnpm_store(&cache)),
             build_cache: shared(crate::shared_cache::nx_cache(&cache)),
-            kept_builds: shared(crate::executor::build_outputs::root(&cache)),
+            kept_builds: shared(crate::shared_cache::kept_builds(&cache)),
             state: crate::store::mirror::state_dir(),
             cache,
         }

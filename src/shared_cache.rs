@@ -1,8 +1,9 @@
 //! What every tag's setup shares, in upstep's cache: one pnpm package store and one nx build
-//! cache for every tag and run. Passed to the setup commands explicitly (in their environment)
-//! so a tag's install does not depend on the user's pnpm defaults, and so the second tag of a
-//! run reuses what the first one downloaded (pnpm) and built (nx's local cache is keyed by a
-//! task's inputs: a library unchanged between adjacent tags is restored, not rebuilt).
+//! cache for every tag and run (and the folder of kept builds, `kept_builds`). Passed to the
+//! setup commands explicitly (in their environment) so a tag's install does not depend on the
+//! user's pnpm defaults, and so the second tag of a run reuses what the first one downloaded
+//! (pnpm) and built (nx's local cache is keyed by a task's inputs: a library unchanged between
+//! adjacent tags is restored, not rebuilt).
 //!
 //! The store sits under the same root as the worktrees, so pnpm hard-links packages into each
 //! tag's node_modules instead of copying them.
@@ -17,6 +18,11 @@ pub fn pnpm_store(cache_root: &Path) -> PathBuf {
 /// nx's local build cache for every tag and run.
 pub fn nx_cache(cache_root: &Path) -> PathBuf {
     cache_root.join("nx-cache")
+}
+
+/// The build outputs kept per tag (`keep_build_outputs`, `src/executor/build_outputs.rs`).
+pub fn kept_builds(cache_root: &Path) -> PathBuf {
+    cache_root.join("build-outputs")
 }
 
 /// The variables that point a setup command at the shared store and build cache.

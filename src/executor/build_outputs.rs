@@ -10,17 +10,12 @@
 //! before it, is not kept: restoring part of its work would leave the tag half built.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-
-/// The folder in upstep's cache that holds every kept build.
-pub fn root(cache_root: &Path) -> PathBuf {
-    cache_root.join("build-outputs")
-}
 
 /// The key of the outputs of setup command `number` (0-based) of a setup stamped `stamp`.
 pub(super) fn key(stamp: &str, number: usize, argv: &[String]) -> String {
@@ -161,7 +156,7 @@ pub(super) fn save(
     worktree: &Path,
     entries: &[String],
 ) -> Result<Moved> {
-    let root = root(cache_root);
+    let root = crate::shared_cache::kept_builds(cache_root);
     let dest = root.join(key);
     let partial = root.join(format!(".{key}.{}.partial", std::process::id()));
     let fail = |what: &str, e: std::io::Error| {
@@ -203,7 +198,7 @@ pub(super) fn save(
 /// the worktree already holds one of its entries (then nothing is copied). A copy that fails
 /// half way removes what it copied and says so (the caller builds instead).
 pub(super) fn restore(cache_root: &Path, key: &str, worktree: &Path) -> Result<Option<Moved>> {
-    let kept = root(cache_root).join(key);
+    let kept = crate::shared_cache::kept_builds(cache_root).join(key);
     let Ok(text) = std::fs::read_to_string(kept.join(MANIFEST)) else {
         return Ok(None);
     };
@@ -363,7 +358,12 @@ mod tests {
         assert!(restore(&cache, "k", &second).unwrap().is_none());
         assert_eq!(read("libs/a/dist/index.js"), "mine");
         // An entry without its manifest is incomplete, never restored.
-        std::fs::remove_file(root(&cache).join("k").join(MANIFEST)).unwrap();
+        std::fs::remove_file(
+            crate::shared_cache::kept_builds(&cache)
+                .join("k")
+                .join(MANIFEST),
+        )
+        .unwrap();
         assert!(restore(&cache, "k", &first).unwrap().is_none());
     }
 }

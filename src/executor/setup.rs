@@ -207,7 +207,7 @@ fn keep_build(
                 "kept its outputs ({}, {:.0} MB) in {} for the next preparation of this tag",
                 crate::words::count(saved.entries, "output"),
                 saved.bytes as f64 / 1e6,
-                build_outputs::root(&opts.cache_root).display()
+                crate::shared_cache::kept_builds(&opts.cache_root).display()
             ),
             Err(e) => format!("its outputs were not kept: {e}"),
         },
