@@ -10,7 +10,7 @@
 //! <state>/journal/<hash>.jsonl             the local mirror of each database's journal
 //! <cache>/pnpm-store/                      the pnpm package store every tag's setup shares
 //! <cache>/nx-cache/                        the nx build cache every tag's setup shares
-//! <cache>/build-outputs/<key>/              a tag's build outputs, kept (`keep_build_outputs`)
+//! <cache>/build-outputs/<key>/             a tag's build outputs, kept (`keep_build_outputs`)
 //! ```
 //!
 //! `inventory` lists them with their sizes; `decide_prune` (pure) says what may go: worktrees
