@@ -116,7 +116,8 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Show what upstep keeps on disk (repositories, worktrees per tag, toolchains, logs, the
-    /// package store) with sizes; `upstep cache prune` removes what no run can use any more.
+    /// package store, the build caches) with sizes; `upstep cache prune` removes what no run can
+    /// use any more.
     Cache(CacheArgs),
     /// Print a shell completion script, e.g. `upstep completions bash > ~/.bash_completion`.
     Completions {

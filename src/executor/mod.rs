@@ -8,7 +8,7 @@
 //!   preflight (`before_run`) and again in the lock
 //! - `prepare.rs`: backup, downloads; per tag: worktree, toolchain, then removal
 //! - `setup.rs`: per tag: install and build, stamped (`src/shared_cache.rs`: the package store
-//!   and build cache every tag shares)
+//!   and build cache every tag shares; `build_outputs.rs`: a tag's build kept and restored)
 //! - `overlap.rs`: the next tag prepared while this tag's steps run
 //! - `step.rs`: per step: journal running, run, classify the ending, settle
 //! - `verify.rs`: per step: the data check after a success
