@@ -151,7 +151,8 @@ manual_range() {
   local repo
   repo=$(dirname "$plan")/repo
   [ -d "$repo" ] || repo=$clone
-  while read -r tag node pnpm; do
+  # The tag list on its own descriptor: pnpm and nx read stdin, and ate the rest of the list.
+  while read -r tag node pnpm <&3; do
     [ -n "$tag" ] || continue
     local wt=$dir/$tag t0 t1 t2 t3 nodebin
     nodebin=$(dirname "$(find -L "$shared_toolchains/node-$node" -path '*/bin/node' -type f 2>/dev/null | head -1)")
@@ -191,7 +192,7 @@ manual_range() {
     rm -rf "$wt"
     per+=("$tag$mark $((t2 - t1))+$((t3 - t2))")
     total=$((total + t3 - t0))
-  done <<<"$tags"
+  done 3<<<"$tags"
   printf 'manual\tv%s-v%s\t%s\t%s\t%s\t0\t%s\t%s\t%s\n' "$from" "$to" "$failed" "$total" "$total" \
     "$(node -e "console.log((${peak}/1e9).toFixed(1))")" \
     "$(node -e "console.log(($(du -sb "$store" 2>/dev/null | cut -f1 || echo 0)/1e9).toFixed(1))")" \
