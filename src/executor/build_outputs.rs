@@ -168,6 +168,7 @@ pub(super) fn save(
             "check the disk space and permissions of upstep's cache",
         )
     };
+    remove_abandoned_copies(&root);
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(partial.join("files")).map_err(|e| fail("create", e))?;
     let mut bytes = 0;
@@ -192,6 +193,28 @@ pub(super) fn save(
         entries: entries.len(),
         bytes,
     })
+}
+
+/// Removes the partial copies (`.<key>.<pid>.partial`) of saves whose process is gone (an
+/// upstep killed while it copied); a live process's copy is left alone.
+fn remove_abandoned_copies(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_suffix(".partial")
+            .filter(|_| name.starts_with('.'))
+        else {
+            continue;
+        };
+        let pid = rest.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Copies the outputs kept under `key` into the worktree. None: nothing complete is kept, or
@@ -365,5 +388,24 @@ mod tests {
         )
         .unwrap();
         assert!(restore(&cache, "k", &first).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_save_removes_the_partial_copies_of_gone_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, worktree) = (dir.path().join("c"), dir.path().join("w"));
+        let root = crate::shared_cache::kept_builds(&cache);
+        // No process has pid u32::MAX - 1 (Linux pids stop at 2^22); this one is alive.
+        let gone = root.join(format!(".old.{}.partial", u32::MAX - 1));
+        let alive = root.join(format!(".busy.{}.partial", std::process::id()));
+        for partial in [&gone, &alive] {
+            std::fs::create_dir_all(partial.join("files")).unwrap();
+        }
+        std::fs::create_dir_all(worktree.join("dist")).unwrap();
+        std::fs::write(worktree.join("dist/a.js"), "a").unwrap();
+        save(&cache, "new", &worktree, &["dist".into()]).unwrap();
+        assert!(!gone.exists(), "a dead process's copy is removed");
+        assert!(alive.exists(), "a live process's copy is left");
+        assert!(root.join("new").join(MANIFEST).is_file());
     }
 }
