@@ -16,26 +16,42 @@ impl Tmux {
     pub(crate) fn start(name: &str, command: &str) -> Tmux {
         let session = format!("upstep-{name}-{}", std::process::id());
         let line = format!("{command}; echo EXIT=$?; sleep 600");
-        let status = Command::new("tmux")
+        let tmux = Tmux { session };
+        let out = tmux
+            .command()
             .args([
                 "new-session",
                 "-d",
                 "-s",
-                &session,
+                &tmux.session,
                 "-x",
                 "220",
                 "-y",
                 "60",
                 &line,
             ])
-            .status()
+            .output()
             .expect("tmux is installed (scripts/test.sh installs it)");
-        assert!(status.success(), "tmux did not start");
-        Tmux { session }
+        assert!(
+            out.status.success(),
+            "tmux did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    /// tmux on a server of this session's own (`-L`): sessions of tests running at once do not
+    /// share a server, so one test's last session ending cannot take the server away while
+    /// another test starts its session (seen once under load: "tmux did not start").
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.session]);
+        command
     }
 
     pub(crate) fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .command()
             .args([
                 "capture-pane",
                 "-p",
@@ -68,13 +84,14 @@ impl Tmux {
     pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.session];
         args.extend(keys);
-        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+        assert!(self.command().args(&args).status().unwrap().success());
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
+        let _ = self
+            .command()
             .args(["kill-session", "-t", &self.session])
             .status();
     }
