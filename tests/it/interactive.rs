@@ -8,6 +8,8 @@ use crate::upgrade::Env;
 
 pub(crate) struct Tmux {
     session: String,
+    /// Holds the socket of this session's own tmux server (removed with it).
+    server: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -16,7 +18,8 @@ impl Tmux {
     pub(crate) fn start(name: &str, command: &str) -> Tmux {
         let session = format!("upstep-{name}-{}", std::process::id());
         let line = format!("{command}; echo EXIT=$?; sleep 600");
-        let tmux = Tmux { session };
+        let server = tempfile::tempdir().expect("a folder for the tmux socket");
+        let tmux = Tmux { session, server };
         let out = tmux
             .command()
             .args([
@@ -40,12 +43,13 @@ impl Tmux {
         tmux
     }
 
-    /// tmux on a server of this session's own (`-L`): sessions of tests running at once do not
-    /// share a server, so one test's last session ending cannot take the server away while
-    /// another test starts its session (seen once under load: "tmux did not start").
+    /// tmux on a server of this session's own (`-S`, a socket in a temporary folder): sessions
+    /// of tests running at once do not share a server, so one test's last session ending cannot
+    /// take the server away while another test starts its session (seen once under load: "tmux
+    /// did not start").
     fn command(&self) -> Command {
         let mut command = Command::new("tmux");
-        command.args(["-L", &self.session]);
+        command.arg("-S").arg(self.server.path().join("tmux.sock"));
         command
     }
 
