@@ -40,13 +40,9 @@ pub(super) struct Snapshot {
     changed: BTreeSet<String>,
 }
 
-/// Enough of an entry to see that something wrote in it: its files, bytes and newest mtime.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Fingerprint {
-    files: u64,
-    bytes: u64,
-    newest: Option<SystemTime>,
-}
+/// Enough of an entry to see that something wrote in it: its bytes and newest mtime (a folder's
+/// own mtime changes when a file in it is added or removed), as `upstep cache` sizes it.
+type Fingerprint = (u64, Option<SystemTime>);
 
 /// The worktree's untracked and ignored entries and its changed tracked files, from git.
 pub(super) fn snapshot(worktree: &Path) -> Result<Snapshot> {
@@ -74,35 +70,13 @@ pub(super) fn snapshot(worktree: &Path) -> Result<Snapshot> {
         }
         let status = entry.status();
         if status.intersects(git2::Status::WT_NEW | git2::Status::IGNORED) {
-            let fingerprint = fingerprint(&worktree.join(&path));
+            let fingerprint = crate::cache::size_of(&worktree.join(&path));
             snapshot.extra.insert(path, fingerprint);
         } else if !status.is_empty() {
             snapshot.changed.insert(path);
         }
     }
     Ok(snapshot)
-}
-
-fn fingerprint(path: &Path) -> Fingerprint {
-    let mut print = Fingerprint::default();
-    let mut pending = vec![path.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if let Ok(modified) = meta.modified() {
-            print.newest = print.newest.max(Some(modified));
-        }
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                pending.extend(entries.flatten().map(|e| e.path()));
-            }
-        } else {
-            print.files += 1;
-            print.bytes += meta.len();
-        }
-    }
-    print
 }
 
 /// What the build made, from the snapshots before and after it; Err says why it cannot be
@@ -138,7 +112,6 @@ const MANIFEST: &str = "manifest.json";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Manifest {
     entries: Vec<String>,
-    bytes: u64,
 }
 
 /// What a save or a restore moved.
@@ -181,7 +154,6 @@ pub(super) fn save(
     }
     let manifest = Manifest {
         entries: entries.to_vec(),
-        bytes,
     };
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
     std::fs::write(partial.join(MANIFEST), text).map_err(|e| fail(MANIFEST, e))?;
@@ -302,14 +274,7 @@ mod tests {
         Snapshot {
             extra: extra
                 .iter()
-                .map(|(p, bytes)| {
-                    let print = Fingerprint {
-                        files: 1,
-                        bytes: *bytes,
-                        newest: None,
-                    };
-                    (p.to_string(), print)
-                })
+                .map(|(p, bytes)| (p.to_string(), (*bytes, None)))
                 .collect(),
             changed: changed.iter().map(|p| p.to_string()).collect(),
         }
